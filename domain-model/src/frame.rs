@@ -1,0 +1,48 @@
+//! The kinds of frame that cross a connection or sit in a store. A codec
+//! adapter gives each kind its number in the frame header.
+
+use serde::{Deserialize, Serialize};
+
+use crate::advert::{DomainAdvert, NodeAdvert, TopicAdvert};
+use crate::message::NodeMessage;
+
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum Frame {
+    Node(NodeMessage),
+    NodeAdvert(NodeAdvert),
+    TopicAdvert(TopicAdvert),
+    DomainAdvert(DomainAdvert),
+}
+
+/// The kind of a frame, as the header names it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[repr(u8)]
+pub enum FrameKind {
+    Node = 1,
+    NodeAdvert = 2,
+    TopicAdvert = 3,
+    DomainAdvert = 4,
+}
+
+impl FrameKind {
+    pub fn from_u8(kind: u8) -> Option<Self> {
+        Some(match kind {
+            1 => Self::Node,
+            2 => Self::NodeAdvert,
+            3 => Self::TopicAdvert,
+            4 => Self::DomainAdvert,
+            _ => return None,
+        })
+    }
+}
+
+impl Frame {
+    pub fn kind(&self) -> FrameKind {
+        match self {
+            Self::Node(_) => FrameKind::Node,
+            Self::NodeAdvert(_) => FrameKind::NodeAdvert,
+            Self::TopicAdvert(_) => FrameKind::TopicAdvert,
+            Self::DomainAdvert(_) => FrameKind::DomainAdvert,
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! Proptest strategies for every domain type, shared by the tests of every
+//! crate (enable the `strategies` feature). Signatures made here are random
+//! bytes: tests that need valid ones sign with a real signer.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use proptest::collection::vec;
+use proptest::option;
+use proptest::prelude::*;
+
+use crate::*;
+
+pub fn key_bytes() -> impl Strategy<Value = [u8; 32]> {
+    any::<[u8; 32]>()
+}
+
+pub fn node_identity() -> impl Strategy<Value = NodeIdentity> {
+    key_bytes().prop_map(NodeIdentity::ed25519)
+}
+
+pub fn topic_identity() -> impl Strategy<Value = TopicIdentity> {
+    key_bytes().prop_map(TopicIdentity::ed25519)
+}
+
+pub fn domain_identity() -> impl Strategy<Value = DomainIdentity> {
+    key_bytes().prop_map(DomainIdentity::ed25519)
+}
+
+pub fn engine_name() -> impl Strategy<Value = EngineName> {
+    "[a-z0-9_.-]{1,64}".prop_map(|s| EngineName::new(&s).expect("strategy makes valid names"))
+}
+
+pub fn engine_identity() -> impl Strategy<Value = EngineIdentity> {
+    (node_identity(), engine_name()).prop_map(|(node, name)| EngineIdentity::new(node, name))
+}
+
+pub fn destination() -> impl Strategy<Value = DestinationIdentity> {
+    prop_oneof![
+        engine_identity().prop_map(DestinationIdentity::Engine),
+        node_identity().prop_map(DestinationIdentity::Node),
+        topic_identity().prop_map(DestinationIdentity::Topic),
+        node_identity().prop_map(DestinationIdentity::Relay),
+        domain_identity().prop_map(DestinationIdentity::Domain),
+    ]
+}
+
+pub fn signature() -> impl Strategy<Value = Signature> {
+    vec(any::<u8>(), 64).prop_map(|bytes| {
+        let mut sig = [0u8; 64];
+        sig.copy_from_slice(&bytes);
+        Signature::Ed25519(sig)
+    })
+}
+
+pub fn timestamp() -> impl Strategy<Value = Timestamp> {
+    (0u64..4_000_000_000_000).prop_map(Timestamp)
+}
+
+pub fn transport_address() -> impl Strategy<Value = TransportAddress> {
+    let ip = prop_oneof![
+        any::<[u8; 4]>().prop_map(|o| IpAddr::V4(Ipv4Addr::from(o))),
+        any::<[u8; 16]>().prop_map(|o| IpAddr::V6(Ipv6Addr::from(o))),
+    ];
+    let protocol = prop_oneof![
+        Just(TransportProtocol::Quic),
+        Just(TransportProtocol::TlsTcp)
+    ];
+    (protocol, ip, 1u16..)
+        .prop_map(|(protocol, ip, port)| TransportAddress::new(protocol, SocketAddr::new(ip, port)))
+}
+
+pub fn weighted_address() -> impl Strategy<Value = WeightedAddress> {
+    (transport_address(), any::<u8>())
+        .prop_map(|(address, weight)| WeightedAddress { address, weight })
+}
+
+pub fn node_advert_body() -> impl Strategy<Value = NodeAdvertBody> {
+    (
+        node_identity(),
+        vec(weighted_address(), 0..=limits::MAX_ADVERT_ADDRESSES),
+        option::of("[a-zA-Z0-9 ._-]{0,64}"),
+        any::<u64>(),
+        timestamp(),
+    )
+        .prop_map(|(id, addrs, name, version, created)| {
+            NodeAdvertBody::new(id, addrs, name.as_deref(), version, created)
+                .expect("strategy respects limits")
+        })
+}
+
+pub fn topic_advert_body() -> impl Strategy<Value = TopicAdvertBody> {
+    (
+        topic_identity(),
+        vec(node_identity(), 1..8),
+        vec(node_identity(), 0..4),
+        vec("[a-z0-9-]{0,16}", 0..4),
+        any::<u64>(),
+        timestamp(),
+    )
+        .prop_map(|(topic, publishers, relays, tags, version, created)| {
+            let tags = tags.iter().map(String::as_str).collect();
+            TopicAdvertBody::new(topic, publishers, relays, tags, version, created)
+                .expect("strategy respects limits")
+        })
+}
+
+pub fn join_policy() -> impl Strategy<Value = JoinPolicy> {
+    prop_oneof![
+        Just(JoinPolicy::Open),
+        any::<[u8; 32]>().prop_map(|key_hash| JoinPolicy::PreSharedKey { key_hash }),
+        vec(node_identity(), 0..4).prop_map(|nodes| JoinPolicy::AllowList(
+            BoundedVec::new("allow-list", nodes).expect("small")
+        )),
+        Just(JoinPolicy::OwnerApproves),
+    ]
+}
+
+pub fn domain_advert_body() -> impl Strategy<Value = DomainAdvertBody> {
+    (
+        domain_identity(),
+        vec(node_identity(), 0..6),
+        join_policy(),
+        any::<u64>(),
+        timestamp(),
+    )
+        .prop_map(|(id, nodes, join, version, created)| {
+            DomainAdvertBody::new(id, nodes, join, version, created)
+                .expect("strategy respects limits")
+        })
+}
+
+pub fn routing_scope() -> impl Strategy<Value = RoutingScope> {
+    prop_oneof![
+        Just(RoutingScope::Local),
+        domain_identity().prop_map(RoutingScope::Domain),
+        Just(RoutingScope::Any)
+    ]
+}
+
+pub fn transport_prefs() -> impl Strategy<Value = TransportPrefs> {
+    (
+        any::<bool>(),
+        any::<bool>(),
+        option::of(prop_oneof![
+            Just(TransportProtocol::Quic),
+            Just(TransportProtocol::TlsTcp)
+        ]),
+    )
+        .prop_map(|(ordered, reliable, protocol)| TransportPrefs {
+            ordering: if ordered {
+                Ordering::Ordered
+            } else {
+                Ordering::Unordered
+            },
+            reliability: if reliable {
+                Reliability::Reliable
+            } else {
+                Reliability::Unreliable
+            },
+            path: PathKind::Direct,
+            protocol,
+        })
+}
+
+pub fn protocol_id() -> impl Strategy<Value = ProtocolId> {
+    ("[a-z][a-z0-9/._-]{0,30}", any::<u16>()).prop_map(|(name, version)| {
+        ProtocolId::new(&name, version).expect("strategy makes valid names")
+    })
+}
+
+pub fn body() -> impl Strategy<Value = Body> {
+    vec(any::<u8>(), 0..512).prop_map(|bytes| Body::new(bytes).expect("small body"))
+}
+
+/// An engine message; its `sig` is absent or random bytes.
+pub fn engine_message() -> impl Strategy<Value = EngineMessage> {
+    (
+        (
+            engine_identity(),
+            destination(),
+            any::<u64>(),
+            option::of(any::<u64>()),
+            option::of(timestamp()),
+        ),
+        (
+            routing_scope(),
+            option::of(transport_prefs()),
+            protocol_id(),
+            body(),
+            option::of(signature()),
+        ),
+    )
+        .prop_map(
+            |((src, dst, id, reply_to, expiry), (scope, prefs, protocol, body, sig))| {
+                EngineMessage {
+                    src,
+                    dst,
+                    id: MessageId(id),
+                    reply_to: reply_to.map(MessageId),
+                    expiry,
+                    scope,
+                    prefs,
+                    protocol,
+                    body,
+                    sig,
+                }
+            },
+        )
+}
+
+pub fn relay_message() -> impl Strategy<Value = RelayMessage> {
+    (
+        node_identity(),
+        node_identity(),
+        option::of(timestamp()),
+        vec(any::<u8>(), 0..256),
+    )
+        .prop_map(|(src, dst, expiry, sealed)| RelayMessage {
+            src,
+            dst,
+            expiry,
+            sealed: SealedBytes::new(sealed).expect("small"),
+        })
+}
+
+pub fn node_message() -> impl Strategy<Value = NodeMessage> {
+    (
+        node_identity(),
+        node_identity(),
+        prop_oneof![
+            engine_message().prop_map(NodePayload::Engine),
+            relay_message().prop_map(NodePayload::Relay)
+        ],
+        option::of(signature()),
+    )
+        .prop_map(|(src, dst, payload, sig)| NodeMessage {
+            src,
+            dst,
+            payload,
+            sig,
+        })
+}
+
+/// Any frame; adverts carry random signatures.
+pub fn frame() -> impl Strategy<Value = Frame> {
+    prop_oneof![
+        node_message().prop_map(Frame::Node),
+        (node_advert_body(), signature())
+            .prop_map(|(b, s)| Frame::NodeAdvert(Advert::from_parts(b, s))),
+        (topic_advert_body(), signature())
+            .prop_map(|(b, s)| Frame::TopicAdvert(Advert::from_parts(b, s))),
+        (domain_advert_body(), signature())
+            .prop_map(|(b, s)| Frame::DomainAdvert(Advert::from_parts(b, s))),
+    ]
+}

@@ -1,0 +1,366 @@
+use netmachine_domain::strategies;
+use netmachine_domain::*;
+use proptest::prelude::*;
+
+use super::*;
+use crate::ports::Signer;
+use crate::testing::{MemoryRecordStore, TestSigner, TestVerifier};
+
+const NOW: Timestamp = Timestamp(10_000_000);
+
+fn own() -> NodeIdentity {
+    NodeIdentity::new(TestSigner::node(1).0)
+}
+
+fn open(store: &MemoryRecordStore) -> IdentityStore {
+    IdentityStore::open(own(), IdentityStoreConfig::default(), store).expect("memory store loads")
+}
+
+fn node_advert(seed: u8, version: u64) -> NodeAdvert {
+    let signer = TestSigner::node(seed);
+    let addr: TransportAddress = "quic://127.0.0.1:4100".parse().expect("valid");
+    let body = NodeAdvertBody::new(
+        NodeIdentity::new(signer.0),
+        vec![WeightedAddress {
+            address: addr,
+            weight: 10,
+        }],
+        Some("test"),
+        version,
+        NOW,
+    )
+    .expect("valid");
+    let sig = signer.sign(&NodeAdvert::signing_bytes_of(&body));
+    Advert::from_parts(body, sig)
+}
+
+fn topic_advert(seed: u8, version: u64) -> TopicAdvert {
+    let signer = TestSigner::node(seed);
+    let body = TopicAdvertBody::new(
+        TopicIdentity::new(signer.0),
+        vec![own()],
+        vec![],
+        vec!["t"],
+        version,
+        NOW,
+    )
+    .expect("valid");
+    let sig = signer.sign(&TopicAdvert::signing_bytes_of(&body));
+    Advert::from_parts(body, sig)
+}
+
+fn domain_advert(seed: u8, version: u64) -> DomainAdvert {
+    let signer = TestSigner::node(seed);
+    let body = DomainAdvertBody::new(
+        DomainIdentity::new(signer.0),
+        vec![own()],
+        JoinPolicy::Open,
+        version,
+        NOW,
+    )
+    .expect("valid");
+    let sig = signer.sign(&DomainAdvert::signing_bytes_of(&body));
+    Advert::from_parts(body, sig)
+}
+
+#[test]
+fn a_valid_advert_is_stored_persisted_and_announced() {
+    let mut disk = MemoryRecordStore::default();
+    let mut ids = open(&disk);
+    assert!(ids.subscribe(EngineName::new("watcher").expect("valid")));
+    let advert = node_advert(2, 1);
+    let accepted = ids
+        .apply_advert(
+            AdvertUpdate::Node(advert.clone()),
+            NOW,
+            &TestVerifier,
+            &mut disk,
+        )
+        .expect("ok");
+    assert_eq!(
+        accepted.notify,
+        vec![EngineName::new("watcher").expect("valid")]
+    );
+    assert_eq!(accepted.event.key, RecordKey::Node(advert.id));
+    let record = ids.node(&advert.id).expect("stored");
+    assert_eq!(record.advert.as_ref(), Some(&advert));
+    assert_eq!(record.trust, Trust::DEFAULT);
+    assert_eq!(disk.records.len(), 1);
+}
+
+#[test]
+fn every_kind_of_advert_is_kept() {
+    let mut disk = MemoryRecordStore::default();
+    let mut ids = open(&disk);
+    let t = topic_advert(3, 1);
+    let d = domain_advert(4, 1);
+    ids.apply_advert(
+        AdvertUpdate::Topic(t.clone()),
+        NOW,
+        &TestVerifier,
+        &mut disk,
+    )
+    .expect("topic");
+    ids.apply_advert(
+        AdvertUpdate::Domain(d.clone()),
+        NOW,
+        &TestVerifier,
+        &mut disk,
+    )
+    .expect("domain");
+    let engine = EngineRecord {
+        engine: EngineIdentity::new(own(), EngineName::new("app").expect("valid")),
+        key: None,
+    };
+    ids.put_engine(engine.clone(), &mut disk).expect("engine");
+    assert_eq!(
+        ids.lookup(&RecordKey::Topic(t.topic)),
+        Some(&IdentityRecord::Topic(t))
+    );
+    assert_eq!(
+        ids.lookup(&RecordKey::Domain(d.id)),
+        Some(&IdentityRecord::Domain(d))
+    );
+    assert_eq!(
+        ids.lookup(&RecordKey::Engine(engine.engine.clone())),
+        Some(&IdentityRecord::Engine(engine))
+    );
+}
+
+#[test]
+fn stale_versions_are_refused_and_change_nothing() {
+    let mut disk = MemoryRecordStore::default();
+    let mut ids = open(&disk);
+    ids.apply_advert(
+        AdvertUpdate::Node(node_advert(2, 5)),
+        NOW,
+        &TestVerifier,
+        &mut disk,
+    )
+    .expect("v5");
+    let before = disk.clone();
+    for stale in [5, 4, 0] {
+        let err = ids.apply_advert(
+            AdvertUpdate::Node(node_advert(2, stale)),
+            NOW,
+            &TestVerifier,
+            &mut disk,
+        );
+        assert!(
+            matches!(
+                err,
+                Err(UpdateError::Rule {
+                    source: RuleError::StaleVersion { .. },
+                    ..
+                })
+            ),
+            "{err:?}"
+        );
+    }
+    assert_eq!(disk.records, before.records);
+    let held = ids
+        .node(&node_advert(2, 5).id)
+        .and_then(|r| r.advert.clone())
+        .expect("held");
+    assert_eq!(held.version, 5);
+}
+
+#[test]
+fn forged_adverts_are_refused_and_change_nothing() {
+    let mut disk = MemoryRecordStore::default();
+    let mut ids = open(&disk);
+    let mut forged = node_advert(2, 1);
+    forged.body.version = 2;
+    let err = ids.apply_advert(AdvertUpdate::Node(forged), NOW, &TestVerifier, &mut disk);
+    assert!(matches!(err, Err(UpdateError::Signature { .. })));
+    assert!(ids.is_empty());
+    assert!(disk.records.is_empty());
+}
+
+#[test]
+fn adverts_from_the_future_are_refused() {
+    let mut disk = MemoryRecordStore::default();
+    let mut ids = open(&disk);
+    let advert = node_advert(2, 1);
+    let long_before = Timestamp(NOW.0 - netmachine_domain::limits::MAX_CLOCK_SKEW_MS - 1);
+    let err = ids.apply_advert(
+        AdvertUpdate::Node(advert),
+        long_before,
+        &TestVerifier,
+        &mut disk,
+    );
+    assert!(matches!(
+        err,
+        Err(UpdateError::Rule {
+            source: RuleError::FromTheFuture { .. },
+            ..
+        })
+    ));
+}
+
+#[test]
+fn trust_zero_bans_and_banned_adverts_are_refused() {
+    let mut disk = MemoryRecordStore::default();
+    let mut ids = open(&disk);
+    let advert = node_advert(2, 1);
+    assert_eq!(ids.trust(&advert.id), Trust::DEFAULT);
+    ids.set_trust(advert.id, Trust::BANNED, &mut disk)
+        .expect("ban");
+    assert!(ids.is_banned(&advert.id));
+    let err = ids.apply_advert(AdvertUpdate::Node(advert), NOW, &TestVerifier, &mut disk);
+    assert!(matches!(err, Err(UpdateError::Banned { .. })));
+}
+
+#[test]
+fn own_record_has_full_trust_and_cannot_be_replaced_from_outside() {
+    let mut disk = MemoryRecordStore::default();
+    let mut ids = open(&disk);
+    let mine = node_advert(1, 1);
+    ids.set_own_advert(mine.clone(), &TestVerifier, &mut disk)
+        .expect("own");
+    assert_eq!(ids.trust(&own()), Trust::OWN);
+    let newer = node_advert(1, 9);
+    let err = ids.apply_advert(AdvertUpdate::Node(newer), NOW, &TestVerifier, &mut disk);
+    assert!(matches!(err, Err(UpdateError::OwnRecord { .. })));
+    assert_eq!(ids.node(&own()).and_then(|r| r.advert.clone()), Some(mine));
+}
+
+#[test]
+fn a_failing_disk_changes_nothing() {
+    let mut disk = MemoryRecordStore {
+        fail_writes: true,
+        ..Default::default()
+    };
+    let mut ids = open(&disk);
+    let err = ids.apply_advert(
+        AdvertUpdate::Node(node_advert(2, 1)),
+        NOW,
+        &TestVerifier,
+        &mut disk,
+    );
+    assert!(matches!(err, Err(UpdateError::Store(_))));
+    assert!(ids.is_empty());
+}
+
+#[test]
+fn the_store_is_bounded() {
+    let mut disk = MemoryRecordStore::default();
+    let config = IdentityStoreConfig {
+        max_records: 2,
+        ..Default::default()
+    };
+    let mut ids = IdentityStore::open(own(), config, &disk).expect("open");
+    ids.apply_advert(
+        AdvertUpdate::Node(node_advert(2, 1)),
+        NOW,
+        &TestVerifier,
+        &mut disk,
+    )
+    .expect("1");
+    ids.apply_advert(
+        AdvertUpdate::Node(node_advert(3, 1)),
+        NOW,
+        &TestVerifier,
+        &mut disk,
+    )
+    .expect("2");
+    let err = ids.apply_advert(
+        AdvertUpdate::Node(node_advert(4, 1)),
+        NOW,
+        &TestVerifier,
+        &mut disk,
+    );
+    assert!(matches!(err, Err(UpdateError::Full { .. })));
+    ids.apply_advert(
+        AdvertUpdate::Node(node_advert(2, 2)),
+        NOW,
+        &TestVerifier,
+        &mut disk,
+    )
+    .expect("update fits");
+}
+
+#[test]
+fn reopening_restores_every_record() {
+    let mut disk = MemoryRecordStore::default();
+    let mut ids = open(&disk);
+    ids.apply_advert(
+        AdvertUpdate::Node(node_advert(2, 3)),
+        NOW,
+        &TestVerifier,
+        &mut disk,
+    )
+    .expect("node");
+    ids.apply_advert(
+        AdvertUpdate::Topic(topic_advert(3, 1)),
+        NOW,
+        &TestVerifier,
+        &mut disk,
+    )
+    .expect("topic");
+    ids.set_trust(NodeIdentity::ed25519([7; 32]), Trust(200), &mut disk)
+        .expect("trust");
+    let reopened = open(&disk);
+    assert_eq!(reopened.len(), 3);
+    assert_eq!(reopened.trust(&NodeIdentity::ed25519([7; 32])), Trust(200));
+}
+
+#[derive(Debug, Clone)]
+enum Offer {
+    Valid { seed: u8, version: u64 },
+    Forged { seed: u8, version: u64 },
+}
+
+fn offer() -> impl Strategy<Value = Offer> {
+    prop_oneof![
+        (2u8..6, 0u64..20).prop_map(|(seed, version)| Offer::Valid { seed, version }),
+        (2u8..6, 0u64..20).prop_map(|(seed, version)| Offer::Forged { seed, version }),
+    ]
+}
+
+proptest! {
+    /// Whatever adverts arrive, in any order, the store holds for each node
+    /// the highest version among the validly signed ones, memory and disk
+    /// agree, and a forged or stale offer is always refused.
+    #[test]
+    fn the_store_keeps_the_highest_valid_version(offers in proptest::collection::vec(offer(), 0..60)) {
+        let mut disk = MemoryRecordStore::default();
+        let mut ids = open(&disk);
+        let mut highest: std::collections::HashMap<u8, u64> = Default::default();
+        for offer in offers {
+            match offer {
+                Offer::Valid { seed, version } => {
+                    let outcome = ids.apply_advert(AdvertUpdate::Node(node_advert(seed, version)), NOW, &TestVerifier, &mut disk);
+                    let should_accept = highest.get(&seed).is_none_or(|h| version > *h);
+                    prop_assert_eq!(outcome.is_ok(), should_accept);
+                    if should_accept {
+                        highest.insert(seed, version);
+                    }
+                }
+                Offer::Forged { seed, version } => {
+                    let mut advert = node_advert(seed, version);
+                    advert.body.version = version + 1;
+                    prop_assert!(ids.apply_advert(AdvertUpdate::Node(advert), NOW, &TestVerifier, &mut disk).is_err());
+                }
+            }
+        }
+        for (seed, version) in &highest {
+            let id = NodeIdentity::new(TestSigner::node(*seed).0);
+            let held = ids.node(&id).and_then(|r| r.advert.as_ref()).map(|a| a.version);
+            prop_assert_eq!(held, Some(*version));
+        }
+        prop_assert_eq!(ids.len(), highest.len());
+        let reopened = open(&disk);
+        prop_assert_eq!(reopened.len(), ids.len());
+    }
+
+    /// Adverts with random signatures never get in.
+    #[test]
+    fn random_signatures_never_verify(body in strategies::node_advert_body(), sig in strategies::signature()) {
+        let mut disk = MemoryRecordStore::default();
+        let mut ids = open(&disk);
+        let advert = Advert::from_parts(body, sig);
+        prop_assert!(ids.apply_advert(AdvertUpdate::Node(advert), Timestamp(u64::MAX / 2), &TestVerifier, &mut disk).is_err());
+        prop_assert!(ids.is_empty());
+    }
+}

@@ -1,0 +1,18 @@
+//! The engines of netmachine: synchronous, deterministic state machines that
+//! take an input and the current time, change their state, and reach the
+//! world only through the port traits in [`ports`].
+
+pub mod identity_store;
+pub mod ports;
+pub mod router;
+
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
+pub use identity_store::{
+    AdvertUpdate, IdentityStore, IdentityStoreConfig, IdentityUpdated, UpdateError,
+};
+pub use router::{
+    InboundRejection, RegistryError, RouteError, Routed, Router, RouterConfig, RouterPorts,
+    TopicError,
+};

@@ -1,0 +1,440 @@
+//! The Router: routes every message by its destination.
+//!
+//! It is a synchronous state machine over a table of local engines (each
+//! with its local address `A`: a mailbox in the runtime, anything in tests),
+//! local topics, domain memberships and banned nodes. Routing a message only
+//! reads that table, so a runtime may route from many tasks at once; every
+//! change to the table goes through `&mut self`.
+
+mod error;
+mod topics;
+
+use std::collections::{HashMap, HashSet};
+
+use netmachine_domain::{
+    DestinationIdentity, DomainIdentity, EngineMessage, EngineName, NodeIdentity, NodeMessage,
+    NodePayload, RoutingScope, Signed, Timestamp, TopicAdvert, TopicIdentity,
+};
+
+pub use error::{InboundRejection, RegistryError, RouteError, TopicError};
+
+use crate::ports::{verify_if_signed, verify_signed, OutboundTransport, Signer, Verifier};
+use topics::TopicTable;
+
+/// The engine name that receives messages addressed to a node as a whole.
+pub const NODE_ENGINE_NAME: &str = "router";
+
+/// Tunables of a Router. Every table it keeps is bounded.
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    /// Sign every engine message that leaves this node. When false, a
+    /// message is signed only if its sender signed it (non-repudiation); the
+    /// mutually authenticated channel vouches for the rest.
+    pub sign_remote: bool,
+    pub max_engines: usize,
+    pub max_topics: usize,
+    pub max_subscribers_per_topic: usize,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        Self {
+            sign_remote: true,
+            max_engines: 4096,
+            max_topics: 65_536,
+            max_subscribers_per_topic: 4096,
+        }
+    }
+}
+
+/// What the Router needs from the world to route outwards.
+#[derive(Clone, Copy)]
+pub struct RouterPorts<'a> {
+    pub signer: &'a dyn Signer,
+    pub outbound: &'a dyn OutboundTransport,
+}
+
+impl std::fmt::Debug for RouterPorts<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouterPorts")
+            .field("signer", &self.signer.identity())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a routed message goes next.
+#[derive(Debug)]
+pub enum Routed<A> {
+    /// To one local engine's address.
+    Local { to: A, message: EngineMessage },
+    /// To every local subscriber of a topic, in subscription order.
+    Topic { to: Vec<A>, message: EngineMessage },
+    /// Handed to the outbound transport for the given node.
+    Sent { to: NodeIdentity },
+}
+
+/// The kind of place a destination resolves to on this node.
+enum Target {
+    LocalEngine(EngineName),
+    NodeEngine,
+    Topic(TopicIdentity),
+    Remote(NodeIdentity),
+    Unsupported(&'static str),
+}
+
+#[derive(Debug)]
+pub struct Router<A> {
+    node: NodeIdentity,
+    config: RouterConfig,
+    engines: HashMap<EngineName, A>,
+    topics: TopicTable,
+    domain_members: HashMap<DomainIdentity, HashSet<NodeIdentity>>,
+    banned: HashSet<NodeIdentity>,
+}
+
+impl<A: Clone> Router<A> {
+    pub fn new(node: NodeIdentity, config: RouterConfig) -> Self {
+        let topics = TopicTable::new(config.max_topics, config.max_subscribers_per_topic);
+        Self {
+            node,
+            config,
+            engines: HashMap::new(),
+            topics,
+            domain_members: HashMap::new(),
+            banned: HashSet::new(),
+        }
+    }
+
+    pub fn node(&self) -> NodeIdentity {
+        self.node
+    }
+
+    pub fn config(&self) -> &RouterConfig {
+        &self.config
+    }
+
+    // ---- the engine table -------------------------------------------------
+
+    pub fn register_engine(&mut self, name: EngineName, address: A) -> Result<(), RegistryError> {
+        if self.engines.contains_key(&name) || self.engines.len() >= self.config.max_engines {
+            return Err(RegistryError::NameTaken(name));
+        }
+        self.engines.insert(name, address);
+        Ok(())
+    }
+
+    /// Removes an engine and its subscriptions; topics it created stay.
+    pub fn unregister_engine(&mut self, name: &EngineName) -> Option<A> {
+        self.topics.forget_engine(name);
+        self.engines.remove(name)
+    }
+
+    pub fn engine_address(&self, name: &EngineName) -> Option<&A> {
+        self.engines.get(name)
+    }
+
+    pub fn engine_names(&self) -> impl Iterator<Item = &EngineName> {
+        self.engines.keys()
+    }
+
+    // ---- topics -----------------------------------------------------------
+
+    /// Creates a topic owned by a local engine. The advert must carry a
+    /// valid signature of the topic key.
+    pub fn create_topic(
+        &mut self,
+        creator: &EngineName,
+        advert: TopicAdvert,
+        verifier: &dyn Verifier,
+    ) -> Result<(), TopicError> {
+        if !self.engines.contains_key(creator) {
+            return Err(TopicError::UnknownEngine(creator.clone()));
+        }
+        if verify_signed(verifier, &advert).is_err() {
+            return Err(TopicError::BadAdvert {
+                topic: advert.topic,
+            });
+        }
+        self.topics.create(creator.clone(), advert)
+    }
+
+    /// Takes note of a topic advert that the identity store has verified.
+    pub fn learn_topic(&mut self, advert: TopicAdvert) -> Result<(), TopicError> {
+        self.topics.learn(advert)
+    }
+
+    /// Deletes a topic; only the local engine that created it may.
+    pub fn delete_topic(
+        &mut self,
+        by: &EngineName,
+        topic: &TopicIdentity,
+    ) -> Result<(), TopicError> {
+        self.topics.delete(by, topic).map(|_| ())
+    }
+
+    pub fn subscribe(
+        &mut self,
+        engine: &EngineName,
+        topic: &TopicIdentity,
+    ) -> Result<(), TopicError> {
+        if !self.engines.contains_key(engine) {
+            return Err(TopicError::UnknownEngine(engine.clone()));
+        }
+        self.topics.subscribe(engine.clone(), topic)
+    }
+
+    /// Returns whether the engine was subscribed.
+    pub fn unsubscribe(
+        &mut self,
+        engine: &EngineName,
+        topic: &TopicIdentity,
+    ) -> Result<bool, TopicError> {
+        self.topics.unsubscribe(engine, topic)
+    }
+
+    pub fn topic_advert(&self, topic: &TopicIdentity) -> Option<&TopicAdvert> {
+        self.topics.get(topic).map(|t| &t.advert)
+    }
+
+    pub fn topic_count(&self) -> usize {
+        self.topics.len()
+    }
+
+    /// Each known topic with its local subscriber count.
+    pub fn topic_summaries(&self) -> Vec<(TopicIdentity, usize)> {
+        self.topics
+            .iter()
+            .map(|(id, t)| (*id, t.subscribers.len()))
+            .collect()
+    }
+
+    // ---- scope and trust --------------------------------------------------
+
+    pub fn set_domain_members(
+        &mut self,
+        domain: DomainIdentity,
+        members: impl IntoIterator<Item = NodeIdentity>,
+    ) {
+        self.domain_members
+            .insert(domain, members.into_iter().collect());
+    }
+
+    pub fn set_banned(&mut self, node: NodeIdentity, banned: bool) {
+        if banned {
+            self.banned.insert(node);
+        } else {
+            self.banned.remove(&node);
+        }
+    }
+
+    pub fn is_banned(&self, node: &NodeIdentity) -> bool {
+        self.banned.contains(node)
+    }
+
+    fn scope_allows_remote(&self, scope: &RoutingScope, node: &NodeIdentity) -> bool {
+        match scope {
+            RoutingScope::Local => false,
+            RoutingScope::Any => true,
+            RoutingScope::Domain(domain) => self
+                .domain_members
+                .get(domain)
+                .is_some_and(|m| m.contains(node)),
+        }
+    }
+
+    // ---- routing ----------------------------------------------------------
+
+    /// Routes a message sent by a local engine.
+    pub fn route_local(
+        &self,
+        mut message: EngineMessage,
+        now: Timestamp,
+        ports: RouterPorts<'_>,
+    ) -> Result<Routed<A>, RouteError> {
+        if message.src.node != self.node || !self.engines.contains_key(&message.src.name) {
+            return Err(RouteError::UnknownSource {
+                src: message.src.to_string(),
+            });
+        }
+        if let Err(rule) = message.check_not_expired(now) {
+            return Err(RouteError::Expired {
+                dst: message.dst.clone(),
+                rule,
+            });
+        }
+        let remote = match self.target_of(&message.dst) {
+            Target::LocalEngine(name) => return self.to_local_engine(&name, message),
+            Target::NodeEngine => return self.to_node_engine(message),
+            Target::Topic(topic) => return self.to_local_subscribers(topic, self.node, message),
+            Target::Remote(node) => node,
+            Target::Unsupported(what) => {
+                return Err(RouteError::Unsupported {
+                    dst: message.dst,
+                    what,
+                })
+            }
+        };
+        if !self.scope_allows_remote(&message.scope, &remote) {
+            return Err(RouteError::OutOfScope {
+                dst: message.dst,
+                scope: message.scope,
+            });
+        }
+        if self.banned.contains(&remote) {
+            return Err(RouteError::Banned { dst: message.dst });
+        }
+        if self.config.sign_remote && message.sig.is_none() {
+            message.sig = Some(ports.signer.sign(&message.signing_bytes()));
+        }
+        let dst = message.dst.clone();
+        let outbound = NodeMessage {
+            src: self.node,
+            dst: remote,
+            payload: NodePayload::Engine(message),
+            sig: None,
+        };
+        ports
+            .outbound
+            .send(remote, outbound)
+            .map_err(|source| RouteError::Outbound { dst, source })?;
+        Ok(Routed::Sent { to: remote })
+    }
+
+    /// Routes a message that arrived from `peer` over a mutually
+    /// authenticated connection: the channel proves the peer's identity, so
+    /// a peer may speak only for itself and its own engines.
+    pub fn route_inbound(
+        &self,
+        peer: NodeIdentity,
+        message: NodeMessage,
+        now: Timestamp,
+        verifier: &dyn Verifier,
+    ) -> Result<Routed<A>, InboundRejection> {
+        if self.banned.contains(&peer) {
+            return Err(InboundRejection::Banned { peer });
+        }
+        if message.dst != self.node {
+            return Err(InboundRejection::NotForThisNode { dst: message.dst });
+        }
+        if message.src != peer {
+            return Err(InboundRejection::Impersonation {
+                peer,
+                claimed: message.src.to_string(),
+            });
+        }
+        verify_if_signed(verifier, &message).map_err(|bad| InboundRejection::from((peer, bad)))?;
+        let engine_message = match message.payload {
+            NodePayload::Engine(inner) => inner,
+            NodePayload::Relay(_) => {
+                return Err(InboundRejection::Unsupported {
+                    peer,
+                    what: "relay messages",
+                })
+            }
+        };
+        if engine_message.src.node != peer {
+            return Err(InboundRejection::Impersonation {
+                peer,
+                claimed: engine_message.src.to_string(),
+            });
+        }
+        verify_if_signed(verifier, &engine_message)
+            .map_err(|bad| InboundRejection::from((peer, bad)))?;
+        if let Err(rule) = engine_message.check_not_expired(now) {
+            return Err(InboundRejection::Expired { peer, rule });
+        }
+        if engine_message.scope == RoutingScope::Local {
+            return Err(InboundRejection::OutOfScope { peer });
+        }
+        let no_route = |dst: &DestinationIdentity| InboundRejection::NoRoute {
+            peer,
+            dst: dst.clone(),
+        };
+        match self.target_of(&engine_message.dst) {
+            Target::LocalEngine(name) => {
+                self.to_local_engine(&name, engine_message)
+                    .map_err(|e| match e {
+                        RouteError::NoRoute { dst } => no_route(&dst),
+                        _ => no_route(&DestinationIdentity::Node(self.node)),
+                    })
+            }
+            Target::NodeEngine => {
+                let dst = engine_message.dst.clone();
+                self.to_node_engine(engine_message)
+                    .map_err(|_| no_route(&dst))
+            }
+            Target::Topic(topic) => self
+                .to_local_subscribers(topic, peer, engine_message)
+                .map_err(|e| match e {
+                    RouteError::NotAPublisher { topic } => {
+                        InboundRejection::NotAPublisher { peer, topic }
+                    }
+                    _ => no_route(&DestinationIdentity::Topic(topic)),
+                }),
+            // Forwarding to a third node is relaying, which comes later.
+            Target::Remote(_) => Err(InboundRejection::Unsupported {
+                peer,
+                what: "forwarding to another node",
+            }),
+            Target::Unsupported(what) => Err(InboundRejection::Unsupported { peer, what }),
+        }
+    }
+
+    fn target_of(&self, dst: &DestinationIdentity) -> Target {
+        match dst {
+            DestinationIdentity::Engine(engine) if engine.node == self.node => {
+                Target::LocalEngine(engine.name.clone())
+            }
+            DestinationIdentity::Node(node) if *node == self.node => Target::NodeEngine,
+            DestinationIdentity::Topic(topic) => Target::Topic(*topic),
+            DestinationIdentity::Engine(engine) => Target::Remote(engine.node),
+            DestinationIdentity::Node(node) => Target::Remote(*node),
+            DestinationIdentity::Relay(_) => Target::Unsupported("relay routing"),
+            DestinationIdentity::Domain(_) => Target::Unsupported("domain anycast"),
+        }
+    }
+
+    fn to_local_engine(
+        &self,
+        name: &EngineName,
+        message: EngineMessage,
+    ) -> Result<Routed<A>, RouteError> {
+        match self.engines.get(name) {
+            Some(address) => Ok(Routed::Local {
+                to: address.clone(),
+                message,
+            }),
+            None => Err(RouteError::NoRoute { dst: message.dst }),
+        }
+    }
+
+    fn to_node_engine(&self, message: EngineMessage) -> Result<Routed<A>, RouteError> {
+        let name = EngineName::new(NODE_ENGINE_NAME).map_err(|_| RouteError::NoRoute {
+            dst: message.dst.clone(),
+        })?;
+        self.to_local_engine(&name, message)
+    }
+
+    fn to_local_subscribers(
+        &self,
+        topic: TopicIdentity,
+        publisher: NodeIdentity,
+        message: EngineMessage,
+    ) -> Result<Routed<A>, RouteError> {
+        let Some(entry) = self.topics.get(&topic) else {
+            return Err(RouteError::NoRoute { dst: message.dst });
+        };
+        if !entry.advert.allows_publisher(&publisher) {
+            return Err(RouteError::NotAPublisher { topic });
+        }
+        let to = entry
+            .subscribers
+            .iter()
+            .filter_map(|name| self.engines.get(name).cloned())
+            .collect();
+        Ok(Routed::Topic { to, message })
+    }
+}
+
+#[cfg(test)]
+mod tests;
