@@ -1,0 +1,105 @@
+//! Frames as deterministic CBOR (ciborium) behind a two-byte header: the
+//! format version, then the frame kind. The size limit is checked before
+//! any decoding, and every decode failure is a typed error.
+
+use netmachine_domain::limits::MAX_FRAME_BYTES;
+use netmachine_domain::{Frame, FrameKind};
+use netmachine_engines::ports::{Codec, CodecError};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// The frame format this codec writes and reads.
+pub const FORMAT_VERSION: u8 = 1;
+/// Bytes before the CBOR body.
+pub const HEADER_LEN: usize = 2;
+
+#[derive(Debug, Clone, Copy)]
+pub struct CborCodec {
+    max_frame: usize,
+}
+
+impl Default for CborCodec {
+    fn default() -> Self {
+        Self {
+            max_frame: MAX_FRAME_BYTES,
+        }
+    }
+}
+
+impl CborCodec {
+    /// A codec with a lower frame limit than the protocol maximum.
+    pub fn with_max_frame(max_frame: usize) -> Self {
+        Self {
+            max_frame: max_frame.min(MAX_FRAME_BYTES),
+        }
+    }
+
+    pub fn max_frame(&self) -> usize {
+        self.max_frame
+    }
+}
+
+/// Encodes any serde value as CBOR.
+pub fn to_cbor<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    ciborium::into_writer(value, out).map_err(|e| CodecError::Encode(e.to_string()))
+}
+
+/// Decodes a serde value from CBOR, refusing trailing bytes.
+pub fn from_cbor<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    let mut reader = bytes;
+    let value =
+        ciborium::from_reader(&mut reader).map_err(|e| CodecError::Malformed(e.to_string()))?;
+    if !reader.is_empty() {
+        return Err(CodecError::Malformed(format!(
+            "{} bytes after the end of the value",
+            reader.len()
+        )));
+    }
+    Ok(value)
+}
+
+impl Codec for CborCodec {
+    fn encode(&self, frame: &Frame) -> Result<Vec<u8>, CodecError> {
+        let mut out = Vec::with_capacity(256);
+        out.push(FORMAT_VERSION);
+        out.push(frame.kind() as u8);
+        to_cbor(frame, &mut out)?;
+        if out.len() > self.max_frame {
+            return Err(CodecError::TooLarge {
+                len: out.len(),
+                max: self.max_frame,
+            });
+        }
+        Ok(out)
+    }
+
+    fn decode(&self, bytes: &[u8]) -> Result<Frame, CodecError> {
+        if bytes.len() > self.max_frame {
+            return Err(CodecError::TooLarge {
+                len: bytes.len(),
+                max: self.max_frame,
+            });
+        }
+        if bytes.len() < HEADER_LEN {
+            return Err(CodecError::Truncated {
+                len: bytes.len(),
+                needed: HEADER_LEN,
+            });
+        }
+        if bytes[0] != FORMAT_VERSION {
+            return Err(CodecError::UnsupportedVersion(bytes[0]));
+        }
+        let kind = FrameKind::from_u8(bytes[1]).ok_or(CodecError::UnknownKind(bytes[1]))?;
+        let frame: Frame = from_cbor(&bytes[HEADER_LEN..])?;
+        if frame.kind() != kind {
+            return Err(CodecError::KindMismatch {
+                header: kind as u8,
+                body: frame.kind() as u8,
+            });
+        }
+        Ok(frame)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,248 @@
+//! An engine's handle on its node: its bounded mailbox, and the means to
+//! send, publish, subscribe and create topics.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use netmachine_domain::{
+    Advert, Body, DestinationIdentity, EngineIdentity, EngineMessage, MessageId, ProtocolId,
+    RoutingScope, Signed, TopicAdvert, TopicAdvertBody, TopicIdentity, TransportPrefs,
+};
+use netmachine_engines::identity_store::IdentityUpdated;
+use netmachine_engines::ports::Signer;
+use tokio::sync::mpsc;
+
+use super::error::{NodeError, SendError};
+use super::node::Node;
+use crate::crypto::Ed25519Keys;
+
+/// What arrives in an engine's mailbox.
+#[derive(Debug, Clone)]
+pub enum Inbound {
+    Message(EngineMessage),
+    IdentityUpdated(IdentityUpdated),
+}
+
+/// The sending side of an engine's bounded mailbox.
+pub type Mailbox = mpsc::Sender<Inbound>;
+
+/// How a message is sent; the defaults suit most messages.
+#[derive(Debug, Clone, Default)]
+pub struct SendOptions {
+    /// The message is dropped (and the sender told) once this has passed.
+    pub ttl: Option<Duration>,
+    pub scope: RoutingScope,
+    pub reply_to: Option<MessageId>,
+    pub prefs: Option<TransportPrefs>,
+    /// Sign the message with the node key on this engine's behalf, so its
+    /// receivers can prove who sent it (non-repudiation).
+    pub sign: bool,
+}
+
+/// One engine attached to a node. Dropping it detaches the engine.
+#[derive(Debug)]
+pub struct EngineHandle {
+    node: Node,
+    identity: EngineIdentity,
+    inbox: mpsc::Receiver<Inbound>,
+    next_id: u64,
+}
+
+impl EngineHandle {
+    pub(crate) fn new(
+        node: Node,
+        identity: EngineIdentity,
+        inbox: mpsc::Receiver<Inbound>,
+    ) -> Self {
+        // Ids start from the clock so that they stay unique across restarts
+        // of the node (up to 65,536 messages per millisecond of uptime).
+        let next_id = node.now().as_millis().wrapping_shl(16);
+        Self {
+            node,
+            identity,
+            inbox,
+            next_id,
+        }
+    }
+
+    pub fn identity(&self) -> &EngineIdentity {
+        &self.identity
+    }
+
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// Waits for the next message or notice; `None` once the node is gone.
+    pub async fn recv(&mut self) -> Option<Inbound> {
+        self.inbox.recv().await
+    }
+
+    /// The next message if one is waiting.
+    pub fn try_recv(&mut self) -> Option<Inbound> {
+        self.inbox.try_recv().ok()
+    }
+
+    /// Sends `body` to `dst` with default options.
+    pub async fn send(
+        &mut self,
+        dst: DestinationIdentity,
+        protocol: ProtocolId,
+        body: impl Into<Bytes>,
+    ) -> Result<MessageId, SendError> {
+        self.send_with(dst, protocol, body, SendOptions::default())
+            .await
+    }
+
+    pub async fn send_with(
+        &mut self,
+        dst: DestinationIdentity,
+        protocol: ProtocolId,
+        body: impl Into<Bytes>,
+        options: SendOptions,
+    ) -> Result<MessageId, SendError> {
+        let message = self.build(dst, protocol, body, options)?;
+        let id = message.id;
+        self.node.route_local(message).await?;
+        Ok(id)
+    }
+
+    /// Replies to a message: to its source, marked as a reply to its id.
+    pub async fn reply(
+        &mut self,
+        to: &EngineMessage,
+        body: impl Into<Bytes>,
+    ) -> Result<MessageId, SendError> {
+        let options = SendOptions {
+            reply_to: Some(to.id),
+            ..SendOptions::default()
+        };
+        self.send_with(
+            DestinationIdentity::Engine(to.src.clone()),
+            to.protocol.clone(),
+            body,
+            options,
+        )
+        .await
+    }
+
+    /// Publishes to every subscriber of a topic this node may publish on.
+    pub async fn publish(
+        &mut self,
+        topic: TopicIdentity,
+        protocol: ProtocolId,
+        body: impl Into<Bytes>,
+    ) -> Result<MessageId, SendError> {
+        self.send(DestinationIdentity::Topic(topic), protocol, body)
+            .await
+    }
+
+    fn build(
+        &mut self,
+        dst: DestinationIdentity,
+        protocol: ProtocolId,
+        body: impl Into<Bytes>,
+        options: SendOptions,
+    ) -> Result<EngineMessage, SendError> {
+        let id = MessageId(self.next_id);
+        self.next_id = self.next_id.wrapping_add(1);
+        let expiry = options.ttl.map(|ttl| {
+            self.node
+                .now()
+                .saturating_add_millis(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
+        });
+        let mut message = EngineMessage {
+            src: self.identity.clone(),
+            dst,
+            id,
+            reply_to: options.reply_to,
+            expiry,
+            scope: options.scope,
+            prefs: options.prefs,
+            protocol,
+            body: Body::new(body)?,
+            sig: None,
+        };
+        if options.sign {
+            message.sig = Some(self.node.inner.keys.sign(&message.signing_bytes()));
+        }
+        Ok(message)
+    }
+
+    /// Creates a topic owned by this engine: makes a topic key, signs an
+    /// advert naming this node as the publisher, and registers it with the
+    /// Router and the identity store.
+    pub async fn create_topic(&self, tags: &[&str]) -> Result<TopicIdentity, NodeError> {
+        let keys = Ed25519Keys::generate()?;
+        let topic = TopicIdentity::new(keys.public());
+        let body = TopicAdvertBody::new(
+            topic,
+            vec![self.node.identity()],
+            Vec::new(),
+            tags.to_vec(),
+            self.node.now().as_millis(),
+            self.node.now(),
+        )?;
+        let sig = keys.sign(&TopicAdvert::signing_bytes_of(&body));
+        let advert: TopicAdvert = Advert::from_parts(body, sig);
+        self.node.inner.router.write().create_topic(
+            &self.identity.name,
+            advert.clone(),
+            &crate::crypto::RingVerifier,
+        )?;
+        self.node.inner.topic_keys.lock().insert(topic, keys);
+        self.node.offer_topic_advert(advert).await?;
+        Ok(topic)
+    }
+
+    /// Deletes a topic this engine created.
+    pub fn delete_topic(&self, topic: &TopicIdentity) -> Result<(), NodeError> {
+        self.node
+            .inner
+            .router
+            .write()
+            .delete_topic(&self.identity.name, topic)?;
+        self.node.inner.topic_keys.lock().remove(topic);
+        Ok(())
+    }
+
+    /// Subscribes to a topic whose advert this node knows.
+    pub fn subscribe(&self, topic: &TopicIdentity) -> Result<(), NodeError> {
+        self.node
+            .inner
+            .router
+            .write()
+            .subscribe(&self.identity.name, topic)?;
+        Ok(())
+    }
+
+    /// Returns whether this engine was subscribed.
+    pub fn unsubscribe(&self, topic: &TopicIdentity) -> Result<bool, NodeError> {
+        Ok(self
+            .node
+            .inner
+            .router
+            .write()
+            .unsubscribe(&self.identity.name, topic)?)
+    }
+
+    /// Asks for an `IdentityUpdated` notice after every accepted change to
+    /// the identity store.
+    pub async fn subscribe_identity_updates(&self) -> Result<bool, NodeError> {
+        self.node
+            .subscribe_identity_updates(self.identity.name.clone())
+            .await
+    }
+}
+
+impl Drop for EngineHandle {
+    fn drop(&mut self) {
+        self.node
+            .inner
+            .router
+            .write()
+            .unregister_engine(&self.identity.name);
+        self.node
+            .unsubscribe_identity_updates(self.identity.name.clone());
+    }
+}

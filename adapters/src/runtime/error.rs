@@ -1,0 +1,45 @@
+//! Errors of the embedding API.
+
+use netmachine_domain::{DestinationIdentity, ValidationError};
+use netmachine_engines::identity_store::UpdateError;
+use netmachine_engines::ports::{CodecError, StoreError};
+use netmachine_engines::{RegistryError, RouteError, TopicError};
+use thiserror::Error;
+
+use crate::crypto::KeyError;
+use crate::keyfile::KeyFileError;
+
+#[derive(Debug, Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    KeyFile(#[from] KeyFileError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("identity store: {0}")]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Topic(#[from] TopicError),
+    #[error(transparent)]
+    Update(#[from] UpdateError),
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error("the node has stopped")]
+    Stopped,
+    #[error("cannot start the identity store thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// A message was not sent.
+#[derive(Debug, Error)]
+pub enum SendError {
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    #[error("the mailbox of {dst} is closed: that engine has stopped")]
+    MailboxClosed { dst: DestinationIdentity },
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+}

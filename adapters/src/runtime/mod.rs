@@ -1,0 +1,12 @@
+//! The tokio runtime that hosts a node's engines, and the embedding API.
+
+mod engine;
+mod error;
+mod identity_actor;
+mod node;
+
+pub use engine::{EngineHandle, Inbound, Mailbox, SendOptions};
+pub use error::{NodeError, SendError};
+pub use node::{
+    NoTransport, Node, NodeBuilder, NodeStats, DEFAULT_MAILBOX_CAPACITY, IDENTITY_DB_FILE,
+};

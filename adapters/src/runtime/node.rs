@@ -1,0 +1,547 @@
+//! A node: the Router and the Identity Store hosted on tokio, with engines
+//! attached by name.
+//!
+//! Routing reads the Router's table under a short read lock in the task of
+//! the engine that sends, then hands the message straight to the
+//! destination's bounded mailbox. Changes to the table (engines, topics,
+//! trust) take the write lock. This is the spec's "one Router instance per
+//! sender" arrangement: one state machine, many routing contexts, and no
+//! extra hop through a central task.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use netmachine_domain::{
+    Advert, DomainAdvert, EngineIdentity, EngineName, IdentityRecord, NodeAdvert, NodeAdvertBody,
+    NodeIdentity, NodeMessage, RecordKey, Timestamp, TopicAdvert, TopicIdentity, Trust,
+    WeightedAddress,
+};
+use netmachine_engines::identity_store::{
+    Accepted, AdvertUpdate, IdentityStore, IdentityStoreConfig,
+};
+use netmachine_engines::ports::{Clock, OutboundError, OutboundTransport, RecordStore, Signer};
+use netmachine_engines::{InboundRejection, Routed, Router, RouterConfig, RouterPorts};
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::{mpsc, oneshot};
+
+use super::engine::{EngineHandle, Inbound, Mailbox};
+use super::error::{NodeError, SendError};
+use super::identity_actor::{spawn_identity_actor, IdentityCommand};
+use crate::clock::SystemClock;
+use crate::crypto::{Ed25519Keys, RingVerifier};
+use crate::store::{RedbRecordStore, VolatileRecordStore};
+
+/// The default capacity of an engine's mailbox.
+pub const DEFAULT_MAILBOX_CAPACITY: usize = 1024;
+/// The file, inside the data directory, that holds identity records.
+pub const IDENTITY_DB_FILE: &str = "identities.redb";
+
+/// An outbound port for a node with no transport: every remote send fails
+/// with a clear error.
+#[derive(Debug, Default)]
+pub struct NoTransport;
+
+impl OutboundTransport for NoTransport {
+    fn send(&self, _to: NodeIdentity, _message: NodeMessage) -> Result<(), OutboundError> {
+        Err(OutboundError::NoTransport)
+    }
+}
+
+/// Counters a person or a control API can read.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub local_delivered: AtomicU64,
+    pub sent_remote: AtomicU64,
+    pub inbound_delivered: AtomicU64,
+    pub inbound_rejected: AtomicU64,
+    pub undeliverable: AtomicU64,
+}
+
+/// A snapshot of what a node is doing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeStats {
+    pub engines: usize,
+    pub topics: usize,
+    pub local_delivered: u64,
+    pub sent_remote: u64,
+    pub inbound_delivered: u64,
+    pub inbound_rejected: u64,
+    pub undeliverable: u64,
+}
+
+pub(crate) struct NodeInner {
+    pub keys: Ed25519Keys,
+    pub identity: NodeIdentity,
+    pub clock: Arc<dyn Clock>,
+    pub outbound: Arc<dyn OutboundTransport>,
+    pub router: Arc<RwLock<Router<Mailbox>>>,
+    pub mailbox_capacity: usize,
+    pub counters: Counters,
+    identity_tx: Mutex<Option<mpsc::Sender<IdentityCommand>>>,
+    identity_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    pub topic_keys: Mutex<HashMap<TopicIdentity, Ed25519Keys>>,
+    own_advert: RwLock<Option<NodeAdvert>>,
+}
+
+impl std::fmt::Debug for NodeInner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("identity", &self.identity)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a node.
+pub struct NodeBuilder {
+    keys: Option<Ed25519Keys>,
+    data_dir: Option<PathBuf>,
+    record_store: Option<Box<dyn RecordStore>>,
+    clock: Option<Arc<dyn Clock>>,
+    outbound: Option<Arc<dyn OutboundTransport>>,
+    mailbox_capacity: usize,
+    router: RouterConfig,
+    identities: IdentityStoreConfig,
+    name: Option<String>,
+    addresses: Vec<WeightedAddress>,
+}
+
+impl std::fmt::Debug for NodeBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeBuilder")
+            .field("data_dir", &self.data_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for NodeBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl NodeBuilder {
+    pub fn new() -> Self {
+        Self {
+            keys: None,
+            data_dir: None,
+            record_store: None,
+            clock: None,
+            outbound: None,
+            mailbox_capacity: DEFAULT_MAILBOX_CAPACITY,
+            router: RouterConfig::default(),
+            identities: IdentityStoreConfig::default(),
+            name: None,
+            addresses: Vec::new(),
+        }
+    }
+
+    /// The node key; a fresh one is made when none is given.
+    pub fn keys(mut self, keys: Ed25519Keys) -> Self {
+        self.keys = Some(keys);
+        self
+    }
+
+    /// Keep identity records in `dir` (redb). Without it, records live in
+    /// memory and are gone when the node stops.
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
+        self
+    }
+
+    /// Keep identity records in a store of the caller's choosing.
+    pub fn record_store(mut self, store: Box<dyn RecordStore>) -> Self {
+        self.record_store = Some(store);
+        self
+    }
+
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// The outbound side of a transport; without one, remote sends fail.
+    pub fn outbound(mut self, outbound: Arc<dyn OutboundTransport>) -> Self {
+        self.outbound = Some(outbound);
+        self
+    }
+
+    pub fn mailbox_capacity(mut self, capacity: usize) -> Self {
+        self.mailbox_capacity = capacity.max(1);
+        self
+    }
+
+    pub fn router_config(mut self, config: RouterConfig) -> Self {
+        self.router = config;
+        self
+    }
+
+    pub fn identity_store_config(mut self, config: IdentityStoreConfig) -> Self {
+        self.identities = config;
+        self
+    }
+
+    /// What this node's advert says: a display name and where to reach it.
+    pub fn advertise(mut self, name: Option<String>, addresses: Vec<WeightedAddress>) -> Self {
+        self.name = name;
+        self.addresses = addresses;
+        self
+    }
+
+    /// Starts the node: opens its records, signs a fresh advert of itself,
+    /// and starts the identity store.
+    pub async fn start(self) -> Result<Node, NodeError> {
+        let keys = match self.keys {
+            Some(keys) => keys,
+            None => Ed25519Keys::generate()?,
+        };
+        let identity = keys.node_identity();
+        let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let disk: Box<dyn RecordStore> = match (self.record_store, &self.data_dir) {
+            (Some(store), _) => store,
+            (None, Some(dir)) => Box::new(RedbRecordStore::open(&dir.join(IDENTITY_DB_FILE))?),
+            (None, None) => Box::new(VolatileRecordStore::default()),
+        };
+        let store = IdentityStore::open(identity, self.identities, disk.as_ref())?;
+        let router = Arc::new(RwLock::new(Router::new(identity, self.router)));
+        seed_router(&mut router.write(), &store);
+        let previous_version = store
+            .node(&identity)
+            .and_then(|r| r.advert.as_ref())
+            .map_or(0, |a| a.version);
+
+        let on_accepted = {
+            let router = Arc::clone(&router);
+            Box::new(move |accepted: &Accepted| apply_to_router(&router, accepted))
+        };
+        let (identity_tx, thread) =
+            spawn_identity_actor(store, disk, Arc::clone(&clock), on_accepted)
+                .map_err(NodeError::Thread)?;
+
+        let node = Node {
+            inner: Arc::new(NodeInner {
+                keys,
+                identity,
+                clock: Arc::clone(&clock),
+                outbound: self.outbound.unwrap_or_else(|| Arc::new(NoTransport)),
+                router,
+                mailbox_capacity: self.mailbox_capacity,
+                counters: Counters::default(),
+                identity_tx: Mutex::new(Some(identity_tx)),
+                identity_thread: Mutex::new(Some(thread)),
+                topic_keys: Mutex::new(HashMap::new()),
+                own_advert: RwLock::new(None),
+            }),
+        };
+        // The version rises across restarts: the clock in milliseconds, or
+        // one more than the last version if the clock went backwards.
+        let now = clock.now();
+        let version = now.as_millis().max(previous_version.saturating_add(1));
+        let body =
+            NodeAdvertBody::new(identity, self.addresses, self.name.as_deref(), version, now)?;
+        let sig = node.inner.keys.sign(&NodeAdvert::signing_bytes_of(&body));
+        let advert = Advert::from_parts(body, sig);
+        node.identity_request(|reply| IdentityCommand::SetOwnAdvert(advert.clone(), reply))
+            .await??;
+        *node.inner.own_advert.write() = Some(advert);
+        tracing::info!(node = %identity, "node started");
+        Ok(node)
+    }
+}
+
+/// Gives the Router what the identity store already knows at start.
+fn seed_router(router: &mut Router<Mailbox>, store: &IdentityStore) {
+    for record in store.records() {
+        apply_record(router, record);
+    }
+}
+
+fn apply_record(router: &mut Router<Mailbox>, record: &IdentityRecord) {
+    match record {
+        IdentityRecord::Node(node) => router.set_banned(node.id, node.trust.is_banned()),
+        IdentityRecord::Topic(advert) => {
+            if let Err(err) = router.learn_topic(advert.clone()) {
+                tracing::warn!(%err, "topic advert not taken by the router");
+            }
+        }
+        IdentityRecord::Domain(advert) => {
+            router.set_domain_members(advert.id, advert.nodes.iter().copied())
+        }
+        IdentityRecord::Engine(_) => {}
+    }
+}
+
+/// Runs on the identity store's thread after each accepted change.
+fn apply_to_router(router: &RwLock<Router<Mailbox>>, accepted: &Accepted) {
+    let mailboxes: Vec<(EngineName, Mailbox)> = {
+        let mut router = router.write();
+        apply_record(&mut router, &accepted.event.record);
+        accepted
+            .notify
+            .iter()
+            .filter_map(|name| {
+                router
+                    .engine_address(name)
+                    .map(|m| (name.clone(), m.clone()))
+            })
+            .collect()
+    };
+    for (name, mailbox) in mailboxes {
+        // A full mailbox must not stall the identity store (an engine
+        // waiting on the store would deadlock it), so a notice to a
+        // saturated engine is dropped and logged.
+        if mailbox
+            .try_send(Inbound::IdentityUpdated(accepted.event.clone()))
+            .is_err()
+        {
+            tracing::warn!(engine = %name, key = %accepted.event.key, "identity update notice dropped: mailbox full");
+        }
+    }
+}
+
+/// A running node. Cheap to clone; every clone is the same node.
+#[derive(Clone, Debug)]
+pub struct Node {
+    pub(crate) inner: Arc<NodeInner>,
+}
+
+impl Node {
+    pub fn builder() -> NodeBuilder {
+        NodeBuilder::new()
+    }
+
+    pub fn identity(&self) -> NodeIdentity {
+        self.inner.identity
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.inner.clock.now()
+    }
+
+    /// This node's current signed advert.
+    pub fn advert(&self) -> Option<NodeAdvert> {
+        self.inner.own_advert.read().clone()
+    }
+
+    /// Attaches an application engine under `name` and returns its handle:
+    /// its bounded mailbox and the means to send, publish and subscribe.
+    pub fn register_engine(&self, name: &str) -> Result<EngineHandle, NodeError> {
+        let name = EngineName::new(name)?;
+        let (tx, rx) = mpsc::channel(self.inner.mailbox_capacity);
+        self.inner
+            .router
+            .write()
+            .register_engine(name.clone(), tx)?;
+        Ok(EngineHandle::new(
+            self.clone(),
+            EngineIdentity::new(self.identity(), name),
+            rx,
+        ))
+    }
+
+    /// Registers an engine and runs `body` as its task on the tokio runtime.
+    pub fn spawn_engine<F, Fut>(
+        &self,
+        name: &str,
+        body: F,
+    ) -> Result<tokio::task::JoinHandle<Fut::Output>, NodeError>
+    where
+        F: FnOnce(EngineHandle) -> Fut,
+        Fut: std::future::Future + Send + 'static,
+        Fut::Output: Send + 'static,
+    {
+        let handle = self.register_engine(name)?;
+        Ok(tokio::spawn(body(handle)))
+    }
+
+    /// Offers an advert to the identity store; it is kept only if its
+    /// signature verifies and its version is newer.
+    pub async fn offer_advert(&self, update: AdvertUpdate) -> Result<(), NodeError> {
+        self.identity_request(|reply| IdentityCommand::Apply(update, reply))
+            .await??;
+        Ok(())
+    }
+
+    pub async fn offer_node_advert(&self, advert: NodeAdvert) -> Result<(), NodeError> {
+        self.offer_advert(AdvertUpdate::Node(advert)).await
+    }
+
+    pub async fn offer_topic_advert(&self, advert: TopicAdvert) -> Result<(), NodeError> {
+        self.offer_advert(AdvertUpdate::Topic(advert)).await
+    }
+
+    pub async fn offer_domain_advert(&self, advert: DomainAdvert) -> Result<(), NodeError> {
+        self.offer_advert(AdvertUpdate::Domain(advert)).await
+    }
+
+    /// Sets a node's trust; 0 bans it.
+    pub async fn set_trust(&self, node: NodeIdentity, trust: Trust) -> Result<(), NodeError> {
+        self.identity_request(|reply| IdentityCommand::SetTrust(node, trust, reply))
+            .await??;
+        Ok(())
+    }
+
+    pub async fn lookup(&self, key: RecordKey) -> Result<Option<IdentityRecord>, NodeError> {
+        self.identity_request(|reply| IdentityCommand::Lookup(key, reply))
+            .await
+    }
+
+    pub async fn identity_records(&self) -> Result<Vec<IdentityRecord>, NodeError> {
+        self.identity_request(IdentityCommand::All).await
+    }
+
+    pub(crate) async fn subscribe_identity_updates(
+        &self,
+        engine: EngineName,
+    ) -> Result<bool, NodeError> {
+        self.identity_request(|reply| IdentityCommand::Subscribe(engine, reply))
+            .await
+    }
+
+    pub(crate) fn unsubscribe_identity_updates(&self, engine: EngineName) {
+        if let Some(tx) = self.inner.identity_tx.lock().as_ref() {
+            let _ = tx.try_send(IdentityCommand::Unsubscribe(engine));
+        }
+    }
+
+    async fn identity_request<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<T>) -> IdentityCommand,
+    ) -> Result<T, NodeError> {
+        let tx = self
+            .inner
+            .identity_tx
+            .lock()
+            .clone()
+            .ok_or(NodeError::Stopped)?;
+        let (reply_tx, reply_rx) = oneshot::channel();
+        tx.send(command(reply_tx))
+            .await
+            .map_err(|_| NodeError::Stopped)?;
+        reply_rx.await.map_err(|_| NodeError::Stopped)
+    }
+
+    /// Routes a message that arrived from `peer` over an authenticated
+    /// connection. A rejection that `disconnects_peer()` tells the
+    /// transport to drop that peer.
+    pub async fn deliver_inbound(
+        &self,
+        peer: NodeIdentity,
+        message: NodeMessage,
+    ) -> Result<(), InboundRejection> {
+        let routed =
+            self.inner
+                .router
+                .read()
+                .route_inbound(peer, message, self.now(), &RingVerifier);
+        match routed {
+            Ok(routed) => {
+                self.inner
+                    .counters
+                    .inbound_delivered
+                    .fetch_add(1, Ordering::Relaxed);
+                // A closed local mailbox means the engine left; the message
+                // has nowhere to go and is counted as undeliverable.
+                if self.dispatch(routed).await.is_err() {
+                    self.inner
+                        .counters
+                        .undeliverable
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(())
+            }
+            Err(rejection) => {
+                self.inner
+                    .counters
+                    .inbound_rejected
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::info!(%rejection, "inbound message dropped");
+                Err(rejection)
+            }
+        }
+    }
+
+    /// Routes a message from a local engine.
+    pub(crate) async fn route_local(
+        &self,
+        message: netmachine_domain::EngineMessage,
+    ) -> Result<(), SendError> {
+        let ports = RouterPorts {
+            signer: &self.inner.keys,
+            outbound: self.inner.outbound.as_ref(),
+        };
+        let routed = self
+            .inner
+            .router
+            .read()
+            .route_local(message, self.now(), ports)?;
+        self.dispatch(routed).await
+    }
+
+    async fn dispatch(&self, routed: Routed<Mailbox>) -> Result<(), SendError> {
+        match routed {
+            Routed::Local { to, message } => {
+                let dst = message.dst.clone();
+                to.send(Inbound::Message(message))
+                    .await
+                    .map_err(|_| SendError::MailboxClosed { dst })?;
+                self.inner
+                    .counters
+                    .local_delivered
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            Routed::Topic { to, message } => {
+                // Each subscriber is awaited in turn: a slow subscriber slows
+                // the publisher (backpressure) rather than losing events.
+                for mailbox in to {
+                    if mailbox
+                        .send(Inbound::Message(message.clone()))
+                        .await
+                        .is_ok()
+                    {
+                        self.inner
+                            .counters
+                            .local_delivered
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            Routed::Sent { .. } => {
+                self.inner
+                    .counters
+                    .sent_remote
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn stats(&self) -> NodeStats {
+        let router = self.inner.router.read();
+        let c = &self.inner.counters;
+        NodeStats {
+            engines: router.engine_names().count(),
+            topics: router.topic_count(),
+            local_delivered: c.local_delivered.load(Ordering::Relaxed),
+            sent_remote: c.sent_remote.load(Ordering::Relaxed),
+            inbound_delivered: c.inbound_delivered.load(Ordering::Relaxed),
+            inbound_rejected: c.inbound_rejected.load(Ordering::Relaxed),
+            undeliverable: c.undeliverable.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops the identity store after it has written everything it
+    /// accepted. Engines keep their handles but identity requests fail.
+    pub async fn shutdown(&self) {
+        drop(self.inner.identity_tx.lock().take());
+        let thread = self.inner.identity_thread.lock().take();
+        if let Some(thread) = thread {
+            let joined = tokio::task::spawn_blocking(move || thread.join()).await;
+            if !matches!(joined, Ok(Ok(()))) {
+                tracing::error!("the identity store thread ended abnormally");
+            }
+        }
+        tracing::info!(node = %self.identity(), "node stopped");
+    }
+}

@@ -1,0 +1,355 @@
+//! The embedding API end to end on one node: unicast, topics, identity
+//! updates, errors and backpressure.
+
+use netmachine_adapters::crypto::{Ed25519Keys, RingVerifier};
+use netmachine_adapters::runtime::{Inbound, Node, NodeError, SendError, SendOptions};
+use netmachine_domain::*;
+use netmachine_engines::ports::{verify_signed, Signer};
+use netmachine_engines::{InboundRejection, RouteError};
+
+fn proto() -> ProtocolId {
+    ProtocolId::new("test", 1).expect("valid")
+}
+
+fn engine_dst(node: &Node, name: &str) -> DestinationIdentity {
+    DestinationIdentity::Engine(EngineIdentity::new(
+        node.identity(),
+        EngineName::new(name).expect("valid"),
+    ))
+}
+
+async fn next_message(handle: &mut netmachine_adapters::runtime::EngineHandle) -> EngineMessage {
+    loop {
+        match handle.recv().await {
+            Some(Inbound::Message(m)) => return m,
+            Some(Inbound::IdentityUpdated(_)) => continue,
+            None => panic!("mailbox closed"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn unicast_and_reply_between_local_engines() {
+    let node = Node::builder().start().await.expect("start");
+    let mut a = node.register_engine("a").expect("a");
+    let mut b = node.register_engine("b").expect("b");
+    let id = a
+        .send(engine_dst(&node, "b"), proto(), &b"ping"[..])
+        .await
+        .expect("sent");
+    let got = next_message(&mut b).await;
+    assert_eq!(got.id, id);
+    assert_eq!(&got.body.as_bytes()[..], b"ping");
+    assert_eq!(got.src, *a.identity());
+    b.reply(&got, &b"pong"[..]).await.expect("reply");
+    let answer = next_message(&mut a).await;
+    assert_eq!(answer.reply_to, Some(id));
+    assert_eq!(&answer.body.as_bytes()[..], b"pong");
+    assert_eq!(node.stats().local_delivered, 2);
+}
+
+#[tokio::test]
+async fn duplicate_engine_names_are_refused() {
+    let node = Node::builder().start().await.expect("start");
+    let _a = node.register_engine("a").expect("a");
+    assert!(matches!(
+        node.register_engine("a"),
+        Err(NodeError::Registry(_))
+    ));
+    assert!(matches!(
+        node.register_engine("Bad Name"),
+        Err(NodeError::Invalid(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_dropped_engine_is_no_longer_routable() {
+    let node = Node::builder().start().await.expect("start");
+    let mut a = node.register_engine("a").expect("a");
+    drop(node.register_engine("b").expect("b"));
+    let err = a
+        .send(engine_dst(&node, "b"), proto(), &b"x"[..])
+        .await
+        .expect_err("gone");
+    assert!(
+        matches!(err, SendError::Route(RouteError::NoRoute { .. })),
+        "{err}"
+    );
+    assert!(err.to_string().contains("b@node1"));
+}
+
+#[tokio::test]
+async fn publish_reaches_current_subscribers_only_in_order() {
+    let node = Node::builder().start().await.expect("start");
+    let mut owner = node.register_engine("owner").expect("owner");
+    let mut s1 = node.register_engine("s1").expect("s1");
+    let mut s2 = node.register_engine("s2").expect("s2");
+    let topic = owner.create_topic(&["news"]).await.expect("topic");
+    s1.subscribe(&topic).expect("sub");
+    owner
+        .publish(topic, proto(), &b"1"[..])
+        .await
+        .expect("publish");
+    s2.subscribe(&topic).expect("sub");
+    owner
+        .publish(topic, proto(), &b"2"[..])
+        .await
+        .expect("publish");
+    assert!(s1.unsubscribe(&topic).expect("unsub"));
+    owner
+        .publish(topic, proto(), &b"3"[..])
+        .await
+        .expect("publish");
+
+    let body = |m: EngineMessage| m.body.as_bytes().to_vec();
+    assert_eq!(body(next_message(&mut s1).await), b"1");
+    assert_eq!(body(next_message(&mut s1).await), b"2");
+    assert!(s1.try_recv().is_none());
+    assert_eq!(body(next_message(&mut s2).await), b"2");
+    assert_eq!(body(next_message(&mut s2).await), b"3");
+    assert!(s2.try_recv().is_none());
+
+    // The topic's advert reached the identity store.
+    let record = node.lookup(RecordKey::Topic(topic)).await.expect("lookup");
+    assert!(matches!(record, Some(IdentityRecord::Topic(_))));
+    // Only the creator deletes.
+    assert!(s2.delete_topic(&topic).is_err());
+    owner.delete_topic(&topic).expect("creator deletes");
+    assert!(owner.publish(topic, proto(), &b"4"[..]).await.is_err());
+}
+
+#[tokio::test]
+async fn remote_sends_without_a_transport_fail_clearly() {
+    let node = Node::builder().start().await.expect("start");
+    let mut a = node.register_engine("a").expect("a");
+    let peer = NodeIdentity::ed25519([3; 32]);
+    let err = a
+        .send(DestinationIdentity::Node(peer), proto(), &b"x"[..])
+        .await
+        .expect_err("no transport");
+    assert!(err.to_string().contains("no transport"), "{err}");
+}
+
+#[tokio::test]
+async fn expired_messages_are_refused_at_the_sender() {
+    let node = Node::builder().start().await.expect("start");
+    let mut a = node.register_engine("a").expect("a");
+    let _b = node.register_engine("b").expect("b");
+    let options = SendOptions {
+        ttl: Some(std::time::Duration::ZERO),
+        ..Default::default()
+    };
+    let err = a
+        .send_with(engine_dst(&node, "b"), proto(), &b"x"[..], options)
+        .await
+        .expect_err("expired");
+    assert!(matches!(err, SendError::Route(RouteError::Expired { .. })));
+}
+
+#[tokio::test]
+async fn signed_sends_carry_a_verifiable_signature() {
+    let node = Node::builder().start().await.expect("start");
+    let mut a = node.register_engine("a").expect("a");
+    let mut b = node.register_engine("b").expect("b");
+    let options = SendOptions {
+        sign: true,
+        ..Default::default()
+    };
+    a.send_with(engine_dst(&node, "b"), proto(), &b"x"[..], options)
+        .await
+        .expect("sent");
+    let got = next_message(&mut b).await;
+    verify_signed(&RingVerifier, &got).expect("valid signature");
+}
+
+#[tokio::test]
+async fn a_full_mailbox_holds_the_sender_back() {
+    let node = Node::builder()
+        .mailbox_capacity(2)
+        .start()
+        .await
+        .expect("start");
+    let mut a = node.register_engine("a").expect("a");
+    let mut b = node.register_engine("b").expect("b");
+    for _ in 0..2 {
+        a.send(engine_dst(&node, "b"), proto(), &b"x"[..])
+            .await
+            .expect("room");
+    }
+    let dst = engine_dst(&node, "b");
+    let blocked = tokio::select! {
+        biased;
+        _ = a.send(dst.clone(), proto(), &b"x"[..]) => false,
+        _ = std::future::ready(()) => true,
+    };
+    assert!(
+        blocked,
+        "a third message must wait for room in a mailbox of two"
+    );
+    next_message(&mut b).await;
+    a.send(dst, proto(), &b"x"[..]).await.expect("room again");
+}
+
+#[tokio::test]
+async fn identity_updates_reach_subscribers_and_bad_adverts_do_not() {
+    let node = Node::builder().start().await.expect("start");
+    let mut watcher = node.register_engine("watcher").expect("watcher");
+    assert!(watcher
+        .subscribe_identity_updates()
+        .await
+        .expect("subscribed"));
+    let peer = Ed25519Keys::generate().expect("keys");
+    let address = "quic://127.0.0.1:4200".parse().expect("valid");
+    let body = NodeAdvertBody::new(
+        peer.node_identity(),
+        vec![WeightedAddress { address, weight: 1 }],
+        None,
+        2,
+        node.now(),
+    )
+    .expect("valid");
+    let good = Advert::from_parts(
+        body.clone(),
+        peer.sign(&NodeAdvert::signing_bytes_of(&body)),
+    );
+    node.offer_node_advert(good.clone())
+        .await
+        .expect("accepted");
+    match watcher.recv().await {
+        Some(Inbound::IdentityUpdated(update)) => {
+            assert_eq!(update.key, RecordKey::Node(peer.node_identity()))
+        }
+        other => panic!("expected an identity update, got {other:?}"),
+    }
+    // Stale: same version again.
+    assert!(node.offer_node_advert(good).await.is_err());
+    // Forged: signed by another key.
+    let mut forged_body = body;
+    forged_body.version = 3;
+    let other = Ed25519Keys::generate().expect("keys");
+    let forged = Advert::from_parts(
+        forged_body.clone(),
+        other.sign(&NodeAdvert::signing_bytes_of(&forged_body)),
+    );
+    assert!(node.offer_node_advert(forged).await.is_err());
+    assert!(
+        watcher.try_recv().is_none(),
+        "refused adverts announce nothing"
+    );
+}
+
+#[tokio::test]
+async fn inbound_messages_with_bad_signatures_are_rejected_and_change_nothing() {
+    let node = Node::builder().start().await.expect("start");
+    let mut b = node.register_engine("b").expect("b");
+    let peer = Ed25519Keys::generate().expect("keys");
+    let mut message = EngineMessage {
+        src: EngineIdentity::new(peer.node_identity(), EngineName::new("x").expect("valid")),
+        dst: engine_dst(&node, "b"),
+        id: MessageId(1),
+        reply_to: None,
+        expiry: None,
+        scope: RoutingScope::Any,
+        prefs: None,
+        protocol: proto(),
+        body: Body::new(&b"hi"[..]).expect("small"),
+        sig: None,
+    };
+    message.sig = Some(peer.sign(&message.signing_bytes()));
+    let good = NodeMessage {
+        src: peer.node_identity(),
+        dst: node.identity(),
+        payload: NodePayload::Engine(message.clone()),
+        sig: None,
+    };
+    node.deliver_inbound(peer.node_identity(), good)
+        .await
+        .expect("delivered");
+    assert_eq!(next_message(&mut b).await, message);
+
+    let mut tampered = message;
+    tampered.body = Body::new(&b"HI"[..]).expect("small");
+    let bad = NodeMessage {
+        src: peer.node_identity(),
+        dst: node.identity(),
+        payload: NodePayload::Engine(tampered),
+        sig: None,
+    };
+    let err = node
+        .deliver_inbound(peer.node_identity(), bad)
+        .await
+        .expect_err("bad signature");
+    assert!(matches!(err, InboundRejection::BadSignature { .. }));
+    assert!(err.disconnects_peer());
+    assert!(b.try_recv().is_none());
+    assert_eq!(node.stats().inbound_rejected, 1);
+}
+
+#[tokio::test]
+async fn banned_peers_are_not_heard() {
+    let node = Node::builder().start().await.expect("start");
+    let _b = node.register_engine("b").expect("b");
+    let peer = NodeIdentity::ed25519([4; 32]);
+    node.set_trust(peer, Trust::BANNED).await.expect("ban");
+    let message = EngineMessage {
+        src: EngineIdentity::new(peer, EngineName::new("x").expect("valid")),
+        dst: engine_dst(&node, "b"),
+        id: MessageId(1),
+        reply_to: None,
+        expiry: None,
+        scope: RoutingScope::Any,
+        prefs: None,
+        protocol: proto(),
+        body: Body::default(),
+        sig: None,
+    };
+    let inbound = NodeMessage {
+        src: peer,
+        dst: node.identity(),
+        payload: NodePayload::Engine(message),
+        sig: None,
+    };
+    assert!(matches!(
+        node.deliver_inbound(peer, inbound).await,
+        Err(InboundRejection::Banned { .. })
+    ));
+}
+
+#[tokio::test]
+async fn spawned_engines_run_as_tasks() {
+    let node = Node::builder().start().await.expect("start");
+    let echo = node
+        .spawn_engine("echo", |mut me| async move {
+            let mut answered = 0;
+            while let Some(Inbound::Message(m)) = me.recv().await {
+                me.reply(&m, m.body.as_bytes().clone())
+                    .await
+                    .expect("reply");
+                answered += 1;
+                if answered == 3 {
+                    break;
+                }
+            }
+            answered
+        })
+        .expect("spawned");
+    let mut client = node.register_engine("client").expect("client");
+    for i in 0..3u8 {
+        client
+            .send(engine_dst(&node, "echo"), proto(), vec![i])
+            .await
+            .expect("sent");
+        assert_eq!(&next_message(&mut client).await.body.as_bytes()[..], &[i]);
+    }
+    assert_eq!(echo.await.expect("joined"), 3);
+}
+
+#[tokio::test]
+async fn after_shutdown_identity_requests_fail_cleanly() {
+    let node = Node::builder().start().await.expect("start");
+    node.shutdown().await;
+    assert!(matches!(
+        node.identity_records().await,
+        Err(NodeError::Stopped)
+    ));
+}
