@@ -6,6 +6,9 @@ use serde::{Deserialize, Serialize};
 use crate::advert::{DomainAdvert, NodeAdvert, TopicAdvert};
 use crate::message::NodeMessage;
 
+// Frames are short-lived values between a codec and an engine; boxing the
+// large variant would cost an allocation per message for no gain.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub enum Frame {
     Node(NodeMessage),

@@ -1,1 +1,20 @@
-fn main() {}
+//! `netmachine`: run a node, make its key, print its advert.
+
+mod cli;
+mod commands;
+mod config;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    match commands::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("netmachine: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}

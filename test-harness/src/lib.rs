@@ -1,1 +1,3 @@
-
+//! The test harness of netmachine: the deterministic simulator that drives
+//! the engines through simulated ports, and multi-process clusters of real
+//! `netmachine` nodes for end-to-end tests.

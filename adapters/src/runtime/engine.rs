@@ -73,7 +73,7 @@ impl EngineHandle {
         &self.node
     }
 
-    /// Waits for the next message or notice; `None` once the node is gone.
+    /// Waits for the next message or notice.
     pub async fn recv(&mut self) -> Option<Inbound> {
         self.inbox.recv().await
     }
