@@ -253,3 +253,60 @@ pub fn frame() -> impl Strategy<Value = Frame> {
             .prop_map(|(b, s)| Frame::DomainAdvert(Advert::from_parts(b, s))),
     ]
 }
+
+pub fn node_record() -> impl Strategy<Value = NodeRecord> {
+    (
+        node_identity(),
+        option::of((node_advert_body(), signature()).prop_map(|(b, s)| Advert::from_parts(b, s))),
+        (any::<u8>(), any::<u8>()),
+        (
+            option::of(any::<u32>()),
+            any::<u32>(),
+            option::of(timestamp()),
+        ),
+        option::of(transport_prefs()),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(
+                id,
+                advert,
+                (trust, reputation),
+                (rtt_micros, failures, last_seen),
+                prefs,
+                permanent,
+            )| NodeRecord {
+                id,
+                advert,
+                trust: Trust(trust),
+                reputation: Reputation(reputation),
+                measurements: Measurements {
+                    rtt_micros,
+                    failures,
+                    last_seen,
+                },
+                prefs,
+                permanence: if permanent {
+                    Permanence::Permanent
+                } else {
+                    Permanence::Ephemeral
+                },
+            },
+        )
+}
+
+/// Any identity record; adverts in it carry random signatures.
+pub fn identity_record() -> impl Strategy<Value = IdentityRecord> {
+    prop_oneof![
+        node_record().prop_map(IdentityRecord::Node),
+        (
+            engine_identity(),
+            option::of(key_bytes().prop_map(ExternalIdentity::ed25519))
+        )
+            .prop_map(|(engine, key)| IdentityRecord::Engine(EngineRecord { engine, key })),
+        (topic_advert_body(), signature())
+            .prop_map(|(b, s)| IdentityRecord::Topic(Advert::from_parts(b, s))),
+        (domain_advert_body(), signature())
+            .prop_map(|(b, s)| IdentityRecord::Domain(Advert::from_parts(b, s))),
+    ]
+}
