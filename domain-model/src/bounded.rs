@@ -75,9 +75,10 @@ impl<T: Canonical, const MAX: usize> Canonical for BoundedVec<T, MAX> {
     }
 }
 
-/// A UTF-8 string of at most `MAX` bytes and no control characters.
+/// A UTF-8 string of at most `MAX` bytes and no control characters. Shared,
+/// so cloning a message that carries one does not allocate.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct BoundedText<const MAX: usize>(String);
+pub struct BoundedText<const MAX: usize>(std::sync::Arc<str>);
 
 impl<const MAX: usize> BoundedText<MAX> {
     pub fn new(field: &'static str, text: impl Into<String>) -> Result<Self, ValidationError> {
@@ -92,7 +93,7 @@ impl<const MAX: usize> BoundedText<MAX> {
         if let Some(bad) = text.chars().find(|c| c.is_control()) {
             return Err(ValidationError::BadCharacter { field, found: bad });
         }
-        Ok(Self(text))
+        Ok(Self(text.into()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -127,8 +128,8 @@ impl<const MAX: usize> Serialize for BoundedText<MAX> {
 
 impl<'de, const MAX: usize> Deserialize<'de> for BoundedText<MAX> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        Self::new("text", text).map_err(serde::de::Error::custom)
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        Self::new("text", text.into_owned()).map_err(serde::de::Error::custom)
     }
 }
 

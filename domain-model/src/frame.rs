@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::advert::{DomainAdvert, NodeAdvert, TopicAdvert};
+use crate::handshake::{Ack, Hello, HelloReply};
 use crate::message::NodeMessage;
 
 // Frames are short-lived values between a codec and an engine; boxing the
@@ -15,6 +16,9 @@ pub enum Frame {
     NodeAdvert(NodeAdvert),
     TopicAdvert(TopicAdvert),
     DomainAdvert(DomainAdvert),
+    Hello(Hello),
+    HelloReply(HelloReply),
+    Ack(Ack),
 }
 
 /// The kind of a frame, as the header names it.
@@ -25,6 +29,9 @@ pub enum FrameKind {
     NodeAdvert = 2,
     TopicAdvert = 3,
     DomainAdvert = 4,
+    Hello = 5,
+    HelloReply = 6,
+    Ack = 7,
 }
 
 impl FrameKind {
@@ -34,6 +41,9 @@ impl FrameKind {
             2 => Self::NodeAdvert,
             3 => Self::TopicAdvert,
             4 => Self::DomainAdvert,
+            5 => Self::Hello,
+            6 => Self::HelloReply,
+            7 => Self::Ack,
             _ => return None,
         })
     }
@@ -46,6 +56,9 @@ impl Frame {
             Self::NodeAdvert(_) => FrameKind::NodeAdvert,
             Self::TopicAdvert(_) => FrameKind::TopicAdvert,
             Self::DomainAdvert(_) => FrameKind::DomainAdvert,
+            Self::Hello(_) => FrameKind::Hello,
+            Self::HelloReply(_) => FrameKind::HelloReply,
+            Self::Ack(_) => FrameKind::Ack,
         }
     }
 }

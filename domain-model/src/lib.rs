@@ -11,6 +11,7 @@ pub mod bounded;
 pub mod canonical;
 pub mod error;
 pub mod frame;
+pub mod handshake;
 pub mod identity;
 pub mod limits;
 pub mod message;
@@ -32,6 +33,7 @@ pub use advert::{
 pub use bounded::{BoundedText, BoundedVec};
 pub use error::{ParseError, RuleError, ValidationError};
 pub use frame::{Frame, FrameKind};
+pub use handshake::{Ack, HandshakeStatus, Hello, HelloReply, VersionRange};
 pub use identity::{
     DestinationIdentity, DomainIdentity, Ed25519PublicKey, EngineIdentity, EngineName,
     ExternalIdentity, NodeIdentity, Signature, TopicIdentity,

@@ -5,6 +5,7 @@
 pub mod identity_store;
 pub mod ports;
 pub mod router;
+pub mod transport;
 
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

@@ -1,0 +1,802 @@
+//! The Transport engine: one connection per peer, keyed by node identity.
+//!
+//! It decides, and its driver does: which address to dial (advertised
+//! weight first, then local measurements), when to redial (exponential
+//! backoff with jitter for permanent peers), which of two simultaneous
+//! connections to keep (the one dialled by the smaller identity, so both
+//! ends keep the same one), whom to admit (connection caps in total and per
+//! IP, bans, versions), how many messages may be unacknowledged on a
+//! connection, what waits in each peer's bounded queue, and when a waiting
+//! message has expired. Time comes in with every call; effects go out
+//! through [`Transport::poll_effect`].
+
+mod types;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+
+use netmachine_domain::{
+    HandshakeStatus, NodeIdentity, NodeMessage, NodePayload, Timestamp, TransportAddress,
+    TransportProtocol, VersionRange, WeightedAddress,
+};
+
+pub use types::{
+    CloseReason, ConnId, ConnectFailure, Direction, TransportEffect, TransportEvent, Undeliverable,
+};
+
+use crate::ports::{OutboundError, Randomness};
+
+/// The connection protocol versions this implementation speaks.
+pub const PROTOCOL_VERSIONS: VersionRange = VersionRange { min: 1, max: 1 };
+
+#[derive(Debug, Clone)]
+pub struct TransportConfig {
+    pub versions: VersionRange,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    /// Messages a peer's queue takes from senders while it is not connected
+    /// (or its window is full). Messages that come back from a dropped
+    /// connection were already accepted and are never dropped, so a queue
+    /// holds at most `max_queue_per_peer + window`.
+    pub max_queue_per_peer: usize,
+    /// Peers the engine keeps state for.
+    pub max_peers: usize,
+    /// Messages that may be sent but not yet acknowledged on a connection.
+    pub window: usize,
+    pub idle_timeout_ms: u64,
+    pub backoff_initial_ms: u64,
+    pub backoff_max_ms: u64,
+    /// The protocol to prefer when a peer advertises several.
+    pub preferred_protocol: Option<TransportProtocol>,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        Self {
+            versions: PROTOCOL_VERSIONS,
+            max_connections: 1024,
+            max_connections_per_ip: 32,
+            max_queue_per_peer: 8192,
+            max_peers: 65_536,
+            window: 4096,
+            idle_timeout_ms: 120_000,
+            backoff_initial_ms: 100,
+            backoff_max_ms: 10_000,
+            preferred_protocol: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Link {
+    Idle,
+    Dialling { attempt: ConnId },
+    Backoff { until: Timestamp },
+    Connected { conn: ConnId },
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct AddressStats {
+    failures: u32,
+    rtt_micros: Option<u32>,
+}
+
+#[derive(Debug)]
+struct Peer {
+    addresses: Vec<WeightedAddress>,
+    stats: HashMap<TransportAddress, AddressStats>,
+    link: Link,
+    /// Addresses left to try in the current dial round.
+    candidates: VecDeque<TransportAddress>,
+    last_dial_error: Option<String>,
+    queue: VecDeque<NodeMessage>,
+    permanent: bool,
+    failures: u32,
+    last_activity: Timestamp,
+}
+
+impl Peer {
+    fn new(now: Timestamp) -> Self {
+        Self {
+            addresses: Vec::new(),
+            stats: HashMap::new(),
+            link: Link::Idle,
+            candidates: VecDeque::new(),
+            last_dial_error: None,
+            queue: VecDeque::new(),
+            permanent: false,
+            failures: 0,
+            last_activity: now,
+        }
+    }
+
+    fn wants_connection(&self) -> bool {
+        self.permanent || !self.queue.is_empty()
+    }
+}
+
+#[derive(Debug)]
+struct Conn {
+    peer: NodeIdentity,
+    direction: Direction,
+    ip: Option<IpAddr>,
+    established: bool,
+    inflight: usize,
+}
+
+/// A snapshot of one peer, for status displays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerSummary {
+    pub peer: NodeIdentity,
+    pub connected: bool,
+    pub direction: Option<Direction>,
+    pub permanent: bool,
+    pub queued: usize,
+    pub inflight: usize,
+    pub failures: u32,
+}
+
+pub struct Transport {
+    local: NodeIdentity,
+    config: TransportConfig,
+    random: Box<dyn Randomness>,
+    peers: HashMap<NodeIdentity, Peer>,
+    conns: HashMap<ConnId, Conn>,
+    next_conn: ConnId,
+    effects: VecDeque<TransportEffect>,
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transport")
+            .field("local", &self.local)
+            .field("peers", &self.peers.len())
+            .field("conns", &self.conns.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The node whose dial is kept when two connections to the same peer
+/// exist: the smaller identity.
+fn preferred_dialler(a: NodeIdentity, b: NodeIdentity) -> NodeIdentity {
+    a.min(b)
+}
+
+fn expiry_of(message: &NodeMessage) -> Option<Timestamp> {
+    match &message.payload {
+        NodePayload::Engine(inner) => inner.expiry,
+        NodePayload::Relay(relay) => relay.expiry,
+    }
+}
+
+fn is_expired(message: &NodeMessage, now: Timestamp) -> bool {
+    expiry_of(message).is_some_and(|at| now >= at)
+}
+
+impl Transport {
+    pub fn new(local: NodeIdentity, config: TransportConfig, random: Box<dyn Randomness>) -> Self {
+        Self {
+            local,
+            config,
+            random,
+            peers: HashMap::new(),
+            conns: HashMap::new(),
+            next_conn: 1,
+            effects: VecDeque::new(),
+        }
+    }
+
+    pub fn config(&self) -> &TransportConfig {
+        &self.config
+    }
+
+    /// The next thing the driver must do.
+    pub fn poll_effect(&mut self) -> Option<TransportEffect> {
+        self.effects.pop_front()
+    }
+
+    pub fn is_connected(&self, peer: &NodeIdentity) -> bool {
+        self.peers
+            .get(peer)
+            .is_some_and(|p| matches!(p.link, Link::Connected { .. }))
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn peer_summaries(&self) -> Vec<PeerSummary> {
+        let mut out: Vec<PeerSummary> = self
+            .peers
+            .iter()
+            .map(|(id, p)| {
+                let conn = match p.link {
+                    Link::Connected { conn } => self.conns.get(&conn),
+                    _ => None,
+                };
+                PeerSummary {
+                    peer: *id,
+                    connected: conn.is_some(),
+                    direction: conn.map(|c| c.direction),
+                    permanent: p.permanent,
+                    queued: p.queue.len(),
+                    inflight: conn.map_or(0, |c| c.inflight),
+                    failures: p.failures,
+                }
+            })
+            .collect();
+        out.sort_by_key(|s| s.peer);
+        out
+    }
+
+    fn peer_entry(&mut self, peer: NodeIdentity, now: Timestamp) -> Option<&mut Peer> {
+        if !self.peers.contains_key(&peer) && self.peers.len() >= self.config.max_peers {
+            return None;
+        }
+        Some(self.peers.entry(peer).or_insert_with(|| Peer::new(now)))
+    }
+
+    // ---- what the engine is told about peers ----------------------------
+
+    /// The addresses a peer advertises (from its NodeAdvert).
+    pub fn set_addresses(
+        &mut self,
+        peer: NodeIdentity,
+        addresses: Vec<WeightedAddress>,
+        now: Timestamp,
+    ) {
+        if peer == self.local {
+            return;
+        }
+        if let Some(entry) = self.peer_entry(peer, now) {
+            entry.addresses = addresses;
+        }
+    }
+
+    /// Marks a peer permanent (kept connected, redialled with backoff) or
+    /// ephemeral (closed when idle). A permanent peer is dialled at once.
+    pub fn set_permanent(&mut self, peer: NodeIdentity, permanent: bool, now: Timestamp) {
+        if peer == self.local {
+            return;
+        }
+        let Some(entry) = self.peer_entry(peer, now) else {
+            return;
+        };
+        entry.permanent = permanent;
+        if permanent && entry.link == Link::Idle {
+            self.start_dial(peer, now);
+        }
+    }
+
+    /// Records a round-trip measurement to an address.
+    pub fn record_rtt(&mut self, peer: NodeIdentity, address: TransportAddress, rtt_micros: u32) {
+        if let Some(entry) = self.peers.get_mut(&peer) {
+            entry.stats.entry(address).or_default().rtt_micros = Some(rtt_micros);
+        }
+    }
+
+    // ---- sending ---------------------------------------------------------
+
+    /// Takes a message for `to`: sent at once on an open connection with
+    /// room in its window, otherwise queued (and the peer dialled).
+    pub fn send(
+        &mut self,
+        to: NodeIdentity,
+        message: NodeMessage,
+        now: Timestamp,
+    ) -> Result<(), OutboundError> {
+        if is_expired(&message, now) {
+            self.effects.push_back(TransportEffect::GiveUp {
+                message,
+                reason: Undeliverable::Expired,
+            });
+            return Ok(());
+        }
+        let max_queue = self.config.max_queue_per_peer;
+        let window = self.config.window;
+        if !self.peers.contains_key(&to) && self.peers.len() >= self.config.max_peers {
+            return Err(OutboundError::QueueFull { peer: to });
+        }
+        let peer = self.peers.entry(to).or_insert_with(|| Peer::new(now));
+        peer.last_activity = now;
+        if let Link::Connected { conn } = peer.link {
+            if peer.queue.is_empty() {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    if c.inflight < window {
+                        c.inflight += 1;
+                        self.effects
+                            .push_back(TransportEffect::Transmit { conn, message });
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        if peer.queue.len() >= max_queue {
+            return Err(OutboundError::QueueFull { peer: to });
+        }
+        let had_link = !matches!(peer.link, Link::Idle);
+        if !had_link && peer.addresses.is_empty() {
+            return Err(OutboundError::NoAddress { peer: to });
+        }
+        peer.queue.push_back(message);
+        if !had_link {
+            self.start_dial(to, now);
+        }
+        Ok(())
+    }
+
+    /// The receiver took `count` more messages of `conn`: their window
+    /// slots are free again.
+    pub fn acked(&mut self, conn: ConnId, count: u64, now: Timestamp) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.inflight = c
+            .inflight
+            .saturating_sub(usize::try_from(count).unwrap_or(usize::MAX));
+        let peer = c.peer;
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.last_activity = now;
+        }
+        self.flush(peer, now);
+    }
+
+    /// The peer showed it is alive (a message or acknowledgement arrived).
+    pub fn activity(&mut self, peer: NodeIdentity, now: Timestamp) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.last_activity = now;
+        }
+    }
+
+    /// Moves queued messages onto the peer's connection while the window
+    /// has room.
+    fn flush(&mut self, peer_id: NodeIdentity, now: Timestamp) {
+        let window = self.config.window;
+        let Some(peer) = self.peers.get_mut(&peer_id) else {
+            return;
+        };
+        let Link::Connected { conn } = peer.link else {
+            return;
+        };
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        while c.inflight < window {
+            let Some(message) = peer.queue.pop_front() else {
+                break;
+            };
+            if is_expired(&message, now) {
+                self.effects.push_back(TransportEffect::GiveUp {
+                    message,
+                    reason: Undeliverable::Expired,
+                });
+                continue;
+            }
+            c.inflight += 1;
+            self.effects
+                .push_back(TransportEffect::Transmit { conn, message });
+        }
+    }
+
+    // ---- dialling ----------------------------------------------------------
+
+    /// Orders a peer's addresses: the preferred protocol, then advertised
+    /// weight, then fewest failures, then lowest measured round trip.
+    fn ordered_addresses(&self, peer: &Peer) -> VecDeque<TransportAddress> {
+        let preferred = self.config.preferred_protocol;
+        let mut addresses = peer.addresses.clone();
+        addresses.sort_by_key(|w| {
+            let stats = peer.stats.get(&w.address).copied().unwrap_or_default();
+            (
+                preferred.is_some_and(|p| p != w.address.protocol),
+                std::cmp::Reverse(w.weight),
+                stats.failures,
+                stats.rtt_micros.unwrap_or(u32::MAX),
+            )
+        });
+        addresses.into_iter().map(|w| w.address).collect()
+    }
+
+    fn start_dial(&mut self, peer_id: NodeIdentity, now: Timestamp) {
+        let Some(peer) = self.peers.get(&peer_id) else {
+            return;
+        };
+        let candidates = self.ordered_addresses(peer);
+        if let Some(peer) = self.peers.get_mut(&peer_id) {
+            peer.candidates = candidates;
+            peer.last_dial_error = None;
+        }
+        self.dial_next(peer_id, now);
+    }
+
+    fn dial_next(&mut self, peer_id: NodeIdentity, now: Timestamp) {
+        if self.conns.len() >= self.config.max_connections {
+            self.connect_failed(peer_id, ConnectFailure::LocalCapacity, now);
+            return;
+        }
+        let attempt = self.next_conn;
+        let Some(peer) = self.peers.get_mut(&peer_id) else {
+            return;
+        };
+        let Some(address) = peer.candidates.pop_front() else {
+            let reason = match peer.last_dial_error.take() {
+                Some(error) => ConnectFailure::Unreachable(error),
+                None => ConnectFailure::NoAddress,
+            };
+            self.connect_failed(peer_id, reason, now);
+            return;
+        };
+        self.next_conn += 1;
+        peer.link = Link::Dialling { attempt };
+        self.conns.insert(
+            attempt,
+            Conn {
+                peer: peer_id,
+                direction: Direction::Outbound,
+                ip: Some(address.socket.ip()),
+                established: false,
+                inflight: 0,
+            },
+        );
+        self.effects.push_back(TransportEffect::Dial {
+            attempt,
+            peer: peer_id,
+            address,
+        });
+    }
+
+    /// Every address failed: tell the watchers, and back off before the
+    /// next round if the peer still wants a connection.
+    fn connect_failed(&mut self, peer_id: NodeIdentity, reason: ConnectFailure, now: Timestamp) {
+        self.effects
+            .push_back(TransportEffect::Event(TransportEvent::NodeConnectFailed {
+                peer: peer_id,
+                reason,
+            }));
+        let delay = {
+            let Some(peer) = self.peers.get_mut(&peer_id) else {
+                return;
+            };
+            peer.failures = peer.failures.saturating_add(1);
+            if !peer.wants_connection() {
+                peer.link = Link::Idle;
+                return;
+            }
+            peer.failures
+        };
+        let until = now.saturating_add_millis(self.backoff_delay(delay));
+        if let Some(peer) = self.peers.get_mut(&peer_id) {
+            peer.link = Link::Backoff { until };
+        }
+    }
+
+    /// Exponential backoff with jitter: between half and all of
+    /// `initial * 2^(failures-1)`, capped.
+    fn backoff_delay(&mut self, failures: u32) -> u64 {
+        let exp = failures.saturating_sub(1).min(20);
+        let full = self
+            .config
+            .backoff_initial_ms
+            .saturating_mul(1u64 << exp)
+            .min(self.config.backoff_max_ms)
+            .max(1);
+        let half = full / 2;
+        half + self.random.next_u64() % (full - half + 1)
+    }
+
+    /// The dial reached the peer and the handshake succeeded.
+    pub fn dial_succeeded(&mut self, attempt: ConnId, now: Timestamp) {
+        let Some(conn) = self.conns.get_mut(&attempt) else {
+            // The attempt was abandoned meanwhile (e.g. shutdown): close it.
+            self.effects.push_back(TransportEffect::Close {
+                conn: attempt,
+                reason: CloseReason::Duplicate,
+            });
+            return;
+        };
+        conn.established = true;
+        let peer = conn.peer;
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.failures = 0;
+            p.candidates.clear();
+        }
+        self.adopt(attempt, peer, now);
+    }
+
+    /// The dial to one address failed; the next address is tried.
+    pub fn dial_failed(
+        &mut self,
+        attempt: ConnId,
+        failure: ConnectFailure,
+        address: Option<TransportAddress>,
+        now: Timestamp,
+    ) {
+        let Some(conn) = self.conns.remove(&attempt) else {
+            return;
+        };
+        let peer_id = conn.peer;
+        let Some(peer) = self.peers.get_mut(&peer_id) else {
+            return;
+        };
+        if let Some(address) = address {
+            peer.stats.entry(address).or_default().failures += 1;
+        }
+        if peer.link != (Link::Dialling { attempt }) {
+            return;
+        }
+        match failure {
+            // A refusal or a wrong identity will not change with another
+            // address of the same node.
+            ConnectFailure::Refused(_) | ConnectFailure::WrongIdentity => {
+                peer.candidates.clear();
+                self.connect_failed(peer_id, failure, now);
+            }
+            other => {
+                peer.last_dial_error = Some(other.to_string());
+                self.dial_next(peer_id, now);
+            }
+        }
+    }
+
+    // ---- inbound -----------------------------------------------------------
+
+    /// Decides whether to admit a peer that dialled in. On `Ok` the
+    /// connection is registered as `conn` and `inbound_established` must
+    /// follow (or `closed`).
+    pub fn admit_inbound(
+        &mut self,
+        peer: NodeIdentity,
+        ip: Option<IpAddr>,
+        versions: VersionRange,
+        banned: bool,
+        now: Timestamp,
+    ) -> (ConnId, HandshakeStatus) {
+        let conn = self.next_conn;
+        self.next_conn += 1;
+        let status = if banned || peer == self.local {
+            HandshakeStatus::Denied
+        } else if self.config.versions.best_common(versions).is_none() {
+            HandshakeStatus::Incompatible
+        } else if self.conns.len() >= self.config.max_connections
+            || ip.is_some_and(|ip| {
+                self.conns.values().filter(|c| c.ip == Some(ip)).count()
+                    >= self.config.max_connections_per_ip
+            })
+            || (!self.peers.contains_key(&peer) && self.peers.len() >= self.config.max_peers)
+        {
+            HandshakeStatus::OverCapacity
+        } else {
+            HandshakeStatus::Ok
+        };
+        if status == HandshakeStatus::Ok {
+            self.peers.entry(peer).or_insert_with(|| Peer::new(now));
+            self.conns.insert(
+                conn,
+                Conn {
+                    peer,
+                    direction: Direction::Inbound,
+                    ip,
+                    established: false,
+                    inflight: 0,
+                },
+            );
+        }
+        (conn, status)
+    }
+
+    /// An admitted inbound connection finished its handshake.
+    pub fn inbound_established(&mut self, conn: ConnId, now: Timestamp) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.established = true;
+        let peer = c.peer;
+        self.adopt(conn, peer, now);
+    }
+
+    /// Makes `conn` the peer's connection unless a better one exists; the
+    /// loser is closed.
+    fn adopt(&mut self, conn: ConnId, peer_id: NodeIdentity, now: Timestamp) {
+        let direction = self.conns.get(&conn).map(|c| c.direction);
+        let Some(peer) = self.peers.get_mut(&peer_id) else {
+            return;
+        };
+        peer.last_activity = now;
+        if let Link::Connected { conn: existing } = peer.link {
+            if existing != conn {
+                let existing_dir = self.conns.get(&existing).map(|c| c.direction);
+                let keep_new = match (existing_dir, direction) {
+                    (Some(old), Some(new)) if old != new => {
+                        let dialler_of_new = if new == Direction::Outbound {
+                            self.local
+                        } else {
+                            peer_id
+                        };
+                        dialler_of_new == preferred_dialler(self.local, peer_id)
+                    }
+                    // Same direction: the newer connection replaces a stale one.
+                    _ => true,
+                };
+                let loser = if keep_new { existing } else { conn };
+                self.effects.push_back(TransportEffect::Close {
+                    conn: loser,
+                    reason: CloseReason::Duplicate,
+                });
+                if !keep_new {
+                    return;
+                }
+            }
+        }
+        let was_connected = matches!(peer.link, Link::Connected { .. });
+        peer.link = Link::Connected { conn };
+        if !was_connected {
+            if let Some(direction) = direction {
+                self.effects
+                    .push_back(TransportEffect::Event(TransportEvent::NodeConnected {
+                        peer: peer_id,
+                        direction,
+                    }));
+            }
+        }
+        self.flush(peer_id, now);
+    }
+
+    // ---- closing -----------------------------------------------------------
+
+    /// A connection ended. `returned` holds its messages that were queued
+    /// for it or sent but not acknowledged, oldest first: they go back to
+    /// the front of the peer's queue, unless expired.
+    pub fn closed(
+        &mut self,
+        conn: ConnId,
+        reason: CloseReason,
+        returned: Vec<NodeMessage>,
+        now: Timestamp,
+    ) {
+        let Some(c) = self.conns.remove(&conn) else {
+            for message in returned {
+                self.effects.push_back(TransportEffect::GiveUp {
+                    message,
+                    reason: Undeliverable::Shutdown,
+                });
+            }
+            return;
+        };
+        let peer_id = c.peer;
+        let Some(peer) = self.peers.get_mut(&peer_id) else {
+            return;
+        };
+        let mut expired = Vec::new();
+        for message in returned.into_iter().rev() {
+            if is_expired(&message, now) {
+                expired.push(message);
+            } else {
+                peer.queue.push_front(message);
+            }
+        }
+        let was_current = peer.link == (Link::Connected { conn });
+        if was_current {
+            peer.link = Link::Idle;
+        }
+        for message in expired.into_iter().rev() {
+            self.effects.push_back(TransportEffect::GiveUp {
+                message,
+                reason: Undeliverable::Expired,
+            });
+        }
+        if was_current {
+            self.effects
+                .push_back(TransportEffect::Event(TransportEvent::NodeDisconnected {
+                    peer: peer_id,
+                    reason: reason.clone(),
+                }));
+            let wants = self.peers.get(&peer_id).is_some_and(Peer::wants_connection);
+            if wants && reason != CloseReason::Shutdown {
+                // Reconnect after a short, jittered pause rather than at once,
+                // so a peer that drops every connection is not hammered.
+                let failures = {
+                    let Some(peer) = self.peers.get_mut(&peer_id) else {
+                        return;
+                    };
+                    peer.failures = peer.failures.saturating_add(1);
+                    peer.failures
+                };
+                let until = now.saturating_add_millis(self.backoff_delay(failures));
+                if let Some(peer) = self.peers.get_mut(&peer_id) {
+                    peer.link = Link::Backoff { until };
+                }
+            }
+        } else {
+            // The survivor of a duplicate pair takes the returned messages.
+            self.flush(peer_id, now);
+        }
+    }
+
+    /// Closes one peer's connection (e.g. after a bad signature).
+    pub fn disconnect(&mut self, peer: NodeIdentity, reason: CloseReason) {
+        if let Some(Link::Connected { conn }) = self.peers.get(&peer).map(|p| p.link) {
+            self.effects
+                .push_back(TransportEffect::Close { conn, reason });
+        }
+    }
+
+    /// Closes every connection and gives up every queued message.
+    pub fn shutdown(&mut self) {
+        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        for conn in conns {
+            self.effects.push_back(TransportEffect::Close {
+                conn,
+                reason: CloseReason::Shutdown,
+            });
+        }
+        for peer in self.peers.values_mut() {
+            peer.permanent = false;
+            for message in peer.queue.drain(..) {
+                self.effects.push_back(TransportEffect::GiveUp {
+                    message,
+                    reason: Undeliverable::Shutdown,
+                });
+            }
+        }
+    }
+
+    // ---- time ----------------------------------------------------------------
+
+    /// Expires queued messages, redials after backoff, and closes idle
+    /// ephemeral connections.
+    pub fn tick(&mut self, now: Timestamp) {
+        let idle_timeout = self.config.idle_timeout_ms;
+        let mut redial = Vec::new();
+        let mut give_up = Vec::new();
+        let mut idle = Vec::new();
+        for (id, peer) in &mut self.peers {
+            if !matches!(peer.link, Link::Connected { .. }) {
+                let before = peer.queue.len();
+                if before > 0 {
+                    let (keep, dead): (VecDeque<_>, VecDeque<_>) =
+                        peer.queue.drain(..).partition(|m| !is_expired(m, now));
+                    peer.queue = keep;
+                    give_up.extend(dead);
+                }
+            }
+            match peer.link {
+                Link::Backoff { until } if now >= until => {
+                    if peer.wants_connection() {
+                        redial.push(*id);
+                    } else {
+                        peer.link = Link::Idle;
+                    }
+                }
+                Link::Idle if peer.wants_connection() && !peer.addresses.is_empty() => {
+                    redial.push(*id)
+                }
+                Link::Connected { conn } if !peer.permanent && peer.queue.is_empty() => {
+                    let quiet = self.conns.get(&conn).is_some_and(|c| c.inflight == 0);
+                    if quiet && now.saturating_sub(peer.last_activity) >= idle_timeout {
+                        idle.push(conn);
+                    }
+                }
+                _ => {}
+            }
+        }
+        for message in give_up {
+            self.effects.push_back(TransportEffect::GiveUp {
+                message,
+                reason: Undeliverable::Expired,
+            });
+        }
+        for conn in idle {
+            self.effects.push_back(TransportEffect::Close {
+                conn,
+                reason: CloseReason::Idle,
+            });
+        }
+        redial.sort();
+        for peer in redial {
+            self.start_dial(peer, now);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

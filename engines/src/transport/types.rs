@@ -1,0 +1,136 @@
+//! What the Transport engine is told and what it asks for.
+
+use std::fmt;
+
+use netmachine_domain::{HandshakeStatus, NodeIdentity, NodeMessage, TransportAddress};
+
+/// A connection (or a dial attempt that may become one), numbered by the
+/// engine.
+pub type ConnId = u64;
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum Direction {
+    /// This node dialled.
+    Outbound,
+    /// The peer dialled.
+    Inbound,
+}
+
+/// Why a connection closed.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum CloseReason {
+    /// An ephemeral peer was idle too long.
+    Idle,
+    /// Another connection to the same peer was kept.
+    Duplicate,
+    /// The peer closed it or the network dropped it.
+    Lost(String),
+    /// The peer broke the protocol (a garbage frame, a bad signature, an
+    /// impersonation).
+    Violation(String),
+    /// This node is stopping.
+    Shutdown,
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Idle => f.write_str("idle"),
+            Self::Duplicate => f.write_str("duplicate connection"),
+            Self::Lost(why) => write!(f, "connection lost: {why}"),
+            Self::Violation(why) => write!(f, "protocol violation: {why}"),
+            Self::Shutdown => f.write_str("shutting down"),
+        }
+    }
+}
+
+/// Why connecting to a peer failed.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum ConnectFailure {
+    /// No advert with a usable address is known.
+    NoAddress,
+    /// Every address was tried; the last error is given.
+    Unreachable(String),
+    /// The responder proved a different identity than the one dialled.
+    WrongIdentity,
+    /// The responder answered the handshake with a refusal.
+    Refused(HandshakeStatus),
+    /// This node is at its connection limit.
+    LocalCapacity,
+}
+
+impl fmt::Display for ConnectFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoAddress => f.write_str("no address known"),
+            Self::Unreachable(why) => write!(f, "unreachable: {why}"),
+            Self::WrongIdentity => f.write_str("the peer proved a different identity"),
+            Self::Refused(status) => write!(f, "refused by the peer: {status:?}"),
+            Self::LocalCapacity => f.write_str("this node is at its connection limit"),
+        }
+    }
+}
+
+/// Notifications for engines that watch connectivity.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum TransportEvent {
+    NodeConnected {
+        peer: NodeIdentity,
+        direction: Direction,
+    },
+    NodeConnectFailed {
+        peer: NodeIdentity,
+        reason: ConnectFailure,
+    },
+    NodeDisconnected {
+        peer: NodeIdentity,
+        reason: CloseReason,
+    },
+}
+
+/// Why a message was given up.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Undeliverable {
+    /// Its expiry passed before it could be sent.
+    Expired,
+    /// The node is stopping.
+    Shutdown,
+}
+
+impl fmt::Display for Undeliverable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Expired => f.write_str("expired before it could be delivered"),
+            Self::Shutdown => f.write_str("the node stopped before it could be delivered"),
+        }
+    }
+}
+
+/// What the engine asks its driver to do.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum TransportEffect {
+    /// Connect to `peer` at `address`; report with `dial_succeeded` or
+    /// `dial_failed` under the same `attempt`.
+    Dial {
+        attempt: ConnId,
+        peer: NodeIdentity,
+        address: TransportAddress,
+    },
+    /// Write a message on an established connection.
+    Transmit {
+        conn: ConnId,
+        message: NodeMessage,
+    },
+    /// Close a connection; its unsent and unacknowledged messages come back
+    /// through `closed`.
+    Close {
+        conn: ConnId,
+        reason: CloseReason,
+    },
+    Event(TransportEvent),
+    /// Tell the sender its message was not delivered.
+    GiveUp {
+        message: NodeMessage,
+        reason: Undeliverable,
+    },
+}
