@@ -31,10 +31,7 @@ fn proto() -> ProtocolId {
 fn template(node: NodeIdentity) -> EngineMessage {
     EngineMessage {
         src: EngineIdentity::new(node, EngineName::new("sender").expect("valid")),
-        dst: DestinationIdentity::Engine(EngineIdentity::new(
-            node,
-            EngineName::new("receiver").expect("valid"),
-        )),
+        dst: DestinationIdentity::Engine(EngineIdentity::new(node, EngineName::new("receiver").expect("valid"))),
         id: MessageId(0),
         reply_to: None,
         expiry: None,
@@ -49,10 +46,8 @@ fn template(node: NodeIdentity) -> EngineMessage {
 async fn router_rate(node: &Node) -> f64 {
     let mut sender = node.register_engine("sender").expect("sender");
     let mut receiver = node.register_engine("receiver").expect("receiver");
-    let dst = DestinationIdentity::Engine(EngineIdentity::new(
-        node.identity(),
-        EngineName::new("receiver").expect("valid"),
-    ));
+    let dst =
+        DestinationIdentity::Engine(EngineIdentity::new(node.identity(), EngineName::new("receiver").expect("valid")));
     let body = Bytes::from(vec![7u8; BODY_BYTES]);
     let start = Instant::now();
     let consumer = tokio::spawn(async move {
@@ -67,10 +62,7 @@ async fn router_rate(node: &Node) -> f64 {
         n
     });
     for _ in 0..MESSAGES {
-        sender
-            .send(dst.clone(), proto(), body.clone())
-            .await
-            .expect("routed");
+        sender.send(dst.clone(), proto(), body.clone()).await.expect("routed");
     }
     let received = consumer.await.expect("consumer");
     assert_eq!(received, MESSAGES);
@@ -121,11 +113,7 @@ fn crypto_rates() -> (f64, f64, usize) {
     let encode_sign = CRYPTO_OPS as f64 / start.elapsed().as_secs_f64();
     let start = Instant::now();
     for bytes in &frames {
-        let Ok(Frame::Node(NodeMessage {
-            payload: NodePayload::Engine(m),
-            ..
-        })) = codec.decode(bytes)
-        else {
+        let Ok(Frame::Node(NodeMessage { payload: NodePayload::Engine(m), .. })) = codec.decode(bytes) else {
             panic!("decodes")
         };
         verify_signed(&RingVerifier, &m).expect("verifies");
@@ -141,17 +129,9 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 fn main() {
     // `cargo bench` passes flags such as --bench; nothing here takes any.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let (router, raw) = runtime.block_on(async {
-        let node = Node::builder()
-            .mailbox_capacity(MAILBOX)
-            .start()
-            .await
-            .expect("node");
+        let node = Node::builder().mailbox_capacity(MAILBOX).start().await.expect("node");
         let mut router = Vec::new();
         let mut raw = Vec::new();
         for _ in 0..ROUNDS {
@@ -168,15 +148,8 @@ fn main() {
     println!();
     println!("| path                                  | messages/s | ratio to raw |");
     println!("|---------------------------------------|-----------:|-------------:|");
-    println!(
-        "| raw bounded tokio mpsc                | {:>10.0} |        1.00  |",
-        raw
-    );
-    println!(
-        "| engine -> Router -> engine mailbox    | {:>10.0} |        {:.2}  |",
-        router,
-        router / raw
-    );
+    println!("| raw bounded tokio mpsc                | {:>10.0} |        1.00  |", raw);
+    println!("| engine -> Router -> engine mailbox    | {:>10.0} |        {:.2}  |", router, router / raw);
     println!();
     println!("signed EngineMessage ({frame_len}-byte frame), one core, {CRYPTO_OPS} operations");
     println!();
@@ -184,11 +157,7 @@ fn main() {
     println!("|--------------------|-----------:|");
     println!("| encode + sign      | {:>10.0} |", encode_sign);
     println!("| decode + verify    | {:>10.0} |", decode_verify);
-    let target = if router / raw >= 0.5 {
-        "met"
-    } else {
-        "NOT met"
-    };
+    let target = if router / raw >= 0.5 { "met" } else { "NOT met" };
     println!();
     println!("target: Router path at least half the raw channel's rate: {target}");
 }

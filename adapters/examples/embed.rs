@@ -27,19 +27,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // An application engine driven from here.
     let mut app = node.register_engine("app")?;
-    let echo_address = DestinationIdentity::Engine(EngineIdentity::new(
-        node.identity(),
-        EngineName::new("echo")?,
-    ));
-    let id = app
-        .send(echo_address, protocol.clone(), &b"hello, netmachine"[..])
-        .await?;
+    let echo_address = DestinationIdentity::Engine(EngineIdentity::new(node.identity(), EngineName::new("echo")?));
+    let id = app.send(echo_address, protocol.clone(), &b"hello, netmachine"[..]).await?;
     if let Some(Inbound::Message(answer)) = app.recv().await {
         assert_eq!(answer.reply_to, Some(id));
-        println!(
-            "echo answered: {}",
-            String::from_utf8_lossy(answer.body.as_bytes())
-        );
+        println!("echo answered: {}", String::from_utf8_lossy(answer.body.as_bytes()));
     }
 
     // A topic with two subscribers.
@@ -51,11 +43,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     app.publish(topic, protocol, &b"first event"[..]).await?;
     for reader in [&mut reader_a, &mut reader_b] {
         if let Some(Inbound::Message(event)) = reader.recv().await {
-            println!(
-                "{} got: {}",
-                reader.identity().name,
-                String::from_utf8_lossy(event.body.as_bytes())
-            );
+            println!("{} got: {}", reader.identity().name, String::from_utf8_lossy(event.body.as_bytes()));
         }
     }
     println!("topic {topic}: {:?}", node.stats());

@@ -20,18 +20,14 @@ pub struct CborCodec {
 
 impl Default for CborCodec {
     fn default() -> Self {
-        Self {
-            max_frame: MAX_FRAME_BYTES,
-        }
+        Self { max_frame: MAX_FRAME_BYTES }
     }
 }
 
 impl CborCodec {
     /// A codec with a lower frame limit than the protocol maximum.
     pub fn with_max_frame(max_frame: usize) -> Self {
-        Self {
-            max_frame: max_frame.min(MAX_FRAME_BYTES),
-        }
+        Self { max_frame: max_frame.min(MAX_FRAME_BYTES) }
     }
 
     pub fn max_frame(&self) -> usize {
@@ -47,13 +43,9 @@ pub fn to_cbor<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<(), CodecEr
 /// Decodes a serde value from CBOR, refusing trailing bytes.
 pub fn from_cbor<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     let mut reader = bytes;
-    let value =
-        ciborium::from_reader(&mut reader).map_err(|e| CodecError::Malformed(e.to_string()))?;
+    let value = ciborium::from_reader(&mut reader).map_err(|e| CodecError::Malformed(e.to_string()))?;
     if !reader.is_empty() {
-        return Err(CodecError::Malformed(format!(
-            "{} bytes after the end of the value",
-            reader.len()
-        )));
+        return Err(CodecError::Malformed(format!("{} bytes after the end of the value", reader.len())));
     }
     Ok(value)
 }
@@ -65,26 +57,17 @@ impl Codec for CborCodec {
         out.push(frame.kind() as u8);
         to_cbor(frame, &mut out)?;
         if out.len() > self.max_frame {
-            return Err(CodecError::TooLarge {
-                len: out.len(),
-                max: self.max_frame,
-            });
+            return Err(CodecError::TooLarge { len: out.len(), max: self.max_frame });
         }
         Ok(out)
     }
 
     fn decode(&self, bytes: &[u8]) -> Result<Frame, CodecError> {
         if bytes.len() > self.max_frame {
-            return Err(CodecError::TooLarge {
-                len: bytes.len(),
-                max: self.max_frame,
-            });
+            return Err(CodecError::TooLarge { len: bytes.len(), max: self.max_frame });
         }
         if bytes.len() < HEADER_LEN {
-            return Err(CodecError::Truncated {
-                len: bytes.len(),
-                needed: HEADER_LEN,
-            });
+            return Err(CodecError::Truncated { len: bytes.len(), needed: HEADER_LEN });
         }
         if bytes[0] != FORMAT_VERSION {
             return Err(CodecError::UnsupportedVersion(bytes[0]));
@@ -92,10 +75,7 @@ impl Codec for CborCodec {
         let kind = FrameKind::from_u8(bytes[1]).ok_or(CodecError::UnknownKind(bytes[1]))?;
         let frame: Frame = from_cbor(&bytes[HEADER_LEN..])?;
         if frame.kind() != kind {
-            return Err(CodecError::KindMismatch {
-                header: kind as u8,
-                body: frame.kind() as u8,
-            });
+            return Err(CodecError::KindMismatch { header: kind as u8, body: frame.kind() as u8 });
         }
         Ok(frame)
     }

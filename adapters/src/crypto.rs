@@ -26,24 +26,18 @@ pub struct Ed25519Keys {
 
 impl Ed25519Keys {
     pub fn generate() -> Result<Self, KeyError> {
-        let document =
-            Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).map_err(|_| KeyError::Generate)?;
+        let document = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).map_err(|_| KeyError::Generate)?;
         Self::from_pkcs8(document.as_ref())
     }
 
     pub fn from_pkcs8(pkcs8: &[u8]) -> Result<Self, KeyError> {
-        let pair =
-            Ed25519KeyPair::from_pkcs8(pkcs8).map_err(|e| KeyError::Rejected(e.to_string()))?;
+        let pair = Ed25519KeyPair::from_pkcs8(pkcs8).map_err(|e| KeyError::Rejected(e.to_string()))?;
         let public_bytes: [u8; 32] = pair
             .public_key()
             .as_ref()
             .try_into()
             .map_err(|_| KeyError::Rejected("public key is not 32 bytes".into()))?;
-        Ok(Self {
-            pair,
-            pkcs8: pkcs8.to_vec(),
-            public: ExternalIdentity::ed25519(public_bytes),
-        })
+        Ok(Self { pair, pkcs8: pkcs8.to_vec(), public: ExternalIdentity::ed25519(public_bytes) })
     }
 
     pub fn pkcs8(&self) -> &[u8] {
@@ -61,9 +55,7 @@ impl Ed25519Keys {
 
 impl fmt::Debug for Ed25519Keys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Ed25519Keys")
-            .field("public", &self.public)
-            .finish_non_exhaustive()
+        f.debug_struct("Ed25519Keys").field("public", &self.public).finish_non_exhaustive()
     }
 }
 
@@ -85,17 +77,10 @@ impl Signer for Ed25519Keys {
 pub struct RingVerifier;
 
 impl Verifier for RingVerifier {
-    fn verify(
-        &self,
-        signer: &ExternalIdentity,
-        bytes: &[u8],
-        sig: &Signature,
-    ) -> Result<(), BadSignature> {
+    fn verify(&self, signer: &ExternalIdentity, bytes: &[u8], sig: &Signature) -> Result<(), BadSignature> {
         match (signer, sig) {
             (ExternalIdentity::Ed25519(key), Signature::Ed25519(sig)) => {
-                UnparsedPublicKey::new(&ED25519, key.as_bytes())
-                    .verify(bytes, sig)
-                    .map_err(|_| BadSignature)
+                UnparsedPublicKey::new(&ED25519, key.as_bytes()).verify(bytes, sig).map_err(|_| BadSignature)
             }
         }
     }
@@ -112,9 +97,7 @@ mod tests {
         assert!(RingVerifier.verify(&keys.public(), b"hello", &sig).is_ok());
         assert!(RingVerifier.verify(&keys.public(), b"hellp", &sig).is_err());
         let other = Ed25519Keys::generate().expect("keygen");
-        assert!(RingVerifier
-            .verify(&other.public(), b"hello", &sig)
-            .is_err());
+        assert!(RingVerifier.verify(&other.public(), b"hello", &sig).is_err());
     }
 
     #[test]
@@ -126,9 +109,6 @@ mod tests {
 
     #[test]
     fn garbage_is_not_a_key() {
-        assert!(matches!(
-            Ed25519Keys::from_pkcs8(b"not a key"),
-            Err(KeyError::Rejected(_))
-        ));
+        assert!(matches!(Ed25519Keys::from_pkcs8(b"not a key"), Err(KeyError::Rejected(_))));
     }
 }

@@ -11,39 +11,27 @@ use crate::crypto::{Ed25519Keys, KeyError};
 
 #[derive(Debug, Error)]
 pub enum KeyFileError {
-    #[error(
-        "key file {path} already exists; pass --force to replace it (the old identity is lost)"
-    )]
+    #[error("key file {path} already exists; pass --force to replace it (the old identity is lost)")]
     Exists { path: PathBuf },
-    #[error(
-        "key file {path} is readable or writable by others (mode {mode:o}); run `chmod 600 {path}`"
-    )]
+    #[error("key file {path} is readable or writable by others (mode {mode:o}); run `chmod 600 {path}`")]
     LoosePermissions { path: PathBuf, mode: u32 },
     #[error("key file {path} does not hold a node key: {source}")]
     BadContent { path: PathBuf, source: KeyError },
     #[error("key file {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
     Key(#[from] KeyError),
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> KeyFileError + '_ {
-    move |source| KeyFileError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| KeyFileError::Io { path: path.to_path_buf(), source }
 }
 
 /// Writes a new key to `path` with mode 0600. Refuses to replace an
 /// existing file unless `force`.
 pub fn write_new_key(path: &Path, force: bool) -> Result<Ed25519Keys, KeyFileError> {
     if path.exists() && !force {
-        return Err(KeyFileError::Exists {
-            path: path.to_path_buf(),
-        });
+        return Err(KeyFileError::Exists { path: path.to_path_buf() });
     }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs::create_dir_all(dir).map_err(io_error(dir))?;
@@ -77,26 +65,17 @@ pub fn read_key(path: &Path) -> Result<Ed25519Keys, KeyFileError> {
         use std::os::unix::fs::PermissionsExt;
         let mode = metadata.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
-            return Err(KeyFileError::LoosePermissions {
-                path: path.to_path_buf(),
-                mode,
-            });
+            return Err(KeyFileError::LoosePermissions { path: path.to_path_buf(), mode });
         }
     }
     if metadata.len() > 4096 {
         return Err(KeyFileError::BadContent {
             path: path.to_path_buf(),
-            source: KeyError::Rejected(format!(
-                "{} bytes is far too long for a key",
-                metadata.len()
-            )),
+            source: KeyError::Rejected(format!("{} bytes is far too long for a key", metadata.len())),
         });
     }
     let bytes = fs::read(path).map_err(io_error(path))?;
-    Ed25519Keys::from_pkcs8(&bytes).map_err(|source| KeyFileError::BadContent {
-        path: path.to_path_buf(),
-        source,
-    })
+    Ed25519Keys::from_pkcs8(&bytes).map_err(|source| KeyFileError::BadContent { path: path.to_path_buf(), source })
 }
 
 /// Reads the key at `path`, or makes one there when no file exists.
@@ -120,10 +99,7 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(
-                fs::metadata(&path).expect("meta").permissions().mode() & 0o777,
-                0o600
-            );
+            assert_eq!(fs::metadata(&path).expect("meta").permissions().mode() & 0o777, 0o600);
         }
         assert_eq!(read_key(&path).expect("read").public(), keys.public());
     }
@@ -133,10 +109,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("node.key");
         let first = write_new_key(&path, false).expect("write");
-        assert!(matches!(
-            write_new_key(&path, false),
-            Err(KeyFileError::Exists { .. })
-        ));
+        assert!(matches!(write_new_key(&path, false), Err(KeyFileError::Exists { .. })));
         assert_eq!(read_key(&path).expect("read").public(), first.public());
         let second = write_new_key(&path, true).expect("forced");
         assert_ne!(second.public(), first.public());
@@ -151,10 +124,7 @@ mod tests {
         write_new_key(&path, false).expect("write");
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).expect("chmod");
         let err = read_key(&path).expect_err("loose");
-        assert!(matches!(
-            err,
-            KeyFileError::LoosePermissions { mode: 0o644, .. }
-        ));
+        assert!(matches!(err, KeyFileError::LoosePermissions { mode: 0o644, .. }));
         assert!(err.to_string().contains("chmod 600"));
     }
 
@@ -168,9 +138,6 @@ mod tests {
             use std::os::unix::fs::PermissionsExt;
             fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).expect("chmod");
         }
-        assert!(matches!(
-            read_key(&path),
-            Err(KeyFileError::BadContent { .. })
-        ));
+        assert!(matches!(read_key(&path), Err(KeyFileError::BadContent { .. })));
     }
 }

@@ -35,18 +35,13 @@ impl RedbRecordStore {
     /// Opens (or creates) the database at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| StoreError::Io(format!("{}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Io(format!("{}: {e}", dir.display())))?;
         }
-        let db = Database::create(path)
-            .map_err(|e| StoreError::Io(format!("{}: {e}", path.display())))?;
+        let db = Database::create(path).map_err(|e| StoreError::Io(format!("{}: {e}", path.display())))?;
         let txn = db.begin_write().map_err(io)?;
         txn.open_table(RECORDS).map_err(io)?;
         txn.commit().map_err(io)?;
-        Ok(Self {
-            db,
-            path: path.to_path_buf(),
-        })
+        Ok(Self { db, path: path.to_path_buf() })
     }
 
     pub fn path(&self) -> &Path {
@@ -61,20 +56,13 @@ impl RecordStore for RedbRecordStore {
         let mut records = Vec::new();
         for entry in table.iter().map_err(io)? {
             let (key, value) = entry.map_err(io)?;
-            let corrupt = |reason: String| StoreError::Corrupt {
-                key: format!("{:02x?}", key.value()),
-                reason,
-            };
+            let corrupt = |reason: String| StoreError::Corrupt { key: format!("{:02x?}", key.value()), reason };
             let bytes = value.value();
             match bytes.split_first() {
                 Some((&RECORD_SCHEMA, body)) => {
-                    records.push(
-                        from_cbor::<IdentityRecord>(body).map_err(|e| corrupt(e.to_string()))?,
-                    );
+                    records.push(from_cbor::<IdentityRecord>(body).map_err(|e| corrupt(e.to_string()))?);
                 }
-                Some((schema, _)) => {
-                    return Err(corrupt(format!("unknown record layout {schema}")))
-                }
+                Some((schema, _)) => return Err(corrupt(format!("unknown record layout {schema}"))),
                 None => return Err(corrupt("empty value".into())),
             }
         }
@@ -161,17 +149,12 @@ mod tests {
     fn removed_records_stay_removed() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("records.redb");
-        let record = IdentityRecord::Node(netmachine_domain::NodeRecord::new(
-            netmachine_domain::NodeIdentity::ed25519([1; 32]),
-        ));
+        let record =
+            IdentityRecord::Node(netmachine_domain::NodeRecord::new(netmachine_domain::NodeIdentity::ed25519([1; 32])));
         let mut store = RedbRecordStore::open(&path).expect("open");
         store.put(&record).expect("put");
         store.remove(&record.key()).expect("remove");
         drop(store);
-        assert!(RedbRecordStore::open(&path)
-            .expect("reopen")
-            .load_all()
-            .expect("load")
-            .is_empty());
+        assert!(RedbRecordStore::open(&path).expect("reopen").load_all().expect("load").is_empty());
     }
 }

@@ -25,26 +25,17 @@ pub enum AdvertTextError {
 
 pub fn node_advert_to_text(advert: &NodeAdvert) -> Result<String, CodecError> {
     let bytes = CborCodec::default().encode(&Frame::NodeAdvert(advert.clone()))?;
-    Ok(format!(
-        "{NODE_ADVERT_PREFIX}{}",
-        BASE32_NOPAD.encode(&bytes).to_ascii_lowercase()
-    ))
+    Ok(format!("{NODE_ADVERT_PREFIX}{}", BASE32_NOPAD.encode(&bytes).to_ascii_lowercase()))
 }
 
 /// Parses advert text. The signature is not checked here: the identity
 /// store checks it when the advert is offered.
 pub fn node_advert_from_text(text: &str) -> Result<NodeAdvert, AdvertTextError> {
-    let body = text
-        .trim()
-        .strip_prefix(NODE_ADVERT_PREFIX)
-        .ok_or(AdvertTextError::WrongPrefix)?;
+    let body = text.trim().strip_prefix(NODE_ADVERT_PREFIX).ok_or(AdvertTextError::WrongPrefix)?;
     // Base32 inflates by 8/5: refuse text that could not fit a frame.
     let max_chars = CborCodec::default().max_frame() * 8 / 5 + 8;
     if body.len() > max_chars {
-        return Err(AdvertTextError::Codec(CodecError::TooLarge {
-            len: body.len() * 5 / 8,
-            max: max_chars * 5 / 8,
-        }));
+        return Err(AdvertTextError::Codec(CodecError::TooLarge { len: body.len() * 5 / 8, max: max_chars * 5 / 8 }));
     }
     let bytes = BASE32_NOPAD
         .decode(body.to_ascii_uppercase().as_bytes())
@@ -69,10 +60,7 @@ mod tests {
         let address = "quic://127.0.0.1:4100".parse().expect("valid");
         let body = NodeAdvertBody::new(
             keys.node_identity(),
-            vec![WeightedAddress {
-                address,
-                weight: 100,
-            }],
+            vec![WeightedAddress { address, weight: 100 }],
             Some("alpha"),
             3,
             Timestamp(42),
@@ -83,14 +71,8 @@ mod tests {
         let text = node_advert_to_text(&advert).expect("encodes");
         assert!(text.starts_with(NODE_ADVERT_PREFIX));
         assert_eq!(node_advert_from_text(&text).expect("parses"), advert);
-        assert!(matches!(
-            node_advert_from_text("node1abc"),
-            Err(AdvertTextError::WrongPrefix)
-        ));
-        assert!(matches!(
-            node_advert_from_text("nodeadvert1!!!"),
-            Err(AdvertTextError::Base32(_))
-        ));
+        assert!(matches!(node_advert_from_text("node1abc"), Err(AdvertTextError::WrongPrefix)));
+        assert!(matches!(node_advert_from_text("nodeadvert1!!!"), Err(AdvertTextError::Base32(_))));
         let cut = &text[..text.len() - 10];
         assert!(node_advert_from_text(cut).is_err());
     }

@@ -12,17 +12,14 @@ fn proto() -> ProtocolId {
 }
 
 fn engine_dst(node: &Node, name: &str) -> DestinationIdentity {
-    DestinationIdentity::Engine(EngineIdentity::new(
-        node.identity(),
-        EngineName::new(name).expect("valid"),
-    ))
+    DestinationIdentity::Engine(EngineIdentity::new(node.identity(), EngineName::new(name).expect("valid")))
 }
 
 async fn next_message(handle: &mut netmachine_adapters::runtime::EngineHandle) -> EngineMessage {
     loop {
         match handle.recv().await {
             Some(Inbound::Message(m)) => return m,
-            Some(Inbound::IdentityUpdated(_)) => continue,
+            Some(Inbound::IdentityUpdated(_) | Inbound::Undeliverable { .. }) => continue,
             None => panic!("mailbox closed"),
         }
     }
@@ -33,10 +30,7 @@ async fn unicast_and_reply_between_local_engines() {
     let node = Node::builder().start().await.expect("start");
     let mut a = node.register_engine("a").expect("a");
     let mut b = node.register_engine("b").expect("b");
-    let id = a
-        .send(engine_dst(&node, "b"), proto(), &b"ping"[..])
-        .await
-        .expect("sent");
+    let id = a.send(engine_dst(&node, "b"), proto(), &b"ping"[..]).await.expect("sent");
     let got = next_message(&mut b).await;
     assert_eq!(got.id, id);
     assert_eq!(&got.body.as_bytes()[..], b"ping");
@@ -52,14 +46,8 @@ async fn unicast_and_reply_between_local_engines() {
 async fn duplicate_engine_names_are_refused() {
     let node = Node::builder().start().await.expect("start");
     let _a = node.register_engine("a").expect("a");
-    assert!(matches!(
-        node.register_engine("a"),
-        Err(NodeError::Registry(_))
-    ));
-    assert!(matches!(
-        node.register_engine("Bad Name"),
-        Err(NodeError::Invalid(_))
-    ));
+    assert!(matches!(node.register_engine("a"), Err(NodeError::Registry(_))));
+    assert!(matches!(node.register_engine("Bad Name"), Err(NodeError::Invalid(_))));
 }
 
 #[tokio::test]
@@ -67,14 +55,8 @@ async fn a_dropped_engine_is_no_longer_routable() {
     let node = Node::builder().start().await.expect("start");
     let mut a = node.register_engine("a").expect("a");
     drop(node.register_engine("b").expect("b"));
-    let err = a
-        .send(engine_dst(&node, "b"), proto(), &b"x"[..])
-        .await
-        .expect_err("gone");
-    assert!(
-        matches!(err, SendError::Route(RouteError::NoRoute { .. })),
-        "{err}"
-    );
+    let err = a.send(engine_dst(&node, "b"), proto(), &b"x"[..]).await.expect_err("gone");
+    assert!(matches!(err, SendError::Route(RouteError::NoRoute { .. })), "{err}");
     assert!(err.to_string().contains("b@node1"));
 }
 
@@ -86,20 +68,11 @@ async fn publish_reaches_current_subscribers_only_in_order() {
     let mut s2 = node.register_engine("s2").expect("s2");
     let topic = owner.create_topic(&["news"]).await.expect("topic");
     s1.subscribe(&topic).expect("sub");
-    owner
-        .publish(topic, proto(), &b"1"[..])
-        .await
-        .expect("publish");
+    owner.publish(topic, proto(), &b"1"[..]).await.expect("publish");
     s2.subscribe(&topic).expect("sub");
-    owner
-        .publish(topic, proto(), &b"2"[..])
-        .await
-        .expect("publish");
+    owner.publish(topic, proto(), &b"2"[..]).await.expect("publish");
     assert!(s1.unsubscribe(&topic).expect("unsub"));
-    owner
-        .publish(topic, proto(), &b"3"[..])
-        .await
-        .expect("publish");
+    owner.publish(topic, proto(), &b"3"[..]).await.expect("publish");
 
     let body = |m: EngineMessage| m.body.as_bytes().to_vec();
     assert_eq!(body(next_message(&mut s1).await), b"1");
@@ -123,10 +96,7 @@ async fn remote_sends_without_a_transport_fail_clearly() {
     let node = Node::builder().start().await.expect("start");
     let mut a = node.register_engine("a").expect("a");
     let peer = NodeIdentity::ed25519([3; 32]);
-    let err = a
-        .send(DestinationIdentity::Node(peer), proto(), &b"x"[..])
-        .await
-        .expect_err("no transport");
+    let err = a.send(DestinationIdentity::Node(peer), proto(), &b"x"[..]).await.expect_err("no transport");
     assert!(err.to_string().contains("no transport"), "{err}");
 }
 
@@ -135,14 +105,8 @@ async fn expired_messages_are_refused_at_the_sender() {
     let node = Node::builder().start().await.expect("start");
     let mut a = node.register_engine("a").expect("a");
     let _b = node.register_engine("b").expect("b");
-    let options = SendOptions {
-        ttl: Some(std::time::Duration::ZERO),
-        ..Default::default()
-    };
-    let err = a
-        .send_with(engine_dst(&node, "b"), proto(), &b"x"[..], options)
-        .await
-        .expect_err("expired");
+    let options = SendOptions { ttl: Some(std::time::Duration::ZERO), ..Default::default() };
+    let err = a.send_with(engine_dst(&node, "b"), proto(), &b"x"[..], options).await.expect_err("expired");
     assert!(matches!(err, SendError::Route(RouteError::Expired { .. })));
 }
 
@@ -151,30 +115,19 @@ async fn signed_sends_carry_a_verifiable_signature() {
     let node = Node::builder().start().await.expect("start");
     let mut a = node.register_engine("a").expect("a");
     let mut b = node.register_engine("b").expect("b");
-    let options = SendOptions {
-        sign: true,
-        ..Default::default()
-    };
-    a.send_with(engine_dst(&node, "b"), proto(), &b"x"[..], options)
-        .await
-        .expect("sent");
+    let options = SendOptions { sign: true, ..Default::default() };
+    a.send_with(engine_dst(&node, "b"), proto(), &b"x"[..], options).await.expect("sent");
     let got = next_message(&mut b).await;
     verify_signed(&RingVerifier, &got).expect("valid signature");
 }
 
 #[tokio::test]
 async fn a_full_mailbox_holds_the_sender_back() {
-    let node = Node::builder()
-        .mailbox_capacity(2)
-        .start()
-        .await
-        .expect("start");
+    let node = Node::builder().mailbox_capacity(2).start().await.expect("start");
     let mut a = node.register_engine("a").expect("a");
     let mut b = node.register_engine("b").expect("b");
     for _ in 0..2 {
-        a.send(engine_dst(&node, "b"), proto(), &b"x"[..])
-            .await
-            .expect("room");
+        a.send(engine_dst(&node, "b"), proto(), &b"x"[..]).await.expect("room");
     }
     let dst = engine_dst(&node, "b");
     let blocked = tokio::select! {
@@ -182,10 +135,7 @@ async fn a_full_mailbox_holds_the_sender_back() {
         _ = a.send(dst.clone(), proto(), &b"x"[..]) => false,
         _ = std::future::ready(()) => true,
     };
-    assert!(
-        blocked,
-        "a third message must wait for room in a mailbox of two"
-    );
+    assert!(blocked, "a third message must wait for room in a mailbox of two");
     next_message(&mut b).await;
     a.send(dst, proto(), &b"x"[..]).await.expect("room again");
 }
@@ -194,27 +144,14 @@ async fn a_full_mailbox_holds_the_sender_back() {
 async fn identity_updates_reach_subscribers_and_bad_adverts_do_not() {
     let node = Node::builder().start().await.expect("start");
     let mut watcher = node.register_engine("watcher").expect("watcher");
-    assert!(watcher
-        .subscribe_identity_updates()
-        .await
-        .expect("subscribed"));
+    assert!(watcher.subscribe_identity_updates().await.expect("subscribed"));
     let peer = Ed25519Keys::generate().expect("keys");
     let address = "quic://127.0.0.1:4200".parse().expect("valid");
-    let body = NodeAdvertBody::new(
-        peer.node_identity(),
-        vec![WeightedAddress { address, weight: 1 }],
-        None,
-        2,
-        node.now(),
-    )
-    .expect("valid");
-    let good = Advert::from_parts(
-        body.clone(),
-        peer.sign(&NodeAdvert::signing_bytes_of(&body)),
-    );
-    node.offer_node_advert(good.clone())
-        .await
-        .expect("accepted");
+    let body =
+        NodeAdvertBody::new(peer.node_identity(), vec![WeightedAddress { address, weight: 1 }], None, 2, node.now())
+            .expect("valid");
+    let good = Advert::from_parts(body.clone(), peer.sign(&NodeAdvert::signing_bytes_of(&body)));
+    node.offer_node_advert(good.clone()).await.expect("accepted");
     match watcher.recv().await {
         Some(Inbound::IdentityUpdated(update)) => {
             assert_eq!(update.key, RecordKey::Node(peer.node_identity()))
@@ -227,15 +164,9 @@ async fn identity_updates_reach_subscribers_and_bad_adverts_do_not() {
     let mut forged_body = body;
     forged_body.version = 3;
     let other = Ed25519Keys::generate().expect("keys");
-    let forged = Advert::from_parts(
-        forged_body.clone(),
-        other.sign(&NodeAdvert::signing_bytes_of(&forged_body)),
-    );
+    let forged = Advert::from_parts(forged_body.clone(), other.sign(&NodeAdvert::signing_bytes_of(&forged_body)));
     assert!(node.offer_node_advert(forged).await.is_err());
-    assert!(
-        watcher.try_recv().is_none(),
-        "refused adverts announce nothing"
-    );
+    assert!(watcher.try_recv().is_none(), "refused adverts announce nothing");
 }
 
 #[tokio::test]
@@ -262,9 +193,7 @@ async fn inbound_messages_with_bad_signatures_are_rejected_and_change_nothing() 
         payload: NodePayload::Engine(message.clone()),
         sig: None,
     };
-    node.deliver_inbound(peer.node_identity(), good)
-        .await
-        .expect("delivered");
+    node.deliver_inbound(peer.node_identity(), good).await.expect("delivered");
     assert_eq!(next_message(&mut b).await, message);
 
     let mut tampered = message;
@@ -275,10 +204,7 @@ async fn inbound_messages_with_bad_signatures_are_rejected_and_change_nothing() 
         payload: NodePayload::Engine(tampered),
         sig: None,
     };
-    let err = node
-        .deliver_inbound(peer.node_identity(), bad)
-        .await
-        .expect_err("bad signature");
+    let err = node.deliver_inbound(peer.node_identity(), bad).await.expect_err("bad signature");
     assert!(matches!(err, InboundRejection::BadSignature { .. }));
     assert!(err.disconnects_peer());
     assert!(b.try_recv().is_none());
@@ -303,16 +229,8 @@ async fn banned_peers_are_not_heard() {
         body: Body::default(),
         sig: None,
     };
-    let inbound = NodeMessage {
-        src: peer,
-        dst: node.identity(),
-        payload: NodePayload::Engine(message),
-        sig: None,
-    };
-    assert!(matches!(
-        node.deliver_inbound(peer, inbound).await,
-        Err(InboundRejection::Banned { .. })
-    ));
+    let inbound = NodeMessage { src: peer, dst: node.identity(), payload: NodePayload::Engine(message), sig: None };
+    assert!(matches!(node.deliver_inbound(peer, inbound).await, Err(InboundRejection::Banned { .. })));
 }
 
 #[tokio::test]
@@ -322,9 +240,7 @@ async fn spawned_engines_run_as_tasks() {
         .spawn_engine("echo", |mut me| async move {
             let mut answered = 0;
             while let Some(Inbound::Message(m)) = me.recv().await {
-                me.reply(&m, m.body.as_bytes().clone())
-                    .await
-                    .expect("reply");
+                me.reply(&m, m.body.as_bytes().clone()).await.expect("reply");
                 answered += 1;
                 if answered == 3 {
                     break;
@@ -335,10 +251,7 @@ async fn spawned_engines_run_as_tasks() {
         .expect("spawned");
     let mut client = node.register_engine("client").expect("client");
     for i in 0..3u8 {
-        client
-            .send(engine_dst(&node, "echo"), proto(), vec![i])
-            .await
-            .expect("sent");
+        client.send(engine_dst(&node, "echo"), proto(), vec![i]).await.expect("sent");
         assert_eq!(&next_message(&mut client).await.body.as_bytes()[..], &[i]);
     }
     assert_eq!(echo.await.expect("joined"), 3);
@@ -348,8 +261,5 @@ async fn spawned_engines_run_as_tasks() {
 async fn after_shutdown_identity_requests_fail_cleanly() {
     let node = Node::builder().start().await.expect("start");
     node.shutdown().await;
-    assert!(matches!(
-        node.identity_records().await,
-        Err(NodeError::Stopped)
-    ));
+    assert!(matches!(node.identity_records().await, Err(NodeError::Stopped)));
 }

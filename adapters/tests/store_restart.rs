@@ -20,10 +20,7 @@ fn signed_node_advert(keys: &Ed25519Keys, version: u64) -> NodeAdvert {
         Timestamp(1),
     )
     .expect("valid");
-    Advert::from_parts(
-        body.clone(),
-        keys.sign(&NodeAdvert::signing_bytes_of(&body)),
-    )
+    Advert::from_parts(body.clone(), keys.sign(&NodeAdvert::signing_bytes_of(&body)))
 }
 
 #[tokio::test]
@@ -34,15 +31,8 @@ async fn a_restarted_node_keeps_every_record() {
     let peer = Ed25519Keys::generate().expect("keys");
     let banned = NodeIdentity::ed25519([9; 32]);
 
-    let node = Node::builder()
-        .keys(node_keys)
-        .data_dir(dir.path())
-        .start()
-        .await
-        .expect("start");
-    node.offer_node_advert(signed_node_advert(&peer, 7))
-        .await
-        .expect("accepted");
+    let node = Node::builder().keys(node_keys).data_dir(dir.path()).start().await.expect("start");
+    node.offer_node_advert(signed_node_advert(&peer, 7)).await.expect("accepted");
     node.set_trust(banned, Trust::BANNED).await.expect("ban");
     let engine = node.register_engine("owner").expect("engine");
     let topic = engine.create_topic(&["t"]).await.expect("topic");
@@ -60,28 +50,19 @@ async fn a_restarted_node_keeps_every_record() {
         .expect("restart");
     let records = again.identity_records().await.expect("records");
     assert_eq!(records.len(), before);
-    let peer_record = again
-        .lookup(RecordKey::Node(peer.node_identity()))
-        .await
-        .expect("lookup");
+    let peer_record = again.lookup(RecordKey::Node(peer.node_identity())).await.expect("lookup");
     match peer_record {
         Some(IdentityRecord::Node(r)) => assert_eq!(r.advert.map(|a| a.version), Some(7)),
         other => panic!("peer record lost: {other:?}"),
     }
-    assert!(matches!(
-        again.lookup(RecordKey::Topic(topic)).await.expect("lookup"),
-        Some(IdentityRecord::Topic(_))
-    ));
+    assert!(matches!(again.lookup(RecordKey::Topic(topic)).await.expect("lookup"), Some(IdentityRecord::Topic(_))));
     // The ban is remembered and applied to routing.
     match again.lookup(RecordKey::Node(banned)).await.expect("lookup") {
         Some(IdentityRecord::Node(r)) => assert!(r.trust.is_banned()),
         other => panic!("ban lost: {other:?}"),
     }
     // A stale advert is still stale after the restart.
-    assert!(again
-        .offer_node_advert(signed_node_advert(&peer, 7))
-        .await
-        .is_err());
+    assert!(again.offer_node_advert(signed_node_advert(&peer, 7)).await.is_err());
     // The node's own advert version keeps rising across restarts.
     assert!(again.advert().expect("own advert").version > first_own_version);
     again.shutdown().await;
@@ -113,12 +94,7 @@ fn a_crash_mid_write_leaves_the_store_readable() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join(IDENTITY_DB_FILE);
     let mut child = Command::new(std::env::current_exe().expect("test binary"))
-        .args([
-            "--exact",
-            "crash_writer_child",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .args(["--exact", "crash_writer_child", "--nocapture", "--test-threads=1"])
         .env(CRASH_ENV, &path)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -138,28 +114,14 @@ fn a_crash_mid_write_leaves_the_store_readable() {
     // SIGKILL: no destructor, no flush, possibly in the middle of a commit.
     child.kill().expect("kill");
     child.wait().expect("reap");
-    assert!(
-        committed >= 300,
-        "the writer stopped early after {committed} records"
-    );
+    assert!(committed >= 300, "the writer stopped early after {committed} records");
 
     let store = RedbRecordStore::open(&path).expect("reopens after a crash");
     let records = store.load_all().expect("every record decodes");
-    assert!(
-        records.len() >= committed as usize,
-        "{} records, {} committed",
-        records.len(),
-        committed
-    );
+    assert!(records.len() >= committed as usize, "{} records, {} committed", records.len(), committed);
     for record in &records {
-        let IdentityRecord::Node(node) = record else {
-            panic!("unexpected record")
-        };
-        let i = u32::from_be_bytes(
-            node.id.key().as_ed25519().as_bytes()[..4]
-                .try_into()
-                .expect("4 bytes"),
-        );
+        let IdentityRecord::Node(node) = record else { panic!("unexpected record") };
+        let i = u32::from_be_bytes(node.id.key().as_ed25519().as_bytes()[..4].try_into().expect("4 bytes"));
         assert_eq!(node.trust, Trust((i % 250) as u8 + 1));
     }
 }

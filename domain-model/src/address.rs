@@ -80,10 +80,7 @@ impl FromStr for TransportAddress {
             ),
         })?;
         if socket.port() == 0 {
-            return Err(ParseError::Malformed {
-                what: WHAT,
-                reason: "port 0 cannot be dialled".into(),
-            });
+            return Err(ParseError::Malformed { what: WHAT, reason: "port 0 cannot be dialled".into() });
         }
         Ok(Self { protocol, socket })
     }

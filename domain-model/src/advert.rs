@@ -146,14 +146,9 @@ impl TopicAdvertBody {
         created: Timestamp,
     ) -> Result<Self, ValidationError> {
         if publishers.is_empty() {
-            return Err(ValidationError::Empty {
-                field: "topic publishers",
-            });
+            return Err(ValidationError::Empty { field: "topic publishers" });
         }
-        let tags = tags
-            .into_iter()
-            .map(|t| TopicTag::new("topic tag", t))
-            .collect::<Result<Vec<_>, _>>()?;
+        let tags = tags.into_iter().map(|t| TopicTag::new("topic tag", t)).collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             topic,
             publishers: BoundedVec::new("topic publishers", publishers)?,
@@ -171,10 +166,7 @@ impl TopicAdvertBody {
 
 impl Canonical for TopicAdvertBody {
     fn write_canonical(&self, w: &mut CanonicalWriter) {
-        w.field(&self.topic)
-            .field(&self.publishers)
-            .field(&self.relays)
-            .field(&self.tags);
+        w.field(&self.topic).field(&self.publishers).field(&self.relays).field(&self.tags);
         w.u64(self.version).u64(self.created.0);
     }
 }
@@ -236,23 +228,13 @@ impl DomainAdvertBody {
         version: u64,
         created: Timestamp,
     ) -> Result<Self, ValidationError> {
-        Ok(Self {
-            id,
-            nodes: BoundedVec::new("domain contact nodes", nodes)?,
-            join,
-            version,
-            created,
-        })
+        Ok(Self { id, nodes: BoundedVec::new("domain contact nodes", nodes)?, join, version, created })
     }
 }
 
 impl Canonical for DomainAdvertBody {
     fn write_canonical(&self, w: &mut CanonicalWriter) {
-        w.field(&self.id)
-            .field(&self.nodes)
-            .field(&self.join)
-            .u64(self.version)
-            .u64(self.created.0);
+        w.field(&self.id).field(&self.nodes).field(&self.join).u64(self.version).u64(self.created.0);
     }
 }
 

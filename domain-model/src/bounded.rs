@@ -19,11 +19,7 @@ impl<T, const MAX: usize> BoundedVec<T, MAX> {
     /// Fails with the field's name when `items` holds more than `MAX`.
     pub fn new(field: &'static str, items: Vec<T>) -> Result<Self, ValidationError> {
         if items.len() > MAX {
-            return Err(ValidationError::TooLong {
-                field,
-                len: items.len(),
-                max: MAX,
-            });
+            return Err(ValidationError::TooLong { field, len: items.len(), max: MAX });
         }
         Ok(Self(items))
     }
@@ -84,11 +80,7 @@ impl<const MAX: usize> BoundedText<MAX> {
     pub fn new(field: &'static str, text: impl Into<String>) -> Result<Self, ValidationError> {
         let text = text.into();
         if text.len() > MAX {
-            return Err(ValidationError::TooLong {
-                field,
-                len: text.len(),
-                max: MAX,
-            });
+            return Err(ValidationError::TooLong { field, len: text.len(), max: MAX });
         }
         if let Some(bad) = text.chars().find(|c| c.is_control()) {
             return Err(ValidationError::BadCharacter { field, found: bad });

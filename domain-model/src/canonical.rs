@@ -17,9 +17,7 @@ pub struct CanonicalWriter {
 impl CanonicalWriter {
     /// Starts the bytes of a value of the type named by `domain_tag`.
     pub fn new(domain_tag: &str) -> Self {
-        let mut writer = Self {
-            bytes: Vec::with_capacity(128),
-        };
+        let mut writer = Self { bytes: Vec::with_capacity(128) };
         writer.str(domain_tag);
         writer
     }
@@ -67,11 +65,7 @@ impl CanonicalWriter {
     }
 
     /// Writes an option: a presence byte, then the value when present.
-    pub fn option<T>(
-        &mut self,
-        value: Option<&T>,
-        mut write: impl FnMut(&mut Self, &T),
-    ) -> &mut Self {
+    pub fn option<T>(&mut self, value: Option<&T>, mut write: impl FnMut(&mut Self, &T)) -> &mut Self {
         match value {
             None => {
                 self.u8(0);

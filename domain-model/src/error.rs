@@ -7,11 +7,7 @@ use thiserror::Error;
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ValidationError {
     #[error("{field} is {len} long, more than the limit of {max}")]
-    TooLong {
-        field: &'static str,
-        len: usize,
-        max: usize,
-    },
+    TooLong { field: &'static str, len: usize, max: usize },
     #[error("{field} must not be empty")]
     Empty { field: &'static str },
     #[error("{field} contains the character {found:?}, which is not allowed there")]
@@ -24,10 +20,7 @@ pub enum ValidationError {
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ParseError {
     #[error("expected text starting with {expected:?}, got {found:?}")]
-    WrongPrefix {
-        expected: &'static str,
-        found: String,
-    },
+    WrongPrefix { expected: &'static str, found: String },
     #[error("{what}: {reason}")]
     Malformed { what: &'static str, reason: String },
     #[error(transparent)]
@@ -42,9 +35,5 @@ pub enum RuleError {
     #[error("expired at {expiry} ms, now is {now} ms")]
     Expired { expiry: u64, now: u64 },
     #[error("created at {created} ms, which is more than {skew_ms} ms ahead of now ({now} ms)")]
-    FromTheFuture {
-        created: u64,
-        now: u64,
-        skew_ms: u64,
-    },
+    FromTheFuture { created: u64, now: u64, skew_ms: u64 },
 }

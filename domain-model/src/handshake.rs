@@ -24,6 +24,9 @@ impl VersionRange {
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct Hello {
     pub versions: VersionRange,
+    /// Random per process start: a peer that restarted has a new one, so
+    /// its fresh connection replaces the stale one.
+    pub boot: u64,
     pub own_advert_version: u64,
     pub held_advert_version_of_peer: u64,
 }
@@ -45,6 +48,7 @@ pub enum HandshakeStatus {
 pub struct HelloReply {
     pub status: HandshakeStatus,
     pub versions: VersionRange,
+    pub boot: u64,
     pub own_advert_version: u64,
     pub held_advert_version_of_peer: u64,
 }

@@ -29,11 +29,7 @@ impl Ed25519PublicKey {
 impl fmt::Debug for Ed25519PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = &self.0;
-        write!(
-            f,
-            "ed25519:{:02x}{:02x}{:02x}{:02x}..",
-            b[0], b[1], b[2], b[3]
-        )
+        write!(f, "ed25519:{:02x}{:02x}{:02x}{:02x}..", b[0], b[1], b[2], b[3])
     }
 }
 
@@ -73,14 +69,8 @@ impl ExternalIdentity {
                 })?;
                 Ok(Self::ed25519(key))
             }
-            Some((tag, _)) => Err(ParseError::Malformed {
-                what,
-                reason: format!("unknown key scheme {tag}"),
-            }),
-            None => Err(ParseError::Malformed {
-                what,
-                reason: "empty".into(),
-            }),
+            Some((tag, _)) => Err(ParseError::Malformed { what, reason: format!("unknown key scheme {tag}") }),
+            None => Err(ParseError::Malformed { what, reason: "empty".into() }),
         }
     }
 
@@ -218,19 +208,12 @@ impl EngineName {
             return Err(ValidationError::Empty { field: FIELD });
         }
         if name.len() > Self::MAX_LEN {
-            return Err(ValidationError::TooLong {
-                field: FIELD,
-                len: name.len(),
-                max: Self::MAX_LEN,
-            });
+            return Err(ValidationError::TooLong { field: FIELD, len: name.len(), max: Self::MAX_LEN });
         }
-        if let Some(bad) = name.chars().find(|c| {
-            !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'))
-        }) {
-            return Err(ValidationError::BadCharacter {
-                field: FIELD,
-                found: bad,
-            });
+        if let Some(bad) =
+            name.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.')))
+        {
+            return Err(ValidationError::BadCharacter { field: FIELD, found: bad });
         }
         Ok(Self(name.into()))
     }
@@ -307,17 +290,11 @@ impl fmt::Debug for EngineIdentity {
 impl FromStr for EngineIdentity {
     type Err = ParseError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (name, node) = s
-            .trim()
-            .split_once('@')
-            .ok_or_else(|| ParseError::Malformed {
-                what: "engine identity",
-                reason: "expected <engine-name>@node1...".into(),
-            })?;
-        Ok(Self {
-            node: node.parse()?,
-            name: EngineName::new(name)?,
-        })
+        let (name, node) = s.trim().split_once('@').ok_or_else(|| ParseError::Malformed {
+            what: "engine identity",
+            reason: "expected <engine-name>@node1...".into(),
+        })?;
+        Ok(Self { node: node.parse()?, name: EngineName::new(name)? })
     }
 }
 

@@ -27,24 +27,21 @@ pub mod strategies;
 
 pub use address::{TransportAddress, TransportProtocol, WeightedAddress};
 pub use advert::{
-    Advert, AdvertBody, DomainAdvert, DomainAdvertBody, JoinPolicy, NodeAdvert, NodeAdvertBody,
-    TopicAdvert, TopicAdvertBody,
+    Advert, AdvertBody, DomainAdvert, DomainAdvertBody, JoinPolicy, NodeAdvert, NodeAdvertBody, TopicAdvert,
+    TopicAdvertBody,
 };
 pub use bounded::{BoundedText, BoundedVec};
 pub use error::{ParseError, RuleError, ValidationError};
 pub use frame::{Frame, FrameKind};
 pub use handshake::{Ack, HandshakeStatus, Hello, HelloReply, VersionRange};
 pub use identity::{
-    DestinationIdentity, DomainIdentity, Ed25519PublicKey, EngineIdentity, EngineName,
-    ExternalIdentity, NodeIdentity, Signature, TopicIdentity,
+    DestinationIdentity, DomainIdentity, Ed25519PublicKey, EngineIdentity, EngineName, ExternalIdentity, NodeIdentity,
+    Signature, TopicIdentity,
 };
 pub use message::{
-    Body, EngineMessage, MessageId, NodeMessage, NodePayload, Ordering, PathKind, ProtocolId,
-    RelayMessage, Reliability, RoutingScope, SealedBytes, TransportPrefs,
+    Body, EngineMessage, MessageId, NodeMessage, NodePayload, Ordering, PathKind, ProtocolId, RelayMessage,
+    Reliability, RoutingScope, SealedBytes, TransportPrefs,
 };
-pub use record::{
-    EngineRecord, IdentityRecord, Measurements, NodeRecord, Permanence, RecordKey, Reputation,
-    Trust,
-};
+pub use record::{EngineRecord, IdentityRecord, Measurements, NodeRecord, Permanence, RecordKey, Reputation, Trust};
 pub use signed::Signed;
 pub use time::Timestamp;

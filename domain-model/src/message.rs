@@ -8,9 +8,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::bounded::BoundedText;
 use crate::canonical::{Canonical, CanonicalWriter};
 use crate::error::{RuleError, ValidationError};
-use crate::identity::{
-    DestinationIdentity, DomainIdentity, EngineIdentity, NodeIdentity, Signature,
-};
+use crate::identity::{DestinationIdentity, DomainIdentity, EngineIdentity, NodeIdentity, Signature};
 use crate::limits::{MAX_BODY_BYTES, MAX_PROTOCOL_NAME_BYTES, MAX_RELAY_SEALED_BYTES};
 use crate::signed::Signed;
 use crate::time::Timestamp;
@@ -76,10 +74,7 @@ pub struct TransportPrefs {
 
 impl Canonical for TransportPrefs {
     fn write_canonical(&self, writer: &mut CanonicalWriter) {
-        writer
-            .u8(self.ordering as u8)
-            .u8(self.reliability as u8)
-            .u8(self.path as u8);
+        writer.u8(self.ordering as u8).u8(self.reliability as u8).u8(self.path as u8);
         writer.option(self.protocol.as_ref(), |w, p| {
             w.u8(*p as u8);
         });
@@ -96,14 +91,9 @@ pub struct ProtocolId {
 impl ProtocolId {
     pub fn new(name: &str, version: u16) -> Result<Self, ValidationError> {
         if name.is_empty() {
-            return Err(ValidationError::Empty {
-                field: "protocol name",
-            });
+            return Err(ValidationError::Empty { field: "protocol name" });
         }
-        Ok(Self {
-            name: BoundedText::new("protocol name", name)?,
-            version,
-        })
+        Ok(Self { name: BoundedText::new("protocol name", name)?, version })
     }
 }
 
@@ -128,11 +118,7 @@ impl Body {
     pub fn new(bytes: impl Into<Bytes>) -> Result<Self, ValidationError> {
         let bytes = bytes.into();
         if bytes.len() > MAX_BODY_BYTES {
-            return Err(ValidationError::TooLong {
-                field: "message body",
-                len: bytes.len(),
-                max: MAX_BODY_BYTES,
-            });
+            return Err(ValidationError::TooLong { field: "message body", len: bytes.len(), max: MAX_BODY_BYTES });
         }
         Ok(Self(bytes))
     }

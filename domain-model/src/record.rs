@@ -5,9 +5,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::advert::{DomainAdvert, NodeAdvert, TopicAdvert};
-use crate::identity::{
-    DomainIdentity, EngineIdentity, ExternalIdentity, NodeIdentity, TopicIdentity,
-};
+use crate::identity::{DomainIdentity, EngineIdentity, ExternalIdentity, NodeIdentity, TopicIdentity};
 use crate::message::TransportPrefs;
 use crate::time::Timestamp;
 

@@ -61,17 +61,12 @@ pub fn transport_address() -> impl Strategy<Value = TransportAddress> {
         any::<[u8; 4]>().prop_map(|o| IpAddr::V4(Ipv4Addr::from(o))),
         any::<[u8; 16]>().prop_map(|o| IpAddr::V6(Ipv6Addr::from(o))),
     ];
-    let protocol = prop_oneof![
-        Just(TransportProtocol::Quic),
-        Just(TransportProtocol::TlsTcp)
-    ];
-    (protocol, ip, 1u16..)
-        .prop_map(|(protocol, ip, port)| TransportAddress::new(protocol, SocketAddr::new(ip, port)))
+    let protocol = prop_oneof![Just(TransportProtocol::Quic), Just(TransportProtocol::TlsTcp)];
+    (protocol, ip, 1u16..).prop_map(|(protocol, ip, port)| TransportAddress::new(protocol, SocketAddr::new(ip, port)))
 }
 
 pub fn weighted_address() -> impl Strategy<Value = WeightedAddress> {
-    (transport_address(), any::<u8>())
-        .prop_map(|(address, weight)| WeightedAddress { address, weight })
+    (transport_address(), any::<u8>()).prop_map(|(address, weight)| WeightedAddress { address, weight })
 }
 
 pub fn node_advert_body() -> impl Strategy<Value = NodeAdvertBody> {
@@ -83,8 +78,7 @@ pub fn node_advert_body() -> impl Strategy<Value = NodeAdvertBody> {
         timestamp(),
     )
         .prop_map(|(id, addrs, name, version, created)| {
-            NodeAdvertBody::new(id, addrs, name.as_deref(), version, created)
-                .expect("strategy respects limits")
+            NodeAdvertBody::new(id, addrs, name.as_deref(), version, created).expect("strategy respects limits")
         })
 }
 
@@ -99,8 +93,7 @@ pub fn topic_advert_body() -> impl Strategy<Value = TopicAdvertBody> {
     )
         .prop_map(|(topic, publishers, relays, tags, version, created)| {
             let tags = tags.iter().map(String::as_str).collect();
-            TopicAdvertBody::new(topic, publishers, relays, tags, version, created)
-                .expect("strategy respects limits")
+            TopicAdvertBody::new(topic, publishers, relays, tags, version, created).expect("strategy respects limits")
         })
 }
 
@@ -108,64 +101,41 @@ pub fn join_policy() -> impl Strategy<Value = JoinPolicy> {
     prop_oneof![
         Just(JoinPolicy::Open),
         any::<[u8; 32]>().prop_map(|key_hash| JoinPolicy::PreSharedKey { key_hash }),
-        vec(node_identity(), 0..4).prop_map(|nodes| JoinPolicy::AllowList(
-            BoundedVec::new("allow-list", nodes).expect("small")
-        )),
+        vec(node_identity(), 0..4)
+            .prop_map(|nodes| JoinPolicy::AllowList(BoundedVec::new("allow-list", nodes).expect("small"))),
         Just(JoinPolicy::OwnerApproves),
     ]
 }
 
 pub fn domain_advert_body() -> impl Strategy<Value = DomainAdvertBody> {
-    (
-        domain_identity(),
-        vec(node_identity(), 0..6),
-        join_policy(),
-        any::<u64>(),
-        timestamp(),
+    (domain_identity(), vec(node_identity(), 0..6), join_policy(), any::<u64>(), timestamp()).prop_map(
+        |(id, nodes, join, version, created)| {
+            DomainAdvertBody::new(id, nodes, join, version, created).expect("strategy respects limits")
+        },
     )
-        .prop_map(|(id, nodes, join, version, created)| {
-            DomainAdvertBody::new(id, nodes, join, version, created)
-                .expect("strategy respects limits")
-        })
 }
 
 pub fn routing_scope() -> impl Strategy<Value = RoutingScope> {
-    prop_oneof![
-        Just(RoutingScope::Local),
-        domain_identity().prop_map(RoutingScope::Domain),
-        Just(RoutingScope::Any)
-    ]
+    prop_oneof![Just(RoutingScope::Local), domain_identity().prop_map(RoutingScope::Domain), Just(RoutingScope::Any)]
 }
 
 pub fn transport_prefs() -> impl Strategy<Value = TransportPrefs> {
     (
         any::<bool>(),
         any::<bool>(),
-        option::of(prop_oneof![
-            Just(TransportProtocol::Quic),
-            Just(TransportProtocol::TlsTcp)
-        ]),
+        option::of(prop_oneof![Just(TransportProtocol::Quic), Just(TransportProtocol::TlsTcp)]),
     )
         .prop_map(|(ordered, reliable, protocol)| TransportPrefs {
-            ordering: if ordered {
-                Ordering::Ordered
-            } else {
-                Ordering::Unordered
-            },
-            reliability: if reliable {
-                Reliability::Reliable
-            } else {
-                Reliability::Unreliable
-            },
+            ordering: if ordered { Ordering::Ordered } else { Ordering::Unordered },
+            reliability: if reliable { Reliability::Reliable } else { Reliability::Unreliable },
             path: PathKind::Direct,
             protocol,
         })
 }
 
 pub fn protocol_id() -> impl Strategy<Value = ProtocolId> {
-    ("[a-z][a-z0-9/._-]{0,30}", any::<u16>()).prop_map(|(name, version)| {
-        ProtocolId::new(&name, version).expect("strategy makes valid names")
-    })
+    ("[a-z][a-z0-9/._-]{0,30}", any::<u16>())
+        .prop_map(|(name, version)| ProtocolId::new(&name, version).expect("strategy makes valid names"))
 }
 
 pub fn body() -> impl Strategy<Value = Body> {
@@ -175,82 +145,51 @@ pub fn body() -> impl Strategy<Value = Body> {
 /// An engine message; its `sig` is absent or random bytes.
 pub fn engine_message() -> impl Strategy<Value = EngineMessage> {
     (
-        (
-            engine_identity(),
-            destination(),
-            any::<u64>(),
-            option::of(any::<u64>()),
-            option::of(timestamp()),
-        ),
-        (
-            routing_scope(),
-            option::of(transport_prefs()),
-            protocol_id(),
-            body(),
-            option::of(signature()),
-        ),
+        (engine_identity(), destination(), any::<u64>(), option::of(any::<u64>()), option::of(timestamp())),
+        (routing_scope(), option::of(transport_prefs()), protocol_id(), body(), option::of(signature())),
     )
-        .prop_map(
-            |((src, dst, id, reply_to, expiry), (scope, prefs, protocol, body, sig))| {
-                EngineMessage {
-                    src,
-                    dst,
-                    id: MessageId(id),
-                    reply_to: reply_to.map(MessageId),
-                    expiry,
-                    scope,
-                    prefs,
-                    protocol,
-                    body,
-                    sig,
-                }
-            },
-        )
+        .prop_map(|((src, dst, id, reply_to, expiry), (scope, prefs, protocol, body, sig))| EngineMessage {
+            src,
+            dst,
+            id: MessageId(id),
+            reply_to: reply_to.map(MessageId),
+            expiry,
+            scope,
+            prefs,
+            protocol,
+            body,
+            sig,
+        })
 }
 
 pub fn relay_message() -> impl Strategy<Value = RelayMessage> {
-    (
-        node_identity(),
-        node_identity(),
-        option::of(timestamp()),
-        vec(any::<u8>(), 0..256),
-    )
-        .prop_map(|(src, dst, expiry, sealed)| RelayMessage {
+    (node_identity(), node_identity(), option::of(timestamp()), vec(any::<u8>(), 0..256)).prop_map(
+        |(src, dst, expiry, sealed)| RelayMessage {
             src,
             dst,
             expiry,
             sealed: SealedBytes::new(sealed).expect("small"),
-        })
+        },
+    )
 }
 
 pub fn node_message() -> impl Strategy<Value = NodeMessage> {
     (
         node_identity(),
         node_identity(),
-        prop_oneof![
-            engine_message().prop_map(NodePayload::Engine),
-            relay_message().prop_map(NodePayload::Relay)
-        ],
+        prop_oneof![engine_message().prop_map(NodePayload::Engine), relay_message().prop_map(NodePayload::Relay)],
         option::of(signature()),
     )
-        .prop_map(|(src, dst, payload, sig)| NodeMessage {
-            src,
-            dst,
-            payload,
-            sig,
-        })
+        .prop_map(|(src, dst, payload, sig)| NodeMessage { src, dst, payload, sig })
 }
 
 /// Any frame; adverts carry random signatures.
 pub fn frame() -> impl Strategy<Value = Frame> {
     prop_oneof![
         node_message().prop_map(Frame::Node),
-        (node_advert_body(), signature())
-            .prop_map(|(b, s)| Frame::NodeAdvert(Advert::from_parts(b, s))),
-        (topic_advert_body(), signature())
-            .prop_map(|(b, s)| Frame::TopicAdvert(Advert::from_parts(b, s))),
-        (domain_advert_body(), signature())
-            .prop_map(|(b, s)| Frame::DomainAdvert(Advert::from_parts(b, s))),
+        (node_advert_body(), signature()).prop_map(|(b, s)| Frame::NodeAdvert(Advert::from_parts(b, s))),
+        (topic_advert_body(), signature()).prop_map(|(b, s)| Frame::TopicAdvert(Advert::from_parts(b, s))),
+        (domain_advert_body(), signature()).prop_map(|(b, s)| Frame::DomainAdvert(Advert::from_parts(b, s))),
     ]
 }
 
@@ -259,54 +198,30 @@ pub fn node_record() -> impl Strategy<Value = NodeRecord> {
         node_identity(),
         option::of((node_advert_body(), signature()).prop_map(|(b, s)| Advert::from_parts(b, s))),
         (any::<u8>(), any::<u8>()),
-        (
-            option::of(any::<u32>()),
-            any::<u32>(),
-            option::of(timestamp()),
-        ),
+        (option::of(any::<u32>()), any::<u32>(), option::of(timestamp())),
         option::of(transport_prefs()),
         any::<bool>(),
     )
-        .prop_map(
-            |(
-                id,
-                advert,
-                (trust, reputation),
-                (rtt_micros, failures, last_seen),
-                prefs,
-                permanent,
-            )| NodeRecord {
+        .prop_map(|(id, advert, (trust, reputation), (rtt_micros, failures, last_seen), prefs, permanent)| {
+            NodeRecord {
                 id,
                 advert,
                 trust: Trust(trust),
                 reputation: Reputation(reputation),
-                measurements: Measurements {
-                    rtt_micros,
-                    failures,
-                    last_seen,
-                },
+                measurements: Measurements { rtt_micros, failures, last_seen },
                 prefs,
-                permanence: if permanent {
-                    Permanence::Permanent
-                } else {
-                    Permanence::Ephemeral
-                },
-            },
-        )
+                permanence: if permanent { Permanence::Permanent } else { Permanence::Ephemeral },
+            }
+        })
 }
 
 /// Any identity record; adverts in it carry random signatures.
 pub fn identity_record() -> impl Strategy<Value = IdentityRecord> {
     prop_oneof![
         node_record().prop_map(IdentityRecord::Node),
-        (
-            engine_identity(),
-            option::of(key_bytes().prop_map(ExternalIdentity::ed25519))
-        )
+        (engine_identity(), option::of(key_bytes().prop_map(ExternalIdentity::ed25519)))
             .prop_map(|(engine, key)| IdentityRecord::Engine(EngineRecord { engine, key })),
-        (topic_advert_body(), signature())
-            .prop_map(|(b, s)| IdentityRecord::Topic(Advert::from_parts(b, s))),
-        (domain_advert_body(), signature())
-            .prop_map(|(b, s)| IdentityRecord::Domain(Advert::from_parts(b, s))),
+        (topic_advert_body(), signature()).prop_map(|(b, s)| IdentityRecord::Topic(Advert::from_parts(b, s))),
+        (domain_advert_body(), signature()).prop_map(|(b, s)| IdentityRecord::Domain(Advert::from_parts(b, s))),
     ]
 }

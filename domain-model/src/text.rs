@@ -15,31 +15,17 @@ pub(crate) fn encode(prefix: &str, bytes: &[u8]) -> String {
     text
 }
 
-pub(crate) fn decode(
-    prefix: &'static str,
-    what: &'static str,
-    text: &str,
-) -> Result<Vec<u8>, ParseError> {
+pub(crate) fn decode(prefix: &'static str, what: &'static str, text: &str) -> Result<Vec<u8>, ParseError> {
     let text = text.trim();
-    let body = text
-        .strip_prefix(prefix)
-        .and_then(|rest| rest.strip_prefix('1'))
-        .ok_or_else(|| ParseError::WrongPrefix {
-            expected: prefix_with_separator(prefix),
-            found: text.chars().take(16).collect(),
-        })?;
+    let body = text.strip_prefix(prefix).and_then(|rest| rest.strip_prefix('1')).ok_or_else(|| {
+        ParseError::WrongPrefix { expected: prefix_with_separator(prefix), found: text.chars().take(16).collect() }
+    })?;
     if body.chars().any(|c| c.is_ascii_uppercase()) {
-        return Err(ParseError::Malformed {
-            what,
-            reason: "base32 part must be lowercase".into(),
-        });
+        return Err(ParseError::Malformed { what, reason: "base32 part must be lowercase".into() });
     }
     BASE32_NOPAD
         .decode(body.to_ascii_uppercase().as_bytes())
-        .map_err(|err| ParseError::Malformed {
-            what,
-            reason: format!("not valid base32: {err}"),
-        })
+        .map_err(|err| ParseError::Malformed { what, reason: format!("not valid base32: {err}") })
 }
 
 fn prefix_with_separator(prefix: &'static str) -> &'static str {

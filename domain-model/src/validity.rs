@@ -16,10 +16,7 @@ pub fn check_version_rises(current: u64, offered: u64) -> Result<(), RuleError> 
 /// A message with an expiry is dead once `now` has reached it.
 pub fn check_expiry(expiry: Option<Timestamp>, now: Timestamp) -> Result<(), RuleError> {
     match expiry {
-        Some(at) if now >= at => Err(RuleError::Expired {
-            expiry: at.0,
-            now: now.0,
-        }),
+        Some(at) if now >= at => Err(RuleError::Expired { expiry: at.0, now: now.0 }),
         _ => Ok(()),
     }
 }
@@ -28,11 +25,7 @@ pub fn check_expiry(expiry: Option<Timestamp>, now: Timestamp) -> Result<(), Rul
 /// clock skew tolerated between nodes.
 pub fn check_created_not_future(created: Timestamp, now: Timestamp) -> Result<(), RuleError> {
     if created.0 > now.0.saturating_add(MAX_CLOCK_SKEW_MS) {
-        Err(RuleError::FromTheFuture {
-            created: created.0,
-            now: now.0,
-            skew_ms: MAX_CLOCK_SKEW_MS,
-        })
+        Err(RuleError::FromTheFuture { created: created.0, now: now.0, skew_ms: MAX_CLOCK_SKEW_MS })
     } else {
         Ok(())
     }
@@ -45,13 +38,7 @@ mod tests {
     #[test]
     fn version_must_rise_strictly() {
         assert!(check_version_rises(3, 4).is_ok());
-        assert_eq!(
-            check_version_rises(4, 4),
-            Err(RuleError::StaleVersion {
-                current: 4,
-                offered: 4
-            })
-        );
+        assert_eq!(check_version_rises(4, 4), Err(RuleError::StaleVersion { current: 4, offered: 4 }));
         assert!(check_version_rises(4, 2).is_err());
     }
 
@@ -66,12 +53,7 @@ mod tests {
     #[test]
     fn created_may_be_slightly_ahead_but_not_far() {
         let now = Timestamp(1_000_000);
-        assert!(
-            check_created_not_future(now.saturating_add_millis(MAX_CLOCK_SKEW_MS), now).is_ok()
-        );
-        assert!(
-            check_created_not_future(now.saturating_add_millis(MAX_CLOCK_SKEW_MS + 1), now)
-                .is_err()
-        );
+        assert!(check_created_not_future(now.saturating_add_millis(MAX_CLOCK_SKEW_MS), now).is_ok());
+        assert!(check_created_not_future(now.saturating_add_millis(MAX_CLOCK_SKEW_MS + 1), now).is_err());
     }
 }

@@ -100,49 +100,26 @@ fn text_errors_say_what_is_wrong() {
     let err = "node1ABC".parse::<NodeIdentity>().expect_err("case");
     assert!(err.to_string().contains("lowercase"), "{err}");
     let err = "node1aebq".parse::<NodeIdentity>().expect_err("short");
-    assert!(
-        err.to_string().contains("32 bytes") || err.to_string().contains("base32"),
-        "{err}"
-    );
-    let err = "udp://1.2.3.4:5"
-        .parse::<TransportAddress>()
-        .expect_err("scheme");
+    assert!(err.to_string().contains("32 bytes") || err.to_string().contains("base32"), "{err}");
+    let err = "udp://1.2.3.4:5".parse::<TransportAddress>().expect_err("scheme");
     assert!(err.to_string().contains("unknown scheme"), "{err}");
-    let err = "quic://example.com:5"
-        .parse::<TransportAddress>()
-        .expect_err("host");
+    let err = "quic://example.com:5".parse::<TransportAddress>().expect_err("host");
     assert!(err.to_string().contains("host names"), "{err}");
-    let err = "quic://::1:4100"
-        .parse::<TransportAddress>()
-        .expect_err("brackets");
+    let err = "quic://::1:4100".parse::<TransportAddress>().expect_err("brackets");
     assert!(err.to_string().contains("brackets"), "{err}");
-    let err = "quic://127.0.0.1:0"
-        .parse::<TransportAddress>()
-        .expect_err("port 0");
+    let err = "quic://127.0.0.1:0".parse::<TransportAddress>().expect_err("port 0");
     assert!(err.to_string().contains("port 0"), "{err}");
     let err = "Bad@node1aa".parse::<EngineIdentity>().expect_err("engine");
     assert!(!err.to_string().is_empty());
-    assert_eq!(
-        "tls-tcp://[::1]:4100"
-            .parse::<TransportAddress>()
-            .expect("valid")
-            .to_string(),
-        "tls-tcp://[::1]:4100"
-    );
+    assert_eq!("tls-tcp://[::1]:4100".parse::<TransportAddress>().expect("valid").to_string(), "tls-tcp://[::1]:4100");
 }
 
 #[test]
 fn limits_are_enforced_at_construction() {
     let id = NodeIdentity::ed25519([1; 32]);
-    let addr = WeightedAddress {
-        address: "quic://127.0.0.1:1".parse().expect("valid"),
-        weight: 1,
-    };
+    let addr = WeightedAddress { address: "quic://127.0.0.1:1".parse().expect("valid"), weight: 1 };
     let too_many = vec![addr; limits::MAX_ADVERT_ADDRESSES + 1];
-    assert!(matches!(
-        NodeAdvertBody::new(id, too_many, None, 1, Timestamp(0)),
-        Err(ValidationError::TooLong { .. })
-    ));
+    assert!(matches!(NodeAdvertBody::new(id, too_many, None, 1, Timestamp(0)), Err(ValidationError::TooLong { .. })));
     let long_name = "x".repeat(limits::MAX_NODE_NAME_BYTES + 1);
     assert!(NodeAdvertBody::new(id, vec![], Some(&long_name), 1, Timestamp(0)).is_err());
     assert!(NodeAdvertBody::new(id, vec![], Some("bad\u{7}name"), 1, Timestamp(0)).is_err());

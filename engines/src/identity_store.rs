@@ -7,8 +7,8 @@ use std::collections::{BTreeSet, HashMap};
 
 use netmachine_domain::validity::{check_created_not_future, check_version_rises};
 use netmachine_domain::{
-    AdvertBody, DomainAdvert, EngineName, EngineRecord, IdentityRecord, NodeAdvert, NodeIdentity,
-    NodeRecord, Permanence, RecordKey, RuleError, Timestamp, TopicAdvert, Trust,
+    AdvertBody, DomainAdvert, EngineName, EngineRecord, IdentityRecord, NodeAdvert, NodeIdentity, NodeRecord,
+    Permanence, RecordKey, RuleError, Timestamp, TopicAdvert, Trust,
 };
 use thiserror::Error;
 
@@ -36,10 +36,7 @@ impl AdvertUpdate {
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum UpdateError {
     #[error("advert for {key} refused: {source}")]
-    Signature {
-        key: RecordKey,
-        source: SignatureError,
-    },
+    Signature { key: RecordKey, source: SignatureError },
     #[error("advert for {key} refused: {source}")]
     Rule { key: RecordKey, source: RuleError },
     #[error("advert for {key} refused: that node is banned")]
@@ -74,10 +71,7 @@ pub struct IdentityStoreConfig {
 
 impl Default for IdentityStoreConfig {
     fn default() -> Self {
-        Self {
-            max_records: 1_000_000,
-            max_subscribers: 1024,
-        }
+        Self { max_records: 1_000_000, max_subscribers: 1024 }
     }
 }
 
@@ -91,22 +85,9 @@ pub struct IdentityStore {
 
 impl IdentityStore {
     /// Opens the store with every record the record store holds.
-    pub fn open(
-        own: NodeIdentity,
-        config: IdentityStoreConfig,
-        store: &dyn RecordStore,
-    ) -> Result<Self, StoreError> {
-        let records = store
-            .load_all()?
-            .into_iter()
-            .map(|r| (r.key(), r))
-            .collect();
-        Ok(Self {
-            own,
-            config,
-            records,
-            subscribers: BTreeSet::new(),
-        })
+    pub fn open(own: NodeIdentity, config: IdentityStoreConfig, store: &dyn RecordStore) -> Result<Self, StoreError> {
+        let records = store.load_all()?.into_iter().map(|r| (r.key(), r)).collect();
+        Ok(Self { own, config, records, subscribers: BTreeSet::new() })
     }
 
     pub fn len(&self) -> usize {
@@ -143,9 +124,7 @@ impl IdentityStore {
 
     /// Returns false when the subscriber limit is reached.
     pub fn subscribe(&mut self, engine: EngineName) -> bool {
-        if self.subscribers.len() >= self.config.max_subscribers
-            && !self.subscribers.contains(&engine)
-        {
+        if self.subscribers.len() >= self.config.max_subscribers && !self.subscribers.contains(&engine) {
             return false;
         }
         self.subscribers.insert(engine);
@@ -169,12 +148,7 @@ impl IdentityStore {
         let key = update.key();
         let record = match update {
             AdvertUpdate::Node(advert) => {
-                if advert.id == self.own
-                    && self
-                        .node(&self.own)
-                        .and_then(|r| r.advert.as_ref())
-                        .is_some()
-                {
+                if advert.id == self.own && self.node(&self.own).and_then(|r| r.advert.as_ref()).is_some() {
                     // Our own advert is made here; a peer may echo it back
                     // but never replace it, even with a higher version.
                     return Err(UpdateError::OwnRecord { key });
@@ -182,17 +156,8 @@ impl IdentityStore {
                 if self.is_banned(&advert.id) {
                     return Err(UpdateError::Banned { key });
                 }
-                self.check_advert(
-                    &key,
-                    &advert,
-                    self.node(&advert.id).and_then(|r| r.advert.as_ref()),
-                    now,
-                    verifier,
-                )?;
-                let mut record = self
-                    .node(&advert.id)
-                    .cloned()
-                    .unwrap_or_else(|| NodeRecord::new(advert.id));
+                self.check_advert(&key, &advert, self.node(&advert.id).and_then(|r| r.advert.as_ref()), now, verifier)?;
+                let mut record = self.node(&advert.id).cloned().unwrap_or_else(|| NodeRecord::new(advert.id));
                 record.advert = Some(advert);
                 IdentityRecord::Node(record)
             }
@@ -226,26 +191,14 @@ impl IdentityStore {
     ) -> Result<Accepted, UpdateError> {
         let key = RecordKey::Node(self.own);
         if advert.id != self.own {
-            return Err(UpdateError::OwnRecord {
-                key: RecordKey::Node(advert.id),
-            });
+            return Err(UpdateError::OwnRecord { key: RecordKey::Node(advert.id) });
         }
-        verify_signed(verifier, &advert).map_err(|source| UpdateError::Signature {
-            key: key.clone(),
-            source,
-        })?;
+        verify_signed(verifier, &advert).map_err(|source| UpdateError::Signature { key: key.clone(), source })?;
         if let Some(held) = self.node(&self.own).and_then(|r| r.advert.as_ref()) {
-            check_version_rises(held.version, advert.version).map_err(|source| {
-                UpdateError::Rule {
-                    key: key.clone(),
-                    source,
-                }
-            })?;
+            check_version_rises(held.version, advert.version)
+                .map_err(|source| UpdateError::Rule { key: key.clone(), source })?;
         }
-        let mut record = self
-            .node(&self.own)
-            .cloned()
-            .unwrap_or_else(|| NodeRecord::new(self.own));
+        let mut record = self.node(&self.own).cloned().unwrap_or_else(|| NodeRecord::new(self.own));
         record.advert = Some(advert);
         record.trust = Trust::OWN;
         record.permanence = Permanence::Permanent;
@@ -273,11 +226,7 @@ impl IdentityStore {
 
     /// Records a local engine (engines have no adverts: the node speaks for
     /// them unless they carry a key of their own).
-    pub fn put_engine(
-        &mut self,
-        record: EngineRecord,
-        store: &mut dyn RecordStore,
-    ) -> Result<Accepted, UpdateError> {
+    pub fn put_engine(&mut self, record: EngineRecord, store: &mut dyn RecordStore) -> Result<Accepted, UpdateError> {
         let key = RecordKey::Engine(record.engine.clone());
         self.commit(key, IdentityRecord::Engine(record), store)
     }
@@ -288,10 +237,7 @@ impl IdentityStore {
         store: &mut dyn RecordStore,
         edit: impl FnOnce(&mut NodeRecord),
     ) -> Result<Accepted, UpdateError> {
-        let mut record = self
-            .node(&node)
-            .cloned()
-            .unwrap_or_else(|| NodeRecord::new(node));
+        let mut record = self.node(&node).cloned().unwrap_or_else(|| NodeRecord::new(node));
         edit(&mut record);
         self.commit(RecordKey::Node(node), IdentityRecord::Node(record), store)
     }
@@ -304,18 +250,12 @@ impl IdentityStore {
         now: Timestamp,
         verifier: &dyn Verifier,
     ) -> Result<(), UpdateError> {
-        let rule = |source| UpdateError::Rule {
-            key: key.clone(),
-            source,
-        };
+        let rule = |source| UpdateError::Rule { key: key.clone(), source };
         if let Some(held) = held {
             check_version_rises(held.body.version(), advert.body.version()).map_err(rule)?;
         }
         check_created_not_future(advert.body.created(), now).map_err(rule)?;
-        verify_signed(verifier, advert).map_err(|source| UpdateError::Signature {
-            key: key.clone(),
-            source,
-        })?;
+        verify_signed(verifier, advert).map_err(|source| UpdateError::Signature { key: key.clone(), source })?;
         Ok(())
     }
 
@@ -328,17 +268,11 @@ impl IdentityStore {
         store: &mut dyn RecordStore,
     ) -> Result<Accepted, UpdateError> {
         if !self.records.contains_key(&key) && self.records.len() >= self.config.max_records {
-            return Err(UpdateError::Full {
-                key,
-                max: self.config.max_records,
-            });
+            return Err(UpdateError::Full { key, max: self.config.max_records });
         }
         store.put(&record)?;
         self.records.insert(key.clone(), record.clone());
-        Ok(Accepted {
-            event: IdentityUpdated { key, record },
-            notify: self.subscribers.iter().cloned().collect(),
-        })
+        Ok(Accepted { event: IdentityUpdated { key, record }, notify: self.subscribers.iter().cloned().collect() })
     }
 }
 

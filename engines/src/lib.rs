@@ -10,10 +10,5 @@ pub mod transport;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
-pub use identity_store::{
-    AdvertUpdate, IdentityStore, IdentityStoreConfig, IdentityUpdated, UpdateError,
-};
-pub use router::{
-    InboundRejection, RegistryError, RouteError, Routed, Router, RouterConfig, RouterPorts,
-    TopicError,
-};
+pub use identity_store::{AdvertUpdate, IdentityStore, IdentityStoreConfig, IdentityUpdated, UpdateError};
+pub use router::{InboundRejection, RegistryError, RouteError, Routed, Router, RouterConfig, RouterPorts, TopicError};

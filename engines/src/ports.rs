@@ -3,8 +3,7 @@
 //! tests (manual clock, seeded randomness, in-memory transport and store).
 
 use netmachine_domain::{
-    ExternalIdentity, Frame, IdentityRecord, NodeIdentity, NodeMessage, RecordKey, Signature,
-    Signed, Timestamp,
+    ExternalIdentity, Frame, IdentityRecord, NodeIdentity, NodeMessage, RecordKey, Signature, Signed, Timestamp,
 };
 use thiserror::Error;
 
@@ -32,12 +31,7 @@ pub struct BadSignature;
 
 /// Checks signatures of any scheme netmachine knows.
 pub trait Verifier: Send + Sync {
-    fn verify(
-        &self,
-        signer: &ExternalIdentity,
-        bytes: &[u8],
-        sig: &Signature,
-    ) -> Result<(), BadSignature>;
+    fn verify(&self, signer: &ExternalIdentity, bytes: &[u8], sig: &Signature) -> Result<(), BadSignature>;
 }
 
 /// Why a signed value was not accepted.
@@ -50,20 +44,14 @@ pub enum SignatureError {
 }
 
 /// Verifies a signed value's signature over its canonical bytes.
-pub fn verify_signed<T: Signed + ?Sized>(
-    verifier: &dyn Verifier,
-    value: &T,
-) -> Result<(), SignatureError> {
+pub fn verify_signed<T: Signed + ?Sized>(verifier: &dyn Verifier, value: &T) -> Result<(), SignatureError> {
     let sig = value.signature().ok_or(SignatureError::Missing)?;
     verifier.verify(&value.signer(), &value.signing_bytes(), sig)?;
     Ok(())
 }
 
 /// Verifies the signature when one is present; absence is fine.
-pub fn verify_if_signed<T: Signed + ?Sized>(
-    verifier: &dyn Verifier,
-    value: &T,
-) -> Result<(), BadSignature> {
+pub fn verify_if_signed<T: Signed + ?Sized>(verifier: &dyn Verifier, value: &T) -> Result<(), BadSignature> {
     match value.signature() {
         Some(sig) => verifier.verify(&value.signer(), &value.signing_bytes(), sig),
         None => Ok(()),

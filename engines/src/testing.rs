@@ -9,13 +9,10 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use netmachine_domain::{
-    ExternalIdentity, IdentityRecord, NodeIdentity, NodeMessage, RecordKey, Signature, Timestamp,
-};
+use netmachine_domain::{ExternalIdentity, IdentityRecord, NodeIdentity, NodeMessage, RecordKey, Signature, Timestamp};
 
 use crate::ports::{
-    BadSignature, Clock, OutboundError, OutboundTransport, Randomness, RecordStore, Signer,
-    StoreError, Verifier,
+    BadSignature, Clock, OutboundError, OutboundTransport, Randomness, RecordStore, Signer, StoreError, Verifier,
 };
 
 fn digest(key: &ExternalIdentity, bytes: &[u8]) -> [u8; 64] {
@@ -54,12 +51,7 @@ impl Signer for TestSigner {
 pub struct TestVerifier;
 
 impl Verifier for TestVerifier {
-    fn verify(
-        &self,
-        signer: &ExternalIdentity,
-        bytes: &[u8],
-        sig: &Signature,
-    ) -> Result<(), BadSignature> {
+    fn verify(&self, signer: &ExternalIdentity, bytes: &[u8], sig: &Signature) -> Result<(), BadSignature> {
         match sig {
             Signature::Ed25519(s) if *s == digest(signer, bytes) => Ok(()),
             _ => Err(BadSignature),
@@ -104,10 +96,7 @@ impl OutboundTransport for RecordingOutbound {
         if self.refuse.load(Ordering::SeqCst) {
             return Err(OutboundError::QueueFull { peer: to });
         }
-        self.sent
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((to, message));
+        self.sent.lock().unwrap_or_else(|e| e.into_inner()).push((to, message));
         Ok(())
     }
 }

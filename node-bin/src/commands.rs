@@ -53,10 +53,7 @@ fn keygen(config: &Config, key: Option<&Path>, force: bool) -> Result<(), Comman
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, CommandError> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(CommandError::Runtime)
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(CommandError::Runtime)
 }
 
 fn advert(config: &Config) -> Result<(), CommandError> {
@@ -64,11 +61,8 @@ fn advert(config: &Config) -> Result<(), CommandError> {
     runtime()?.block_on(async {
         // A node without a data directory of its own is enough to sign;
         // the version is taken from the clock, so it rises on every call.
-        let node = Node::builder()
-            .keys(keys)
-            .advertise(config.name.clone(), config.advertised_addresses())
-            .start()
-            .await?;
+        let node =
+            Node::builder().keys(keys).advertise(config.name.clone(), config.advertised_addresses()).start().await?;
         if let Some(advert) = node.advert() {
             println!("{}", node_advert_to_text(&advert)?);
         }
@@ -83,15 +77,10 @@ fn install_logging(config: &Config) -> Result<(), CommandError> {
         (Some(filter), _) => filter.clone(),
         _ => "info".to_string(),
     };
-    let env_filter = EnvFilter::try_new(&filter).map_err(|e| CommandError::LogFilter {
-        filter: filter.clone(),
-        reason: e.to_string(),
-    })?;
+    let env_filter = EnvFilter::try_new(&filter)
+        .map_err(|e| CommandError::LogFilter { filter: filter.clone(), reason: e.to_string() })?;
     // A second install (tests running several nodes) keeps the first one.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(env_filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(env_filter).with_writer(std::io::stderr).try_init();
     Ok(())
 }
 

@@ -16,21 +16,11 @@ const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 #[derive(Debug, Error)]
 pub enum ConfigError {
     #[error("cannot read config {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error(
-        "config {path} is {len} bytes, more than the {MAX_CONFIG_BYTES} bytes a config may be"
-    )]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config {path} is {len} bytes, more than the {MAX_CONFIG_BYTES} bytes a config may be")]
     TooLarge { path: PathBuf, len: u64 },
     #[error("config {path}, line {line}{key}: {message}")]
-    Invalid {
-        path: PathBuf,
-        line: usize,
-        key: KeyName,
-        message: String,
-    },
+    Invalid { path: PathBuf, line: usize, key: KeyName, message: String },
 }
 
 /// The key an error is about, when known; displayed as ", key `a.b`".
@@ -66,9 +56,7 @@ pub struct AddressText(pub TransportAddress);
 impl<'de> Deserialize<'de> for AddressText {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        text.parse()
-            .map(AddressText)
-            .map_err(serde::de::Error::custom)
+        text.parse().map(AddressText).map_err(serde::de::Error::custom)
     }
 }
 
@@ -91,16 +79,10 @@ pub struct Config {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let read_error = |source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        };
+        let read_error = |source| ConfigError::Read { path: path.to_path_buf(), source };
         let len = std::fs::metadata(path).map_err(read_error)?.len();
         if len > MAX_CONFIG_BYTES {
-            return Err(ConfigError::TooLarge {
-                path: path.to_path_buf(),
-                len,
-            });
+            return Err(ConfigError::TooLarge { path: path.to_path_buf(), len });
         }
         let text = std::fs::read_to_string(path).map_err(read_error)?;
         Self::parse(&text, path)
@@ -113,9 +95,7 @@ impl Config {
             let unknown = unknown_field(err.message());
             let line = match &unknown {
                 Some(field) => line_of_key(text, field),
-                None => err.span().map_or(1, |span| {
-                    text[..span.start.min(text.len())].lines().count().max(1)
-                }),
+                None => err.span().map_or(1, |span| text[..span.start.min(text.len())].lines().count().max(1)),
             };
             let key = unknown.or_else(|| err.span().and_then(|span| key_at(text, span.start)));
             ConfigError::Invalid {
@@ -138,15 +118,15 @@ impl Config {
         };
         if let Some(capacity) = self.mailbox_capacity {
             if capacity == 0 || capacity > 1_000_000 {
-                return Err(invalid(
-                    "mailbox_capacity",
-                    format!("{capacity} is outside 1..=1000000"),
-                ));
+                return Err(invalid("mailbox_capacity", format!("{capacity} is outside 1..=1000000")));
             }
         }
         if let Some(name) = &self.name {
-            netmachine_domain::BoundedText::<{ netmachine_domain::limits::MAX_NODE_NAME_BYTES }>::new("name", name.as_str())
-                .map_err(|e| invalid("name", e.to_string()))?;
+            netmachine_domain::BoundedText::<{ netmachine_domain::limits::MAX_NODE_NAME_BYTES }>::new(
+                "name",
+                name.as_str(),
+            )
+            .map_err(|e| invalid("name", e.to_string()))?;
         }
         if self.listen.len() > netmachine_domain::limits::MAX_ADVERT_ADDRESSES {
             return Err(invalid(
@@ -166,9 +146,7 @@ impl Config {
     }
 
     pub fn key_file(&self) -> PathBuf {
-        self.key_file
-            .clone()
-            .unwrap_or_else(|| self.data_dir().join("node.key"))
+        self.key_file.clone().unwrap_or_else(|| self.data_dir().join("node.key"))
     }
 
     pub fn mailbox_capacity(&self) -> usize {
@@ -176,13 +154,7 @@ impl Config {
     }
 
     pub fn advertised_addresses(&self) -> Vec<WeightedAddress> {
-        self.listen
-            .iter()
-            .map(|l| WeightedAddress {
-                address: l.address.0,
-                weight: l.weight,
-            })
-            .collect()
+        self.listen.iter().map(|l| WeightedAddress { address: l.address.0, weight: l.weight }).collect()
     }
 }
 
@@ -209,9 +181,7 @@ fn unknown_field(message: &str) -> Option<String> {
 
 /// The key written at the start of the line holding byte `offset`.
 fn key_at(text: &str, offset: usize) -> Option<String> {
-    let start = text[..offset.min(text.len())]
-        .rfind('\n')
-        .map_or(0, |i| i + 1);
+    let start = text[..offset.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
     let line = text[start..].lines().next()?;
     let (key, _) = line.split_once('=')?;
     let key = key.trim().trim_matches('"');
@@ -220,9 +190,7 @@ fn key_at(text: &str, offset: usize) -> Option<String> {
 
 /// The line on which `key = ...` first appears (1 when it cannot be found).
 fn line_of_key(text: &str, key: &str) -> usize {
-    text.lines()
-        .position(|line| line.split_once('=').is_some_and(|(k, _)| k.trim() == key))
-        .map_or(1, |i| i + 1)
+    text.lines().position(|line| line.split_once('=').is_some_and(|(k, _)| k.trim() == key)).map_or(1, |i| i + 1)
 }
 
 #[cfg(test)]
@@ -294,18 +262,12 @@ address = "tls-tcp://[::1]:4100"
     fn out_of_range_values_are_refused() {
         let err = parse("\nmailbox_capacity = 0\n").expect_err("zero");
         let text = err.to_string();
-        assert!(
-            text.contains("line 2") && text.contains("mailbox_capacity"),
-            "{text}"
-        );
+        assert!(text.contains("line 2") && text.contains("mailbox_capacity"), "{text}");
     }
 
     #[test]
     fn broken_toml_is_located() {
         let err = parse("name = \"a\"\nname2 = [\n").expect_err("syntax");
-        assert!(
-            err.to_string().contains("line 2") || err.to_string().contains("line 3"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("line 2") || err.to_string().contains("line 3"), "{err}");
     }
 }

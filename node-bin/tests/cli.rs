@@ -29,18 +29,10 @@ fn stderr(output: &Output) -> String {
 #[test]
 fn every_subcommand_has_help() {
     let home = tempfile::tempdir().expect("tempdir");
-    for args in [
-        &["--help"][..],
-        &["keygen", "--help"],
-        &["advert", "--help"],
-        &["run", "--help"],
-    ] {
+    for args in [&["--help"][..], &["keygen", "--help"], &["advert", "--help"], &["run", "--help"]] {
         let out = netmachine(home.path(), args);
         assert!(out.status.success(), "{args:?}: {}", stderr(&out));
-        assert!(
-            String::from_utf8_lossy(&out.stdout).contains("Usage"),
-            "{args:?}"
-        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"), "{args:?}");
     }
 }
 
@@ -53,10 +45,7 @@ fn keygen_writes_a_private_key_and_will_not_overwrite_it() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(
-            std::fs::metadata(&key).expect("key").permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(std::fs::metadata(&key).expect("key").permissions().mode() & 0o777, 0o600);
     }
     let before = std::fs::read(&key).expect("key");
     let again = netmachine(home.path(), &["keygen"]);
@@ -72,33 +61,19 @@ fn keygen_writes_a_private_key_and_will_not_overwrite_it() {
 fn advert_prints_a_signed_advert_another_node_accepts() {
     let home = tempfile::tempdir().expect("tempdir");
     let config = home.path().join("node.toml");
-    std::fs::write(
-        &config,
-        "name = \"alpha\"\n[[listen]]\naddress = \"quic://127.0.0.1:4100\"\nweight = 7\n",
-    )
-    .expect("config");
+    std::fs::write(&config, "name = \"alpha\"\n[[listen]]\naddress = \"quic://127.0.0.1:4100\"\nweight = 7\n")
+        .expect("config");
     assert!(netmachine(home.path(), &["keygen"]).status.success());
-    let out = netmachine(
-        home.path(),
-        &["--config", config.to_str().expect("utf-8"), "advert"],
-    );
+    let out = netmachine(home.path(), &["--config", config.to_str().expect("utf-8"), "advert"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = String::from_utf8(out.stdout).expect("utf-8");
     let advert = node_advert_from_text(text.trim()).expect("parses");
     verify_signed(&RingVerifier, &advert).expect("signed by the node");
-    assert_eq!(
-        advert.name.as_ref().map(|n| n.to_string()),
-        Some("alpha".to_string())
-    );
+    assert_eq!(advert.name.as_ref().map(|n| n.to_string()), Some("alpha".to_string()));
     assert_eq!(advert.addrs.len(), 1);
     assert_eq!(advert.addrs[0].weight, 7);
-    let identity =
-        String::from_utf8(netmachine(home.path(), &["keygen", "--force"]).stdout).expect("utf-8");
-    assert_ne!(
-        identity.trim(),
-        advert.id.to_string(),
-        "keygen --force makes a new identity"
-    );
+    let identity = String::from_utf8(netmachine(home.path(), &["keygen", "--force"]).stdout).expect("utf-8");
+    assert_ne!(identity.trim(), advert.id.to_string(), "keygen --force makes a new identity");
 }
 
 #[test]
@@ -106,20 +81,11 @@ fn a_malformed_config_names_the_key_and_line() {
     let home = tempfile::tempdir().expect("tempdir");
     let config = home.path().join("bad.toml");
     std::fs::write(&config, "name = \"a\"\n\nmailbox_capacity = \"many\"\n").expect("config");
-    let out = netmachine(
-        home.path(),
-        &["--config", config.to_str().expect("utf-8"), "run"],
-    );
+    let out = netmachine(home.path(), &["--config", config.to_str().expect("utf-8"), "run"]);
     assert!(!out.status.success());
     let err = stderr(&out);
-    assert!(
-        err.contains("line 3") && err.contains("mailbox_capacity"),
-        "{err}"
-    );
-    assert!(
-        !home.path().join("node.key").exists(),
-        "a bad config changes nothing"
-    );
+    assert!(err.contains("line 3") && err.contains("mailbox_capacity"), "{err}");
+    assert!(!home.path().join("node.key").exists(), "a bad config changes nothing");
 }
 
 #[cfg(unix)]
@@ -147,11 +113,7 @@ fn a_key_file_with_wrong_content_is_refused() {
     }
     let out = netmachine(home.path(), &["run"]);
     assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("does not hold a node key"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("does not hold a node key"), "{}", stderr(&out));
 }
 
 /// Starts `netmachine run`, waits (bounded) until it says it runs, stops it
@@ -187,10 +149,7 @@ fn run_until_sigterm(home: &Path) -> (std::process::ExitStatus, String) {
             }
         }
     }
-    let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
+    let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
     assert!(kill.success());
     let status = child.wait().expect("reap");
     (status, running_line.unwrap_or_default())
@@ -205,16 +164,9 @@ fn run_on_defaults_makes_a_key_and_stops_cleanly_on_sigterm() {
     assert!(home.path().join("node.key").exists());
     assert!(home.path().join("identities.redb").exists());
     let node_of = |line: &str| {
-        line.split_whitespace()
-            .find(|w| w.starts_with("node=node1"))
-            .map(str::to_string)
-            .expect("identity logged")
+        line.split_whitespace().find(|w| w.starts_with("node=node1")).map(str::to_string).expect("identity logged")
     };
     let (status, second) = run_until_sigterm(home.path());
     assert!(status.success());
-    assert_eq!(
-        node_of(&first),
-        node_of(&second),
-        "the same key is used on restart"
-    );
+    assert_eq!(node_of(&first), node_of(&second), "the same key is used on restart");
 }

@@ -1,15 +1,17 @@
 //! An engine's handle on its node: its bounded mailbox, and the means to
 //! send, publish, subscribe and create topics.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use netmachine_domain::{
-    Advert, Body, DestinationIdentity, EngineIdentity, EngineMessage, MessageId, ProtocolId,
-    RoutingScope, Signed, TopicAdvert, TopicAdvertBody, TopicIdentity, TransportPrefs,
+    Advert, Body, DestinationIdentity, EngineIdentity, EngineMessage, MessageId, ProtocolId, RoutingScope, Signed,
+    TopicAdvert, TopicAdvertBody, TopicIdentity, TransportPrefs,
 };
 use netmachine_engines::identity_store::IdentityUpdated;
-use netmachine_engines::ports::Signer;
+use netmachine_engines::ports::{OutboundError, Signer};
+use netmachine_engines::RouteError;
 use tokio::sync::mpsc;
 
 use super::error::{NodeError, SendError};
@@ -21,6 +23,13 @@ use crate::crypto::Ed25519Keys;
 pub enum Inbound {
     Message(EngineMessage),
     IdentityUpdated(IdentityUpdated),
+    /// A message this engine sent was given up: its expiry passed before a
+    /// connection could take it, or the node stopped.
+    Undeliverable {
+        id: MessageId,
+        dst: DestinationIdentity,
+        reason: String,
+    },
 }
 
 /// The sending side of an engine's bounded mailbox.
@@ -49,20 +58,11 @@ pub struct EngineHandle {
 }
 
 impl EngineHandle {
-    pub(crate) fn new(
-        node: Node,
-        identity: EngineIdentity,
-        inbox: mpsc::Receiver<Inbound>,
-    ) -> Self {
+    pub(crate) fn new(node: Node, identity: EngineIdentity, inbox: mpsc::Receiver<Inbound>) -> Self {
         // Ids start from the clock so that they stay unique across restarts
         // of the node (up to 65,536 messages per millisecond of uptime).
         let next_id = node.now().as_millis().wrapping_shl(16);
-        Self {
-            node,
-            identity,
-            inbox,
-            next_id,
-        }
+        Self { node, identity, inbox, next_id }
     }
 
     pub fn identity(&self) -> &EngineIdentity {
@@ -90,8 +90,7 @@ impl EngineHandle {
         protocol: ProtocolId,
         body: impl Into<Bytes>,
     ) -> Result<MessageId, SendError> {
-        self.send_with(dst, protocol, body, SendOptions::default())
-            .await
+        self.send_with(dst, protocol, body, SendOptions::default()).await
     }
 
     pub async fn send_with(
@@ -103,27 +102,27 @@ impl EngineHandle {
     ) -> Result<MessageId, SendError> {
         let message = self.build(dst, protocol, body, options)?;
         let id = message.id;
-        self.node.route_local(message).await?;
-        Ok(id)
+        // A full transport queue is backpressure, not failure: wait for
+        // room and try again, until the message expires (or 30 s pass).
+        let deadline = message.expiry.unwrap_or_else(|| self.node.now().saturating_add_millis(30_000));
+        loop {
+            let room = Arc::clone(&self.node.inner.outbound_room);
+            let waiting = room.notified();
+            match self.node.route_local(message.clone()).await {
+                Err(SendError::Route(RouteError::Outbound { source: OutboundError::QueueFull { .. }, .. }))
+                    if self.node.now() < deadline =>
+                {
+                    let _ = tokio::time::timeout(Duration::from_millis(100), waiting).await;
+                }
+                other => return other.map(|()| id),
+            }
+        }
     }
 
     /// Replies to a message: to its source, marked as a reply to its id.
-    pub async fn reply(
-        &mut self,
-        to: &EngineMessage,
-        body: impl Into<Bytes>,
-    ) -> Result<MessageId, SendError> {
-        let options = SendOptions {
-            reply_to: Some(to.id),
-            ..SendOptions::default()
-        };
-        self.send_with(
-            DestinationIdentity::Engine(to.src.clone()),
-            to.protocol.clone(),
-            body,
-            options,
-        )
-        .await
+    pub async fn reply(&mut self, to: &EngineMessage, body: impl Into<Bytes>) -> Result<MessageId, SendError> {
+        let options = SendOptions { reply_to: Some(to.id), ..SendOptions::default() };
+        self.send_with(DestinationIdentity::Engine(to.src.clone()), to.protocol.clone(), body, options).await
     }
 
     /// Publishes to every subscriber of a topic this node may publish on.
@@ -133,8 +132,7 @@ impl EngineHandle {
         protocol: ProtocolId,
         body: impl Into<Bytes>,
     ) -> Result<MessageId, SendError> {
-        self.send(DestinationIdentity::Topic(topic), protocol, body)
-            .await
+        self.send(DestinationIdentity::Topic(topic), protocol, body).await
     }
 
     fn build(
@@ -146,11 +144,9 @@ impl EngineHandle {
     ) -> Result<EngineMessage, SendError> {
         let id = MessageId(self.next_id);
         self.next_id = self.next_id.wrapping_add(1);
-        let expiry = options.ttl.map(|ttl| {
-            self.node
-                .now()
-                .saturating_add_millis(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
-        });
+        let expiry = options
+            .ttl
+            .map(|ttl| self.node.now().saturating_add_millis(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)));
         let mut message = EngineMessage {
             src: self.identity.clone(),
             dst,
@@ -197,52 +193,32 @@ impl EngineHandle {
 
     /// Deletes a topic this engine created.
     pub fn delete_topic(&self, topic: &TopicIdentity) -> Result<(), NodeError> {
-        self.node
-            .inner
-            .router
-            .write()
-            .delete_topic(&self.identity.name, topic)?;
+        self.node.inner.router.write().delete_topic(&self.identity.name, topic)?;
         self.node.inner.topic_keys.lock().remove(topic);
         Ok(())
     }
 
     /// Subscribes to a topic whose advert this node knows.
     pub fn subscribe(&self, topic: &TopicIdentity) -> Result<(), NodeError> {
-        self.node
-            .inner
-            .router
-            .write()
-            .subscribe(&self.identity.name, topic)?;
+        self.node.inner.router.write().subscribe(&self.identity.name, topic)?;
         Ok(())
     }
 
     /// Returns whether this engine was subscribed.
     pub fn unsubscribe(&self, topic: &TopicIdentity) -> Result<bool, NodeError> {
-        Ok(self
-            .node
-            .inner
-            .router
-            .write()
-            .unsubscribe(&self.identity.name, topic)?)
+        Ok(self.node.inner.router.write().unsubscribe(&self.identity.name, topic)?)
     }
 
     /// Asks for an `IdentityUpdated` notice after every accepted change to
     /// the identity store.
     pub async fn subscribe_identity_updates(&self) -> Result<bool, NodeError> {
-        self.node
-            .subscribe_identity_updates(self.identity.name.clone())
-            .await
+        self.node.subscribe_identity_updates(self.identity.name.clone()).await
     }
 }
 
 impl Drop for EngineHandle {
     fn drop(&mut self) {
-        self.node
-            .inner
-            .router
-            .write()
-            .unregister_engine(&self.identity.name);
-        self.node
-            .unsubscribe_identity_updates(self.identity.name.clone());
+        self.node.inner.router.write().unregister_engine(&self.identity.name);
+        self.node.unsubscribe_identity_updates(self.identity.name.clone());
     }
 }

@@ -8,5 +8,5 @@ mod node;
 pub use engine::{EngineHandle, Inbound, Mailbox, SendOptions};
 pub use error::{NodeError, SendError};
 pub use node::{
-    NoTransport, Node, NodeBuilder, NodeStats, DEFAULT_MAILBOX_CAPACITY, IDENTITY_DB_FILE,
+    IdentityHook, NoTransport, Node, NodeBuilder, NodeStats, WeakNode, DEFAULT_MAILBOX_CAPACITY, IDENTITY_DB_FILE,
 };

@@ -14,17 +14,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use netmachine_domain::{
-    Advert, DomainAdvert, EngineIdentity, EngineName, IdentityRecord, NodeAdvert, NodeAdvertBody,
-    NodeIdentity, NodeMessage, RecordKey, Timestamp, TopicAdvert, TopicIdentity, Trust,
-    WeightedAddress,
+    Advert, DomainAdvert, EngineIdentity, EngineName, IdentityRecord, NodeAdvert, NodeAdvertBody, NodeIdentity,
+    NodeMessage, NodePayload, Permanence, RecordKey, Timestamp, TopicAdvert, TopicIdentity, Trust, WeightedAddress,
 };
-use netmachine_engines::identity_store::{
-    Accepted, AdvertUpdate, IdentityStore, IdentityStoreConfig,
-};
+use netmachine_engines::identity_store::{Accepted, AdvertUpdate, IdentityStore, IdentityStoreConfig};
 use netmachine_engines::ports::{Clock, OutboundError, OutboundTransport, RecordStore, Signer};
 use netmachine_engines::{InboundRejection, Routed, Router, RouterConfig, RouterPorts};
 use parking_lot::{Mutex, RwLock};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::engine::{EngineHandle, Inbound, Mailbox};
 use super::error::{NodeError, SendError};
@@ -83,15 +80,19 @@ pub(crate) struct NodeInner {
     identity_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     pub topic_keys: Mutex<HashMap<TopicIdentity, Ed25519Keys>>,
     own_advert: RwLock<Option<NodeAdvert>>,
+    /// Signalled when the transport has room again after refusing a send.
+    pub outbound_room: Arc<Notify>,
 }
 
 impl std::fmt::Debug for NodeInner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Node")
-            .field("identity", &self.identity)
-            .finish_non_exhaustive()
+        f.debug_struct("Node").field("identity", &self.identity).finish_non_exhaustive()
     }
 }
+
+/// Called with every identity record the node holds at start and every
+/// one accepted later, on the identity store's thread.
+pub type IdentityHook = Box<dyn Fn(&IdentityRecord) + Send + Sync>;
 
 /// Builds a node.
 pub struct NodeBuilder {
@@ -105,13 +106,13 @@ pub struct NodeBuilder {
     identities: IdentityStoreConfig,
     name: Option<String>,
     addresses: Vec<WeightedAddress>,
+    hooks: Vec<IdentityHook>,
+    outbound_room: Option<Arc<Notify>>,
 }
 
 impl std::fmt::Debug for NodeBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NodeBuilder")
-            .field("data_dir", &self.data_dir)
-            .finish_non_exhaustive()
+        f.debug_struct("NodeBuilder").field("data_dir", &self.data_dir).finish_non_exhaustive()
     }
 }
 
@@ -134,6 +135,8 @@ impl NodeBuilder {
             identities: IdentityStoreConfig::default(),
             name: None,
             addresses: Vec::new(),
+            hooks: Vec::new(),
+            outbound_room: None,
         }
     }
 
@@ -164,6 +167,33 @@ impl NodeBuilder {
     /// The outbound side of a transport; without one, remote sends fail.
     pub fn outbound(mut self, outbound: Arc<dyn OutboundTransport>) -> Self {
         self.outbound = Some(outbound);
+        self
+    }
+
+    /// Connects the node to a transport: the Router sends through it, the
+    /// transport learns peers' addresses and permanence from the identity
+    /// store, and senders refused with a full queue wait for its room.
+    pub fn transport(mut self, driver: &crate::transport::TransportDriver) -> Self {
+        self.outbound = Some(Arc::new(driver.clone()));
+        self.outbound_room = Some(driver.room());
+        let driver = driver.clone();
+        self.hooks.push(Box::new(move |record| {
+            if let IdentityRecord::Node(node) = record {
+                if node.id == driver.local_identity() {
+                    return;
+                }
+                if let Some(advert) = &node.advert {
+                    driver.set_addresses(node.id, advert.addrs.to_vec());
+                }
+                driver.set_permanent(node.id, node.permanence == Permanence::Permanent && !node.trust.is_banned());
+            }
+        }));
+        self
+    }
+
+    /// Runs `hook` for every identity record held at start and accepted later.
+    pub fn on_identity_record(mut self, hook: IdentityHook) -> Self {
+        self.hooks.push(hook);
         self
     }
 
@@ -206,18 +236,26 @@ impl NodeBuilder {
         let store = IdentityStore::open(identity, self.identities, disk.as_ref())?;
         let router = Arc::new(RwLock::new(Router::new(identity, self.router)));
         seed_router(&mut router.write(), &store);
-        let previous_version = store
-            .node(&identity)
-            .and_then(|r| r.advert.as_ref())
-            .map_or(0, |a| a.version);
+        let hooks = Arc::new(self.hooks);
+        for record in store.records() {
+            for hook in hooks.iter() {
+                hook(record);
+            }
+        }
+        let previous_version = store.node(&identity).and_then(|r| r.advert.as_ref()).map_or(0, |a| a.version);
 
         let on_accepted = {
             let router = Arc::clone(&router);
-            Box::new(move |accepted: &Accepted| apply_to_router(&router, accepted))
+            let hooks = Arc::clone(&hooks);
+            Box::new(move |accepted: &Accepted| {
+                apply_to_router(&router, accepted);
+                for hook in hooks.iter() {
+                    hook(&accepted.event.record);
+                }
+            })
         };
         let (identity_tx, thread) =
-            spawn_identity_actor(store, disk, Arc::clone(&clock), on_accepted)
-                .map_err(NodeError::Thread)?;
+            spawn_identity_actor(store, disk, Arc::clone(&clock), on_accepted).map_err(NodeError::Thread)?;
 
         let node = Node {
             inner: Arc::new(NodeInner {
@@ -232,18 +270,17 @@ impl NodeBuilder {
                 identity_thread: Mutex::new(Some(thread)),
                 topic_keys: Mutex::new(HashMap::new()),
                 own_advert: RwLock::new(None),
+                outbound_room: self.outbound_room.unwrap_or_else(|| Arc::new(Notify::new())),
             }),
         };
         // The version rises across restarts: the clock in milliseconds, or
         // one more than the last version if the clock went backwards.
         let now = clock.now();
         let version = now.as_millis().max(previous_version.saturating_add(1));
-        let body =
-            NodeAdvertBody::new(identity, self.addresses, self.name.as_deref(), version, now)?;
+        let body = NodeAdvertBody::new(identity, self.addresses, self.name.as_deref(), version, now)?;
         let sig = node.inner.keys.sign(&NodeAdvert::signing_bytes_of(&body));
         let advert = Advert::from_parts(body, sig);
-        node.identity_request(|reply| IdentityCommand::SetOwnAdvert(advert.clone(), reply))
-            .await??;
+        node.identity_request(|reply| IdentityCommand::SetOwnAdvert(advert.clone(), reply)).await??;
         *node.inner.own_advert.write() = Some(advert);
         tracing::info!(node = %identity, "node started");
         Ok(node)
@@ -265,9 +302,7 @@ fn apply_record(router: &mut Router<Mailbox>, record: &IdentityRecord) {
                 tracing::warn!(%err, "topic advert not taken by the router");
             }
         }
-        IdentityRecord::Domain(advert) => {
-            router.set_domain_members(advert.id, advert.nodes.iter().copied())
-        }
+        IdentityRecord::Domain(advert) => router.set_domain_members(advert.id, advert.nodes.iter().copied()),
         IdentityRecord::Engine(_) => {}
     }
 }
@@ -280,21 +315,14 @@ fn apply_to_router(router: &RwLock<Router<Mailbox>>, accepted: &Accepted) {
         accepted
             .notify
             .iter()
-            .filter_map(|name| {
-                router
-                    .engine_address(name)
-                    .map(|m| (name.clone(), m.clone()))
-            })
+            .filter_map(|name| router.engine_address(name).map(|m| (name.clone(), m.clone())))
             .collect()
     };
     for (name, mailbox) in mailboxes {
         // A full mailbox must not stall the identity store (an engine
         // waiting on the store would deadlock it), so a notice to a
         // saturated engine is dropped and logged.
-        if mailbox
-            .try_send(Inbound::IdentityUpdated(accepted.event.clone()))
-            .is_err()
-        {
+        if mailbox.try_send(Inbound::IdentityUpdated(accepted.event.clone())).is_err() {
             tracing::warn!(engine = %name, key = %accepted.event.key, "identity update notice dropped: mailbox full");
         }
     }
@@ -306,7 +334,52 @@ pub struct Node {
     pub(crate) inner: Arc<NodeInner>,
 }
 
+/// A node reference that does not keep the node alive (for parts the node
+/// itself owns, like its transport).
+#[derive(Clone, Debug)]
+pub struct WeakNode(std::sync::Weak<NodeInner>);
+
+impl WeakNode {
+    pub fn upgrade(&self) -> Option<Node> {
+        self.0.upgrade().map(|inner| Node { inner })
+    }
+}
+
 impl Node {
+    pub fn downgrade(&self) -> WeakNode {
+        WeakNode(Arc::downgrade(&self.inner))
+    }
+
+    pub fn is_banned(&self, node: &NodeIdentity) -> bool {
+        self.inner.router.read().is_banned(node)
+    }
+
+    /// Tells a local engine that a message it sent was given up.
+    pub fn notify_undeliverable(&self, message: &NodeMessage, reason: &str) {
+        self.inner.counters.undeliverable.fetch_add(1, Ordering::Relaxed);
+        let NodePayload::Engine(inner) = &message.payload else { return };
+        if inner.src.node != self.identity() {
+            return;
+        }
+        let mailbox = self.inner.router.read().engine_address(&inner.src.name).cloned();
+        let notice = Inbound::Undeliverable { id: inner.id, dst: inner.dst.clone(), reason: reason.to_string() };
+        match mailbox {
+            Some(mailbox) => {
+                if mailbox.try_send(notice).is_err() {
+                    tracing::warn!(engine = %inner.src.name, id = inner.id.0, %reason, "undeliverable notice dropped: mailbox full");
+                }
+            }
+            None => {
+                tracing::info!(engine = %inner.src.name, id = inner.id.0, %reason, "message undeliverable; its sender is gone")
+            }
+        }
+    }
+
+    /// Marks a peer permanent (kept connected) or ephemeral.
+    pub async fn set_permanence(&self, node: NodeIdentity, permanence: Permanence) -> Result<(), NodeError> {
+        self.identity_request(|reply| IdentityCommand::SetPermanence(node, permanence, reply)).await??;
+        Ok(())
+    }
     pub fn builder() -> NodeBuilder {
         NodeBuilder::new()
     }
@@ -329,23 +402,12 @@ impl Node {
     pub fn register_engine(&self, name: &str) -> Result<EngineHandle, NodeError> {
         let name = EngineName::new(name)?;
         let (tx, rx) = mpsc::channel(self.inner.mailbox_capacity);
-        self.inner
-            .router
-            .write()
-            .register_engine(name.clone(), tx)?;
-        Ok(EngineHandle::new(
-            self.clone(),
-            EngineIdentity::new(self.identity(), name),
-            rx,
-        ))
+        self.inner.router.write().register_engine(name.clone(), tx)?;
+        Ok(EngineHandle::new(self.clone(), EngineIdentity::new(self.identity(), name), rx))
     }
 
     /// Registers an engine and runs `body` as its task on the tokio runtime.
-    pub fn spawn_engine<F, Fut>(
-        &self,
-        name: &str,
-        body: F,
-    ) -> Result<tokio::task::JoinHandle<Fut::Output>, NodeError>
+    pub fn spawn_engine<F, Fut>(&self, name: &str, body: F) -> Result<tokio::task::JoinHandle<Fut::Output>, NodeError>
     where
         F: FnOnce(EngineHandle) -> Fut,
         Fut: std::future::Future + Send + 'static,
@@ -358,8 +420,7 @@ impl Node {
     /// Offers an advert to the identity store; it is kept only if its
     /// signature verifies and its version is newer.
     pub async fn offer_advert(&self, update: AdvertUpdate) -> Result<(), NodeError> {
-        self.identity_request(|reply| IdentityCommand::Apply(update, reply))
-            .await??;
+        self.identity_request(|reply| IdentityCommand::Apply(update, reply)).await??;
         Ok(())
     }
 
@@ -377,26 +438,20 @@ impl Node {
 
     /// Sets a node's trust; 0 bans it.
     pub async fn set_trust(&self, node: NodeIdentity, trust: Trust) -> Result<(), NodeError> {
-        self.identity_request(|reply| IdentityCommand::SetTrust(node, trust, reply))
-            .await??;
+        self.identity_request(|reply| IdentityCommand::SetTrust(node, trust, reply)).await??;
         Ok(())
     }
 
     pub async fn lookup(&self, key: RecordKey) -> Result<Option<IdentityRecord>, NodeError> {
-        self.identity_request(|reply| IdentityCommand::Lookup(key, reply))
-            .await
+        self.identity_request(|reply| IdentityCommand::Lookup(key, reply)).await
     }
 
     pub async fn identity_records(&self) -> Result<Vec<IdentityRecord>, NodeError> {
         self.identity_request(IdentityCommand::All).await
     }
 
-    pub(crate) async fn subscribe_identity_updates(
-        &self,
-        engine: EngineName,
-    ) -> Result<bool, NodeError> {
-        self.identity_request(|reply| IdentityCommand::Subscribe(engine, reply))
-            .await
+    pub(crate) async fn subscribe_identity_updates(&self, engine: EngineName) -> Result<bool, NodeError> {
+        self.identity_request(|reply| IdentityCommand::Subscribe(engine, reply)).await
     }
 
     pub(crate) fn unsubscribe_identity_updates(&self, engine: EngineName) {
@@ -409,53 +464,29 @@ impl Node {
         &self,
         command: impl FnOnce(oneshot::Sender<T>) -> IdentityCommand,
     ) -> Result<T, NodeError> {
-        let tx = self
-            .inner
-            .identity_tx
-            .lock()
-            .clone()
-            .ok_or(NodeError::Stopped)?;
+        let tx = self.inner.identity_tx.lock().clone().ok_or(NodeError::Stopped)?;
         let (reply_tx, reply_rx) = oneshot::channel();
-        tx.send(command(reply_tx))
-            .await
-            .map_err(|_| NodeError::Stopped)?;
+        tx.send(command(reply_tx)).await.map_err(|_| NodeError::Stopped)?;
         reply_rx.await.map_err(|_| NodeError::Stopped)
     }
 
     /// Routes a message that arrived from `peer` over an authenticated
     /// connection. A rejection that `disconnects_peer()` tells the
     /// transport to drop that peer.
-    pub async fn deliver_inbound(
-        &self,
-        peer: NodeIdentity,
-        message: NodeMessage,
-    ) -> Result<(), InboundRejection> {
-        let routed =
-            self.inner
-                .router
-                .read()
-                .route_inbound(peer, message, self.now(), &RingVerifier);
+    pub async fn deliver_inbound(&self, peer: NodeIdentity, message: NodeMessage) -> Result<(), InboundRejection> {
+        let routed = self.inner.router.read().route_inbound(peer, message, self.now(), &RingVerifier);
         match routed {
             Ok(routed) => {
-                self.inner
-                    .counters
-                    .inbound_delivered
-                    .fetch_add(1, Ordering::Relaxed);
+                self.inner.counters.inbound_delivered.fetch_add(1, Ordering::Relaxed);
                 // A closed local mailbox means the engine left; the message
                 // has nowhere to go and is counted as undeliverable.
                 if self.dispatch(routed).await.is_err() {
-                    self.inner
-                        .counters
-                        .undeliverable
-                        .fetch_add(1, Ordering::Relaxed);
+                    self.inner.counters.undeliverable.fetch_add(1, Ordering::Relaxed);
                 }
                 Ok(())
             }
             Err(rejection) => {
-                self.inner
-                    .counters
-                    .inbound_rejected
-                    .fetch_add(1, Ordering::Relaxed);
+                self.inner.counters.inbound_rejected.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(%rejection, "inbound message dropped");
                 Err(rejection)
             }
@@ -463,19 +494,9 @@ impl Node {
     }
 
     /// Routes a message from a local engine.
-    pub(crate) async fn route_local(
-        &self,
-        message: netmachine_domain::EngineMessage,
-    ) -> Result<(), SendError> {
-        let ports = RouterPorts {
-            signer: &self.inner.keys,
-            outbound: self.inner.outbound.as_ref(),
-        };
-        let routed = self
-            .inner
-            .router
-            .read()
-            .route_local(message, self.now(), ports)?;
+    pub(crate) async fn route_local(&self, message: netmachine_domain::EngineMessage) -> Result<(), SendError> {
+        let ports = RouterPorts { signer: &self.inner.keys, outbound: self.inner.outbound.as_ref() };
+        let routed = self.inner.router.read().route_local(message, self.now(), ports)?;
         self.dispatch(routed).await
     }
 
@@ -483,35 +504,20 @@ impl Node {
         match routed {
             Routed::Local { to, message } => {
                 let dst = message.dst.clone();
-                to.send(Inbound::Message(message))
-                    .await
-                    .map_err(|_| SendError::MailboxClosed { dst })?;
-                self.inner
-                    .counters
-                    .local_delivered
-                    .fetch_add(1, Ordering::Relaxed);
+                to.send(Inbound::Message(message)).await.map_err(|_| SendError::MailboxClosed { dst })?;
+                self.inner.counters.local_delivered.fetch_add(1, Ordering::Relaxed);
             }
             Routed::Topic { to, message } => {
                 // Each subscriber is awaited in turn: a slow subscriber slows
                 // the publisher (backpressure) rather than losing events.
                 for mailbox in to {
-                    if mailbox
-                        .send(Inbound::Message(message.clone()))
-                        .await
-                        .is_ok()
-                    {
-                        self.inner
-                            .counters
-                            .local_delivered
-                            .fetch_add(1, Ordering::Relaxed);
+                    if mailbox.send(Inbound::Message(message.clone())).await.is_ok() {
+                        self.inner.counters.local_delivered.fetch_add(1, Ordering::Relaxed);
                     }
                 }
             }
             Routed::Sent { .. } => {
-                self.inner
-                    .counters
-                    .sent_remote
-                    .fetch_add(1, Ordering::Relaxed);
+                self.inner.counters.sent_remote.fetch_add(1, Ordering::Relaxed);
             }
         }
         Ok(())

@@ -21,10 +21,7 @@ fn node_advert(seed: u8, version: u64) -> NodeAdvert {
     let addr: TransportAddress = "quic://127.0.0.1:4100".parse().expect("valid");
     let body = NodeAdvertBody::new(
         NodeIdentity::new(signer.0),
-        vec![WeightedAddress {
-            address: addr,
-            weight: 10,
-        }],
+        vec![WeightedAddress { address: addr, weight: 10 }],
         Some("test"),
         version,
         NOW,
@@ -36,29 +33,16 @@ fn node_advert(seed: u8, version: u64) -> NodeAdvert {
 
 fn topic_advert(seed: u8, version: u64) -> TopicAdvert {
     let signer = TestSigner::node(seed);
-    let body = TopicAdvertBody::new(
-        TopicIdentity::new(signer.0),
-        vec![own()],
-        vec![],
-        vec!["t"],
-        version,
-        NOW,
-    )
-    .expect("valid");
+    let body = TopicAdvertBody::new(TopicIdentity::new(signer.0), vec![own()], vec![], vec!["t"], version, NOW)
+        .expect("valid");
     let sig = signer.sign(&TopicAdvert::signing_bytes_of(&body));
     Advert::from_parts(body, sig)
 }
 
 fn domain_advert(seed: u8, version: u64) -> DomainAdvert {
     let signer = TestSigner::node(seed);
-    let body = DomainAdvertBody::new(
-        DomainIdentity::new(signer.0),
-        vec![own()],
-        JoinPolicy::Open,
-        version,
-        NOW,
-    )
-    .expect("valid");
+    let body = DomainAdvertBody::new(DomainIdentity::new(signer.0), vec![own()], JoinPolicy::Open, version, NOW)
+        .expect("valid");
     let sig = signer.sign(&DomainAdvert::signing_bytes_of(&body));
     Advert::from_parts(body, sig)
 }
@@ -69,18 +53,8 @@ fn a_valid_advert_is_stored_persisted_and_announced() {
     let mut ids = open(&disk);
     assert!(ids.subscribe(EngineName::new("watcher").expect("valid")));
     let advert = node_advert(2, 1);
-    let accepted = ids
-        .apply_advert(
-            AdvertUpdate::Node(advert.clone()),
-            NOW,
-            &TestVerifier,
-            &mut disk,
-        )
-        .expect("ok");
-    assert_eq!(
-        accepted.notify,
-        vec![EngineName::new("watcher").expect("valid")]
-    );
+    let accepted = ids.apply_advert(AdvertUpdate::Node(advert.clone()), NOW, &TestVerifier, &mut disk).expect("ok");
+    assert_eq!(accepted.notify, vec![EngineName::new("watcher").expect("valid")]);
     assert_eq!(accepted.event.key, RecordKey::Node(advert.id));
     let record = ids.node(&advert.id).expect("stored");
     assert_eq!(record.advert.as_ref(), Some(&advert));
@@ -94,74 +68,27 @@ fn every_kind_of_advert_is_kept() {
     let mut ids = open(&disk);
     let t = topic_advert(3, 1);
     let d = domain_advert(4, 1);
-    ids.apply_advert(
-        AdvertUpdate::Topic(t.clone()),
-        NOW,
-        &TestVerifier,
-        &mut disk,
-    )
-    .expect("topic");
-    ids.apply_advert(
-        AdvertUpdate::Domain(d.clone()),
-        NOW,
-        &TestVerifier,
-        &mut disk,
-    )
-    .expect("domain");
-    let engine = EngineRecord {
-        engine: EngineIdentity::new(own(), EngineName::new("app").expect("valid")),
-        key: None,
-    };
+    ids.apply_advert(AdvertUpdate::Topic(t.clone()), NOW, &TestVerifier, &mut disk).expect("topic");
+    ids.apply_advert(AdvertUpdate::Domain(d.clone()), NOW, &TestVerifier, &mut disk).expect("domain");
+    let engine = EngineRecord { engine: EngineIdentity::new(own(), EngineName::new("app").expect("valid")), key: None };
     ids.put_engine(engine.clone(), &mut disk).expect("engine");
-    assert_eq!(
-        ids.lookup(&RecordKey::Topic(t.topic)),
-        Some(&IdentityRecord::Topic(t))
-    );
-    assert_eq!(
-        ids.lookup(&RecordKey::Domain(d.id)),
-        Some(&IdentityRecord::Domain(d))
-    );
-    assert_eq!(
-        ids.lookup(&RecordKey::Engine(engine.engine.clone())),
-        Some(&IdentityRecord::Engine(engine))
-    );
+    assert_eq!(ids.lookup(&RecordKey::Topic(t.topic)), Some(&IdentityRecord::Topic(t)));
+    assert_eq!(ids.lookup(&RecordKey::Domain(d.id)), Some(&IdentityRecord::Domain(d)));
+    assert_eq!(ids.lookup(&RecordKey::Engine(engine.engine.clone())), Some(&IdentityRecord::Engine(engine)));
 }
 
 #[test]
 fn stale_versions_are_refused_and_change_nothing() {
     let mut disk = MemoryRecordStore::default();
     let mut ids = open(&disk);
-    ids.apply_advert(
-        AdvertUpdate::Node(node_advert(2, 5)),
-        NOW,
-        &TestVerifier,
-        &mut disk,
-    )
-    .expect("v5");
+    ids.apply_advert(AdvertUpdate::Node(node_advert(2, 5)), NOW, &TestVerifier, &mut disk).expect("v5");
     let before = disk.clone();
     for stale in [5, 4, 0] {
-        let err = ids.apply_advert(
-            AdvertUpdate::Node(node_advert(2, stale)),
-            NOW,
-            &TestVerifier,
-            &mut disk,
-        );
-        assert!(
-            matches!(
-                err,
-                Err(UpdateError::Rule {
-                    source: RuleError::StaleVersion { .. },
-                    ..
-                })
-            ),
-            "{err:?}"
-        );
+        let err = ids.apply_advert(AdvertUpdate::Node(node_advert(2, stale)), NOW, &TestVerifier, &mut disk);
+        assert!(matches!(err, Err(UpdateError::Rule { source: RuleError::StaleVersion { .. }, .. })), "{err:?}");
     }
     assert_eq!(disk.records, before.records);
-    let held = ids
-        .node(&node_advert(2, 5).id)
-        .and_then(|r| r.advert.clone())
-        .expect("held");
+    let held = ids.node(&node_advert(2, 5).id).and_then(|r| r.advert.clone()).expect("held");
     assert_eq!(held.version, 5);
 }
 
@@ -183,19 +110,8 @@ fn adverts_from_the_future_are_refused() {
     let mut ids = open(&disk);
     let advert = node_advert(2, 1);
     let long_before = Timestamp(NOW.0 - netmachine_domain::limits::MAX_CLOCK_SKEW_MS - 1);
-    let err = ids.apply_advert(
-        AdvertUpdate::Node(advert),
-        long_before,
-        &TestVerifier,
-        &mut disk,
-    );
-    assert!(matches!(
-        err,
-        Err(UpdateError::Rule {
-            source: RuleError::FromTheFuture { .. },
-            ..
-        })
-    ));
+    let err = ids.apply_advert(AdvertUpdate::Node(advert), long_before, &TestVerifier, &mut disk);
+    assert!(matches!(err, Err(UpdateError::Rule { source: RuleError::FromTheFuture { .. }, .. })));
 }
 
 #[test]
@@ -204,8 +120,7 @@ fn trust_zero_bans_and_banned_adverts_are_refused() {
     let mut ids = open(&disk);
     let advert = node_advert(2, 1);
     assert_eq!(ids.trust(&advert.id), Trust::DEFAULT);
-    ids.set_trust(advert.id, Trust::BANNED, &mut disk)
-        .expect("ban");
+    ids.set_trust(advert.id, Trust::BANNED, &mut disk).expect("ban");
     assert!(ids.is_banned(&advert.id));
     let err = ids.apply_advert(AdvertUpdate::Node(advert), NOW, &TestVerifier, &mut disk);
     assert!(matches!(err, Err(UpdateError::Banned { .. })));
@@ -216,8 +131,7 @@ fn own_record_has_full_trust_and_cannot_be_replaced_from_outside() {
     let mut disk = MemoryRecordStore::default();
     let mut ids = open(&disk);
     let mine = node_advert(1, 1);
-    ids.set_own_advert(mine.clone(), &TestVerifier, &mut disk)
-        .expect("own");
+    ids.set_own_advert(mine.clone(), &TestVerifier, &mut disk).expect("own");
     assert_eq!(ids.trust(&own()), Trust::OWN);
     let newer = node_advert(1, 9);
     let err = ids.apply_advert(AdvertUpdate::Node(newer), NOW, &TestVerifier, &mut disk);
@@ -227,17 +141,9 @@ fn own_record_has_full_trust_and_cannot_be_replaced_from_outside() {
 
 #[test]
 fn a_failing_disk_changes_nothing() {
-    let mut disk = MemoryRecordStore {
-        fail_writes: true,
-        ..Default::default()
-    };
+    let mut disk = MemoryRecordStore { fail_writes: true, ..Default::default() };
     let mut ids = open(&disk);
-    let err = ids.apply_advert(
-        AdvertUpdate::Node(node_advert(2, 1)),
-        NOW,
-        &TestVerifier,
-        &mut disk,
-    );
+    let err = ids.apply_advert(AdvertUpdate::Node(node_advert(2, 1)), NOW, &TestVerifier, &mut disk);
     assert!(matches!(err, Err(UpdateError::Store(_))));
     assert!(ids.is_empty());
 }
@@ -245,61 +151,22 @@ fn a_failing_disk_changes_nothing() {
 #[test]
 fn the_store_is_bounded() {
     let mut disk = MemoryRecordStore::default();
-    let config = IdentityStoreConfig {
-        max_records: 2,
-        ..Default::default()
-    };
+    let config = IdentityStoreConfig { max_records: 2, ..Default::default() };
     let mut ids = IdentityStore::open(own(), config, &disk).expect("open");
-    ids.apply_advert(
-        AdvertUpdate::Node(node_advert(2, 1)),
-        NOW,
-        &TestVerifier,
-        &mut disk,
-    )
-    .expect("1");
-    ids.apply_advert(
-        AdvertUpdate::Node(node_advert(3, 1)),
-        NOW,
-        &TestVerifier,
-        &mut disk,
-    )
-    .expect("2");
-    let err = ids.apply_advert(
-        AdvertUpdate::Node(node_advert(4, 1)),
-        NOW,
-        &TestVerifier,
-        &mut disk,
-    );
+    ids.apply_advert(AdvertUpdate::Node(node_advert(2, 1)), NOW, &TestVerifier, &mut disk).expect("1");
+    ids.apply_advert(AdvertUpdate::Node(node_advert(3, 1)), NOW, &TestVerifier, &mut disk).expect("2");
+    let err = ids.apply_advert(AdvertUpdate::Node(node_advert(4, 1)), NOW, &TestVerifier, &mut disk);
     assert!(matches!(err, Err(UpdateError::Full { .. })));
-    ids.apply_advert(
-        AdvertUpdate::Node(node_advert(2, 2)),
-        NOW,
-        &TestVerifier,
-        &mut disk,
-    )
-    .expect("update fits");
+    ids.apply_advert(AdvertUpdate::Node(node_advert(2, 2)), NOW, &TestVerifier, &mut disk).expect("update fits");
 }
 
 #[test]
 fn reopening_restores_every_record() {
     let mut disk = MemoryRecordStore::default();
     let mut ids = open(&disk);
-    ids.apply_advert(
-        AdvertUpdate::Node(node_advert(2, 3)),
-        NOW,
-        &TestVerifier,
-        &mut disk,
-    )
-    .expect("node");
-    ids.apply_advert(
-        AdvertUpdate::Topic(topic_advert(3, 1)),
-        NOW,
-        &TestVerifier,
-        &mut disk,
-    )
-    .expect("topic");
-    ids.set_trust(NodeIdentity::ed25519([7; 32]), Trust(200), &mut disk)
-        .expect("trust");
+    ids.apply_advert(AdvertUpdate::Node(node_advert(2, 3)), NOW, &TestVerifier, &mut disk).expect("node");
+    ids.apply_advert(AdvertUpdate::Topic(topic_advert(3, 1)), NOW, &TestVerifier, &mut disk).expect("topic");
+    ids.set_trust(NodeIdentity::ed25519([7; 32]), Trust(200), &mut disk).expect("trust");
     let reopened = open(&disk);
     assert_eq!(reopened.len(), 3);
     assert_eq!(reopened.trust(&NodeIdentity::ed25519([7; 32])), Trust(200));

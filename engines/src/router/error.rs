@@ -1,9 +1,7 @@
 //! What the Router tells a sender whose message it could not route, and why
 //! it drops an inbound message.
 
-use netmachine_domain::{
-    DestinationIdentity, EngineName, NodeIdentity, RoutingScope, RuleError, TopicIdentity,
-};
+use netmachine_domain::{DestinationIdentity, EngineName, NodeIdentity, RoutingScope, RuleError, TopicIdentity};
 use thiserror::Error;
 
 use crate::ports::{BadSignature, OutboundError};
@@ -17,27 +15,15 @@ pub enum RouteError {
     #[error("the source engine {src} is not registered on this node")]
     UnknownSource { src: String },
     #[error("message to {dst} not routed: {rule}")]
-    Expired {
-        dst: DestinationIdentity,
-        rule: RuleError,
-    },
+    Expired { dst: DestinationIdentity, rule: RuleError },
     #[error("message to {dst} is outside its routing scope {scope:?}")]
-    OutOfScope {
-        dst: DestinationIdentity,
-        scope: RoutingScope,
-    },
+    OutOfScope { dst: DestinationIdentity, scope: RoutingScope },
     #[error("this node is not a publisher named in the advert of {topic}")]
     NotAPublisher { topic: TopicIdentity },
     #[error("routing to {dst} is not supported yet: {what}")]
-    Unsupported {
-        dst: DestinationIdentity,
-        what: &'static str,
-    },
+    Unsupported { dst: DestinationIdentity, what: &'static str },
     #[error("the transport did not take the message to {dst}: {source}")]
-    Outbound {
-        dst: DestinationIdentity,
-        source: OutboundError,
-    },
+    Outbound { dst: DestinationIdentity, source: OutboundError },
     #[error("{dst} is banned on this node")]
     Banned { dst: DestinationIdentity },
 }
@@ -56,20 +42,11 @@ pub enum InboundRejection {
     #[error("message from {peer} has local routing scope and cannot arrive from another node")]
     OutOfScope { peer: NodeIdentity },
     #[error("{peer} is not a publisher of {topic}")]
-    NotAPublisher {
-        peer: NodeIdentity,
-        topic: TopicIdentity,
-    },
+    NotAPublisher { peer: NodeIdentity, topic: TopicIdentity },
     #[error("no local route for a message from {peer} to {dst}")]
-    NoRoute {
-        peer: NodeIdentity,
-        dst: DestinationIdentity,
-    },
+    NoRoute { peer: NodeIdentity, dst: DestinationIdentity },
     #[error("message from {peer} needs a feature not supported yet: {what}")]
-    Unsupported {
-        peer: NodeIdentity,
-        what: &'static str,
-    },
+    Unsupported { peer: NodeIdentity, what: &'static str },
     #[error("{peer} is banned on this node")]
     Banned { peer: NodeIdentity },
 }
@@ -104,10 +81,7 @@ pub enum TopicError {
     #[error("the advert of {topic} does not carry a valid signature of the topic key")]
     BadAdvert { topic: TopicIdentity },
     #[error("only the creator {creator} may delete topic {topic}")]
-    NotCreator {
-        topic: TopicIdentity,
-        creator: String,
-    },
+    NotCreator { topic: TopicIdentity, creator: String },
     #[error("engine {0} is not registered on this node")]
     UnknownEngine(EngineName),
     #[error("this node is at its limit of {0} topics")]

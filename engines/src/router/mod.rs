@@ -12,8 +12,8 @@ mod topics;
 use std::collections::{HashMap, HashSet};
 
 use netmachine_domain::{
-    DestinationIdentity, DomainIdentity, EngineMessage, EngineName, NodeIdentity, NodeMessage,
-    NodePayload, RoutingScope, Signed, Timestamp, TopicAdvert, TopicIdentity,
+    DestinationIdentity, DomainIdentity, EngineMessage, EngineName, NodeIdentity, NodeMessage, NodePayload,
+    RoutingScope, Signed, Timestamp, TopicAdvert, TopicIdentity,
 };
 
 pub use error::{InboundRejection, RegistryError, RouteError, TopicError};
@@ -38,12 +38,7 @@ pub struct RouterConfig {
 
 impl Default for RouterConfig {
     fn default() -> Self {
-        Self {
-            sign_remote: true,
-            max_engines: 4096,
-            max_topics: 65_536,
-            max_subscribers_per_topic: 4096,
-        }
+        Self { sign_remote: true, max_engines: 4096, max_topics: 65_536, max_subscribers_per_topic: 4096 }
     }
 }
 
@@ -56,9 +51,7 @@ pub struct RouterPorts<'a> {
 
 impl std::fmt::Debug for RouterPorts<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RouterPorts")
-            .field("signer", &self.signer.identity())
-            .finish_non_exhaustive()
+        f.debug_struct("RouterPorts").field("signer", &self.signer.identity()).finish_non_exhaustive()
     }
 }
 
@@ -95,14 +88,7 @@ pub struct Router<A> {
 impl<A: Clone> Router<A> {
     pub fn new(node: NodeIdentity, config: RouterConfig) -> Self {
         let topics = TopicTable::new(config.max_topics, config.max_subscribers_per_topic);
-        Self {
-            node,
-            config,
-            engines: HashMap::new(),
-            topics,
-            domain_members: HashMap::new(),
-            banned: HashSet::new(),
-        }
+        Self { node, config, engines: HashMap::new(), topics, domain_members: HashMap::new(), banned: HashSet::new() }
     }
 
     pub fn node(&self) -> NodeIdentity {
@@ -151,9 +137,7 @@ impl<A: Clone> Router<A> {
             return Err(TopicError::UnknownEngine(creator.clone()));
         }
         if verify_signed(verifier, &advert).is_err() {
-            return Err(TopicError::BadAdvert {
-                topic: advert.topic,
-            });
+            return Err(TopicError::BadAdvert { topic: advert.topic });
         }
         self.topics.create(creator.clone(), advert)
     }
@@ -164,19 +148,11 @@ impl<A: Clone> Router<A> {
     }
 
     /// Deletes a topic; only the local engine that created it may.
-    pub fn delete_topic(
-        &mut self,
-        by: &EngineName,
-        topic: &TopicIdentity,
-    ) -> Result<(), TopicError> {
+    pub fn delete_topic(&mut self, by: &EngineName, topic: &TopicIdentity) -> Result<(), TopicError> {
         self.topics.delete(by, topic).map(|_| ())
     }
 
-    pub fn subscribe(
-        &mut self,
-        engine: &EngineName,
-        topic: &TopicIdentity,
-    ) -> Result<(), TopicError> {
+    pub fn subscribe(&mut self, engine: &EngineName, topic: &TopicIdentity) -> Result<(), TopicError> {
         if !self.engines.contains_key(engine) {
             return Err(TopicError::UnknownEngine(engine.clone()));
         }
@@ -184,11 +160,7 @@ impl<A: Clone> Router<A> {
     }
 
     /// Returns whether the engine was subscribed.
-    pub fn unsubscribe(
-        &mut self,
-        engine: &EngineName,
-        topic: &TopicIdentity,
-    ) -> Result<bool, TopicError> {
+    pub fn unsubscribe(&mut self, engine: &EngineName, topic: &TopicIdentity) -> Result<bool, TopicError> {
         self.topics.unsubscribe(engine, topic)
     }
 
@@ -202,21 +174,13 @@ impl<A: Clone> Router<A> {
 
     /// Each known topic with its local subscriber count.
     pub fn topic_summaries(&self) -> Vec<(TopicIdentity, usize)> {
-        self.topics
-            .iter()
-            .map(|(id, t)| (*id, t.subscribers.len()))
-            .collect()
+        self.topics.iter().map(|(id, t)| (*id, t.subscribers.len())).collect()
     }
 
     // ---- scope and trust --------------------------------------------------
 
-    pub fn set_domain_members(
-        &mut self,
-        domain: DomainIdentity,
-        members: impl IntoIterator<Item = NodeIdentity>,
-    ) {
-        self.domain_members
-            .insert(domain, members.into_iter().collect());
+    pub fn set_domain_members(&mut self, domain: DomainIdentity, members: impl IntoIterator<Item = NodeIdentity>) {
+        self.domain_members.insert(domain, members.into_iter().collect());
     }
 
     pub fn set_banned(&mut self, node: NodeIdentity, banned: bool) {
@@ -235,10 +199,7 @@ impl<A: Clone> Router<A> {
         match scope {
             RoutingScope::Local => false,
             RoutingScope::Any => true,
-            RoutingScope::Domain(domain) => self
-                .domain_members
-                .get(domain)
-                .is_some_and(|m| m.contains(node)),
+            RoutingScope::Domain(domain) => self.domain_members.get(domain).is_some_and(|m| m.contains(node)),
         }
     }
 
@@ -252,33 +213,20 @@ impl<A: Clone> Router<A> {
         ports: RouterPorts<'_>,
     ) -> Result<Routed<A>, RouteError> {
         if message.src.node != self.node || !self.engines.contains_key(&message.src.name) {
-            return Err(RouteError::UnknownSource {
-                src: message.src.to_string(),
-            });
+            return Err(RouteError::UnknownSource { src: message.src.to_string() });
         }
         if let Err(rule) = message.check_not_expired(now) {
-            return Err(RouteError::Expired {
-                dst: message.dst.clone(),
-                rule,
-            });
+            return Err(RouteError::Expired { dst: message.dst.clone(), rule });
         }
         let remote = match self.target_of(&message.dst) {
             Target::LocalEngine(name) => return self.to_local_engine(&name, message),
             Target::NodeEngine => return self.to_node_engine(message),
             Target::Topic(topic) => return self.to_local_subscribers(topic, self.node, message),
             Target::Remote(node) => node,
-            Target::Unsupported(what) => {
-                return Err(RouteError::Unsupported {
-                    dst: message.dst,
-                    what,
-                })
-            }
+            Target::Unsupported(what) => return Err(RouteError::Unsupported { dst: message.dst, what }),
         };
         if !self.scope_allows_remote(&message.scope, &remote) {
-            return Err(RouteError::OutOfScope {
-                dst: message.dst,
-                scope: message.scope,
-            });
+            return Err(RouteError::OutOfScope { dst: message.dst, scope: message.scope });
         }
         if self.banned.contains(&remote) {
             return Err(RouteError::Banned { dst: message.dst });
@@ -287,16 +235,8 @@ impl<A: Clone> Router<A> {
             message.sig = Some(ports.signer.sign(&message.signing_bytes()));
         }
         let dst = message.dst.clone();
-        let outbound = NodeMessage {
-            src: self.node,
-            dst: remote,
-            payload: NodePayload::Engine(message),
-            sig: None,
-        };
-        ports
-            .outbound
-            .send(remote, outbound)
-            .map_err(|source| RouteError::Outbound { dst, source })?;
+        let outbound = NodeMessage { src: self.node, dst: remote, payload: NodePayload::Engine(message), sig: None };
+        ports.outbound.send(remote, outbound).map_err(|source| RouteError::Outbound { dst, source })?;
         Ok(Routed::Sent { to: remote })
     }
 
@@ -317,74 +257,46 @@ impl<A: Clone> Router<A> {
             return Err(InboundRejection::NotForThisNode { dst: message.dst });
         }
         if message.src != peer {
-            return Err(InboundRejection::Impersonation {
-                peer,
-                claimed: message.src.to_string(),
-            });
+            return Err(InboundRejection::Impersonation { peer, claimed: message.src.to_string() });
         }
         verify_if_signed(verifier, &message).map_err(|bad| InboundRejection::from((peer, bad)))?;
         let engine_message = match message.payload {
             NodePayload::Engine(inner) => inner,
-            NodePayload::Relay(_) => {
-                return Err(InboundRejection::Unsupported {
-                    peer,
-                    what: "relay messages",
-                })
-            }
+            NodePayload::Relay(_) => return Err(InboundRejection::Unsupported { peer, what: "relay messages" }),
         };
         if engine_message.src.node != peer {
-            return Err(InboundRejection::Impersonation {
-                peer,
-                claimed: engine_message.src.to_string(),
-            });
+            return Err(InboundRejection::Impersonation { peer, claimed: engine_message.src.to_string() });
         }
-        verify_if_signed(verifier, &engine_message)
-            .map_err(|bad| InboundRejection::from((peer, bad)))?;
+        verify_if_signed(verifier, &engine_message).map_err(|bad| InboundRejection::from((peer, bad)))?;
         if let Err(rule) = engine_message.check_not_expired(now) {
             return Err(InboundRejection::Expired { peer, rule });
         }
         if engine_message.scope == RoutingScope::Local {
             return Err(InboundRejection::OutOfScope { peer });
         }
-        let no_route = |dst: &DestinationIdentity| InboundRejection::NoRoute {
-            peer,
-            dst: dst.clone(),
-        };
+        let no_route = |dst: &DestinationIdentity| InboundRejection::NoRoute { peer, dst: dst.clone() };
         match self.target_of(&engine_message.dst) {
-            Target::LocalEngine(name) => {
-                self.to_local_engine(&name, engine_message)
-                    .map_err(|e| match e {
-                        RouteError::NoRoute { dst } => no_route(&dst),
-                        _ => no_route(&DestinationIdentity::Node(self.node)),
-                    })
-            }
+            Target::LocalEngine(name) => self.to_local_engine(&name, engine_message).map_err(|e| match e {
+                RouteError::NoRoute { dst } => no_route(&dst),
+                _ => no_route(&DestinationIdentity::Node(self.node)),
+            }),
             Target::NodeEngine => {
                 let dst = engine_message.dst.clone();
-                self.to_node_engine(engine_message)
-                    .map_err(|_| no_route(&dst))
+                self.to_node_engine(engine_message).map_err(|_| no_route(&dst))
             }
-            Target::Topic(topic) => self
-                .to_local_subscribers(topic, peer, engine_message)
-                .map_err(|e| match e {
-                    RouteError::NotAPublisher { topic } => {
-                        InboundRejection::NotAPublisher { peer, topic }
-                    }
-                    _ => no_route(&DestinationIdentity::Topic(topic)),
-                }),
-            // Forwarding to a third node is relaying, which comes later.
-            Target::Remote(_) => Err(InboundRejection::Unsupported {
-                peer,
-                what: "forwarding to another node",
+            Target::Topic(topic) => self.to_local_subscribers(topic, peer, engine_message).map_err(|e| match e {
+                RouteError::NotAPublisher { topic } => InboundRejection::NotAPublisher { peer, topic },
+                _ => no_route(&DestinationIdentity::Topic(topic)),
             }),
+            // Forwarding to a third node is relaying, which comes later.
+            Target::Remote(_) => Err(InboundRejection::Unsupported { peer, what: "forwarding to another node" }),
             Target::Unsupported(what) => Err(InboundRejection::Unsupported { peer, what }),
         }
     }
 
     fn target_of(&self, dst: &DestinationIdentity) -> Target {
         match dst {
-            DestinationIdentity::Engine(engine) if engine.node == self.node => {
-                Target::LocalEngine(engine.name.clone())
-            }
+            DestinationIdentity::Engine(engine) if engine.node == self.node => Target::LocalEngine(engine.name.clone()),
             DestinationIdentity::Node(node) if *node == self.node => Target::NodeEngine,
             DestinationIdentity::Topic(topic) => Target::Topic(*topic),
             DestinationIdentity::Engine(engine) => Target::Remote(engine.node),
@@ -394,24 +306,15 @@ impl<A: Clone> Router<A> {
         }
     }
 
-    fn to_local_engine(
-        &self,
-        name: &EngineName,
-        message: EngineMessage,
-    ) -> Result<Routed<A>, RouteError> {
+    fn to_local_engine(&self, name: &EngineName, message: EngineMessage) -> Result<Routed<A>, RouteError> {
         match self.engines.get(name) {
-            Some(address) => Ok(Routed::Local {
-                to: address.clone(),
-                message,
-            }),
+            Some(address) => Ok(Routed::Local { to: address.clone(), message }),
             None => Err(RouteError::NoRoute { dst: message.dst }),
         }
     }
 
     fn to_node_engine(&self, message: EngineMessage) -> Result<Routed<A>, RouteError> {
-        let name = EngineName::new(NODE_ENGINE_NAME).map_err(|_| RouteError::NoRoute {
-            dst: message.dst.clone(),
-        })?;
+        let name = EngineName::new(NODE_ENGINE_NAME).map_err(|_| RouteError::NoRoute { dst: message.dst.clone() })?;
         self.to_local_engine(&name, message)
     }
 
@@ -427,11 +330,7 @@ impl<A: Clone> Router<A> {
         if !entry.advert.allows_publisher(&publisher) {
             return Err(RouteError::NotAPublisher { topic });
         }
-        let to = entry
-            .subscribers
-            .iter()
-            .filter_map(|name| self.engines.get(name).cloned())
-            .collect();
+        let to = entry.subscribers.iter().filter_map(|name| self.engines.get(name).cloned()).collect();
         Ok(Routed::Topic { to, message })
     }
 }

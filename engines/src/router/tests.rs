@@ -23,15 +23,9 @@ impl Fixture {
         let node = NodeIdentity::new(signer.0);
         let mut router = Router::new(node, RouterConfig::default());
         for e in engines {
-            router
-                .register_engine(name(e), name(e))
-                .expect("fresh name");
+            router.register_engine(name(e), name(e)).expect("fresh name");
         }
-        Self {
-            router,
-            signer,
-            outbound: RecordingOutbound::default(),
-        }
+        Self { router, signer, outbound: RecordingOutbound::default() }
     }
 
     fn node(&self) -> NodeIdentity {
@@ -39,10 +33,7 @@ impl Fixture {
     }
 
     fn ports(&self) -> RouterPorts<'_> {
-        RouterPorts {
-            signer: &self.signer,
-            outbound: &self.outbound,
-        }
+        RouterPorts { signer: &self.signer, outbound: &self.outbound }
     }
 
     fn message(&self, from: &str, dst: DestinationIdentity, id: u64) -> EngineMessage {
@@ -66,15 +57,8 @@ impl Fixture {
 
     fn topic_advert(&self, seed: u8, publishers: Vec<NodeIdentity>) -> TopicAdvert {
         let topic_signer = TestSigner(ExternalIdentity::ed25519([seed; 32]));
-        let body = TopicAdvertBody::new(
-            TopicIdentity::new(topic_signer.0),
-            publishers,
-            vec![],
-            vec![],
-            1,
-            NOW,
-        )
-        .expect("valid advert");
+        let body = TopicAdvertBody::new(TopicIdentity::new(topic_signer.0), publishers, vec![], vec![], 1, NOW)
+            .expect("valid advert");
         let sig = topic_signer.sign(&TopicAdvert::signing_bytes_of(&body));
         Advert::from_parts(body, sig)
     }
@@ -99,10 +83,7 @@ fn local_unicast_reaches_the_named_engine() {
 fn no_route_names_the_destination() {
     let f = Fixture::new(&["a"]);
     let dst = f.to_engine("nobody");
-    let err = f
-        .router
-        .route_local(f.message("a", dst.clone(), 1), NOW, f.ports())
-        .expect_err("no such engine");
+    let err = f.router.route_local(f.message("a", dst.clone(), 1), NOW, f.ports()).expect_err("no such engine");
     assert_eq!(err, RouteError::NoRoute { dst: dst.clone() });
     assert!(err.to_string().contains("nobody@node1"), "{err}");
 }
@@ -110,10 +91,7 @@ fn no_route_names_the_destination() {
 #[test]
 fn an_unregistered_source_cannot_send() {
     let f = Fixture::new(&["a"]);
-    let err = f
-        .router
-        .route_local(f.message("ghost", f.to_engine("a"), 1), NOW, f.ports())
-        .expect_err("ghost");
+    let err = f.router.route_local(f.message("ghost", f.to_engine("a"), 1), NOW, f.ports()).expect_err("ghost");
     assert!(matches!(err, RouteError::UnknownSource { .. }));
 }
 
@@ -122,10 +100,7 @@ fn expired_messages_are_not_routed() {
     let f = Fixture::new(&["a", "b"]);
     let mut msg = f.message("a", f.to_engine("b"), 1);
     msg.expiry = Some(NOW);
-    assert!(matches!(
-        f.router.route_local(msg, NOW, f.ports()),
-        Err(RouteError::Expired { .. })
-    ));
+    assert!(matches!(f.router.route_local(msg, NOW, f.ports()), Err(RouteError::Expired { .. })));
 }
 
 #[test]
@@ -133,10 +108,7 @@ fn remote_messages_go_out_signed_through_the_transport_port() {
     let f = Fixture::new(&["a"]);
     let peer = NodeIdentity::ed25519([9; 32]);
     let dst = DestinationIdentity::Engine(EngineIdentity::new(peer, name("b")));
-    let routed = f
-        .router
-        .route_local(f.message("a", dst, 3), NOW, f.ports())
-        .expect("routed");
+    let routed = f.router.route_local(f.message("a", dst, 3), NOW, f.ports()).expect("routed");
     assert!(matches!(routed, Routed::Sent { to } if to == peer));
     let sent = f.outbound.take();
     assert_eq!(sent.len(), 1);
@@ -144,9 +116,7 @@ fn remote_messages_go_out_signed_through_the_transport_port() {
     assert_eq!(*to, peer);
     assert_eq!(node_message.src, f.node());
     assert_eq!(node_message.dst, peer);
-    let NodePayload::Engine(inner) = &node_message.payload else {
-        panic!("engine payload expected")
-    };
+    let NodePayload::Engine(inner) = &node_message.payload else { panic!("engine payload expected") };
     crate::ports::verify_signed(&TestVerifier, inner).expect("signed by the node key");
 }
 
@@ -156,17 +126,11 @@ fn local_scope_keeps_a_message_on_this_node() {
     let peer = NodeIdentity::ed25519([9; 32]);
     let mut msg = f.message("a", DestinationIdentity::Node(peer), 1);
     msg.scope = RoutingScope::Local;
-    assert!(matches!(
-        f.router.route_local(msg, NOW, f.ports()),
-        Err(RouteError::OutOfScope { .. })
-    ));
+    assert!(matches!(f.router.route_local(msg, NOW, f.ports()), Err(RouteError::OutOfScope { .. })));
     assert!(f.outbound.take().is_empty());
     let mut local = f.message("a", f.to_engine("b"), 2);
     local.scope = RoutingScope::Local;
-    assert!(matches!(
-        f.router.route_local(local, NOW, f.ports()),
-        Ok(Routed::Local { .. })
-    ));
+    assert!(matches!(f.router.route_local(local, NOW, f.ports()), Ok(Routed::Local { .. })));
 }
 
 #[test]
@@ -180,28 +144,16 @@ fn domain_scope_reaches_only_known_members() {
     to_member.scope = RoutingScope::Domain(domain);
     let mut to_outsider = f.message("a", DestinationIdentity::Node(outsider), 2);
     to_outsider.scope = RoutingScope::Domain(domain);
-    assert!(matches!(
-        f.router.route_local(to_member, NOW, f.ports()),
-        Ok(Routed::Sent { .. })
-    ));
-    assert!(matches!(
-        f.router.route_local(to_outsider, NOW, f.ports()),
-        Err(RouteError::OutOfScope { .. })
-    ));
+    assert!(matches!(f.router.route_local(to_member, NOW, f.ports()), Ok(Routed::Sent { .. })));
+    assert!(matches!(f.router.route_local(to_outsider, NOW, f.ports()), Err(RouteError::OutOfScope { .. })));
 }
 
 #[test]
 fn a_refusing_transport_is_reported_to_the_sender() {
     let f = Fixture::new(&["a"]);
-    f.outbound
-        .refuse
-        .store(true, std::sync::atomic::Ordering::SeqCst);
+    f.outbound.refuse.store(true, std::sync::atomic::Ordering::SeqCst);
     let peer = NodeIdentity::ed25519([9; 32]);
-    let err = f.router.route_local(
-        f.message("a", DestinationIdentity::Node(peer), 1),
-        NOW,
-        f.ports(),
-    );
+    let err = f.router.route_local(f.message("a", DestinationIdentity::Node(peer), 1), NOW, f.ports());
     assert!(matches!(err, Err(RouteError::Outbound { .. })));
 }
 
@@ -210,17 +162,10 @@ fn banned_nodes_are_neither_sent_to_nor_heard() {
     let mut f = Fixture::new(&["a"]);
     let peer = NodeIdentity::ed25519([9; 32]);
     f.router.set_banned(peer, true);
-    let err = f.router.route_local(
-        f.message("a", DestinationIdentity::Node(peer), 1),
-        NOW,
-        f.ports(),
-    );
+    let err = f.router.route_local(f.message("a", DestinationIdentity::Node(peer), 1), NOW, f.ports());
     assert!(matches!(err, Err(RouteError::Banned { .. })));
     let inbound = inbound_from(peer, f.node(), "a", 1);
-    assert!(matches!(
-        f.router.route_inbound(peer, inbound, NOW, &TestVerifier),
-        Err(InboundRejection::Banned { .. })
-    ));
+    assert!(matches!(f.router.route_inbound(peer, inbound, NOW, &TestVerifier), Err(InboundRejection::Banned { .. })));
 }
 
 #[test]
@@ -228,32 +173,17 @@ fn topics_deliver_to_subscribers_in_order_and_only_creator_deletes() {
     let mut f = Fixture::new(&["owner", "s1", "s2"]);
     let advert = f.topic_advert(3, vec![f.node()]);
     let topic = advert.topic;
-    f.router
-        .create_topic(&name("owner"), advert, &TestVerifier)
-        .expect("created");
+    f.router.create_topic(&name("owner"), advert, &TestVerifier).expect("created");
     f.router.subscribe(&name("s2"), &topic).expect("subscribed");
     f.router.subscribe(&name("s1"), &topic).expect("subscribed");
     f.router.subscribe(&name("s1"), &topic).expect("idempotent");
-    match f.router.route_local(
-        f.message("owner", DestinationIdentity::Topic(topic), 1),
-        NOW,
-        f.ports(),
-    ) {
+    match f.router.route_local(f.message("owner", DestinationIdentity::Topic(topic), 1), NOW, f.ports()) {
         Ok(Routed::Topic { to, .. }) => assert_eq!(to, vec![name("s2"), name("s1")]),
         other => panic!("expected topic delivery, got {other:?}"),
     }
-    assert!(matches!(
-        f.router.delete_topic(&name("s1"), &topic),
-        Err(TopicError::NotCreator { .. })
-    ));
-    f.router
-        .delete_topic(&name("owner"), &topic)
-        .expect("creator deletes");
-    let err = f.router.route_local(
-        f.message("owner", DestinationIdentity::Topic(topic), 2),
-        NOW,
-        f.ports(),
-    );
+    assert!(matches!(f.router.delete_topic(&name("s1"), &topic), Err(TopicError::NotCreator { .. })));
+    f.router.delete_topic(&name("owner"), &topic).expect("creator deletes");
+    let err = f.router.route_local(f.message("owner", DestinationIdentity::Topic(topic), 2), NOW, f.ports());
     assert!(matches!(err, Err(RouteError::NoRoute { .. })));
 }
 
@@ -263,10 +193,7 @@ fn a_topic_with_a_forged_advert_is_refused() {
     let mut advert = f.topic_advert(3, vec![f.node()]);
     advert.body.version += 1;
     let topic = advert.topic;
-    assert_eq!(
-        f.router.create_topic(&name("owner"), advert, &TestVerifier),
-        Err(TopicError::BadAdvert { topic })
-    );
+    assert_eq!(f.router.create_topic(&name("owner"), advert, &TestVerifier), Err(TopicError::BadAdvert { topic }));
     assert_eq!(f.router.topic_count(), 0);
 }
 
@@ -276,18 +203,9 @@ fn only_named_publishers_may_publish() {
     let other = NodeIdentity::ed25519([8; 32]);
     let advert = f.topic_advert(3, vec![other]);
     let topic = advert.topic;
-    f.router
-        .create_topic(&name("owner"), advert, &TestVerifier)
-        .expect("created");
-    let err = f.router.route_local(
-        f.message("owner", DestinationIdentity::Topic(topic), 1),
-        NOW,
-        f.ports(),
-    );
-    assert_eq!(
-        err.expect_err("not a publisher"),
-        RouteError::NotAPublisher { topic }
-    );
+    f.router.create_topic(&name("owner"), advert, &TestVerifier).expect("created");
+    let err = f.router.route_local(f.message("owner", DestinationIdentity::Topic(topic), 1), NOW, f.ports());
+    assert_eq!(err.expect_err("not a publisher"), RouteError::NotAPublisher { topic });
 }
 
 fn inbound_from(peer: NodeIdentity, me: NodeIdentity, to: &str, id: u64) -> NodeMessage {
@@ -303,12 +221,7 @@ fn inbound_from(peer: NodeIdentity, me: NodeIdentity, to: &str, id: u64) -> Node
         body: Body::default(),
         sig: None,
     };
-    NodeMessage {
-        src: peer,
-        dst: me,
-        payload: NodePayload::Engine(message),
-        sig: None,
-    }
+    NodeMessage { src: peer, dst: me, payload: NodePayload::Engine(message), sig: None }
 }
 
 #[test]
@@ -316,17 +229,11 @@ fn inbound_messages_are_attributed_to_the_channel_peer() {
     let f = Fixture::new(&["a"]);
     let peer = NodeIdentity::new(TestSigner::node(9).0);
     let ok = inbound_from(peer, f.node(), "a", 1);
-    assert!(matches!(
-        f.router.route_inbound(peer, ok, NOW, &TestVerifier),
-        Ok(Routed::Local { .. })
-    ));
+    assert!(matches!(f.router.route_inbound(peer, ok, NOW, &TestVerifier), Ok(Routed::Local { .. })));
 
     let liar = NodeIdentity::ed25519([10; 32]);
     let forged = inbound_from(liar, f.node(), "a", 2);
-    let err = f
-        .router
-        .route_inbound(peer, forged, NOW, &TestVerifier)
-        .expect_err("impersonation");
+    let err = f.router.route_inbound(peer, forged, NOW, &TestVerifier).expect_err("impersonation");
     assert!(err.disconnects_peer());
 
     let mut foreign_engine = inbound_from(peer, f.node(), "a", 3);
@@ -334,8 +241,7 @@ fn inbound_messages_are_attributed_to_the_channel_peer() {
         inner.src.node = liar;
     }
     assert!(matches!(
-        f.router
-            .route_inbound(peer, foreign_engine, NOW, &TestVerifier),
+        f.router.route_inbound(peer, foreign_engine, NOW, &TestVerifier),
         Err(InboundRejection::Impersonation { .. })
     ));
 }
@@ -349,17 +255,11 @@ fn inbound_bad_signatures_disconnect_and_good_ones_pass() {
     if let NodePayload::Engine(inner) = &mut signed.payload {
         inner.sig = Some(peer_signer.sign(&inner.signing_bytes()));
     }
-    assert!(f
-        .router
-        .route_inbound(peer, signed.clone(), NOW, &TestVerifier)
-        .is_ok());
+    assert!(f.router.route_inbound(peer, signed.clone(), NOW, &TestVerifier).is_ok());
     if let NodePayload::Engine(inner) = &mut signed.payload {
         inner.id = MessageId(99);
     }
-    let err = f
-        .router
-        .route_inbound(peer, signed, NOW, &TestVerifier)
-        .expect_err("tampered");
+    let err = f.router.route_inbound(peer, signed, NOW, &TestVerifier).expect_err("tampered");
     assert_eq!(err, InboundRejection::BadSignature { peer });
     assert!(err.disconnects_peer());
 }
@@ -380,10 +280,7 @@ fn inbound_local_scope_and_expired_are_dropped() {
         f.router.route_inbound(peer, local, NOW, &TestVerifier),
         Err(InboundRejection::OutOfScope { .. })
     ));
-    assert!(matches!(
-        f.router.route_inbound(peer, expired, NOW, &TestVerifier),
-        Err(InboundRejection::Expired { .. })
-    ));
+    assert!(matches!(f.router.route_inbound(peer, expired, NOW, &TestVerifier), Err(InboundRejection::Expired { .. })));
 }
 
 #[derive(Debug, Clone)]

@@ -25,11 +25,7 @@ pub(crate) struct TopicTable {
 
 impl TopicTable {
     pub fn new(max_topics: usize, max_subscribers: usize) -> Self {
-        Self {
-            topics: HashMap::new(),
-            max_topics,
-            max_subscribers,
-        }
+        Self { topics: HashMap::new(), max_topics, max_subscribers }
     }
 
     pub fn get(&self, topic: &TopicIdentity) -> Option<&Topic> {
@@ -54,14 +50,7 @@ impl TopicTable {
             }
             None => {
                 self.check_room()?;
-                self.topics.insert(
-                    id,
-                    Topic {
-                        advert,
-                        creator: Some(creator),
-                        subscribers: Vec::new(),
-                    },
-                );
+                self.topics.insert(id, Topic { advert, creator: Some(creator), subscribers: Vec::new() });
                 Ok(())
             }
         }
@@ -80,14 +69,7 @@ impl TopicTable {
             }
             None => {
                 self.check_room()?;
-                self.topics.insert(
-                    advert.topic,
-                    Topic {
-                        advert,
-                        creator: None,
-                        subscribers: Vec::new(),
-                    },
-                );
+                self.topics.insert(advert.topic, Topic { advert, creator: None, subscribers: Vec::new() });
                 Ok(())
             }
         }
@@ -96,53 +78,28 @@ impl TopicTable {
     pub fn delete(&mut self, by: &EngineName, topic: &TopicIdentity) -> Result<Topic, TopicError> {
         let entry = self.topics.get(topic).ok_or(TopicError::Unknown(*topic))?;
         match &entry.creator {
-            Some(creator) if creator == by => {
-                self.topics.remove(topic).ok_or(TopicError::Unknown(*topic))
-            }
-            Some(creator) => Err(TopicError::NotCreator {
-                topic: *topic,
-                creator: creator.to_string(),
-            }),
-            None => Err(TopicError::NotCreator {
-                topic: *topic,
-                creator: "another node".into(),
-            }),
+            Some(creator) if creator == by => self.topics.remove(topic).ok_or(TopicError::Unknown(*topic)),
+            Some(creator) => Err(TopicError::NotCreator { topic: *topic, creator: creator.to_string() }),
+            None => Err(TopicError::NotCreator { topic: *topic, creator: "another node".into() }),
         }
     }
 
     /// Subscribing twice is one subscription.
-    pub fn subscribe(
-        &mut self,
-        engine: EngineName,
-        topic: &TopicIdentity,
-    ) -> Result<(), TopicError> {
-        let entry = self
-            .topics
-            .get_mut(topic)
-            .ok_or(TopicError::Unknown(*topic))?;
+    pub fn subscribe(&mut self, engine: EngineName, topic: &TopicIdentity) -> Result<(), TopicError> {
+        let entry = self.topics.get_mut(topic).ok_or(TopicError::Unknown(*topic))?;
         if entry.subscribers.contains(&engine) {
             return Ok(());
         }
         if entry.subscribers.len() >= self.max_subscribers {
-            return Err(TopicError::TooManySubscribers {
-                topic: *topic,
-                max: self.max_subscribers,
-            });
+            return Err(TopicError::TooManySubscribers { topic: *topic, max: self.max_subscribers });
         }
         entry.subscribers.push(engine);
         Ok(())
     }
 
     /// Returns whether the engine was subscribed.
-    pub fn unsubscribe(
-        &mut self,
-        engine: &EngineName,
-        topic: &TopicIdentity,
-    ) -> Result<bool, TopicError> {
-        let entry = self
-            .topics
-            .get_mut(topic)
-            .ok_or(TopicError::Unknown(*topic))?;
+    pub fn unsubscribe(&mut self, engine: &EngineName, topic: &TopicIdentity) -> Result<bool, TopicError> {
+        let entry = self.topics.get_mut(topic).ok_or(TopicError::Unknown(*topic))?;
         let before = entry.subscribers.len();
         entry.subscribers.retain(|s| s != engine);
         Ok(entry.subscribers.len() != before)

@@ -16,13 +16,11 @@ use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 
 use netmachine_domain::{
-    HandshakeStatus, NodeIdentity, NodeMessage, NodePayload, Timestamp, TransportAddress,
-    TransportProtocol, VersionRange, WeightedAddress,
+    HandshakeStatus, NodeIdentity, NodeMessage, NodePayload, Timestamp, TransportAddress, TransportProtocol,
+    VersionRange, WeightedAddress,
 };
 
-pub use types::{
-    CloseReason, ConnId, ConnectFailure, Direction, TransportEffect, TransportEvent, Undeliverable,
-};
+pub use types::{CloseReason, ConnId, ConnectFailure, Direction, TransportEffect, TransportEvent, Undeliverable};
 
 use crate::ports::{OutboundError, Randomness};
 
@@ -118,6 +116,8 @@ impl Peer {
 #[derive(Debug)]
 struct Conn {
     peer: NodeIdentity,
+    /// The peer's boot id, known once the handshake is done.
+    peer_boot: Option<u64>,
     direction: Direction,
     ip: Option<IpAddr>,
     established: bool,
@@ -196,9 +196,7 @@ impl Transport {
     }
 
     pub fn is_connected(&self, peer: &NodeIdentity) -> bool {
-        self.peers
-            .get(peer)
-            .is_some_and(|p| matches!(p.link, Link::Connected { .. }))
+        self.peers.get(peer).is_some_and(|p| matches!(p.link, Link::Connected { .. }))
     }
 
     pub fn connection_count(&self) -> usize {
@@ -239,12 +237,7 @@ impl Transport {
     // ---- what the engine is told about peers ----------------------------
 
     /// The addresses a peer advertises (from its NodeAdvert).
-    pub fn set_addresses(
-        &mut self,
-        peer: NodeIdentity,
-        addresses: Vec<WeightedAddress>,
-        now: Timestamp,
-    ) {
+    pub fn set_addresses(&mut self, peer: NodeIdentity, addresses: Vec<WeightedAddress>, now: Timestamp) {
         if peer == self.local {
             return;
         }
@@ -279,17 +272,9 @@ impl Transport {
 
     /// Takes a message for `to`: sent at once on an open connection with
     /// room in its window, otherwise queued (and the peer dialled).
-    pub fn send(
-        &mut self,
-        to: NodeIdentity,
-        message: NodeMessage,
-        now: Timestamp,
-    ) -> Result<(), OutboundError> {
+    pub fn send(&mut self, to: NodeIdentity, message: NodeMessage, now: Timestamp) -> Result<(), OutboundError> {
         if is_expired(&message, now) {
-            self.effects.push_back(TransportEffect::GiveUp {
-                message,
-                reason: Undeliverable::Expired,
-            });
+            self.effects.push_back(TransportEffect::GiveUp { message, reason: Undeliverable::Expired });
             return Ok(());
         }
         let max_queue = self.config.max_queue_per_peer;
@@ -304,8 +289,7 @@ impl Transport {
                 if let Some(c) = self.conns.get_mut(&conn) {
                     if c.inflight < window {
                         c.inflight += 1;
-                        self.effects
-                            .push_back(TransportEffect::Transmit { conn, message });
+                        self.effects.push_back(TransportEffect::Transmit { conn, message });
                         return Ok(());
                     }
                 }
@@ -331,9 +315,7 @@ impl Transport {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        c.inflight = c
-            .inflight
-            .saturating_sub(usize::try_from(count).unwrap_or(usize::MAX));
+        c.inflight = c.inflight.saturating_sub(usize::try_from(count).unwrap_or(usize::MAX));
         let peer = c.peer;
         if let Some(p) = self.peers.get_mut(&peer) {
             p.last_activity = now;
@@ -366,15 +348,11 @@ impl Transport {
                 break;
             };
             if is_expired(&message, now) {
-                self.effects.push_back(TransportEffect::GiveUp {
-                    message,
-                    reason: Undeliverable::Expired,
-                });
+                self.effects.push_back(TransportEffect::GiveUp { message, reason: Undeliverable::Expired });
                 continue;
             }
             c.inflight += 1;
-            self.effects
-                .push_back(TransportEffect::Transmit { conn, message });
+            self.effects.push_back(TransportEffect::Transmit { conn, message });
         }
     }
 
@@ -432,27 +410,20 @@ impl Transport {
             attempt,
             Conn {
                 peer: peer_id,
+                peer_boot: None,
                 direction: Direction::Outbound,
                 ip: Some(address.socket.ip()),
                 established: false,
                 inflight: 0,
             },
         );
-        self.effects.push_back(TransportEffect::Dial {
-            attempt,
-            peer: peer_id,
-            address,
-        });
+        self.effects.push_back(TransportEffect::Dial { attempt, peer: peer_id, address });
     }
 
     /// Every address failed: tell the watchers, and back off before the
     /// next round if the peer still wants a connection.
     fn connect_failed(&mut self, peer_id: NodeIdentity, reason: ConnectFailure, now: Timestamp) {
-        self.effects
-            .push_back(TransportEffect::Event(TransportEvent::NodeConnectFailed {
-                peer: peer_id,
-                reason,
-            }));
+        self.effects.push_back(TransportEffect::Event(TransportEvent::NodeConnectFailed { peer: peer_id, reason }));
         let delay = {
             let Some(peer) = self.peers.get_mut(&peer_id) else {
                 return;
@@ -474,27 +445,21 @@ impl Transport {
     /// `initial * 2^(failures-1)`, capped.
     fn backoff_delay(&mut self, failures: u32) -> u64 {
         let exp = failures.saturating_sub(1).min(20);
-        let full = self
-            .config
-            .backoff_initial_ms
-            .saturating_mul(1u64 << exp)
-            .min(self.config.backoff_max_ms)
-            .max(1);
+        let full = self.config.backoff_initial_ms.saturating_mul(1u64 << exp).min(self.config.backoff_max_ms).max(1);
         let half = full / 2;
         half + self.random.next_u64() % (full - half + 1)
     }
 
-    /// The dial reached the peer and the handshake succeeded.
-    pub fn dial_succeeded(&mut self, attempt: ConnId, now: Timestamp) {
+    /// The dial reached the peer and the handshake succeeded; `boot` is the
+    /// peer's boot id from its reply.
+    pub fn dial_succeeded(&mut self, attempt: ConnId, boot: u64, now: Timestamp) {
         let Some(conn) = self.conns.get_mut(&attempt) else {
             // The attempt was abandoned meanwhile (e.g. shutdown): close it.
-            self.effects.push_back(TransportEffect::Close {
-                conn: attempt,
-                reason: CloseReason::Duplicate,
-            });
+            self.effects.push_back(TransportEffect::Close { conn: attempt, reason: CloseReason::Duplicate });
             return;
         };
         conn.established = true;
+        conn.peer_boot = Some(boot);
         let peer = conn.peer;
         if let Some(p) = self.peers.get_mut(&peer) {
             p.failures = 0;
@@ -548,6 +513,7 @@ impl Transport {
         peer: NodeIdentity,
         ip: Option<IpAddr>,
         versions: VersionRange,
+        boot: u64,
         banned: bool,
         now: Timestamp,
     ) -> (ConnId, HandshakeStatus) {
@@ -559,8 +525,7 @@ impl Transport {
             HandshakeStatus::Incompatible
         } else if self.conns.len() >= self.config.max_connections
             || ip.is_some_and(|ip| {
-                self.conns.values().filter(|c| c.ip == Some(ip)).count()
-                    >= self.config.max_connections_per_ip
+                self.conns.values().filter(|c| c.ip == Some(ip)).count() >= self.config.max_connections_per_ip
             })
             || (!self.peers.contains_key(&peer) && self.peers.len() >= self.config.max_peers)
         {
@@ -574,6 +539,7 @@ impl Transport {
                 conn,
                 Conn {
                     peer,
+                    peer_boot: Some(boot),
                     direction: Direction::Inbound,
                     ip,
                     established: false,
@@ -598,6 +564,7 @@ impl Transport {
     /// loser is closed.
     fn adopt(&mut self, conn: ConnId, peer_id: NodeIdentity, now: Timestamp) {
         let direction = self.conns.get(&conn).map(|c| c.direction);
+        let boot = self.conns.get(&conn).and_then(|c| c.peer_boot);
         let Some(peer) = self.peers.get_mut(&peer_id) else {
             return;
         };
@@ -605,23 +572,20 @@ impl Transport {
         if let Link::Connected { conn: existing } = peer.link {
             if existing != conn {
                 let existing_dir = self.conns.get(&existing).map(|c| c.direction);
+                let existing_boot = self.conns.get(&existing).and_then(|c| c.peer_boot);
                 let keep_new = match (existing_dir, direction) {
+                    // The peer restarted: the old connection is to a process
+                    // that no longer exists.
+                    _ if existing_boot != boot => true,
                     (Some(old), Some(new)) if old != new => {
-                        let dialler_of_new = if new == Direction::Outbound {
-                            self.local
-                        } else {
-                            peer_id
-                        };
+                        let dialler_of_new = if new == Direction::Outbound { self.local } else { peer_id };
                         dialler_of_new == preferred_dialler(self.local, peer_id)
                     }
                     // Same direction: the newer connection replaces a stale one.
                     _ => true,
                 };
                 let loser = if keep_new { existing } else { conn };
-                self.effects.push_back(TransportEffect::Close {
-                    conn: loser,
-                    reason: CloseReason::Duplicate,
-                });
+                self.effects.push_back(TransportEffect::Close { conn: loser, reason: CloseReason::Duplicate });
                 if !keep_new {
                     return;
                 }
@@ -632,10 +596,7 @@ impl Transport {
         if !was_connected {
             if let Some(direction) = direction {
                 self.effects
-                    .push_back(TransportEffect::Event(TransportEvent::NodeConnected {
-                        peer: peer_id,
-                        direction,
-                    }));
+                    .push_back(TransportEffect::Event(TransportEvent::NodeConnected { peer: peer_id, direction }));
             }
         }
         self.flush(peer_id, now);
@@ -646,19 +607,10 @@ impl Transport {
     /// A connection ended. `returned` holds its messages that were queued
     /// for it or sent but not acknowledged, oldest first: they go back to
     /// the front of the peer's queue, unless expired.
-    pub fn closed(
-        &mut self,
-        conn: ConnId,
-        reason: CloseReason,
-        returned: Vec<NodeMessage>,
-        now: Timestamp,
-    ) {
+    pub fn closed(&mut self, conn: ConnId, reason: CloseReason, returned: Vec<NodeMessage>, now: Timestamp) {
         let Some(c) = self.conns.remove(&conn) else {
             for message in returned {
-                self.effects.push_back(TransportEffect::GiveUp {
-                    message,
-                    reason: Undeliverable::Shutdown,
-                });
+                self.effects.push_back(TransportEffect::GiveUp { message, reason: Undeliverable::Shutdown });
             }
             return;
         };
@@ -679,17 +631,13 @@ impl Transport {
             peer.link = Link::Idle;
         }
         for message in expired.into_iter().rev() {
-            self.effects.push_back(TransportEffect::GiveUp {
-                message,
-                reason: Undeliverable::Expired,
-            });
+            self.effects.push_back(TransportEffect::GiveUp { message, reason: Undeliverable::Expired });
         }
         if was_current {
-            self.effects
-                .push_back(TransportEffect::Event(TransportEvent::NodeDisconnected {
-                    peer: peer_id,
-                    reason: reason.clone(),
-                }));
+            self.effects.push_back(TransportEffect::Event(TransportEvent::NodeDisconnected {
+                peer: peer_id,
+                reason: reason.clone(),
+            }));
             let wants = self.peers.get(&peer_id).is_some_and(Peer::wants_connection);
             if wants && reason != CloseReason::Shutdown {
                 // Reconnect after a short, jittered pause rather than at once,
@@ -715,8 +663,7 @@ impl Transport {
     /// Closes one peer's connection (e.g. after a bad signature).
     pub fn disconnect(&mut self, peer: NodeIdentity, reason: CloseReason) {
         if let Some(Link::Connected { conn }) = self.peers.get(&peer).map(|p| p.link) {
-            self.effects
-                .push_back(TransportEffect::Close { conn, reason });
+            self.effects.push_back(TransportEffect::Close { conn, reason });
         }
     }
 
@@ -724,18 +671,12 @@ impl Transport {
     pub fn shutdown(&mut self) {
         let conns: Vec<ConnId> = self.conns.keys().copied().collect();
         for conn in conns {
-            self.effects.push_back(TransportEffect::Close {
-                conn,
-                reason: CloseReason::Shutdown,
-            });
+            self.effects.push_back(TransportEffect::Close { conn, reason: CloseReason::Shutdown });
         }
         for peer in self.peers.values_mut() {
             peer.permanent = false;
             for message in peer.queue.drain(..) {
-                self.effects.push_back(TransportEffect::GiveUp {
-                    message,
-                    reason: Undeliverable::Shutdown,
-                });
+                self.effects.push_back(TransportEffect::GiveUp { message, reason: Undeliverable::Shutdown });
             }
         }
     }
@@ -767,9 +708,7 @@ impl Transport {
                         peer.link = Link::Idle;
                     }
                 }
-                Link::Idle if peer.wants_connection() && !peer.addresses.is_empty() => {
-                    redial.push(*id)
-                }
+                Link::Idle if peer.wants_connection() && !peer.addresses.is_empty() => redial.push(*id),
                 Link::Connected { conn } if !peer.permanent && peer.queue.is_empty() => {
                     let quiet = self.conns.get(&conn).is_some_and(|c| c.inflight == 0);
                     if quiet && now.saturating_sub(peer.last_activity) >= idle_timeout {
@@ -780,16 +719,10 @@ impl Transport {
             }
         }
         for message in give_up {
-            self.effects.push_back(TransportEffect::GiveUp {
-                message,
-                reason: Undeliverable::Expired,
-            });
+            self.effects.push_back(TransportEffect::GiveUp { message, reason: Undeliverable::Expired });
         }
         for conn in idle {
-            self.effects.push_back(TransportEffect::Close {
-                conn,
-                reason: CloseReason::Idle,
-            });
+            self.effects.push_back(TransportEffect::Close { conn, reason: CloseReason::Idle });
         }
         redial.sort();
         for peer in redial {

@@ -13,18 +13,11 @@ fn node(seed: u8) -> NodeIdentity {
 }
 
 fn addr(text: &str, weight: u8) -> WeightedAddress {
-    WeightedAddress {
-        address: text.parse().expect("valid"),
-        weight,
-    }
+    WeightedAddress { address: text.parse().expect("valid"), weight }
 }
 
 fn transport(local: u8) -> Transport {
-    Transport::new(
-        node(local),
-        TransportConfig::default(),
-        Box::new(SeededRandom::new(7)),
-    )
+    Transport::new(node(local), TransportConfig::default(), Box::new(SeededRandom::new(7)))
 }
 
 fn message(from: NodeIdentity, to: NodeIdentity, id: u64, expiry: Option<u64>) -> NodeMessage {
@@ -40,12 +33,7 @@ fn message(from: NodeIdentity, to: NodeIdentity, id: u64, expiry: Option<u64>) -
         body: Body::default(),
         sig: None,
     };
-    NodeMessage {
-        src: from,
-        dst: to,
-        payload: NodePayload::Engine(inner),
-        sig: None,
-    }
+    NodeMessage { src: from, dst: to, payload: NodePayload::Engine(inner), sig: None }
 }
 
 fn id_of(m: &NodeMessage) -> u64 {
@@ -63,9 +51,7 @@ fn dials(effects: &[TransportEffect]) -> Vec<(ConnId, TransportAddress)> {
     effects
         .iter()
         .filter_map(|e| match e {
-            TransportEffect::Dial {
-                attempt, address, ..
-            } => Some((*attempt, *address)),
+            TransportEffect::Dial { attempt, address, .. } => Some((*attempt, *address)),
             _ => None,
         })
         .collect()
@@ -85,31 +71,20 @@ fn transmitted(effects: &[TransportEffect]) -> Vec<u64> {
 fn the_first_message_dials_by_weight_and_queued_messages_follow_the_handshake() {
     let mut t = transport(1);
     let peer = node(2);
-    t.set_addresses(
-        peer,
-        vec![addr("quic://127.0.0.1:1", 1), addr("quic://127.0.0.1:2", 9)],
-        T0,
-    );
-    t.send(peer, message(node(1), peer, 1, None), T0)
-        .expect("queued");
-    t.send(peer, message(node(1), peer, 2, None), T0)
-        .expect("queued");
+    t.set_addresses(peer, vec![addr("quic://127.0.0.1:1", 1), addr("quic://127.0.0.1:2", 9)], T0);
+    t.send(peer, message(node(1), peer, 1, None), T0).expect("queued");
+    t.send(peer, message(node(1), peer, 2, None), T0).expect("queued");
     let effects = drain(&mut t);
     let d = dials(&effects);
     assert_eq!(d.len(), 1, "one dial for two messages");
     assert_eq!(d[0].1.socket.port(), 2, "the heavier address first");
-    t.dial_succeeded(d[0].0, T0);
+    t.dial_succeeded(d[0].0, 42, T0);
     let effects = drain(&mut t);
     assert_eq!(transmitted(&effects), vec![1, 2]);
-    assert!(
-        effects.contains(&TransportEffect::Event(TransportEvent::NodeConnected {
-            peer,
-            direction: Direction::Outbound
-        }))
-    );
+    assert!(effects
+        .contains(&TransportEffect::Event(TransportEvent::NodeConnected { peer, direction: Direction::Outbound })));
     // Reused: the next message goes straight out.
-    t.send(peer, message(node(1), peer, 3, None), T0)
-        .expect("sent");
+    t.send(peer, message(node(1), peer, 3, None), T0).expect("sent");
     assert_eq!(transmitted(&drain(&mut t)), vec![3]);
 }
 
@@ -117,38 +92,17 @@ fn the_first_message_dials_by_weight_and_queued_messages_follow_the_handshake() 
 fn a_failed_address_falls_back_to_the_next_then_backs_off() {
     let mut t = transport(1);
     let peer = node(2);
-    t.set_addresses(
-        peer,
-        vec![
-            addr("quic://127.0.0.1:1", 9),
-            addr("tls-tcp://127.0.0.1:2", 1),
-        ],
-        T0,
-    );
-    t.send(peer, message(node(1), peer, 1, None), T0)
-        .expect("queued");
+    t.set_addresses(peer, vec![addr("quic://127.0.0.1:1", 9), addr("tls-tcp://127.0.0.1:2", 1)], T0);
+    t.send(peer, message(node(1), peer, 1, None), T0).expect("queued");
     let first = dials(&drain(&mut t));
-    t.dial_failed(
-        first[0].0,
-        ConnectFailure::Unreachable("refused".into()),
-        Some(first[0].1),
-        T0,
-    );
+    t.dial_failed(first[0].0, ConnectFailure::Unreachable("refused".into()), Some(first[0].1), T0);
     let second = dials(&drain(&mut t));
     assert_eq!(second[0].1.protocol, TransportProtocol::TlsTcp);
-    t.dial_failed(
-        second[0].0,
-        ConnectFailure::Unreachable("refused".into()),
-        Some(second[0].1),
-        T0,
-    );
+    t.dial_failed(second[0].0, ConnectFailure::Unreachable("refused".into()), Some(second[0].1), T0);
     let effects = drain(&mut t);
     assert!(matches!(
         effects.as_slice(),
-        [TransportEffect::Event(TransportEvent::NodeConnectFailed {
-            reason: ConnectFailure::Unreachable(_),
-            ..
-        })]
+        [TransportEffect::Event(TransportEvent::NodeConnectFailed { reason: ConnectFailure::Unreachable(_), .. })]
     ));
     // Backing off: nothing at once, a redial after the backoff.
     t.tick(T0.saturating_add_millis(1));
@@ -160,9 +114,7 @@ fn a_failed_address_falls_back_to_the_next_then_backs_off() {
 #[test]
 fn unknown_peers_are_refused_with_no_address() {
     let mut t = transport(1);
-    let err = t
-        .send(node(2), message(node(1), node(2), 1, None), T0)
-        .expect_err("no address");
+    let err = t.send(node(2), message(node(1), node(2), 1, None), T0).expect_err("no address");
     assert_eq!(err, OutboundError::NoAddress { peer: node(2) });
 }
 
@@ -171,35 +123,29 @@ fn queued_messages_expire_and_the_sender_is_told() {
     let mut t = transport(1);
     let peer = node(2);
     t.set_addresses(peer, vec![addr("quic://127.0.0.1:1", 1)], T0);
-    t.send(peer, message(node(1), peer, 1, Some(T0.0 + 50)), T0)
-        .expect("queued");
-    t.send(peer, message(node(1), peer, 2, Some(T0.0 + 5_000)), T0)
-        .expect("queued");
+    t.send(peer, message(node(1), peer, 1, Some(T0.0 + 50)), T0).expect("queued");
+    t.send(peer, message(node(1), peer, 2, Some(T0.0 + 5_000)), T0).expect("queued");
     let d = dials(&drain(&mut t));
     t.tick(T0.saturating_add_millis(100));
     let effects = drain(&mut t);
     assert!(
         matches!(effects.as_slice(), [TransportEffect::GiveUp { reason: Undeliverable::Expired, message }] if id_of(message) == 1)
     );
-    t.dial_succeeded(d[0].0, T0.saturating_add_millis(200));
+    t.dial_succeeded(d[0].0, 42, T0.saturating_add_millis(200));
     assert_eq!(transmitted(&drain(&mut t)), vec![2]);
 }
 
 #[test]
 fn the_window_bounds_unacknowledged_messages() {
-    let config = TransportConfig {
-        window: 2,
-        ..TransportConfig::default()
-    };
+    let config = TransportConfig { window: 2, ..TransportConfig::default() };
     let mut t = Transport::new(node(1), config, Box::new(SeededRandom::new(1)));
     let peer = node(2);
     t.set_addresses(peer, vec![addr("quic://127.0.0.1:1", 1)], T0);
     for i in 0..5 {
-        t.send(peer, message(node(1), peer, i, None), T0)
-            .expect("accepted");
+        t.send(peer, message(node(1), peer, i, None), T0).expect("accepted");
     }
     let d = dials(&drain(&mut t));
-    t.dial_succeeded(d[0].0, T0);
+    t.dial_succeeded(d[0].0, 42, T0);
     assert_eq!(transmitted(&drain(&mut t)), vec![0, 1]);
     t.acked(d[0].0, 1, T0);
     assert_eq!(transmitted(&drain(&mut t)), vec![2]);
@@ -209,21 +155,14 @@ fn the_window_bounds_unacknowledged_messages() {
 
 #[test]
 fn the_queue_is_bounded() {
-    let config = TransportConfig {
-        max_queue_per_peer: 3,
-        ..TransportConfig::default()
-    };
+    let config = TransportConfig { max_queue_per_peer: 3, ..TransportConfig::default() };
     let mut t = Transport::new(node(1), config, Box::new(SeededRandom::new(1)));
     let peer = node(2);
     t.set_addresses(peer, vec![addr("quic://127.0.0.1:1", 1)], T0);
     for i in 0..3 {
-        t.send(peer, message(node(1), peer, i, None), T0)
-            .expect("room");
+        t.send(peer, message(node(1), peer, i, None), T0).expect("room");
     }
-    assert_eq!(
-        t.send(peer, message(node(1), peer, 9, None), T0),
-        Err(OutboundError::QueueFull { peer })
-    );
+    assert_eq!(t.send(peer, message(node(1), peer, 9, None), T0), Err(OutboundError::QueueFull { peer }));
 }
 
 #[test]
@@ -234,39 +173,25 @@ fn unacknowledged_messages_return_to_the_queue_and_permanent_peers_reconnect() {
     t.set_permanent(peer, true, T0);
     let d = dials(&drain(&mut t));
     assert_eq!(d.len(), 1, "a permanent peer is dialled at once");
-    t.dial_succeeded(d[0].0, T0);
+    t.dial_succeeded(d[0].0, 42, T0);
     drain(&mut t);
-    t.send(peer, message(node(1), peer, 1, None), T0)
-        .expect("sent");
-    t.send(peer, message(node(1), peer, 2, Some(T0.0 + 10)), T0)
-        .expect("sent");
+    t.send(peer, message(node(1), peer, 1, None), T0).expect("sent");
+    t.send(peer, message(node(1), peer, 2, Some(T0.0 + 10)), T0).expect("sent");
     drain(&mut t);
     t.closed(
         d[0].0,
         CloseReason::Lost("reset".into()),
-        vec![
-            message(node(1), peer, 1, None),
-            message(node(1), peer, 2, Some(T0.0 + 10)),
-        ],
+        vec![message(node(1), peer, 1, None), message(node(1), peer, 2, Some(T0.0 + 10))],
         T0.saturating_add_millis(20),
     );
     let effects = drain(&mut t);
-    assert!(effects
-        .iter()
-        .any(|e| matches!(e, TransportEffect::GiveUp { message, .. } if id_of(message) == 2)));
-    assert!(effects.iter().any(|e| matches!(
-        e,
-        TransportEffect::Event(TransportEvent::NodeDisconnected { .. })
-    )));
+    assert!(effects.iter().any(|e| matches!(e, TransportEffect::GiveUp { message, .. } if id_of(message) == 2)));
+    assert!(effects.iter().any(|e| matches!(e, TransportEffect::Event(TransportEvent::NodeDisconnected { .. }))));
     t.tick(T0.saturating_add_millis(20_000));
     let redial = dials(&drain(&mut t));
     assert_eq!(redial.len(), 1, "permanent peers reconnect");
-    t.dial_succeeded(redial[0].0, T0.saturating_add_millis(20_001));
-    assert_eq!(
-        transmitted(&drain(&mut t)),
-        vec![1],
-        "the unacknowledged message is sent again"
-    );
+    t.dial_succeeded(redial[0].0, 42, T0.saturating_add_millis(20_001));
+    assert_eq!(transmitted(&drain(&mut t)), vec![1], "the unacknowledged message is sent again");
 }
 
 #[test]
@@ -277,10 +202,9 @@ fn ephemeral_connections_close_when_idle_and_permanent_ones_stay() {
         t.set_addresses(p, vec![addr("quic://127.0.0.1:1", 1)], T0);
     }
     t.set_permanent(permanent, true, T0);
-    t.send(ephemeral, message(node(1), ephemeral, 1, None), T0)
-        .expect("queued");
+    t.send(ephemeral, message(node(1), ephemeral, 1, None), T0).expect("queued");
     for (attempt, _) in dials(&drain(&mut t)) {
-        t.dial_succeeded(attempt, T0);
+        t.dial_succeeded(attempt, 42, T0);
     }
     let sent: Vec<ConnId> = drain(&mut t)
         .iter()
@@ -294,23 +218,9 @@ fn ephemeral_connections_close_when_idle_and_permanent_ones_stay() {
     t.tick(T0.saturating_add_millis(t.config().idle_timeout_ms + 1));
     let closes: Vec<_> = drain(&mut t)
         .into_iter()
-        .filter(|e| {
-            matches!(
-                e,
-                TransportEffect::Close {
-                    reason: CloseReason::Idle,
-                    ..
-                }
-            )
-        })
+        .filter(|e| matches!(e, TransportEffect::Close { reason: CloseReason::Idle, .. }))
         .collect();
-    assert_eq!(
-        closes,
-        vec![TransportEffect::Close {
-            conn: sent[0],
-            reason: CloseReason::Idle
-        }]
-    );
+    assert_eq!(closes, vec![TransportEffect::Close { conn: sent[0], reason: CloseReason::Idle }]);
 }
 
 /// Two nodes dial each other at once; each keeps exactly one connection,
@@ -328,31 +238,25 @@ fn simultaneous_dials_keep_the_same_single_connection_on_both_sides() {
         let a_dial = dials(&drain(&mut a))[0].0;
         let b_dial = dials(&drain(&mut b))[0].0;
         // A's dial arrives at B, B's at A.
-        let (b_in, status) = b.admit_inbound(a_id, None, PROTOCOL_VERSIONS, false, T0);
+        let (b_in, status) = b.admit_inbound(a_id, None, PROTOCOL_VERSIONS, 42, false, T0);
         assert_eq!(status, HandshakeStatus::Ok);
-        let (a_in, _) = a.admit_inbound(b_id, None, PROTOCOL_VERSIONS, false, T0);
+        let (a_in, _) = a.admit_inbound(b_id, None, PROTOCOL_VERSIONS, 42, false, T0);
         // Connection X = A dialled B: A's a_dial, B's b_in. Y = B dialled A.
-        a.dial_succeeded(a_dial, T0);
+        a.dial_succeeded(a_dial, 42, T0);
         b.inbound_established(b_in, T0);
-        b.dial_succeeded(b_dial, T0);
+        b.dial_succeeded(b_dial, 42, T0);
         a.inbound_established(a_in, T0);
         let a_closes: Vec<ConnId> = drain(&mut a)
             .iter()
             .filter_map(|e| match e {
-                TransportEffect::Close {
-                    conn,
-                    reason: CloseReason::Duplicate,
-                } => Some(*conn),
+                TransportEffect::Close { conn, reason: CloseReason::Duplicate } => Some(*conn),
                 _ => None,
             })
             .collect();
         let b_closes: Vec<ConnId> = drain(&mut b)
             .iter()
             .filter_map(|e| match e {
-                TransportEffect::Close {
-                    conn,
-                    reason: CloseReason::Duplicate,
-                } => Some(*conn),
+                TransportEffect::Close { conn, reason: CloseReason::Duplicate } => Some(*conn),
                 _ => None,
             })
             .collect();
@@ -369,47 +273,19 @@ fn simultaneous_dials_keep_the_same_single_connection_on_both_sides() {
 
 #[test]
 fn admission_enforces_caps_bans_and_versions() {
-    let config = TransportConfig {
-        max_connections: 3,
-        max_connections_per_ip: 2,
-        ..TransportConfig::default()
-    };
+    let config = TransportConfig { max_connections: 3, max_connections_per_ip: 2, ..TransportConfig::default() };
     let mut t = Transport::new(node(1), config, Box::new(SeededRandom::new(1)));
     let ip: IpAddr = "10.0.0.1".parse().expect("ip");
     let other_ip: IpAddr = "10.0.0.2".parse().expect("ip");
-    assert_eq!(
-        t.admit_inbound(node(2), Some(ip), PROTOCOL_VERSIONS, true, T0)
-            .1,
-        HandshakeStatus::Denied
-    );
+    assert_eq!(t.admit_inbound(node(2), Some(ip), PROTOCOL_VERSIONS, 42, true, T0).1, HandshakeStatus::Denied);
     let old = VersionRange { min: 9, max: 12 };
+    assert_eq!(t.admit_inbound(node(2), Some(ip), old, 42, false, T0).1, HandshakeStatus::Incompatible);
+    assert_eq!(t.admit_inbound(node(2), Some(ip), PROTOCOL_VERSIONS, 42, false, T0).1, HandshakeStatus::Ok);
+    assert_eq!(t.admit_inbound(node(3), Some(ip), PROTOCOL_VERSIONS, 42, false, T0).1, HandshakeStatus::Ok);
+    assert_eq!(t.admit_inbound(node(4), Some(ip), PROTOCOL_VERSIONS, 42, false, T0).1, HandshakeStatus::OverCapacity);
+    assert_eq!(t.admit_inbound(node(4), Some(other_ip), PROTOCOL_VERSIONS, 42, false, T0).1, HandshakeStatus::Ok);
     assert_eq!(
-        t.admit_inbound(node(2), Some(ip), old, false, T0).1,
-        HandshakeStatus::Incompatible
-    );
-    assert_eq!(
-        t.admit_inbound(node(2), Some(ip), PROTOCOL_VERSIONS, false, T0)
-            .1,
-        HandshakeStatus::Ok
-    );
-    assert_eq!(
-        t.admit_inbound(node(3), Some(ip), PROTOCOL_VERSIONS, false, T0)
-            .1,
-        HandshakeStatus::Ok
-    );
-    assert_eq!(
-        t.admit_inbound(node(4), Some(ip), PROTOCOL_VERSIONS, false, T0)
-            .1,
-        HandshakeStatus::OverCapacity
-    );
-    assert_eq!(
-        t.admit_inbound(node(4), Some(other_ip), PROTOCOL_VERSIONS, false, T0)
-            .1,
-        HandshakeStatus::Ok
-    );
-    assert_eq!(
-        t.admit_inbound(node(5), Some(other_ip), PROTOCOL_VERSIONS, false, T0)
-            .1,
+        t.admit_inbound(node(5), Some(other_ip), PROTOCOL_VERSIONS, 42, false, T0).1,
         HandshakeStatus::OverCapacity
     );
     assert_eq!(t.connection_count(), 3);
@@ -419,26 +295,15 @@ fn admission_enforces_caps_bans_and_versions() {
 fn refusals_and_wrong_identities_stop_the_dial_round() {
     let mut t = transport(1);
     let peer = node(2);
-    t.set_addresses(
-        peer,
-        vec![addr("quic://127.0.0.1:1", 2), addr("quic://127.0.0.1:2", 1)],
-        T0,
-    );
-    t.send(peer, message(node(1), peer, 1, None), T0)
-        .expect("queued");
+    t.set_addresses(peer, vec![addr("quic://127.0.0.1:1", 2), addr("quic://127.0.0.1:2", 1)], T0);
+    t.send(peer, message(node(1), peer, 1, None), T0).expect("queued");
     let d = dials(&drain(&mut t));
     t.dial_failed(d[0].0, ConnectFailure::WrongIdentity, Some(d[0].1), T0);
     let effects = drain(&mut t);
-    assert!(
-        dials(&effects).is_empty(),
-        "another address of an impostor is not tried"
-    );
+    assert!(dials(&effects).is_empty(), "another address of an impostor is not tried");
     assert!(effects.iter().any(|e| matches!(
         e,
-        TransportEffect::Event(TransportEvent::NodeConnectFailed {
-            reason: ConnectFailure::WrongIdentity,
-            ..
-        })
+        TransportEffect::Event(TransportEvent::NodeConnectFailed { reason: ConnectFailure::WrongIdentity, .. })
     )));
 }
 
@@ -494,7 +359,7 @@ proptest! {
                 }
                 Step::DialOk => {
                     if let Some((attempt, _)) = pending_dials.pop() {
-                        t.dial_succeeded(attempt, now);
+                        t.dial_succeeded(attempt, 42, now);
                     }
                 }
                 Step::DialFail => {
@@ -553,4 +418,23 @@ proptest! {
         accounted.dedup();
         prop_assert_eq!(accounted.len(), acked.len() + given_up.len(), "a message was acknowledged or given up twice");
     }
+}
+
+#[test]
+fn a_restarted_peer_replaces_the_stale_connection() {
+    // A (smaller) dialled B earlier; B restarts and dials A. The tie-break
+    // alone would keep A's old connection to a process that is gone.
+    let (a_id, b_id) = (node(1), node(2));
+    let mut a = transport(1);
+    a.set_addresses(b_id, vec![addr("quic://127.0.0.1:2", 1)], T0);
+    a.set_permanent(b_id, true, T0);
+    let old = dials(&drain(&mut a))[0].0;
+    a.dial_succeeded(old, 1111, T0);
+    drain(&mut a);
+    let (fresh, status) = a.admit_inbound(b_id, None, PROTOCOL_VERSIONS, 2222, false, T0);
+    assert_eq!(status, HandshakeStatus::Ok);
+    a.inbound_established(fresh, T0);
+    let effects = drain(&mut a);
+    assert!(effects.contains(&TransportEffect::Close { conn: old, reason: CloseReason::Duplicate }), "{effects:?}");
+    assert!(a_id < b_id);
 }

@@ -74,18 +74,9 @@ impl fmt::Display for ConnectFailure {
 /// Notifications for engines that watch connectivity.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum TransportEvent {
-    NodeConnected {
-        peer: NodeIdentity,
-        direction: Direction,
-    },
-    NodeConnectFailed {
-        peer: NodeIdentity,
-        reason: ConnectFailure,
-    },
-    NodeDisconnected {
-        peer: NodeIdentity,
-        reason: CloseReason,
-    },
+    NodeConnected { peer: NodeIdentity, direction: Direction },
+    NodeConnectFailed { peer: NodeIdentity, reason: ConnectFailure },
+    NodeDisconnected { peer: NodeIdentity, reason: CloseReason },
 }
 
 /// Why a message was given up.

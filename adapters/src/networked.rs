@@ -1,0 +1,138 @@
+//! A node with a transport: binds the listeners first (so an address given
+//! with port 0 is advertised with the port the system chose), then starts
+//! the node with an advert of the bound addresses, then attaches the
+//! transport driver.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use netmachine_domain::{TransportAddress, TransportProtocol, WeightedAddress};
+use netmachine_engines::ports::Clock;
+use netmachine_engines::transport::TransportConfig;
+use netmachine_engines::RouterConfig;
+use thiserror::Error;
+use tokio::sync::mpsc;
+
+use crate::clock::SystemClock;
+use crate::crypto::Ed25519Keys;
+use crate::random::system_seed;
+use crate::runtime::{Node, NodeError, DEFAULT_MAILBOX_CAPACITY};
+use crate::transport::identity_tls::TlsSetupError;
+use crate::transport::{MemoryConnector, MemoryNetwork, QuicConnector, TlsConfigs, TlsTcpConnector, TransportDriver};
+
+/// Inbound streams waiting for their handshake.
+const ACCEPT_QUEUE: usize = 256;
+
+#[derive(Debug, Error)]
+pub enum NetworkedNodeError {
+    #[error(transparent)]
+    Tls(#[from] TlsSetupError),
+    #[error("cannot listen on {address}: {reason}")]
+    Listen { address: TransportAddress, reason: String },
+    #[error(transparent)]
+    Node(#[from] NodeError),
+}
+
+/// Everything a networked node is made from.
+#[derive(Debug)]
+pub struct NetworkedNodeConfig {
+    pub keys: Ed25519Keys,
+    /// Records survive restarts here; `None` keeps them in memory.
+    pub data_dir: Option<PathBuf>,
+    pub name: Option<String>,
+    /// Addresses to listen on, with the weight to advertise each at.
+    pub listen: Vec<WeightedAddress>,
+    pub mailbox_capacity: usize,
+    pub router: RouterConfig,
+    pub transport: TransportConfig,
+    /// Largest UDP payload QUIC may use (1500 by default; 9000 helps on
+    /// loopback and jumbo-frame networks).
+    pub max_mtu: u16,
+    /// Use this in-memory network instead of sockets (tests).
+    pub memory: Option<MemoryNetwork>,
+}
+
+impl NetworkedNodeConfig {
+    pub fn new(keys: Ed25519Keys, listen: Vec<WeightedAddress>) -> Self {
+        Self {
+            keys,
+            data_dir: None,
+            name: None,
+            listen,
+            mailbox_capacity: DEFAULT_MAILBOX_CAPACITY,
+            router: RouterConfig::default(),
+            transport: TransportConfig::default(),
+            max_mtu: 1500,
+            memory: None,
+        }
+    }
+}
+
+/// A running node and its transport.
+#[derive(Debug, Clone)]
+pub struct NetworkedNode {
+    pub node: Node,
+    pub transport: TransportDriver,
+}
+
+impl NetworkedNode {
+    /// Must be called inside a tokio runtime.
+    pub async fn start(config: NetworkedNodeConfig) -> Result<Self, NetworkedNodeError> {
+        let identity = config.keys.node_identity();
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let driver = TransportDriver::new(identity, config.transport, Arc::clone(&clock), system_seed());
+        let (accepted_tx, accepted_rx) = mpsc::channel(ACCEPT_QUEUE);
+        let tls = TlsConfigs::new(&config.keys)?;
+        let mut advertised = Vec::new();
+        for entry in &config.listen {
+            let address = entry.address;
+            let listen_error = |reason: String| NetworkedNodeError::Listen { address, reason };
+            let bound = match (&config.memory, address.protocol) {
+                (Some(network), protocol) => {
+                    let connector =
+                        MemoryConnector::bind(network, address.socket, identity, protocol, accepted_tx.clone());
+                    driver.add_connector(Arc::new(connector));
+                    address.socket
+                }
+                (None, TransportProtocol::Quic) => {
+                    let connector =
+                        QuicConnector::bind(address.socket, tls.clone(), config.max_mtu, accepted_tx.clone())
+                            .map_err(|e| listen_error(e.to_string()))?;
+                    let bound = crate::transport::Connector::local_address(&connector).unwrap_or(address.socket);
+                    driver.add_connector(Arc::new(connector));
+                    bound
+                }
+                (None, TransportProtocol::TlsTcp) => {
+                    let connector = TlsTcpConnector::bind(address.socket, tls.clone(), accepted_tx.clone())
+                        .await
+                        .map_err(|e| listen_error(e.to_string()))?;
+                    let bound = crate::transport::Connector::local_address(&connector).unwrap_or(address.socket);
+                    driver.add_connector(Arc::new(connector));
+                    bound
+                }
+            };
+            advertised.push(WeightedAddress {
+                address: TransportAddress::new(address.protocol, bound),
+                weight: entry.weight,
+            });
+        }
+        let mut builder = Node::builder()
+            .keys(config.keys)
+            .mailbox_capacity(config.mailbox_capacity)
+            .router_config(config.router)
+            .advertise(config.name, advertised)
+            .transport(&driver);
+        if let Some(dir) = config.data_dir {
+            builder = builder.data_dir(dir);
+        }
+        let node = builder.start().await?;
+        driver.attach(&node, accepted_rx);
+        Ok(Self { node, transport: driver })
+    }
+
+    /// Closes the connections, then stops the node's stores.
+    pub async fn shutdown(&self) {
+        self.transport.shutdown();
+        self.node.shutdown().await;
+    }
+}

@@ -1,0 +1,164 @@
+//! Frames on a byte stream: a 4-byte big-endian length, then the frame as
+//! the codec writes it (format version, kind, CBOR). The length is checked
+//! against the limit before any of the frame is read.
+
+use netmachine_domain::Frame;
+use netmachine_engines::ports::{Codec, CodecError};
+use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
+
+use crate::codec::{to_cbor, CborCodec, FORMAT_VERSION};
+
+pub const LENGTH_PREFIX: usize = 4;
+
+#[derive(Debug, Error)]
+pub enum FramingError {
+    #[error("the peer announced a frame of {len} bytes, more than the limit of {max}")]
+    TooLarge { len: usize, max: usize },
+    #[error("the stream ended in the middle of a frame")]
+    Truncated,
+    #[error("garbage frame: {0}")]
+    Codec(#[from] CodecError),
+    #[error("stream error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Appends one length-prefixed frame to `out`, encoding straight into it.
+pub fn encode_frame_into(codec: &CborCodec, frame: &Frame, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    let start = out.len();
+    out.extend_from_slice(&[0; LENGTH_PREFIX]);
+    out.push(FORMAT_VERSION);
+    out.push(frame.kind() as u8);
+    if let Err(err) = to_cbor(frame, out) {
+        out.truncate(start);
+        return Err(err);
+    }
+    let len = out.len() - start - LENGTH_PREFIX;
+    if len > codec.max_frame() {
+        out.truncate(start);
+        return Err(CodecError::TooLarge { len, max: codec.max_frame() });
+    }
+    let prefix = u32::try_from(len).map_err(|_| CodecError::TooLarge { len, max: codec.max_frame() })?;
+    out[start..start + LENGTH_PREFIX].copy_from_slice(&prefix.to_be_bytes());
+    Ok(())
+}
+
+/// Reads frames from a stream, at most `codec.max_frame()` bytes each.
+#[derive(Debug)]
+pub struct FrameReader<R> {
+    inner: BufReader<R>,
+    codec: CborCodec,
+    body: Vec<u8>,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    pub fn new(inner: R, codec: CborCodec) -> Self {
+        Self { inner: BufReader::with_capacity(64 * 1024, inner), codec, body: Vec::new() }
+    }
+
+    /// The next frame, or `None` when the stream ends cleanly between
+    /// frames.
+    pub async fn next_frame(&mut self) -> Result<Option<Frame>, FramingError> {
+        let mut prefix = [0u8; LENGTH_PREFIX];
+        match self.inner.read_exact(&mut prefix[..1]).await {
+            Ok(_) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(err) => return Err(err.into()),
+        }
+        self.read_exact(&mut prefix[1..]).await?;
+        let len = u32::from_be_bytes(prefix) as usize;
+        if len > self.codec.max_frame() {
+            return Err(FramingError::TooLarge { len, max: self.codec.max_frame() });
+        }
+        let mut body = std::mem::take(&mut self.body);
+        body.resize(len, 0);
+        let read = self.read_exact(&mut body).await;
+        let decoded = read.and_then(|()| self.codec.decode(&body).map_err(FramingError::from));
+        // Keep a modest buffer for the next frame; give back a huge one.
+        if body.capacity() <= 256 * 1024 {
+            self.body = body;
+        }
+        decoded.map(Some)
+    }
+
+    /// Whether the next frame would need a read from the stream: a good
+    /// moment to acknowledge what has been taken so far.
+    pub fn is_drained(&self) -> bool {
+        self.inner.buffer().is_empty()
+    }
+
+    async fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), FramingError> {
+        match self.inner.read_exact(buf).await {
+            Ok(_) => Ok(()),
+            Err(err) if err.kind() == std::io::ErrorKind::UnexpectedEof => Err(FramingError::Truncated),
+            Err(err) => Err(err.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use netmachine_domain::strategies;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn frames_round_trip_through_a_stream(frames in proptest::collection::vec(strategies::frame(), 0..8)) {
+            let codec = CborCodec::default();
+            let mut bytes = Vec::new();
+            for frame in &frames {
+                encode_frame_into(&codec, frame, &mut bytes).expect("encodes");
+            }
+            let decoded = runtime().block_on(async {
+                let mut reader = FrameReader::new(&bytes[..], codec);
+                let mut out = Vec::new();
+                while let Some(frame) = reader.next_frame().await.expect("valid stream") {
+                    out.push(frame);
+                }
+                out
+            });
+            prop_assert_eq!(decoded, frames);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
+            runtime().block_on(async {
+                let mut reader = FrameReader::new(&bytes[..], CborCodec::default());
+                for _ in 0..64 {
+                    match reader.next_frame().await {
+                        Ok(Some(_)) => {}
+                        _ => break,
+                    }
+                }
+            });
+        }
+    }
+
+    #[test]
+    fn an_oversize_length_is_refused_before_reading_the_body() {
+        let codec = CborCodec::with_max_frame(1000);
+        let bytes = 5000u32.to_be_bytes();
+        let err = runtime().block_on(FrameReader::new(&bytes[..], codec).next_frame()).expect_err("too large");
+        assert!(matches!(err, FramingError::TooLarge { len: 5000, max: 1000 }));
+    }
+
+    #[test]
+    fn a_cut_frame_is_truncated_and_garbage_is_a_codec_error() {
+        let mut bytes = 10u32.to_be_bytes().to_vec();
+        bytes.extend_from_slice(&[1, 2, 3]);
+        let err = runtime().block_on(FrameReader::new(&bytes[..], CborCodec::default()).next_frame()).expect_err("cut");
+        assert!(matches!(err, FramingError::Truncated));
+        let mut garbage = 4u32.to_be_bytes().to_vec();
+        garbage.extend_from_slice(&[1, 1, 0xff, 0xff]);
+        let err =
+            runtime().block_on(FrameReader::new(&garbage[..], CborCodec::default()).next_frame()).expect_err("garbage");
+        assert!(matches!(err, FramingError::Codec(_)));
+    }
+}

@@ -1,0 +1,20 @@
+//! Transports between nodes: QUIC (s2n-quic), TLS 1.3 over TCP, and an
+//! in-memory transport for tests, all carrying the same frames over one
+//! mutually authenticated byte stream per connection, and the driver that
+//! hosts the Transport engine over them.
+
+mod dedup;
+pub mod driver;
+pub mod framing;
+pub mod identity_tls;
+pub mod memory;
+pub mod quic;
+pub mod stream;
+pub mod tcp;
+
+pub use driver::{ConnectionSummary, TransportCounters, TransportDriver};
+pub use identity_tls::TlsConfigs;
+pub use memory::{MemoryConnector, MemoryNetwork};
+pub use quic::QuicConnector;
+pub use stream::{Connector, DialError, SecuredStream};
+pub use tcp::TlsTcpConnector;

@@ -1,0 +1,231 @@
+//! QUIC with s2n-quic and rustls: a server endpoint on the advertised
+//! address accepts, a client endpoint on an ephemeral port dials. Inbound
+//! connections are known by the identity in the dialler's certificate,
+//! never by their source port.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use netmachine_domain::{NodeIdentity, TransportProtocol};
+use s2n_quic::client::Connect;
+use s2n_quic::provider::event::events::{self, ConnectionInfo, ConnectionMeta, Subscriber};
+use s2n_quic::provider::limits::Limits;
+use s2n_quic::{Client, Server};
+use tokio::sync::{mpsc, oneshot};
+
+use super::identity_tls::{identity_of_certificate, server_name_of, TlsConfigs};
+use super::stream::{BoxFuture, Connector, DialError, SecuredStream};
+
+/// How long a connection may be silent before it is considered dead. Keep
+/// alives are sent at half of it, so only a vanished peer hits it.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an accepted connection has to open its stream.
+const ACCEPT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Captures the peer's certificate when the handshake completes, because
+/// the rustls provider does not expose it on the connection.
+#[derive(Debug, Default)]
+pub struct PeerCertificate {
+    leaf: Option<Vec<u8>>,
+    waiter: Option<oneshot::Sender<Vec<u8>>>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PeerCertificateSubscriber;
+
+impl Subscriber for PeerCertificateSubscriber {
+    type ConnectionContext = PeerCertificate;
+
+    fn create_connection_context(&mut self, _meta: &ConnectionMeta, _info: &ConnectionInfo) -> PeerCertificate {
+        PeerCertificate::default()
+    }
+
+    fn on_tls_exporter_ready(
+        &mut self,
+        context: &mut PeerCertificate,
+        _meta: &ConnectionMeta,
+        event: &events::TlsExporterReady,
+    ) {
+        let Some(leaf) = event.session.peer_cert_chain_der().ok().and_then(|chain| chain.into_iter().next()) else {
+            return;
+        };
+        match context.waiter.take() {
+            Some(waiter) => {
+                let _ = waiter.send(leaf);
+            }
+            None => context.leaf = Some(leaf),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QuicSetupError {
+    #[error("cannot start QUIC on {address}: {reason}")]
+    Start { address: SocketAddr, reason: String },
+}
+
+/// A node's QUIC transport.
+pub struct QuicConnector {
+    local: SocketAddr,
+    client_v4: Option<Client>,
+    client_v6: Option<Client>,
+    tls: TlsConfigs,
+}
+
+impl std::fmt::Debug for QuicConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuicConnector").field("local", &self.local).finish_non_exhaustive()
+    }
+}
+
+fn limits() -> Result<Limits, String> {
+    Limits::new().with_max_idle_timeout(IDLE_TIMEOUT).map_err(|e| e.to_string())
+}
+
+fn io(address: SocketAddr, max_mtu: u16) -> Result<s2n_quic::provider::io::tokio::Provider, String> {
+    s2n_quic::provider::io::tokio::Builder::default()
+        .with_receive_address(address)
+        .and_then(|b| b.with_max_mtu(max_mtu))
+        .and_then(|b| b.build())
+        .map_err(|e| e.to_string())
+}
+
+fn client(bind: SocketAddr, tls: &TlsConfigs, max_mtu: u16) -> Result<Client, String> {
+    Client::builder()
+        .with_tls(s2n_quic::provider::tls::rustls::Client::from(Arc::clone(&tls.client)))
+        .map_err(|e| e.to_string())?
+        .with_io(io(bind, max_mtu)?)
+        .map_err(|e| e.to_string())?
+        .with_limits(limits()?)
+        .map_err(|e| e.to_string())?
+        .with_event(PeerCertificateSubscriber)
+        .map_err(|e| e.to_string())?
+        .start()
+        .map_err(|e| e.to_string())
+}
+
+impl QuicConnector {
+    /// Listens on `listen` and hands every authenticated inbound stream to
+    /// `accepted`.
+    pub fn bind(
+        listen: SocketAddr,
+        tls: TlsConfigs,
+        max_mtu: u16,
+        accepted: mpsc::Sender<SecuredStream>,
+    ) -> Result<Self, QuicSetupError> {
+        let fail = |reason: String| QuicSetupError::Start { address: listen, reason };
+        let server = Server::builder()
+            .with_tls(s2n_quic::provider::tls::rustls::Server::from((*tls.server).clone()))
+            .map_err(|e| fail(e.to_string()))?
+            .with_io(io(listen, max_mtu).map_err(fail)?)
+            .map_err(|e| fail(e.to_string()))?
+            .with_limits(limits().map_err(fail)?)
+            .map_err(|e| fail(e.to_string()))?
+            .with_event(PeerCertificateSubscriber)
+            .map_err(|e| fail(e.to_string()))?
+            .start()
+            .map_err(|e| fail(e.to_string()))?;
+        let local = server.local_addr().map_err(|e| fail(e.to_string()))?;
+        let client_v4 = client(SocketAddr::from(([0, 0, 0, 0], 0)), &tls, max_mtu).ok();
+        let client_v6 = client(SocketAddr::from(([0u16; 8], 0)), &tls, max_mtu).ok();
+        if client_v4.is_none() && client_v6.is_none() {
+            return Err(fail("cannot open a UDP socket to dial from".into()));
+        }
+        tokio::spawn(accept_loop(server, accepted));
+        Ok(Self { local, client_v4, client_v6, tls })
+    }
+}
+
+async fn accept_loop(mut server: Server, accepted: mpsc::Sender<SecuredStream>) {
+    while let Some(connection) = server.accept().await {
+        let accepted = accepted.clone();
+        tokio::spawn(async move {
+            match tokio::time::timeout(ACCEPT_TIMEOUT, secure_inbound(connection)).await {
+                Ok(Ok(stream)) => {
+                    let _ = accepted.send(stream).await;
+                }
+                Ok(Err(reason)) => tracing::info!(%reason, "inbound QUIC connection refused"),
+                Err(_) => tracing::info!("inbound QUIC connection did not open a stream in time"),
+            }
+        });
+    }
+}
+
+async fn secure_inbound(mut connection: s2n_quic::Connection) -> Result<SecuredStream, String> {
+    let remote = connection.remote_addr().ok();
+    let ready = connection
+        .query_event_context_mut(|ctx: &mut PeerCertificate| match ctx.leaf.take() {
+            Some(leaf) => Ok(leaf),
+            None => {
+                let (tx, rx) = oneshot::channel();
+                ctx.waiter = Some(tx);
+                Err(rx)
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    let leaf = match ready {
+        Ok(leaf) => leaf,
+        Err(rx) => rx.await.map_err(|_| "the handshake ended without a certificate".to_string())?,
+    };
+    let peer = identity_of_certificate(&leaf.into()).ok_or("the dialler's certificate is not a node key")?;
+    connection.keep_alive(true).map_err(|e| e.to_string())?;
+    let stream = connection
+        .accept_bidirectional_stream()
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("the connection closed before opening a stream")?;
+    let (reader, writer) = stream.split();
+    Ok(SecuredStream {
+        peer,
+        remote,
+        protocol: TransportProtocol::Quic,
+        reader: Box::new(reader),
+        writer: Box::new(writer),
+        keepalive: Some(Box::new(connection)),
+    })
+}
+
+impl Connector for QuicConnector {
+    fn protocol(&self) -> TransportProtocol {
+        TransportProtocol::Quic
+    }
+
+    fn local_address(&self) -> Option<SocketAddr> {
+        Some(self.local)
+    }
+
+    fn dial(
+        &self,
+        address: SocketAddr,
+        expected: NodeIdentity,
+    ) -> BoxFuture<'static, Result<SecuredStream, DialError>> {
+        let client = if address.is_ipv4() { self.client_v4.clone() } else { self.client_v6.clone() };
+        let mismatches = Arc::clone(&self.tls.mismatches);
+        Box::pin(async move {
+            let client = client.ok_or_else(|| DialError::Unreachable(format!("no UDP socket for {address}")))?;
+            let connect = Connect::new(address).with_server_name(server_name_of(&expected).as_str());
+            let mut connection = match client.connect(connect).await {
+                Ok(connection) => connection,
+                Err(err) => {
+                    return Err(match mismatches.take(&expected) {
+                        Some(presented) => DialError::WrongIdentity { presented },
+                        None => DialError::Unreachable(err.to_string()),
+                    })
+                }
+            };
+            connection.keep_alive(true).map_err(|e| DialError::Unreachable(e.to_string()))?;
+            let stream =
+                connection.open_bidirectional_stream().await.map_err(|e| DialError::Unreachable(e.to_string()))?;
+            let (reader, writer) = stream.split();
+            Ok(SecuredStream {
+                peer: expected,
+                remote: Some(address),
+                protocol: TransportProtocol::Quic,
+                reader: Box::new(reader),
+                writer: Box::new(writer),
+                keepalive: Some(Box::new(connection)),
+            })
+        })
+    }
+}

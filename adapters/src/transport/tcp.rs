@@ -1,0 +1,135 @@
+//! TLS 1.3 over TCP (tokio + rustls): the same identity binding and the
+//! same frames as QUIC, for networks that block UDP.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use netmachine_domain::{NodeIdentity, TransportProtocol};
+use rustls::pki_types::ServerName;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+use super::identity_tls::{identity_of_certificate, server_name_of, TlsConfigs};
+use super::stream::{BoxFuture, Connector, DialError, SecuredStream};
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// TLS handshakes in progress at once; a flood of connection attempts
+/// waits here instead of exhausting memory and CPU.
+const MAX_PENDING_HANDSHAKES: usize = 64;
+
+#[derive(Debug)]
+pub struct TlsTcpConnector {
+    local: SocketAddr,
+    tls: TlsConfigs,
+}
+
+impl TlsTcpConnector {
+    pub async fn bind(
+        listen: SocketAddr,
+        tls: TlsConfigs,
+        accepted: mpsc::Sender<SecuredStream>,
+    ) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(listen).await?;
+        let local = listener.local_addr()?;
+        let acceptor = TlsAcceptor::from(Arc::clone(&tls.server));
+        tokio::spawn(accept_loop(listener, acceptor, accepted));
+        Ok(Self { local, tls })
+    }
+}
+
+async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, accepted: mpsc::Sender<SecuredStream>) {
+    let pending = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
+    loop {
+        let (socket, remote) = match listener.accept().await {
+            Ok(pair) => pair,
+            Err(err) => {
+                tracing::warn!(%err, "TCP accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&pending).acquire_owned().await else { return };
+        let acceptor = acceptor.clone();
+        let accepted = accepted.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let _ = socket.set_nodelay(true);
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(err)) => {
+                    tracing::info!(%remote, %err, "inbound TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::info!(%remote, "inbound TLS handshake timed out");
+                    return;
+                }
+            };
+            let peer = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(identity_of_certificate);
+            let Some(peer) = peer else {
+                tracing::info!(%remote, "inbound TLS peer presented no node key");
+                return;
+            };
+            let (reader, writer) = tokio::io::split(tls);
+            let stream = SecuredStream {
+                peer,
+                remote: Some(remote),
+                protocol: TransportProtocol::TlsTcp,
+                reader: Box::new(reader),
+                writer: Box::new(writer),
+                keepalive: None,
+            };
+            let _ = accepted.send(stream).await;
+        });
+    }
+}
+
+impl Connector for TlsTcpConnector {
+    fn protocol(&self) -> TransportProtocol {
+        TransportProtocol::TlsTcp
+    }
+
+    fn local_address(&self) -> Option<SocketAddr> {
+        Some(self.local)
+    }
+
+    fn dial(
+        &self,
+        address: SocketAddr,
+        expected: NodeIdentity,
+    ) -> BoxFuture<'static, Result<SecuredStream, DialError>> {
+        let connector = TlsConnector::from(Arc::clone(&self.tls.client));
+        let mismatches = Arc::clone(&self.tls.mismatches);
+        Box::pin(async move {
+            let unreachable = |e: String| DialError::Unreachable(e);
+            let socket = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address))
+                .await
+                .map_err(|_| unreachable(format!("TCP connect to {address} timed out")))?
+                .map_err(|e| unreachable(format!("TCP connect to {address}: {e}")))?;
+            let _ = socket.set_nodelay(true);
+            let name = ServerName::try_from(server_name_of(&expected)).map_err(|e| unreachable(e.to_string()))?;
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, connector.connect(name, socket)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(err)) => {
+                    return Err(match mismatches.take(&expected) {
+                        Some(presented) => DialError::WrongIdentity { presented },
+                        None => unreachable(format!("TLS handshake with {address}: {err}")),
+                    })
+                }
+                Err(_) => return Err(unreachable(format!("TLS handshake with {address} timed out"))),
+            };
+            let (reader, writer) = tokio::io::split(tls);
+            Ok(SecuredStream {
+                peer: expected,
+                remote: Some(address),
+                protocol: TransportProtocol::TlsTcp,
+                reader: Box::new(reader),
+                writer: Box::new(writer),
+                keepalive: None,
+            })
+        })
+    }
+}
