@@ -127,6 +127,22 @@ impl NetworkedNode {
         }
         let node = builder.start().await?;
         driver.attach(&node, accepted_rx);
+        // A peer that (re)connects gets this node's subscriptions again: it
+        // may have restarted and forgotten them.
+        let mut events = driver.events();
+        let weak = node.downgrade();
+        tokio::spawn(async move {
+            loop {
+                match events.recv().await {
+                    Ok(netmachine_engines::transport::TransportEvent::NodeConnected { peer, .. }) => {
+                        let Some(node) = weak.upgrade() else { return };
+                        node.resubscribe_with(peer);
+                    }
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
         Ok(Self { node, transport: driver })
     }
 

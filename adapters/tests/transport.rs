@@ -171,3 +171,79 @@ async fn wrong_identity_is_refused_over_quic() {
 async fn wrong_identity_is_refused_over_tls_tcp() {
     wrong_identity_is_refused(Kind::TlsTcp).await;
 }
+
+/// Polls `check` every 20 ms for at most 30 s.
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..1500 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{what} did not happen within 30 s");
+}
+
+async fn remote_pub_sub(kind: Kind) {
+    let mut net = Net::new(kind);
+    let a = net.node().await;
+    let b = net.node().await;
+    let c = net.node().await;
+    introduce(&[&a, &b, &c]).await;
+    // Connections carry the topic advert to the subscribers' nodes.
+    let mut hello = a.node.register_engine("hello").expect("engine");
+    for peer in [&b, &c] {
+        hello.send(DestinationIdentity::Node(peer.node.identity()), proto(), &b"hi"[..]).await.expect("sent");
+    }
+    let mut publisher = a.node.register_engine("publisher").expect("engine");
+    let topic = publisher.create_topic(&["news"]).await.expect("topic");
+    let mut readers = Vec::new();
+    for node in [&b, &c] {
+        let reader = node.node.register_engine("reader").expect("engine");
+        let n = node.node.clone();
+        eventually("the topic advert reaching a subscriber node", || {
+            n.topic_summaries().iter().any(|(t, _, _)| *t == topic)
+        })
+        .await;
+        reader.subscribe(&topic).expect("subscribed");
+        readers.push(reader);
+    }
+    let publisher_node = a.node.clone();
+    eventually("both remote subscriptions reaching the publisher", || {
+        publisher_node.topic_summaries().iter().any(|(t, _, remote)| *t == topic && *remote == 2)
+    })
+    .await;
+    for i in 0..20u8 {
+        publisher.publish(topic, proto(), vec![i]).await.expect("published");
+    }
+    for reader in &mut readers {
+        for i in 0..20u8 {
+            let event = next_message(reader).await;
+            assert_eq!(&event.body.as_bytes()[..], &[i], "every event, in order, once");
+            assert!(event.sig.is_some(), "events travel signed");
+        }
+    }
+    // The last local subscriber leaving stops the events for that node.
+    assert!(readers[0].unsubscribe(&topic).expect("unsubscribed"));
+    eventually("the unsubscription reaching the publisher", || {
+        publisher_node.topic_summaries().iter().any(|(t, _, remote)| *t == topic && *remote == 1)
+    })
+    .await;
+    for node in [&a, &b, &c] {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_pub_sub_in_memory() {
+    remote_pub_sub(Kind::Memory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_pub_sub_over_quic() {
+    remote_pub_sub(Kind::Quic).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_pub_sub_over_tls_tcp() {
+    remote_pub_sub(Kind::TlsTcp).await;
+}

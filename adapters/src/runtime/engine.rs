@@ -11,6 +11,7 @@ use netmachine_domain::{
 };
 use netmachine_engines::identity_store::IdentityUpdated;
 use netmachine_engines::ports::{OutboundError, Signer};
+use netmachine_engines::router::SubscriptionOp;
 use netmachine_engines::RouteError;
 use tokio::sync::mpsc;
 
@@ -199,14 +200,38 @@ impl EngineHandle {
     }
 
     /// Subscribes to a topic whose advert this node knows.
+    /// The first local subscriber of a topic published elsewhere makes
+    /// this node ask the publisher nodes for its events.
     pub fn subscribe(&self, topic: &TopicIdentity) -> Result<(), NodeError> {
-        self.node.inner.router.write().subscribe(&self.identity.name, topic)?;
+        let requests = {
+            let mut router = self.node.inner.router.write();
+            let before = router.local_subscriber_count(topic);
+            router.subscribe(&self.identity.name, topic)?;
+            if before == 0 && router.local_subscriber_count(topic) == 1 {
+                router.subscription_requests(topic, SubscriptionOp::Subscribe, self.node.now())
+            } else {
+                Vec::new()
+            }
+        };
+        self.node.send_control(requests);
         Ok(())
     }
 
-    /// Returns whether this engine was subscribed.
+    /// Returns whether this engine was subscribed. The last local
+    /// subscriber leaving tells the publisher nodes to stop.
     pub fn unsubscribe(&self, topic: &TopicIdentity) -> Result<bool, NodeError> {
-        Ok(self.node.inner.router.write().unsubscribe(&self.identity.name, topic)?)
+        let (was, requests) = {
+            let mut router = self.node.inner.router.write();
+            let was = router.unsubscribe(&self.identity.name, topic)?;
+            let requests = if was && router.local_subscriber_count(topic) == 0 {
+                router.subscription_requests(topic, SubscriptionOp::Unsubscribe, self.node.now())
+            } else {
+                Vec::new()
+            };
+            (was, requests)
+        };
+        self.node.send_control(requests);
+        Ok(was)
     }
 
     /// Asks for an `IdentityUpdated` notice after every accepted change to

@@ -187,6 +187,11 @@ impl NodeBuilder {
                 }
                 driver.set_permanent(node.id, node.permanence == Permanence::Permanent && !node.trust.is_banned());
             }
+            // Topic adverts spread to every connected peer; a peer that
+            // already holds this version refuses it, so the spread ends.
+            if let IdentityRecord::Topic(advert) = record {
+                driver.broadcast_frame(&netmachine_domain::Frame::TopicAdvert(advert.clone()));
+            }
         }));
         self
     }
@@ -507,7 +512,8 @@ impl Node {
                 to.send(Inbound::Message(message)).await.map_err(|_| SendError::MailboxClosed { dst })?;
                 self.inner.counters.local_delivered.fetch_add(1, Ordering::Relaxed);
             }
-            Routed::Topic { to, message } => {
+            Routed::Topic { to, message, remote } => {
+                self.inner.counters.sent_remote.fetch_add(remote as u64, Ordering::Relaxed);
                 // Each subscriber is awaited in turn: a slow subscriber slows
                 // the publisher (backpressure) rather than losing events.
                 for mailbox in to {
@@ -516,11 +522,56 @@ impl Node {
                     }
                 }
             }
+            Routed::Subscription { peer, topic, op } => {
+                let applied = self.inner.router.write().apply_remote_subscription(peer, topic, op);
+                match applied {
+                    Ok(()) => tracing::info!(%peer, %topic, ?op, "remote subscription"),
+                    Err(err) => tracing::info!(%peer, %topic, %err, "remote subscription refused"),
+                }
+            }
             Routed::Sent { .. } => {
                 self.inner.counters.sent_remote.fetch_add(1, Ordering::Relaxed);
             }
         }
         Ok(())
+    }
+
+    /// Sends the node's own control messages (subscription requests). They
+    /// go to the transport, which queues them until the peer is reachable.
+    pub(crate) fn send_control(&self, messages: Vec<netmachine_domain::EngineMessage>) {
+        let ports = RouterPorts { signer: &self.inner.keys, outbound: self.inner.outbound.as_ref() };
+        let now = self.now();
+        let router = self.inner.router.read();
+        for message in messages {
+            let dst = message.dst.clone();
+            if let Err(err) = router.route_local(message, now, ports) {
+                tracing::warn!(%dst, %err, "subscription request not sent");
+            }
+        }
+    }
+
+    /// Renews this node's subscriptions with a peer that just connected (it
+    /// may have restarted and forgotten them).
+    pub fn resubscribe_with(&self, peer: NodeIdentity) {
+        let requests = self.inner.router.read().resubscriptions_for(&peer, self.now());
+        self.send_control(requests);
+    }
+
+    /// The adverts of the topics this node's engines created.
+    pub fn local_topic_adverts(&self) -> Vec<TopicAdvert> {
+        let router = self.inner.router.read();
+        let keys = self.inner.topic_keys.lock();
+        keys.keys().filter_map(|topic| router.topic_advert(topic).cloned()).collect()
+    }
+
+    /// Counts an event received from a remote publisher for the control API.
+    pub fn topic_summaries(&self) -> Vec<(TopicIdentity, usize, usize)> {
+        let router = self.inner.router.read();
+        router
+            .topic_summaries()
+            .into_iter()
+            .map(|(topic, local)| (topic, local, router.remote_subscribers(&topic).len()))
+            .collect()
     }
 
     pub fn stats(&self) -> NodeStats {

@@ -40,6 +40,8 @@ const DIAL_TIMEOUT: Duration = Duration::from_secs(15);
 const TICK: Duration = Duration::from_millis(100);
 /// Acknowledge at least every this many messages.
 const ACK_EVERY: u64 = 64;
+/// Control frames (adverts) waiting for a connection's writer.
+const CONTROL_QUEUE: usize = 256;
 /// Bytes of frames gathered into one write.
 const WRITE_BATCH_BYTES: usize = 256 * 1024;
 
@@ -51,6 +53,9 @@ enum Outgoing {
 
 struct ConnHandle {
     tx: mpsc::Sender<Outgoing>,
+    /// Adverts and other frames outside the message window, so they can
+    /// never crowd out messages.
+    control: mpsc::Sender<Frame>,
     close: Option<oneshot::Sender<CloseReason>>,
     /// Messages the engine sent to this connection that its channel could
     /// not take; they go back with the rest when it closes.
@@ -217,6 +222,15 @@ impl TransportDriver {
     pub fn set_permanent(&self, peer: NodeIdentity, permanent: bool) {
         let now = self.shared.clock.now();
         with_engine(&self.shared, |engine| engine.set_permanent(peer, permanent, now));
+    }
+
+    /// Sends a frame (an advert) to every connected peer, best effort: a
+    /// peer whose control queue is full misses it.
+    pub fn broadcast_frame(&self, frame: &Frame) {
+        let state = self.shared.state.lock();
+        for handle in state.conns.values() {
+            let _ = handle.control.try_send(frame.clone());
+        }
     }
 
     /// Closes every connection; queued messages are given up.
@@ -485,20 +499,27 @@ async fn run_established(
     establish: impl FnOnce(&mut Transport, Timestamp),
 ) {
     let (tx, rx) = mpsc::channel(shared.window + 64);
+    let (control, control_rx) = mpsc::channel(CONTROL_QUEUE);
     let (close_tx, close_rx) = oneshot::channel();
     if let Some(advert) = own_advert {
-        let _ = tx.try_send(Outgoing::Frame(Frame::NodeAdvert(advert)));
+        let _ = control.try_send(Frame::NodeAdvert(advert));
+    }
+    for advert in node.local_topic_adverts() {
+        let _ = control.try_send(Frame::TopicAdvert(advert));
     }
     let recent = {
         let mut state = shared.state.lock();
-        state.conns.insert(conn, ConnHandle { tx, close: Some(close_tx), orphans: Vec::new(), peer, protocol, remote });
+        state.conns.insert(
+            conn,
+            ConnHandle { tx, control, close: Some(close_tx), orphans: Vec::new(), peer, protocol, remote },
+        );
         state.recent.remove(&peer).unwrap_or_else(|| RecentIds::new(shared.window * 2))
     };
     let now = shared.clock.now();
     with_engine(&shared, |engine| establish(engine, now));
 
     let io = ConnectionIo { shared: Arc::clone(&shared), node, conn, peer, unacked: Mutex::new(Unacked::default()) };
-    let (reason, recent, rx) = io.run(reader, writer, rx, close_rx, recent).await;
+    let (reason, recent, rx) = io.run(reader, writer, rx, control_rx, close_rx, recent).await;
     drop(keepalive);
 
     let mut returned: Vec<NodeMessage> = io.unacked.into_inner().messages.into();
@@ -546,6 +567,7 @@ impl ConnectionIo {
         reader: FrameReader<super::stream::BoxReader>,
         writer: BoxWriter,
         rx: mpsc::Receiver<Outgoing>,
+        mut control_rx: mpsc::Receiver<Frame>,
         close_rx: oneshot::Receiver<CloseReason>,
         recent: RecentIds,
     ) -> (CloseReason, RecentIds, mpsc::Receiver<Outgoing>) {
@@ -555,7 +577,7 @@ impl ConnectionIo {
         let mut rx = rx;
         let reason = tokio::select! {
             reason = self.read_loop(reader, &received, &ack_wanted, &recent) => reason,
-            reason = self.write_loop(writer, &mut rx, &received, &ack_wanted) => reason,
+            reason = self.write_loop(writer, &mut rx, &mut control_rx, &received, &ack_wanted) => reason,
             reason = close_rx => reason.unwrap_or(CloseReason::Shutdown),
         };
         (reason, recent.into_inner(), rx)
@@ -565,6 +587,7 @@ impl ConnectionIo {
         &self,
         mut writer: BoxWriter,
         rx: &mut mpsc::Receiver<Outgoing>,
+        control_rx: &mut mpsc::Receiver<Frame>,
         received: &AtomicU64,
         ack_wanted: &Notify,
     ) -> CloseReason {
@@ -576,6 +599,7 @@ impl ConnectionIo {
                     Some(item) => Some(item),
                     None => return CloseReason::Shutdown,
                 },
+                Some(frame) = control_rx.recv() => Some(Outgoing::Frame(frame)),
                 () = ack_wanted.notified() => None,
             };
             buf.clear();
@@ -591,9 +615,12 @@ impl ConnectionIo {
                 if buf.len() >= WRITE_BATCH_BYTES {
                     break;
                 }
-                match rx.try_recv() {
-                    Ok(item) => next = Some(item),
-                    Err(_) => break,
+                match control_rx.try_recv() {
+                    Ok(frame) => next = Some(Outgoing::Frame(frame)),
+                    Err(_) => match rx.try_recv() {
+                        Ok(item) => next = Some(item),
+                        Err(_) => break,
+                    },
                 }
             }
             // Acknowledge what the reader has taken, riding on this write.

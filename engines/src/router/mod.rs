@@ -7,16 +7,19 @@
 //! change to the table goes through `&mut self`.
 
 mod error;
+mod subscriptions;
 mod topics;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use netmachine_domain::{
-    DestinationIdentity, DomainIdentity, EngineMessage, EngineName, NodeIdentity, NodeMessage, NodePayload,
-    RoutingScope, Signed, Timestamp, TopicAdvert, TopicIdentity,
+    Body, DestinationIdentity, DomainIdentity, EngineIdentity, EngineMessage, EngineName, MessageId, NodeIdentity,
+    NodeMessage, NodePayload, ProtocolId, RoutingScope, Signed, Timestamp, TopicAdvert, TopicIdentity,
 };
 
 pub use error::{InboundRejection, RegistryError, RouteError, TopicError};
+pub use subscriptions::{SubscriptionOp, SUBSCRIPTION_PROTOCOL, SUBSCRIPTION_VERSION};
 
 use crate::ports::{verify_if_signed, verify_signed, OutboundTransport, Signer, Verifier};
 use topics::TopicTable;
@@ -27,10 +30,12 @@ pub const NODE_ENGINE_NAME: &str = "router";
 /// Tunables of a Router. Every table it keeps is bounded.
 #[derive(Debug, Clone)]
 pub struct RouterConfig {
-    /// Sign every engine message that leaves this node. When false, a
-    /// message is signed only if its sender signed it (non-repudiation); the
-    /// mutually authenticated channel vouches for the rest.
+    /// Sign every engine message that leaves this node. When false (the
+    /// default), a direct message is signed only if its sender asked for it
+    /// (non-repudiation): the mutually authenticated channel vouches for
+    /// the rest. Pub/sub events are always signed.
     pub sign_remote: bool,
+    pub max_remote_subscribers_per_topic: usize,
     pub max_engines: usize,
     pub max_topics: usize,
     pub max_subscribers_per_topic: usize,
@@ -38,7 +43,13 @@ pub struct RouterConfig {
 
 impl Default for RouterConfig {
     fn default() -> Self {
-        Self { sign_remote: true, max_engines: 4096, max_topics: 65_536, max_subscribers_per_topic: 4096 }
+        Self {
+            sign_remote: false,
+            max_engines: 4096,
+            max_topics: 65_536,
+            max_subscribers_per_topic: 4096,
+            max_remote_subscribers_per_topic: 4096,
+        }
     }
 }
 
@@ -60,8 +71,13 @@ impl std::fmt::Debug for RouterPorts<'_> {
 pub enum Routed<A> {
     /// To one local engine's address.
     Local { to: A, message: EngineMessage },
-    /// To every local subscriber of a topic, in subscription order.
-    Topic { to: Vec<A>, message: EngineMessage },
+    /// To every local subscriber of a topic, in subscription order; for a
+    /// topic this node publishes, also handed to the transport for each
+    /// remote subscriber node (`remote` of them took it).
+    Topic { to: Vec<A>, message: EngineMessage, remote: usize },
+    /// A peer asks to receive (or stop receiving) a topic this node
+    /// publishes; apply it with [`Router::apply_remote_subscription`].
+    Subscription { peer: NodeIdentity, topic: TopicIdentity, op: SubscriptionOp },
     /// Handed to the outbound transport for the given node.
     Sent { to: NodeIdentity },
 }
@@ -83,12 +99,23 @@ pub struct Router<A> {
     topics: TopicTable,
     domain_members: HashMap<DomainIdentity, HashSet<NodeIdentity>>,
     banned: HashSet<NodeIdentity>,
+    remote_subscribers: HashMap<TopicIdentity, BTreeSet<NodeIdentity>>,
+    control_ids: AtomicU64,
 }
 
 impl<A: Clone> Router<A> {
     pub fn new(node: NodeIdentity, config: RouterConfig) -> Self {
         let topics = TopicTable::new(config.max_topics, config.max_subscribers_per_topic);
-        Self { node, config, engines: HashMap::new(), topics, domain_members: HashMap::new(), banned: HashSet::new() }
+        Self {
+            node,
+            config,
+            engines: HashMap::new(),
+            topics,
+            domain_members: HashMap::new(),
+            banned: HashSet::new(),
+            remote_subscribers: HashMap::new(),
+            control_ids: AtomicU64::new(0),
+        }
     }
 
     pub fn node(&self) -> NodeIdentity {
@@ -212,7 +239,8 @@ impl<A: Clone> Router<A> {
         now: Timestamp,
         ports: RouterPorts<'_>,
     ) -> Result<Routed<A>, RouteError> {
-        if message.src.node != self.node || !self.engines.contains_key(&message.src.name) {
+        let own_router = message.src.name.as_str() == NODE_ENGINE_NAME;
+        if message.src.node != self.node || !(own_router || self.engines.contains_key(&message.src.name)) {
             return Err(RouteError::UnknownSource { src: message.src.to_string() });
         }
         if let Err(rule) = message.check_not_expired(now) {
@@ -221,7 +249,7 @@ impl<A: Clone> Router<A> {
         let remote = match self.target_of(&message.dst) {
             Target::LocalEngine(name) => return self.to_local_engine(&name, message),
             Target::NodeEngine => return self.to_node_engine(message),
-            Target::Topic(topic) => return self.to_local_subscribers(topic, self.node, message),
+            Target::Topic(topic) => return self.publish(topic, message, ports),
             Target::Remote(node) => node,
             Target::Unsupported(what) => return Err(RouteError::Unsupported { dst: message.dst, what }),
         };
@@ -280,9 +308,20 @@ impl<A: Clone> Router<A> {
                 RouteError::NoRoute { dst } => no_route(&dst),
                 _ => no_route(&DestinationIdentity::Node(self.node)),
             }),
+            Target::NodeEngine if engine_message.protocol.name.as_str() == SUBSCRIPTION_PROTOCOL => {
+                match subscriptions::decode_request(engine_message.body.as_bytes()) {
+                    Some((op, topic)) => Ok(Routed::Subscription { peer, topic, op }),
+                    None => Err(InboundRejection::Unsupported { peer, what: "a malformed subscription request" }),
+                }
+            }
             Target::NodeEngine => {
                 let dst = engine_message.dst.clone();
                 self.to_node_engine(engine_message).map_err(|_| no_route(&dst))
+            }
+            // Events travel signed by their publisher, so that they can be
+            // checked by whoever they are forwarded to.
+            Target::Topic(_) if engine_message.sig.is_none() => {
+                Err(InboundRejection::Unsupported { peer, what: "an unsigned pub/sub event" })
             }
             Target::Topic(topic) => self.to_local_subscribers(topic, peer, engine_message).map_err(|e| match e {
                 RouteError::NotAPublisher { topic } => InboundRejection::NotAPublisher { peer, topic },
@@ -318,20 +357,160 @@ impl<A: Clone> Router<A> {
         self.to_local_engine(&name, message)
     }
 
+    /// The local subscribers' addresses, once the topic is known here and
+    /// `publisher` is named in its advert.
+    fn subscriber_addresses(
+        &self,
+        topic: TopicIdentity,
+        publisher: NodeIdentity,
+        dst: &DestinationIdentity,
+    ) -> Result<Vec<A>, RouteError> {
+        let Some(entry) = self.topics.get(&topic) else {
+            return Err(RouteError::NoRoute { dst: dst.clone() });
+        };
+        if !entry.advert.allows_publisher(&publisher) {
+            return Err(RouteError::NotAPublisher { topic });
+        }
+        Ok(entry.subscribers.iter().filter_map(|name| self.engines.get(name).cloned()).collect())
+    }
+
     fn to_local_subscribers(
         &self,
         topic: TopicIdentity,
         publisher: NodeIdentity,
         message: EngineMessage,
     ) -> Result<Routed<A>, RouteError> {
-        let Some(entry) = self.topics.get(&topic) else {
-            return Err(RouteError::NoRoute { dst: message.dst });
-        };
-        if !entry.advert.allows_publisher(&publisher) {
-            return Err(RouteError::NotAPublisher { topic });
+        let to = self.subscriber_addresses(topic, publisher, &message.dst)?;
+        Ok(Routed::Topic { to, message, remote: 0 })
+    }
+
+    /// A local engine publishes: local subscribers, then each remote
+    /// subscriber node, with one signature made for all of them.
+    fn publish(
+        &self,
+        topic: TopicIdentity,
+        mut message: EngineMessage,
+        ports: RouterPorts<'_>,
+    ) -> Result<Routed<A>, RouteError> {
+        let to = self.subscriber_addresses(topic, self.node, &message.dst)?;
+        let remote_nodes: Vec<NodeIdentity> = self
+            .remote_subscribers
+            .get(&topic)
+            .map(|nodes| {
+                nodes
+                    .iter()
+                    .copied()
+                    .filter(|node| !self.banned.contains(node) && self.scope_allows_remote(&message.scope, node))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !remote_nodes.is_empty() && message.sig.is_none() {
+            message.sig = Some(ports.signer.sign(&message.signing_bytes()));
         }
-        let to = entry.subscribers.iter().filter_map(|name| self.engines.get(name).cloned()).collect();
-        Ok(Routed::Topic { to, message })
+        let mut remote = 0;
+        for node in remote_nodes {
+            let outbound =
+                NodeMessage { src: self.node, dst: node, payload: NodePayload::Engine(message.clone()), sig: None };
+            match ports.outbound.send(node, outbound) {
+                Ok(()) => remote += 1,
+                Err(err) => tracing::warn!(%topic, subscriber = %node, %err, "event not handed to the transport"),
+            }
+        }
+        Ok(Routed::Topic { to, message, remote })
+    }
+
+    // ---- remote subscriptions ---------------------------------------------
+
+    /// Local engines subscribed to `topic`.
+    pub fn local_subscriber_count(&self, topic: &TopicIdentity) -> usize {
+        self.topics.get(topic).map_or(0, |t| t.subscribers.len())
+    }
+
+    /// Remote nodes subscribed to `topic` here.
+    pub fn remote_subscribers(&self, topic: &TopicIdentity) -> Vec<NodeIdentity> {
+        self.remote_subscribers.get(topic).map(|n| n.iter().copied().collect()).unwrap_or_default()
+    }
+
+    /// Records a peer's request for a topic this node publishes.
+    pub fn apply_remote_subscription(
+        &mut self,
+        peer: NodeIdentity,
+        topic: TopicIdentity,
+        op: SubscriptionOp,
+    ) -> Result<(), TopicError> {
+        let entry = self.topics.get(&topic).ok_or(TopicError::Unknown(topic))?;
+        if !entry.advert.allows_publisher(&self.node) {
+            return Err(TopicError::NotCreator { topic, creator: "another node".into() });
+        }
+        match op {
+            SubscriptionOp::Subscribe => {
+                let max = self.config.max_remote_subscribers_per_topic;
+                let nodes = self.remote_subscribers.entry(topic).or_default();
+                if !nodes.contains(&peer) && nodes.len() >= max {
+                    return Err(TopicError::TooManySubscribers { topic, max });
+                }
+                nodes.insert(peer);
+            }
+            SubscriptionOp::Unsubscribe => {
+                if let Some(nodes) = self.remote_subscribers.get_mut(&topic) {
+                    nodes.remove(&peer);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The requests this node sends to a topic's publisher nodes when its
+    /// first local engine subscribes (or its last one leaves).
+    pub fn subscription_requests(
+        &self,
+        topic: &TopicIdentity,
+        op: SubscriptionOp,
+        now: Timestamp,
+    ) -> Vec<EngineMessage> {
+        let Some(entry) = self.topics.get(topic) else { return Vec::new() };
+        entry
+            .advert
+            .publishers
+            .iter()
+            .filter(|publisher| **publisher != self.node)
+            .map(|publisher| self.control_message(*publisher, subscriptions::encode_request(op, topic), now))
+            .collect()
+    }
+
+    /// Subscriptions to renew with `peer` (after it connects, it may have
+    /// restarted and forgotten them).
+    pub fn resubscriptions_for(&self, peer: &NodeIdentity, now: Timestamp) -> Vec<EngineMessage> {
+        self.topics
+            .iter()
+            .filter(|(_, t)| !t.subscribers.is_empty() && t.advert.allows_publisher(peer) && *peer != self.node)
+            .map(|(topic, _)| {
+                self.control_message(*peer, subscriptions::encode_request(SubscriptionOp::Subscribe, topic), now)
+            })
+            .collect()
+    }
+
+    fn control_message(&self, to: NodeIdentity, body: Vec<u8>, now: Timestamp) -> EngineMessage {
+        // Ids rise with the clock so that a restarted node never repeats one
+        // its peers still remember.
+        let n = self.control_ids.fetch_add(1, Ordering::Relaxed);
+        let id = now.as_millis().wrapping_shl(16).wrapping_add(n & 0xffff);
+        EngineMessage {
+            src: EngineIdentity::new(
+                self.node,
+                EngineName::new(NODE_ENGINE_NAME).unwrap_or_else(|_| unreachable!("a valid constant name")),
+            ),
+            dst: DestinationIdentity::Node(to),
+            id: MessageId(id),
+            reply_to: None,
+            expiry: Some(now.saturating_add_millis(60_000)),
+            scope: RoutingScope::Any,
+            prefs: None,
+            protocol: ProtocolId::new(SUBSCRIPTION_PROTOCOL, SUBSCRIPTION_VERSION)
+                .unwrap_or_else(|_| unreachable!("a valid constant protocol")),
+            body: Body::new(body).unwrap_or_else(|_| unreachable!("34 bytes fit")),
+            sig: None,
+        }
     }
 }
 

@@ -104,11 +104,11 @@ fn expired_messages_are_not_routed() {
 }
 
 #[test]
-fn remote_messages_go_out_signed_through_the_transport_port() {
+fn remote_messages_go_out_through_the_transport_port_signed_when_asked() {
     let f = Fixture::new(&["a"]);
     let peer = NodeIdentity::ed25519([9; 32]);
     let dst = DestinationIdentity::Engine(EngineIdentity::new(peer, name("b")));
-    let routed = f.router.route_local(f.message("a", dst, 3), NOW, f.ports()).expect("routed");
+    let routed = f.router.route_local(f.message("a", dst.clone(), 3), NOW, f.ports()).expect("routed");
     assert!(matches!(routed, Routed::Sent { to } if to == peer));
     let sent = f.outbound.take();
     assert_eq!(sent.len(), 1);
@@ -117,7 +117,99 @@ fn remote_messages_go_out_signed_through_the_transport_port() {
     assert_eq!(node_message.src, f.node());
     assert_eq!(node_message.dst, peer);
     let NodePayload::Engine(inner) = &node_message.payload else { panic!("engine payload expected") };
-    crate::ports::verify_signed(&TestVerifier, inner).expect("signed by the node key");
+    assert_eq!(inner.sig, None, "one authenticated hop needs no signature by default");
+
+    // A sender that signed keeps its signature; a router told to sign all does.
+    let mut signed = f.message("a", dst.clone(), 4);
+    signed.sig = Some(f.signer.sign(&signed.signing_bytes()));
+    f.router.route_local(signed.clone(), NOW, f.ports()).expect("routed");
+    let mut always = Fixture::new(&["a"]);
+    always.router = Router::new(always.node(), RouterConfig { sign_remote: true, ..RouterConfig::default() });
+    always.router.register_engine(name("a"), name("a")).expect("fresh");
+    always.router.route_local(always.message("a", dst, 5), NOW, always.ports()).expect("routed");
+    for (_, m) in f.outbound.take().into_iter().chain(always.outbound.take()) {
+        let NodePayload::Engine(inner) = &m.payload else { panic!("engine payload expected") };
+        crate::ports::verify_signed(&TestVerifier, inner).expect("signed by the node key");
+    }
+}
+
+#[test]
+fn remote_subscribers_receive_signed_events_from_the_publisher_node() {
+    // A publishes a topic; B has a local subscriber.
+    let mut a = Fixture::new(&["owner"]);
+    let mut b = Fixture::new(&["reader"]);
+    b.signer = TestSigner::node(2);
+    b.router = Router::new(NodeIdentity::new(b.signer.0), RouterConfig::default());
+    b.router.register_engine(name("reader"), name("reader")).expect("fresh");
+    let advert = a.topic_advert(30, vec![a.node()]);
+    let topic = advert.topic;
+    a.router.create_topic(&name("owner"), advert.clone(), &TestVerifier).expect("created");
+    b.router.learn_topic(advert).expect("known");
+    b.router.subscribe(&name("reader"), &topic).expect("subscribed");
+    assert_eq!(b.router.local_subscriber_count(&topic), 1);
+
+    // B's request travels to A, which records B.
+    let requests = b.router.subscription_requests(&topic, SubscriptionOp::Subscribe, NOW);
+    assert_eq!(requests.len(), 1);
+    b.router.route_local(requests[0].clone(), NOW, b.ports()).expect("sent");
+    let (to, request) = b.outbound.take().pop().expect("request sent");
+    assert_eq!(to, a.node());
+    match a.router.route_inbound(b.node(), request, NOW, &TestVerifier) {
+        Ok(Routed::Subscription { peer, topic: t, op: SubscriptionOp::Subscribe }) => {
+            assert_eq!((peer, t), (b.node(), topic));
+            a.router.apply_remote_subscription(peer, t, SubscriptionOp::Subscribe).expect("applied");
+        }
+        other => panic!("expected a subscription, got {other:?}"),
+    }
+    assert_eq!(a.router.remote_subscribers(&topic), vec![b.node()]);
+
+    // A publishes: the event goes to B, signed once.
+    let routed = a.router.route_local(a.message("owner", DestinationIdentity::Topic(topic), 7), NOW, a.ports());
+    assert!(matches!(routed, Ok(Routed::Topic { remote: 1, .. })));
+    let (to, event) = a.outbound.take().pop().expect("event sent");
+    assert_eq!(to, b.node());
+    match b.router.route_inbound(a.node(), event.clone(), NOW, &TestVerifier) {
+        Ok(Routed::Topic { to, .. }) => assert_eq!(to, vec![name("reader")]),
+        other => panic!("expected delivery to the reader, got {other:?}"),
+    }
+
+    // An unsigned event, or one from a node that is not a publisher, is refused.
+    let mut unsigned = event.clone();
+    if let NodePayload::Engine(inner) = &mut unsigned.payload {
+        inner.sig = None;
+    }
+    assert!(b.router.route_inbound(a.node(), unsigned, NOW, &TestVerifier).is_err());
+    let stranger = TestSigner::node(77);
+    let stranger_id = NodeIdentity::new(stranger.0);
+    let mut forged = a.message("owner", DestinationIdentity::Topic(topic), 8);
+    forged.src.node = stranger_id;
+    forged.sig = Some(stranger.sign(&forged.signing_bytes()));
+    let forged = NodeMessage { src: stranger_id, dst: b.node(), payload: NodePayload::Engine(forged), sig: None };
+    assert!(matches!(
+        b.router.route_inbound(stranger_id, forged, NOW, &TestVerifier),
+        Err(InboundRejection::NotAPublisher { .. })
+    ));
+
+    // Unsubscribing stops the events.
+    a.router.apply_remote_subscription(b.node(), topic, SubscriptionOp::Unsubscribe).expect("applied");
+    let routed = a.router.route_local(a.message("owner", DestinationIdentity::Topic(topic), 9), NOW, a.ports());
+    assert!(matches!(routed, Ok(Routed::Topic { remote: 0, .. })));
+    assert!(a.outbound.take().is_empty());
+}
+
+#[test]
+fn only_a_publisher_node_takes_remote_subscriptions() {
+    let mut a = Fixture::new(&["owner"]);
+    let other = NodeIdentity::ed25519([8; 32]);
+    let advert = a.topic_advert(31, vec![other]);
+    let topic = advert.topic;
+    a.router.learn_topic(advert).expect("known");
+    assert!(a.router.apply_remote_subscription(other, topic, SubscriptionOp::Subscribe).is_err());
+    let unknown = TopicIdentity::ed25519([99; 32]);
+    assert_eq!(
+        a.router.apply_remote_subscription(other, unknown, SubscriptionOp::Subscribe),
+        Err(TopicError::Unknown(unknown))
+    );
 }
 
 #[test]
@@ -334,7 +426,7 @@ proptest! {
                         }
                     }
                     let msg = f.message("owner", DestinationIdentity::Topic(topics[t]), id as u64);
-                    let Ok(Routed::Topic { to, message }) = f.router.route_local(msg, NOW, f.ports()) else {
+                    let Ok(Routed::Topic { to, message, .. }) = f.router.route_local(msg, NOW, f.ports()) else {
                         return Err(TestCaseError::fail("publish must route to the topic"));
                     };
                     for engine in to {
