@@ -20,6 +20,7 @@
 
 pub mod clock;
 pub mod codec;
+pub mod control;
 pub mod crypto;
 pub mod keyfile;
 pub mod networked;

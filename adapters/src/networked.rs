@@ -33,6 +33,22 @@ pub enum NetworkedNodeError {
     Node(#[from] NodeError),
 }
 
+/// One address to listen on, and what to advertise for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenSpec {
+    pub bind: TransportAddress,
+    /// The address peers should dial, when it differs from the bound one
+    /// (a wildcard bind, NAT). Without it the bound address is advertised.
+    pub advertise: Option<TransportAddress>,
+    pub weight: u8,
+}
+
+impl From<WeightedAddress> for ListenSpec {
+    fn from(w: WeightedAddress) -> Self {
+        Self { bind: w.address, advertise: None, weight: w.weight }
+    }
+}
+
 /// Everything a networked node is made from.
 #[derive(Debug)]
 pub struct NetworkedNodeConfig {
@@ -41,7 +57,7 @@ pub struct NetworkedNodeConfig {
     pub data_dir: Option<PathBuf>,
     pub name: Option<String>,
     /// Addresses to listen on, with the weight to advertise each at.
-    pub listen: Vec<WeightedAddress>,
+    pub listen: Vec<ListenSpec>,
     pub mailbox_capacity: usize,
     pub router: RouterConfig,
     pub transport: TransportConfig,
@@ -58,7 +74,7 @@ impl NetworkedNodeConfig {
             keys,
             data_dir: None,
             name: None,
-            listen,
+            listen: listen.into_iter().map(ListenSpec::from).collect(),
             mailbox_capacity: DEFAULT_MAILBOX_CAPACITY,
             router: RouterConfig::default(),
             transport: TransportConfig::default(),
@@ -78,6 +94,16 @@ pub struct NetworkedNode {
 impl NetworkedNode {
     /// Must be called inside a tokio runtime.
     pub async fn start(config: NetworkedNodeConfig) -> Result<Self, NetworkedNodeError> {
+        Ok(Self::start_with(config, |_| Ok(())).await?.0)
+    }
+
+    /// Like [`start`](Self::start), running `prepare` on the node before any
+    /// inbound connection is served, e.g. to register engines that must not
+    /// miss the first messages.
+    pub async fn start_with<T>(
+        config: NetworkedNodeConfig,
+        prepare: impl FnOnce(&Node) -> Result<T, NodeError>,
+    ) -> Result<(Self, T), NetworkedNodeError> {
         let identity = config.keys.node_identity();
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let driver = TransportDriver::new(identity, config.transport, Arc::clone(&clock), system_seed());
@@ -85,7 +111,7 @@ impl NetworkedNode {
         let tls = TlsConfigs::new(&config.keys)?;
         let mut advertised = Vec::new();
         for entry in &config.listen {
-            let address = entry.address;
+            let address = entry.bind;
             let listen_error = |reason: String| NetworkedNodeError::Listen { address, reason };
             let bound = match (&config.memory, address.protocol) {
                 (Some(network), protocol) => {
@@ -112,7 +138,7 @@ impl NetworkedNode {
                 }
             };
             advertised.push(WeightedAddress {
-                address: TransportAddress::new(address.protocol, bound),
+                address: entry.advertise.unwrap_or(TransportAddress::new(address.protocol, bound)),
                 weight: entry.weight,
             });
         }
@@ -126,6 +152,7 @@ impl NetworkedNode {
             builder = builder.data_dir(dir);
         }
         let node = builder.start().await?;
+        let prepared = prepare(&node)?;
         driver.attach(&node, accepted_rx);
         // A peer that (re)connects gets this node's subscriptions again: it
         // may have restarted and forgotten them.
@@ -143,7 +170,7 @@ impl NetworkedNode {
                 }
             }
         });
-        Ok(Self { node, transport: driver })
+        Ok((Self { node, transport: driver }, prepared))
     }
 
     /// Closes the connections, then stops the node's stores.

@@ -54,6 +54,22 @@ impl fmt::Display for TransportAddress {
     }
 }
 
+impl TransportAddress {
+    /// Parses an address to listen on, where port 0 asks the system for a
+    /// free port. Adverts never carry port 0: use `parse` for those.
+    pub fn parse_bind(s: &str) -> Result<Self, ParseError> {
+        let trimmed = s.trim();
+        match trimmed.strip_suffix(":0") {
+            Some(head) => {
+                let mut address: TransportAddress = format!("{head}:1").parse()?;
+                address.socket.set_port(0);
+                Ok(address)
+            }
+            None => trimmed.parse(),
+        }
+    }
+}
+
 impl FromStr for TransportAddress {
     type Err = ParseError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

@@ -134,3 +134,13 @@ fn limits_are_enforced_at_construction() {
     assert!(ProtocolId::new("", 1).is_err());
     assert!(Body::new(vec![0u8; limits::MAX_BODY_BYTES + 1]).is_err());
 }
+
+#[test]
+fn bind_addresses_may_ask_for_any_port_but_adverts_may_not() {
+    let any = TransportAddress::parse_bind("quic://127.0.0.1:0").expect("bind");
+    assert_eq!(any.socket.port(), 0);
+    assert_eq!(TransportAddress::parse_bind("tls-tcp://[::1]:0").expect("bind").socket.port(), 0);
+    assert_eq!(TransportAddress::parse_bind("quic://127.0.0.1:4100").expect("bind").socket.port(), 4100);
+    assert!("quic://127.0.0.1:0".parse::<TransportAddress>().is_err());
+    assert!(TransportAddress::parse_bind("udp://1.2.3.4:0").is_err());
+}

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 /// netmachine: a node of the Anoma Networking Machine.
 #[derive(Debug, Parser)]
@@ -14,8 +14,21 @@ pub struct Cli {
     /// Where the key and the identity records live (overrides the config).
     #[arg(long, global = true, env = "NETMACHINE_HOME")]
     pub data_dir: Option<PathBuf>,
+    /// The control socket of the node to talk to (default: the one in the
+    /// data directory).
+    #[arg(long, global = true, env = "NETMACHINE_CONTROL")]
+    pub control: Option<PathBuf>,
+    /// Print JSON lines (the control API's responses) instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DevnetProtocol {
+    Quic,
+    TlsTcp,
 }
 
 #[derive(Debug, Subcommand)]
@@ -30,8 +43,58 @@ pub enum Command {
         force: bool,
     },
     /// Prints this node's signed advert, the text another node's config
-    /// takes to know this one.
+    /// takes (under `peers`) to know this one.
     Advert,
     /// Runs the node until Ctrl-C or SIGTERM. On first start it makes a key.
     Run,
+    /// Runs N connected nodes on loopback with a demo workload and shows
+    /// live what they do.
+    Devnet {
+        /// How many nodes.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(2..=64))]
+        nodes: u16,
+        /// The transport between them.
+        #[arg(long, value_enum, default_value = "quic")]
+        protocol: DevnetProtocol,
+        /// Stop after this many seconds (default: run until Ctrl-C).
+        #[arg(long)]
+        duration: Option<u64>,
+        /// Where the nodes' control sockets go (default: a new temporary
+        /// directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Lists the node's peers and their connections.
+    Peers,
+    /// Shows what the node is doing.
+    Status,
+    /// Sends a message to an engine (`name@node1...`) or a node (`node1...`).
+    Send {
+        to: String,
+        /// The body: text, or @path to send a file's bytes.
+        body: String,
+        /// Give up (and say so) if not delivered within this many ms.
+        #[arg(long)]
+        ttl_ms: Option<u64>,
+        /// Sign the message so its receiver can prove who sent it.
+        #[arg(long)]
+        sign: bool,
+    },
+    /// Publishes on a topic this node may publish on.
+    Publish {
+        topic: String,
+        /// The body: text, or @path to send a file's bytes.
+        body: String,
+    },
+    /// Creates a topic published by this node and prints its identity.
+    CreateTopic {
+        /// Tags for the topic's advert.
+        tags: Vec<String>,
+    },
+    /// Streams a topic's events until Ctrl-C.
+    Subscribe { topic: String },
+    /// Streams the messages sent to this node's `inbox` engine until Ctrl-C.
+    Inbox,
+    /// Adds a permanent peer from its advert text.
+    AddPeer { advert: String },
 }

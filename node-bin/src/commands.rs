@@ -1,7 +1,8 @@
 //! What each subcommand does.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use netmachine_adapters::control::{encode_body, ControlClient, ControlError, ControlRequest, ControlResponse};
 use netmachine_adapters::keyfile::{read_key, read_or_create_key, write_new_key};
 use netmachine_adapters::runtime::Node;
 use netmachine_adapters::text_forms::node_advert_to_text;
@@ -10,6 +11,8 @@ use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Cli, Command};
 use crate::config::{Config, ConfigError};
+use crate::host::{Host, HostError};
+use crate::output;
 
 #[derive(Debug, Error)]
 pub enum CommandError {
@@ -19,6 +22,10 @@ pub enum CommandError {
     KeyFile(#[from] netmachine_adapters::keyfile::KeyFileError),
     #[error(transparent)]
     Node(#[from] netmachine_adapters::runtime::NodeError),
+    #[error(transparent)]
+    Host(#[from] HostError),
+    #[error(transparent)]
+    Control(#[from] ControlError),
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
     #[error("cannot listen for stop signals: {0}")]
@@ -27,6 +34,14 @@ pub enum CommandError {
     LogFilter { filter: String, reason: String },
     #[error("cannot encode the advert: {0}")]
     Codec(#[from] netmachine_engines::ports::CodecError),
+    #[error("cannot read the body file {path}: {source}")]
+    BodyFile { path: PathBuf, source: std::io::Error },
+    #[error("the body file {path} is {len} bytes; a message body is at most {max}")]
+    BodyTooLarge { path: PathBuf, len: u64, max: usize },
+    #[error("the node answered: {0}")]
+    Refused(String),
+    #[error(transparent)]
+    Devnet(#[from] crate::devnet::DevnetError),
 }
 
 pub fn run(cli: Cli) -> Result<(), CommandError> {
@@ -37,11 +52,49 @@ pub fn run(cli: Cli) -> Result<(), CommandError> {
     if let Some(dir) = cli.data_dir {
         config.data_dir = Some(dir);
     }
+    if let Some(control) = cli.control {
+        config.control_socket = Some(control);
+    }
+    let json = cli.json;
     match cli.command {
         Command::Keygen { key, force } => keygen(&config, key.as_deref(), force),
         Command::Advert => advert(&config),
         Command::Run => run_node(&config),
+        Command::Devnet { nodes, protocol, duration, dir } => {
+            install_logging(&Config {
+                log: Some(config.log.clone().unwrap_or_else(|| "warn".into())),
+                ..config.clone()
+            })?;
+            runtime()?.block_on(crate::devnet::run(nodes, protocol, duration, dir, json))?;
+            Ok(())
+        }
+        Command::Peers => one_call(&config, ControlRequest::Peers, json),
+        Command::Status => one_call(&config, ControlRequest::Status, json),
+        Command::Send { to, body, ttl_ms, sign } => {
+            let body = encode_body(&read_body(&body)?);
+            one_call(&config, ControlRequest::Send { to, body, ttl_ms, sign }, json)
+        }
+        Command::Publish { topic, body } => {
+            let body = encode_body(&read_body(&body)?);
+            one_call(&config, ControlRequest::Publish { topic, body }, json)
+        }
+        Command::CreateTopic { tags } => one_call(&config, ControlRequest::CreateTopic { tags }, json),
+        Command::AddPeer { advert } => one_call(&config, ControlRequest::AddPeer { advert }, json),
+        Command::Subscribe { topic } => stream(&config, ControlRequest::Subscribe { topic }, json),
+        Command::Inbox => stream(&config, ControlRequest::Inbox, json),
     }
+}
+
+/// `text`, or the bytes of the file named after `@`.
+fn read_body(arg: &str) -> Result<Vec<u8>, CommandError> {
+    let Some(path) = arg.strip_prefix('@') else { return Ok(arg.as_bytes().to_vec()) };
+    let path = PathBuf::from(path);
+    let max = netmachine_domain::limits::MAX_BODY_BYTES;
+    let len = std::fs::metadata(&path).map_err(|source| CommandError::BodyFile { path: path.clone(), source })?.len();
+    if len > max as u64 {
+        return Err(CommandError::BodyTooLarge { path, len, max });
+    }
+    std::fs::read(&path).map_err(|source| CommandError::BodyFile { path, source })
 }
 
 fn keygen(config: &Config, key: Option<&Path>, force: bool) -> Result<(), CommandError> {
@@ -71,7 +124,7 @@ fn advert(config: &Config) -> Result<(), CommandError> {
     })
 }
 
-fn install_logging(config: &Config) -> Result<(), CommandError> {
+pub fn install_logging(config: &Config) -> Result<(), CommandError> {
     let filter = match (&config.log, std::env::var("RUST_LOG")) {
         (_, Ok(from_env)) if !from_env.is_empty() => from_env,
         (Some(filter), _) => filter.clone(),
@@ -92,25 +145,27 @@ fn run_node(config: &Config) -> Result<(), CommandError> {
         tracing::info!(key = %config.key_file().display(), "made a new node key");
     }
     runtime()?.block_on(async {
-        let node = Node::builder()
-            .keys(keys)
-            .data_dir(&data_dir)
-            .mailbox_capacity(config.mailbox_capacity())
-            .advertise(config.name.clone(), config.advertised_addresses())
-            .start()
-            .await?;
-        tracing::info!(node = %node.identity(), data_dir = %data_dir.display(), "node running; Ctrl-C or SIGTERM stops it");
+        let host = Host::start(config, keys, Some(data_dir.clone())).await?;
+        let node = &host.networked.node;
+        tracing::info!(
+            node = %node.identity(),
+            data_dir = %data_dir.display(),
+            control = %host.control_socket.display(),
+            "node running; Ctrl-C or SIGTERM stops it"
+        );
         if let Some(advert) = node.advert() {
+            let addresses: Vec<String> = advert.addrs.iter().map(|a| a.address.to_string()).collect();
+            tracing::info!(addresses = %addresses.join(" "), "listening");
             tracing::info!(advert = %node_advert_to_text(&advert)?, "this node's advert");
         }
         wait_for_stop_signal().await?;
         tracing::info!("stopping");
-        node.shutdown().await;
+        host.shutdown().await;
         Ok(())
     })
 }
 
-async fn wait_for_stop_signal() -> Result<(), CommandError> {
+pub async fn wait_for_stop_signal() -> Result<(), CommandError> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -124,4 +179,39 @@ async fn wait_for_stop_signal() -> Result<(), CommandError> {
     {
         tokio::signal::ctrl_c().await.map_err(CommandError::Signal)
     }
+}
+
+fn one_call(config: &Config, request: ControlRequest, json: bool) -> Result<(), CommandError> {
+    let socket = config.control_socket();
+    runtime()?.block_on(async {
+        let response = ControlClient::call(&socket, &request).await?;
+        output::print(&response, json);
+        match response {
+            ControlResponse::Error { message } => Err(CommandError::Refused(message)),
+            _ => Ok(()),
+        }
+    })
+}
+
+fn stream(config: &Config, request: ControlRequest, json: bool) -> Result<(), CommandError> {
+    let socket = config.control_socket();
+    runtime()?.block_on(async {
+        let mut client = ControlClient::connect(&socket).await?;
+        client.send(&request).await?;
+        loop {
+            let response = tokio::select! {
+                response = client.next() => response,
+                _ = wait_for_stop_signal() => return Ok(()),
+            };
+            let response = match response {
+                Ok(response) => response,
+                Err(ControlError::Closed) => return Ok(()),
+                Err(err) => return Err(err.into()),
+            };
+            output::print(&response, json);
+            if let ControlResponse::Error { message } = response {
+                return Err(CommandError::Refused(message));
+            }
+        }
+    })
 }

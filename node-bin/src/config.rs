@@ -4,8 +4,9 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use netmachine_adapters::networked::ListenSpec;
 use netmachine_adapters::runtime::DEFAULT_MAILBOX_CAPACITY;
-use netmachine_domain::{TransportAddress, WeightedAddress};
+use netmachine_domain::{TransportAddress, TransportProtocol, WeightedAddress};
 use serde::Deserialize;
 use thiserror::Error;
 
@@ -40,9 +41,13 @@ impl fmt::Display for KeyName {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenEntry {
-    pub address: AddressText,
+    /// Port 0 picks a free port (the advert carries the one picked).
+    pub address: BindAddressText,
     #[serde(default = "default_weight")]
     pub weight: u8,
+    /// What peers should dial, when it differs from `address` (a wildcard
+    /// bind such as 0.0.0.0, or a NAT).
+    pub advertise: Option<AddressText>,
 }
 
 fn default_weight() -> u8 {
@@ -52,6 +57,17 @@ fn default_weight() -> u8 {
 /// A transport address parsed from its text form.
 #[derive(Debug, Clone, Copy)]
 pub struct AddressText(pub TransportAddress);
+
+/// An address to bind, where port 0 is allowed.
+#[derive(Debug, Clone, Copy)]
+pub struct BindAddressText(pub TransportAddress);
+
+impl<'de> Deserialize<'de> for BindAddressText {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        TransportAddress::parse_bind(&text).map(BindAddressText).map_err(serde::de::Error::custom)
+    }
+}
 
 impl<'de> Deserialize<'de> for AddressText {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -73,9 +89,29 @@ pub struct Config {
     pub mailbox_capacity: Option<usize>,
     /// Log filter, e.g. "info" or "netmachine=debug".
     pub log: Option<String>,
+    /// Addresses to listen on; without any, QUIC and TLS over TCP on
+    /// 127.0.0.1:4100.
     #[serde(default)]
     pub listen: Vec<ListenEntry>,
+    /// Peers this node keeps connected, by the advert text that
+    /// `netmachine advert` prints on each of them.
+    #[serde(default)]
+    pub peers: Vec<String>,
+    /// The control API's Unix socket; defaults to `control.sock` in the
+    /// data directory.
+    pub control_socket: Option<PathBuf>,
+    /// Largest UDP payload QUIC may use, 1200..=9000 (default 1500).
+    pub max_mtu: Option<u16>,
+    /// Sign every message that leaves the node, not only those whose
+    /// sender asks (default false: the authenticated channel vouches).
+    pub sign_all: Option<bool>,
+    /// Connections in total (default 1024) and per IP address (default 32).
+    pub max_connections: Option<usize>,
+    pub max_connections_per_ip: Option<usize>,
 }
+
+/// The default port for both transports.
+pub const DEFAULT_PORT: u16 = 4100;
 
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -128,6 +164,33 @@ impl Config {
             )
             .map_err(|e| invalid("name", e.to_string()))?;
         }
+        for (i, peer) in self.peers.iter().enumerate() {
+            netmachine_adapters::text_forms::node_advert_from_text(peer)
+                .map_err(|e| invalid("peers", format!("entry {}: {e}", i + 1)))?;
+        }
+        for entry in &self.listen {
+            if entry.address.0.socket.ip().is_unspecified() && entry.advertise.is_none() {
+                return Err(invalid(
+                    "listen",
+                    format!(
+                        "{} listens on every interface; add `advertise = \"...\"` with the address peers should dial",
+                        entry.address.0
+                    ),
+                ));
+            }
+        }
+        if let Some(mtu) = self.max_mtu {
+            if !(1200..=9000).contains(&mtu) {
+                return Err(invalid("max_mtu", format!("{mtu} is outside 1200..=9000")));
+            }
+        }
+        for (key, value) in
+            [("max_connections", self.max_connections), ("max_connections_per_ip", self.max_connections_per_ip)]
+        {
+            if value == Some(0) {
+                return Err(invalid(key, "must be at least 1".into()));
+            }
+        }
         if self.listen.len() > netmachine_domain::limits::MAX_ADVERT_ADDRESSES {
             return Err(invalid(
                 "listen",
@@ -153,8 +216,40 @@ impl Config {
         self.mailbox_capacity.unwrap_or(DEFAULT_MAILBOX_CAPACITY)
     }
 
+    pub fn control_socket(&self) -> PathBuf {
+        self.control_socket.clone().unwrap_or_else(|| self.data_dir().join("control.sock"))
+    }
+
+    /// What to listen on: the configured addresses, or QUIC and TLS over
+    /// TCP on loopback port 4100.
+    pub fn listen_specs(&self) -> Vec<ListenSpec> {
+        if self.listen.is_empty() {
+            let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT));
+            return vec![
+                ListenSpec {
+                    bind: TransportAddress::new(TransportProtocol::Quic, loopback),
+                    advertise: None,
+                    weight: 100,
+                },
+                ListenSpec {
+                    bind: TransportAddress::new(TransportProtocol::TlsTcp, loopback),
+                    advertise: None,
+                    weight: 50,
+                },
+            ];
+        }
+        self.listen
+            .iter()
+            .map(|l| ListenSpec { bind: l.address.0, advertise: l.advertise.map(|a| a.0), weight: l.weight })
+            .collect()
+    }
+
+    /// Addresses as advertised (for `netmachine advert`, which binds nothing).
     pub fn advertised_addresses(&self) -> Vec<WeightedAddress> {
-        self.listen.iter().map(|l| WeightedAddress { address: l.address.0, weight: l.weight }).collect()
+        self.listen_specs()
+            .into_iter()
+            .map(|l| WeightedAddress { address: l.advertise.unwrap_or(l.bind), weight: l.weight })
+            .collect()
     }
 }
 
@@ -205,7 +300,7 @@ mod tests {
     fn an_empty_config_is_all_defaults() {
         let config = parse("").expect("empty is fine");
         assert_eq!(config.mailbox_capacity(), DEFAULT_MAILBOX_CAPACITY);
-        assert!(config.listen.is_empty());
+        assert_eq!(config.listen_specs().len(), 2, "QUIC and TLS over TCP on loopback");
     }
 
     #[test]
@@ -256,6 +351,17 @@ address = "tls-tcp://[::1]:4100"
         let text = err.to_string();
         assert!(text.contains("line 2"), "{text}");
         assert!(text.contains("unknown scheme"), "{text}");
+    }
+
+    #[test]
+    fn peers_must_be_advert_text_and_wildcards_need_an_advertised_address() {
+        let err = parse("peers = [\"nodeadvert1zz\"]\n").expect_err("bad advert");
+        assert!(err.to_string().contains("peers") && err.to_string().contains("entry 1"), "{err}");
+        let err = parse("[[listen]]\naddress = \"quic://0.0.0.0:4100\"\n").expect_err("wildcard");
+        assert!(err.to_string().contains("advertise"), "{err}");
+        let ok = parse("[[listen]]\naddress = \"quic://0.0.0.0:4100\"\nadvertise = \"quic://192.0.2.1:4100\"\n")
+            .expect("advertised");
+        assert_eq!(ok.advertised_addresses()[0].address.to_string(), "quic://192.0.2.1:4100");
     }
 
     #[test]

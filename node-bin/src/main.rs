@@ -3,6 +3,11 @@
 mod cli;
 mod commands;
 mod config;
+mod control_server;
+mod devnet;
+mod host;
+mod inbox;
+mod output;
 
 use std::process::ExitCode;
 

@@ -120,9 +120,13 @@ fn a_key_file_with_wrong_content_is_refused() {
 /// with SIGTERM and returns its exit status and identity line.
 #[cfg(unix)]
 fn run_until_sigterm(home: &Path) -> (std::process::ExitStatus, String) {
+    // Free ports, so the test never collides with a node on port 4100.
+    let config = home.join("node.toml");
+    std::fs::write(&config, "[[listen]]\naddress = \"quic://127.0.0.1:0\"\n").expect("config");
     let mut child = Command::new(BIN)
         .arg("run")
         .env("NETMACHINE_HOME", home)
+        .env("NETMACHINE_CONFIG", &config)
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())
@@ -157,7 +161,7 @@ fn run_until_sigterm(home: &Path) -> (std::process::ExitStatus, String) {
 
 #[cfg(unix)]
 #[test]
-fn run_on_defaults_makes_a_key_and_stops_cleanly_on_sigterm() {
+fn run_makes_a_key_on_first_start_and_stops_cleanly_on_sigterm() {
     let home = tempfile::tempdir().expect("tempdir");
     let (status, first) = run_until_sigterm(home.path());
     assert!(status.success(), "SIGTERM is a clean stop, got {status}");

@@ -1,0 +1,196 @@
+//! The local control API's wire format, and a client for it.
+//!
+//! A Unix stream socket carries JSON lines: the client writes one request
+//! line, the node answers with one response line, except `subscribe` and
+//! `inbox`, which answer with one line per event until the client closes
+//! the socket. Bodies travel as base64 (standard alphabet, padded).
+//! `docs/control-api.md` describes every request and response.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt as _, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+
+/// The largest request or response line read (bodies are base64 inside).
+pub const MAX_LINE_BYTES: usize = 8 * 1024 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum ControlRequest {
+    Status,
+    Peers,
+    /// Sends `body` to an engine (`name@node1...`) or a node (`node1...`).
+    Send {
+        to: String,
+        body: String,
+        #[serde(default)]
+        ttl_ms: Option<u64>,
+        #[serde(default)]
+        sign: bool,
+    },
+    Publish {
+        topic: String,
+        body: String,
+    },
+    CreateTopic {
+        #[serde(default)]
+        tags: Vec<String>,
+    },
+    Subscribe {
+        topic: String,
+    },
+    /// Streams what arrives at this node's `inbox` engine.
+    Inbox,
+    /// Adds a peer from its advert text, as a permanent peer.
+    AddPeer {
+        advert: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    pub node: String,
+    pub connected: bool,
+    pub protocol: Option<String>,
+    pub remote: Option<String>,
+    pub permanent: bool,
+    pub queued: usize,
+    pub inflight: usize,
+    pub failures: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicInfo {
+    pub topic: String,
+    pub local_subscribers: usize,
+    pub remote_subscribers: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusInfo {
+    pub node: String,
+    pub name: Option<String>,
+    pub addresses: Vec<String>,
+    pub advert: String,
+    pub engines: usize,
+    pub peers_connected: usize,
+    pub topics: Vec<TopicInfo>,
+    pub local_delivered: u64,
+    pub sent_remote: u64,
+    pub inbound_delivered: u64,
+    pub inbound_rejected: u64,
+    pub undeliverable: u64,
+    pub frames_sent: u64,
+    pub frames_received: u64,
+    pub duplicates_dropped: u64,
+    pub violations: u64,
+}
+
+/// A message as the control API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageInfo {
+    pub src: String,
+    pub dst: String,
+    pub id: u64,
+    pub protocol: String,
+    pub body: String,
+    pub signed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ControlResponse {
+    Status(StatusInfo),
+    Peers { peers: Vec<PeerInfo> },
+    Sent { id: u64 },
+    TopicCreated { topic: String },
+    Subscribed { topic: String },
+    Listening { engine: String },
+    Message(MessageInfo),
+    Undeliverable { id: u64, dst: String, reason: String },
+    PeerAdded { node: String },
+    Error { message: String },
+}
+
+pub fn encode_body(bytes: &[u8]) -> String {
+    data_encoding::BASE64.encode(bytes)
+}
+
+pub fn decode_body(text: &str) -> Result<Vec<u8>, String> {
+    data_encoding::BASE64.decode(text.as_bytes()).map_err(|e| format!("body is not base64: {e}"))
+}
+
+#[derive(Debug, Error)]
+pub enum ControlError {
+    #[error("cannot reach the node's control socket {path}: {source} (is the node running?)")]
+    Connect { path: String, source: std::io::Error },
+    #[error("control socket: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the node's answer is not valid: {0}")]
+    BadResponse(String),
+    #[error("the node closed the control connection")]
+    Closed,
+}
+
+/// One connection to a node's control socket.
+#[derive(Debug)]
+pub struct ControlClient {
+    reader: BufReader<tokio::net::unix::OwnedReadHalf>,
+    writer: tokio::net::unix::OwnedWriteHalf,
+    line: String,
+}
+
+impl ControlClient {
+    pub async fn connect(path: &Path) -> Result<Self, ControlError> {
+        let stream = UnixStream::connect(path)
+            .await
+            .map_err(|source| ControlError::Connect { path: path.display().to_string(), source })?;
+        let (reader, writer) = stream.into_split();
+        Ok(Self { reader: BufReader::new(reader), writer, line: String::new() })
+    }
+
+    pub async fn send(&mut self, request: &ControlRequest) -> Result<(), ControlError> {
+        let mut line = serde_json::to_string(request).map_err(|e| ControlError::BadResponse(e.to_string()))?;
+        line.push('\n');
+        self.writer.write_all(line.as_bytes()).await?;
+        self.writer.flush().await?;
+        Ok(())
+    }
+
+    /// The next response line.
+    pub async fn next(&mut self) -> Result<ControlResponse, ControlError> {
+        self.line.clear();
+        let read = (&mut self.reader).take(MAX_LINE_BYTES as u64).read_line(&mut self.line).await?;
+        if read == 0 {
+            return Err(ControlError::Closed);
+        }
+        serde_json::from_str(self.line.trim_end()).map_err(|e| ControlError::BadResponse(e.to_string()))
+    }
+
+    /// Sends a request and waits for its one response.
+    pub async fn call(path: &Path, request: &ControlRequest) -> Result<ControlResponse, ControlError> {
+        let mut client = Self::connect(path).await?;
+        client.send(request).await?;
+        client.next().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_have_a_stable_json_form() {
+        let send =
+            ControlRequest::Send { to: "inbox@node1x".into(), body: encode_body(b"hi"), ttl_ms: None, sign: false };
+        let text = serde_json::to_string(&send).expect("json");
+        assert_eq!(text, r#"{"cmd":"send","to":"inbox@node1x","body":"aGk=","ttl_ms":null,"sign":false}"#);
+        let parsed: ControlRequest = serde_json::from_str(r#"{"cmd":"send","to":"x","body":""}"#).expect("defaults");
+        assert!(matches!(parsed, ControlRequest::Send { ttl_ms: None, sign: false, .. }));
+        assert_eq!(serde_json::to_string(&ControlRequest::Peers).expect("json"), r#"{"cmd":"peers"}"#);
+        assert!(serde_json::from_str::<ControlRequest>(r#"{"cmd":"reboot"}"#).is_err());
+        assert_eq!(decode_body(&encode_body(b"\x00\xff")).expect("b64"), b"\x00\xff");
+    }
+}

@@ -1,0 +1,81 @@
+//! A node as the binary runs it: the networked node, its `inbox` engine,
+//! the peers from the configuration, and the control API.
+
+use std::path::PathBuf;
+
+use netmachine_adapters::crypto::Ed25519Keys;
+use netmachine_adapters::networked::{NetworkedNode, NetworkedNodeConfig, NetworkedNodeError};
+use netmachine_adapters::runtime::NodeError;
+use netmachine_adapters::text_forms::node_advert_from_text;
+use netmachine_domain::Permanence;
+use netmachine_engines::transport::TransportConfig;
+use netmachine_engines::RouterConfig;
+use thiserror::Error;
+
+use crate::config::Config;
+use crate::control_server::{ControlServer, ControlServerError};
+use crate::inbox::{Inbox, INBOX_ENGINE};
+
+#[derive(Debug, Error)]
+pub enum HostError {
+    #[error(transparent)]
+    Start(#[from] NetworkedNodeError),
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    #[error(transparent)]
+    Control(#[from] ControlServerError),
+    #[error("peer {index} in the config: {reason}")]
+    Peer { index: usize, reason: String },
+}
+
+/// A running node with everything the binary adds to it.
+#[derive(Debug)]
+pub struct Host {
+    pub networked: NetworkedNode,
+    pub control_socket: PathBuf,
+    control: ControlServer,
+}
+
+impl Host {
+    /// Starts a node. `data_dir` of `None` keeps records in memory (devnet).
+    pub async fn start(config: &Config, keys: Ed25519Keys, data_dir: Option<PathBuf>) -> Result<Self, HostError> {
+        let mut node_config = NetworkedNodeConfig::new(keys, Vec::new());
+        node_config.listen = config.listen_specs();
+        node_config.data_dir = data_dir;
+        node_config.name = config.name.clone();
+        node_config.mailbox_capacity = config.mailbox_capacity();
+        node_config.max_mtu = config.max_mtu.unwrap_or(1500);
+        node_config.router = RouterConfig { sign_remote: config.sign_all.unwrap_or(false), ..RouterConfig::default() };
+        let defaults = TransportConfig::default();
+        node_config.transport = TransportConfig {
+            max_connections: config.max_connections.unwrap_or(defaults.max_connections),
+            max_connections_per_ip: config.max_connections_per_ip.unwrap_or(defaults.max_connections_per_ip),
+            ..defaults
+        };
+        let inbox = Inbox::default();
+        // The inbox is registered before any peer can connect, so nothing
+        // sent to it while the node was down is refused on arrival.
+        let (networked, engine) =
+            NetworkedNode::start_with(node_config, |node| node.register_engine(INBOX_ENGINE)).await?;
+        inbox.spawn(engine);
+        for (index, text) in config.peers.iter().enumerate() {
+            let advert =
+                node_advert_from_text(text).map_err(|e| HostError::Peer { index: index + 1, reason: e.to_string() })?;
+            let peer = advert.id;
+            if let Err(err) = networked.node.offer_node_advert(advert).await {
+                // A stale copy (the store already holds this or a newer
+                // advert) is fine; anything else is worth a warning.
+                tracing::info!(%peer, %err, "peer advert from the config not taken");
+            }
+            networked.node.set_permanence(peer, Permanence::Permanent).await?;
+        }
+        let control_socket = config.control_socket();
+        let control = ControlServer::start(&control_socket, networked.clone(), inbox).await?;
+        Ok(Self { networked, control_socket, control })
+    }
+
+    pub async fn shutdown(self) {
+        self.control.stop();
+        self.networked.shutdown().await;
+    }
+}

@@ -1,0 +1,76 @@
+//! Control API responses as a person reads them, or as JSON lines.
+
+use netmachine_adapters::control::{decode_body, ControlResponse, MessageInfo};
+
+pub fn print(response: &ControlResponse, json: bool) {
+    if json {
+        match serde_json::to_string(response) {
+            Ok(line) => println!("{line}"),
+            Err(err) => eprintln!("netmachine: cannot print the response as JSON: {err}"),
+        }
+        return;
+    }
+    match response {
+        ControlResponse::Status(s) => {
+            println!("node        {}", s.node);
+            if let Some(name) = &s.name {
+                println!("name        {name}");
+            }
+            println!("addresses   {}", s.addresses.join(" "));
+            println!("peers       {} connected", s.peers_connected);
+            println!("engines     {}", s.engines);
+            println!(
+                "messages    {} delivered locally, {} sent to peers, {} received from peers, {} refused, {} undeliverable",
+                s.local_delivered, s.sent_remote, s.inbound_delivered, s.inbound_rejected, s.undeliverable
+            );
+            println!(
+                "frames      {} sent, {} received, {} repeats dropped, {} protocol violations",
+                s.frames_sent, s.frames_received, s.duplicates_dropped, s.violations
+            );
+            println!("topics      {}", s.topics.len());
+            for t in &s.topics {
+                println!("  {}  {} local, {} remote subscribers", t.topic, t.local_subscribers, t.remote_subscribers);
+            }
+            println!("advert      {}", s.advert);
+        }
+        ControlResponse::Peers { peers } => {
+            if peers.is_empty() {
+                println!("no peers");
+            }
+            for p in peers {
+                let state = if p.connected { "connected" } else { "not connected" };
+                println!(
+                    "{}  {:<13} {:<7} {:<22} {}  queued {} in flight {} failures {}",
+                    p.node,
+                    state,
+                    p.protocol.as_deref().unwrap_or("-"),
+                    p.remote.as_deref().unwrap_or("-"),
+                    if p.permanent { "permanent" } else { "ephemeral" },
+                    p.queued,
+                    p.inflight,
+                    p.failures
+                );
+            }
+        }
+        ControlResponse::Sent { id } => println!("sent message {id}"),
+        ControlResponse::TopicCreated { topic } => println!("{topic}"),
+        ControlResponse::Subscribed { topic } => eprintln!("subscribed to {topic}; Ctrl-C stops"),
+        ControlResponse::Listening { engine } => eprintln!("listening on engine {engine}; Ctrl-C stops"),
+        ControlResponse::Message(m) => println!("{}", message_line(m)),
+        ControlResponse::Undeliverable { id, dst, reason } => println!("message {id} to {dst} undeliverable: {reason}"),
+        ControlResponse::PeerAdded { node } => println!("added permanent peer {node}"),
+        ControlResponse::Error { message } => eprintln!("netmachine: {message}"),
+    }
+}
+
+fn message_line(m: &MessageInfo) -> String {
+    let body = match decode_body(&m.body) {
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(text) if !text.chars().any(char::is_control) => text,
+            _ => format!("base64:{}", m.body),
+        },
+        Err(_) => m.body.clone(),
+    };
+    let signed = if m.signed { " (signed)" } else { "" };
+    format!("{} [{}] #{}{}: {}", m.src, m.protocol, m.id, signed, body)
+}
