@@ -174,3 +174,27 @@ fn run_makes_a_key_on_first_start_and_stops_cleanly_on_sigterm() {
     assert!(status.success());
     assert_eq!(node_of(&first), node_of(&second), "the same key is used on restart");
 }
+
+/// The one-command demo: every node connects to every other, greetings and
+/// topic events flow, and it stops by itself after --duration.
+#[test]
+fn devnet_connects_every_node_and_moves_messages() {
+    let home = tempfile::tempdir().expect("tempdir");
+    for protocol in ["quic", "tls-tcp"] {
+        let out =
+            netmachine(home.path(), &["devnet", "--nodes", "3", "--duration", "5", "--protocol", protocol, "--json"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let text = String::from_utf8_lossy(&out.stdout);
+        let last = text.lines().last().expect("a status line per second");
+        let status: serde_json::Value = serde_json::from_str(last).expect("json");
+        let nodes = status["nodes"].as_array().expect("nodes");
+        assert_eq!(nodes.len(), 3);
+        for (i, node) in nodes.iter().enumerate() {
+            assert_eq!(node["peers"], 2, "{protocol}: node-{i} connected to both others: {last}");
+            assert!(node["greetings"].as_u64().unwrap_or(0) > 0, "{protocol}: node-{i} got greetings: {last}");
+            if i > 0 {
+                assert!(node["events"].as_u64().unwrap_or(0) > 0, "{protocol}: node-{i} got topic events: {last}");
+            }
+        }
+    }
+}

@@ -1,3 +1,5 @@
 //! The test harness of netmachine: the deterministic simulator that drives
 //! the engines through simulated ports, and multi-process clusters of real
 //! `netmachine` nodes for end-to-end tests.
+
+pub mod cluster;

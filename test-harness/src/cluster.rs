@@ -1,0 +1,215 @@
+//! Clusters of real `netmachine` processes on loopback, driven through
+//! their control API. Every process is killed when the cluster is dropped.
+
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use netmachine_adapters::control::{
+    ControlClient, ControlError, ControlRequest, ControlResponse, PeerInfo, StatusInfo,
+};
+use netmachine_domain::{NodeIdentity, TransportProtocol};
+
+/// The `netmachine` binary next to the running test (cargo builds it for
+/// the workspace's tests), or `$NETMACHINE_BIN`.
+pub fn netmachine_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("NETMACHINE_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    let dir = exe.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();
+    let binary = dir.join("netmachine");
+    assert!(
+        binary.exists(),
+        "{} is missing: run the tests with `cargo test --workspace`, or build it with `cargo build -p netmachine-node`",
+        binary.display()
+    );
+    binary
+}
+
+/// A port that was free a moment ago on loopback.
+fn free_port(protocol: TransportProtocol) -> u16 {
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    let port = match protocol {
+        TransportProtocol::Quic => UdpSocket::bind(any).and_then(|s| s.local_addr()).map(|a| a.port()),
+        TransportProtocol::TlsTcp => TcpListener::bind(any).and_then(|s| s.local_addr()).map(|a| a.port()),
+    };
+    port.expect("a free loopback port")
+}
+
+fn run_to_string(binary: &Path, home: &Path, config: &Path, args: &[&str]) -> String {
+    let output = Command::new(binary)
+        .args(args)
+        .env("NETMACHINE_HOME", home)
+        .env("NETMACHINE_CONFIG", config)
+        .env_remove("NETMACHINE_CONTROL")
+        .output()
+        .expect("netmachine runs");
+    assert!(output.status.success(), "netmachine {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+/// One node of a cluster.
+#[derive(Debug)]
+pub struct ProcessNode {
+    pub index: usize,
+    pub home: PathBuf,
+    pub config: PathBuf,
+    pub identity: NodeIdentity,
+    pub advert: String,
+    pub address: SocketAddr,
+    child: Option<Child>,
+}
+
+impl ProcessNode {
+    pub fn control_socket(&self) -> PathBuf {
+        self.home.join("control.sock")
+    }
+
+    pub fn log(&self) -> PathBuf {
+        self.home.join("node.log")
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
+/// Several `netmachine run` processes, each a permanent peer of the others.
+#[derive(Debug)]
+pub struct Cluster {
+    _dir: tempfile::TempDir,
+    binary: PathBuf,
+    pub protocol: TransportProtocol,
+    pub nodes: Vec<ProcessNode>,
+}
+
+impl Cluster {
+    /// Makes keys and configs for `n` nodes and starts them.
+    pub async fn start(n: usize, protocol: TransportProtocol) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let binary = netmachine_binary();
+        let mut nodes = Vec::new();
+        for index in 0..n {
+            let home = dir.path().join(format!("node-{index}"));
+            std::fs::create_dir_all(&home).expect("home");
+            let config = home.join("node.toml");
+            let address = SocketAddr::from(([127, 0, 0, 1], free_port(protocol)));
+            std::fs::write(&config, listen_config(protocol, address)).expect("config");
+            let identity = run_to_string(&binary, &home, &config, &["keygen"]).parse().expect("identity");
+            let advert = run_to_string(&binary, &home, &config, &["advert"]);
+            nodes.push(ProcessNode { index, home, config, identity, advert, address, child: None });
+        }
+        for node in &nodes {
+            let peers: Vec<String> =
+                nodes.iter().filter(|p| p.index != node.index).map(|p| format!("\"{}\"", p.advert)).collect();
+            let text = format!("peers = [{}]\n{}", peers.join(", "), listen_config(protocol, node.address));
+            std::fs::write(&node.config, text).expect("config");
+        }
+        let mut cluster = Self { _dir: dir, binary, protocol, nodes };
+        for index in 0..n {
+            cluster.launch(index).await;
+        }
+        cluster
+    }
+
+    /// Starts (or restarts) node `index` and waits until it answers.
+    pub async fn launch(&mut self, index: usize) {
+        let node = &mut self.nodes[index];
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(node.log()).expect("log file");
+        let child = Command::new(&self.binary)
+            .arg("run")
+            .env("NETMACHINE_HOME", &node.home)
+            .env("NETMACHINE_CONFIG", &node.config)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn netmachine");
+        node.child = Some(child);
+        let socket = node.control_socket();
+        for _ in 0..600 {
+            if let Ok(ControlResponse::Status(_)) = ControlClient::call(&socket, &ControlRequest::Status).await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("node-{index} did not answer on its control socket within 30 s; log:\n{}", self.log_of(index));
+    }
+
+    /// SIGKILL: no shutdown, no flush.
+    pub fn kill(&mut self, index: usize) {
+        if let Some(mut child) = self.nodes[index].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn log_of(&self, index: usize) -> String {
+        std::fs::read_to_string(self.nodes[index].log()).unwrap_or_default()
+    }
+
+    pub async fn call(&self, index: usize, request: ControlRequest) -> ControlResponse {
+        ControlClient::call(&self.nodes[index].control_socket(), &request).await.expect("control call")
+    }
+
+    pub async fn status(&self, index: usize) -> StatusInfo {
+        match self.call(index, ControlRequest::Status).await {
+            ControlResponse::Status(status) => status,
+            other => panic!("expected a status, got {other:?}"),
+        }
+    }
+
+    pub async fn peers(&self, index: usize) -> Vec<PeerInfo> {
+        match self.call(index, ControlRequest::Peers).await {
+            ControlResponse::Peers { peers } => peers,
+            other => panic!("expected peers, got {other:?}"),
+        }
+    }
+
+    /// Opens a streaming request (`subscribe`, `inbox`) and returns the
+    /// client after its first answer.
+    pub async fn open_stream(&self, index: usize, request: ControlRequest) -> Result<ControlClient, ControlError> {
+        let mut client = ControlClient::connect(&self.nodes[index].control_socket()).await?;
+        client.send(&request).await?;
+        match client.next().await? {
+            ControlResponse::Subscribed { .. } | ControlResponse::Listening { .. } => Ok(client),
+            other => Err(ControlError::BadResponse(format!("{other:?}"))),
+        }
+    }
+
+    /// Waits (at most `seconds`) until `check` holds for node `index`'s
+    /// status and peers.
+    pub async fn wait_until(
+        &self,
+        index: usize,
+        seconds: u64,
+        what: &str,
+        check: impl Fn(&StatusInfo, &[PeerInfo]) -> bool,
+    ) {
+        for _ in 0..seconds * 10 {
+            let status = self.status(index).await;
+            let peers = self.peers(index).await;
+            if check(&status, &peers) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("node-{index}: {what} did not happen within {seconds} s; log:\n{}", self.log_of(index));
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for index in 0..self.nodes.len() {
+            self.kill(index);
+        }
+    }
+}
+
+fn listen_config(protocol: TransportProtocol, address: SocketAddr) -> String {
+    format!("[[listen]]\naddress = \"{}://{address}\"\n", protocol.scheme())
+}
