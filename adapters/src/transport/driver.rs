@@ -38,6 +38,8 @@ use crate::runtime::{Node, WeakNode};
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const DIAL_TIMEOUT: Duration = Duration::from_secs(15);
 const TICK: Duration = Duration::from_millis(100);
+/// How long a standalone acknowledgement waits for a message to ride on.
+const ACK_DELAY: Duration = Duration::from_millis(1);
 /// Acknowledge at least every this many messages.
 const ACK_EVERY: u64 = 64;
 /// Control frames (adverts) waiting for a connection's writer.
@@ -600,7 +602,15 @@ impl ConnectionIo {
                     None => return CloseReason::Shutdown,
                 },
                 Some(frame) = control_rx.recv() => Some(Outgoing::Frame(frame)),
-                () = ack_wanted.notified() => None,
+                () = ack_wanted.notified() => {
+                    // Give the acknowledgement a moment to ride on a message
+                    // (a reply, typically) instead of costing a write alone.
+                    match tokio::time::timeout(ACK_DELAY, rx.recv()).await {
+                        Ok(Some(item)) => Some(item),
+                        Ok(None) => return CloseReason::Shutdown,
+                        Err(_) => None,
+                    }
+                }
             };
             buf.clear();
             let mut frames = 0u64;

@@ -1,0 +1,304 @@
+//! Transport benchmark: prints a table, asserts nothing.
+//!
+//! cargo bench -p netmachine-adapters --bench transport
+//!
+//! Two nodes on loopback QUIC, and beside each figure raw s2n-quic (the
+//! same endpoints, TLS and MTU, one bidirectional stream, no netmachine
+//! framing, acknowledgements or signatures) moving the same bytes:
+//! (a) bulk 1 MiB bodies, (b) 256-byte bodies, channel-authenticated and
+//! signed, (c) request-response round trips, (d) connection setup.
+//! NETMACHINE_BENCH_MTU sets QUIC's maximum MTU for both (default 1500).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use netmachine_adapters::crypto::{Ed25519Keys, RingVerifier};
+use netmachine_adapters::networked::{NetworkedNode, NetworkedNodeConfig};
+use netmachine_adapters::runtime::{EngineHandle, Inbound, SendOptions};
+use netmachine_adapters::transport::{Connector, QuicConnector, SecuredStream, TlsConfigs};
+use netmachine_domain::*;
+use netmachine_engines::ports::{Signer, Verifier};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+const MIB: usize = 1024 * 1024;
+const BULK_MESSAGES: usize = 256;
+const SMALL: usize = 256;
+const SMALL_MESSAGES: usize = 300_000;
+const SIGNED_MESSAGES: usize = 30_000;
+const RTT_ROUNDS: usize = 3_000;
+const SETUP_ROUNDS: usize = 20;
+const VERIFY_OPS: usize = 20_000;
+
+fn mtu() -> u16 {
+    std::env::var("NETMACHINE_BENCH_MTU").ok().and_then(|v| v.parse().ok()).unwrap_or(1500)
+}
+
+fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+fn proto() -> ProtocolId {
+    ProtocolId::new("bench", 1).expect("valid")
+}
+
+async fn node() -> NetworkedNode {
+    let keys = Ed25519Keys::generate().expect("keys");
+    let address = TransportAddress::new(TransportProtocol::Quic, loopback());
+    let mut config = NetworkedNodeConfig::new(keys, vec![WeightedAddress { address, weight: 1 }]);
+    config.max_mtu = mtu();
+    NetworkedNode::start(config).await.expect("node")
+}
+
+async fn pair() -> (NetworkedNode, NetworkedNode) {
+    let (a, b) = (node().await, node().await);
+    a.node.offer_node_advert(b.node.advert().expect("advert")).await.expect("advert");
+    b.node.offer_node_advert(a.node.advert().expect("advert")).await.expect("advert");
+    (a, b)
+}
+
+fn to(node: &NetworkedNode, engine: &str) -> DestinationIdentity {
+    DestinationIdentity::Engine(EngineIdentity::new(node.node.identity(), EngineName::new(engine).expect("valid")))
+}
+
+async fn recv_message(engine: &mut EngineHandle) -> EngineMessage {
+    loop {
+        match engine.recv().await {
+            Some(Inbound::Message(m)) => return m,
+            Some(_) => continue,
+            None => panic!("mailbox closed"),
+        }
+    }
+}
+
+/// Sends `count` bodies from a to b and returns (seconds, bytes delivered).
+async fn netmachine_stream(
+    a: &NetworkedNode,
+    b: &NetworkedNode,
+    name: &str,
+    body: Bytes,
+    count: usize,
+    sign: bool,
+) -> f64 {
+    let mut tx = a.node.register_engine(&format!("{name}-tx")).expect("engine");
+    let mut rx = b.node.register_engine(&format!("{name}-rx")).expect("engine");
+    // Warm the connection up first.
+    tx.send(to(b, &format!("{name}-rx")), proto(), Bytes::from_static(b"warm")).await.expect("send");
+    recv_message(&mut rx).await;
+    let dst = to(b, &format!("{name}-rx"));
+    let start = Instant::now();
+    let receiver = tokio::spawn(async move {
+        for _ in 0..count {
+            recv_message(&mut rx).await;
+        }
+    });
+    let options = SendOptions { sign, ..SendOptions::default() };
+    for _ in 0..count {
+        tx.send_with(dst.clone(), proto(), body.clone(), options.clone()).await.expect("send");
+    }
+    receiver.await.expect("receiver");
+    start.elapsed().as_secs_f64()
+}
+
+/// Two raw s2n-quic endpoints with the nodes' TLS setup.
+async fn raw_pair() -> (QuicConnector, mpsc::Receiver<SecuredStream>, NodeIdentity) {
+    let server_keys = Ed25519Keys::generate().expect("keys");
+    let (accepted, accepted_rx) = mpsc::channel(16);
+    let server =
+        QuicConnector::bind(loopback(), TlsConfigs::new(&server_keys).expect("tls"), mtu(), accepted).expect("bind");
+    (server, accepted_rx, server_keys.node_identity())
+}
+
+async fn raw_client() -> QuicConnector {
+    let keys = Ed25519Keys::generate().expect("keys");
+    let (accepted, _rx) = mpsc::channel(1);
+    QuicConnector::bind(loopback(), TlsConfigs::new(&keys).expect("tls"), mtu(), accepted).expect("bind")
+}
+
+/// Raw: `count` writes of `size` bytes on one stream; seconds until the
+/// reader has them all.
+async fn raw_stream(size: usize, count: usize) -> f64 {
+    let (server, mut accepted, server_id) = raw_pair().await;
+    let client = raw_client().await;
+    let address = server.local_address().expect("bound");
+    let mut out = client.dial(address, server_id).await.expect("dial");
+    out.writer.write_all(b"w").await.expect("warm");
+    out.writer.flush().await.expect("flush");
+    let mut inbound = accepted.recv().await.expect("accepted");
+    let mut one = [0u8; 1];
+    inbound.reader.read_exact(&mut one).await.expect("warm");
+    let total = size * count;
+    let start = Instant::now();
+    let reader = tokio::spawn(async move {
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut got = 0;
+        while got < total {
+            let n = inbound.reader.read(&mut buf).await.expect("read");
+            assert!(n > 0, "raw stream ended early");
+            got += n;
+        }
+    });
+    let chunk = vec![7u8; size];
+    for _ in 0..count {
+        out.writer.write_all(&chunk).await.expect("write");
+    }
+    out.writer.flush().await.expect("flush");
+    reader.await.expect("reader");
+    let secs = start.elapsed().as_secs_f64();
+    drop((client, server, out));
+    secs
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+async fn netmachine_rtt(a: &NetworkedNode, b: &NetworkedNode) -> (Duration, Duration) {
+    let mut client = a.node.register_engine("rtt-client").expect("engine");
+    let mut echo = b.node.register_engine("rtt-echo").expect("engine");
+    tokio::spawn(async move {
+        while let Some(Inbound::Message(m)) = echo.recv().await {
+            let body = m.body.as_bytes().clone();
+            if echo.reply(&m, body).await.is_err() {
+                return;
+            }
+        }
+    });
+    let dst = to(b, "rtt-echo");
+    let body = Bytes::from(vec![1u8; 64]);
+    let mut times = Vec::with_capacity(RTT_ROUNDS);
+    for i in 0..RTT_ROUNDS + 100 {
+        let start = Instant::now();
+        client.send(dst.clone(), proto(), body.clone()).await.expect("send");
+        recv_message(&mut client).await;
+        if i >= 100 {
+            times.push(start.elapsed());
+        }
+    }
+    times.sort();
+    (percentile(&times, 0.5), percentile(&times, 0.99))
+}
+
+async fn raw_rtt() -> (Duration, Duration) {
+    let (server, mut accepted, server_id) = raw_pair().await;
+    let client = raw_client().await;
+    let mut out = client.dial(server.local_address().expect("bound"), server_id).await.expect("dial");
+    out.writer.write_all(&[0u8; 64]).await.expect("write");
+    out.writer.flush().await.expect("flush");
+    let mut inbound = accepted.recv().await.expect("accepted");
+    tokio::spawn(async move {
+        let mut buf = [0u8; 64];
+        loop {
+            if inbound.reader.read_exact(&mut buf).await.is_err() {
+                return;
+            }
+            if inbound.writer.write_all(&buf).await.is_err() || inbound.writer.flush().await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut buf = [0u8; 64];
+    out.reader.read_exact(&mut buf).await.expect("first echo");
+    let mut times = Vec::with_capacity(RTT_ROUNDS);
+    for i in 0..RTT_ROUNDS + 100 {
+        let start = Instant::now();
+        out.writer.write_all(&buf).await.expect("write");
+        out.writer.flush().await.expect("flush");
+        out.reader.read_exact(&mut buf).await.expect("read");
+        if i >= 100 {
+            times.push(start.elapsed());
+        }
+    }
+    times.sort();
+    drop((client, server));
+    (percentile(&times, 0.5), percentile(&times, 0.99))
+}
+
+/// Time from the first message to an unconnected peer until it arrives:
+/// dial, QUIC and TLS handshake, netmachine hello, delivery.
+async fn netmachine_setup() -> Duration {
+    let mut times = Vec::new();
+    for _ in 0..SETUP_ROUNDS {
+        let (a, b) = pair().await;
+        let mut tx = a.node.register_engine("setup-tx").expect("engine");
+        let mut rx = b.node.register_engine("setup-rx").expect("engine");
+        let start = Instant::now();
+        tx.send(to(&b, "setup-rx"), proto(), Bytes::from_static(b"x")).await.expect("send");
+        recv_message(&mut rx).await;
+        times.push(start.elapsed());
+        a.shutdown().await;
+        b.shutdown().await;
+    }
+    times.sort();
+    percentile(&times, 0.5)
+}
+
+/// Raw: dial (QUIC and TLS handshake), open a stream, one byte across.
+async fn raw_setup() -> Duration {
+    let mut times = Vec::new();
+    for _ in 0..SETUP_ROUNDS {
+        let (server, mut accepted, server_id) = raw_pair().await;
+        let client = raw_client().await;
+        let address = server.local_address().expect("bound");
+        let start = Instant::now();
+        let mut out = client.dial(address, server_id).await.expect("dial");
+        out.writer.write_all(b"x").await.expect("write");
+        out.writer.flush().await.expect("flush");
+        let mut inbound = accepted.recv().await.expect("accepted");
+        let mut one = [0u8; 1];
+        inbound.reader.read_exact(&mut one).await.expect("read");
+        times.push(start.elapsed());
+    }
+    times.sort();
+    percentile(&times, 0.5)
+}
+
+fn verify_rate() -> f64 {
+    let keys = Ed25519Keys::generate().expect("keys");
+    let message = vec![5u8; 300];
+    let sig = keys.sign(&message);
+    let start = Instant::now();
+    for _ in 0..VERIFY_OPS {
+        RingVerifier.verify(&keys.public(), &message, &sig).expect("verifies");
+    }
+    VERIFY_OPS as f64 / start.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let (a, b) = pair().await;
+        let bulk = netmachine_stream(&a, &b, "bulk", Bytes::from(vec![3u8; MIB]), BULK_MESSAGES, false).await;
+        let raw_bulk = raw_stream(MIB, BULK_MESSAGES).await;
+        let small = netmachine_stream(&a, &b, "small", Bytes::from(vec![3u8; SMALL]), SMALL_MESSAGES, false).await;
+        let raw_small = raw_stream(SMALL, SMALL_MESSAGES).await;
+        let signed = netmachine_stream(&a, &b, "signed", Bytes::from(vec![3u8; SMALL]), SIGNED_MESSAGES, true).await;
+        let verify = verify_rate();
+        let (rtt50, rtt99) = netmachine_rtt(&a, &b).await;
+        let (raw50, raw99) = raw_rtt().await;
+        a.shutdown().await;
+        b.shutdown().await;
+        let setup = netmachine_setup().await;
+        let raw_setup = raw_setup().await;
+
+        let gbit = |secs: f64| (BULK_MESSAGES * MIB * 8) as f64 / secs / 1e9;
+        let rate = |n: usize, secs: f64| n as f64 / secs;
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        let met = |ok: bool| if ok { "met" } else { "NOT met" };
+
+        let (g, rg) = (gbit(bulk), gbit(raw_bulk));
+        let (s, rs) = (rate(SMALL_MESSAGES, small), rate(SMALL_MESSAGES, raw_small));
+        let sg = rate(SIGNED_MESSAGES, signed);
+        println!("transport benchmark: two nodes on loopback QUIC, max MTU {}, 2 tokio workers", mtu());
+        println!();
+        println!("| measure | netmachine | raw s2n-quic | ratio | target |");
+        println!("|---|---:|---:|---:|---|");
+        println!("| (a) bulk, {BULK_MESSAGES} x 1 MiB bodies | {g:.2} Gbit/s | {rg:.2} Gbit/s | {:.2} | >= 0.90: {} |", g / rg, met(g / rg >= 0.9));
+        println!("| (b) {SMALL}-byte bodies, channel-authenticated | {s:.0} msg/s | {rs:.0} frames/s | {:.2} | >= 0.50: {} |", s / rs, met(s / rs >= 0.5));
+        println!("| (b) {SMALL}-byte bodies, signed and verified | {sg:.0} msg/s | {verify:.0} verifies/s (one core) | {:.2} | >= 0.80 of verify: {} |", sg / verify, met(sg / verify >= 0.8));
+        println!("| (c) round trip p50, 64 bytes | {:.0} us | {:.0} us | {:.2} | <= 1.5x: {} |", us(rtt50), us(raw50), us(rtt50) / us(raw50), met(us(rtt50) <= 1.5 * us(raw50)));
+        println!("| (c) round trip p99, 64 bytes | {:.0} us | {:.0} us | {:.2} | <= 1.5x: {} |", us(rtt99), us(raw99), us(rtt99) / us(raw99), met(us(rtt99) <= 1.5 * us(raw99)));
+        println!("| (d) connection setup, p50 of {SETUP_ROUNDS} | {:.0} us | {:.0} us | {:.2} | <= 1.5x: {} |", us(setup), us(raw_setup), us(setup) / us(raw_setup), met(us(setup) <= 1.5 * us(raw_setup)));
+    });
+}
