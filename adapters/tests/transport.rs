@@ -247,3 +247,162 @@ async fn remote_pub_sub_over_quic() {
 async fn remote_pub_sub_over_tls_tcp() {
     remote_pub_sub(Kind::TlsTcp).await;
 }
+
+mod raw_peer {
+    //! A client that speaks the wire protocol by hand, to misbehave.
+
+    use netmachine_adapters::codec::CborCodec;
+    use netmachine_adapters::crypto::Ed25519Keys;
+    use netmachine_adapters::networked::NetworkedNode;
+    use netmachine_adapters::transport::framing::{encode_frame_into, FrameReader};
+    use netmachine_adapters::transport::stream::{BoxReader, BoxWriter};
+    use netmachine_adapters::transport::{Connector, TlsConfigs, TlsTcpConnector};
+    use netmachine_domain::*;
+    use tokio::io::AsyncWriteExt;
+
+    pub struct RawPeer {
+        pub keys: Ed25519Keys,
+        pub reader: FrameReader<BoxReader>,
+        pub writer: BoxWriter,
+        _connector: TlsTcpConnector,
+    }
+
+    impl RawPeer {
+        /// Connects over TLS over TCP and completes the hello exchange.
+        pub async fn connect(target: &NetworkedNode) -> Self {
+            let keys = Ed25519Keys::generate().expect("keys");
+            let (accepted, _rx) = tokio::sync::mpsc::channel(1);
+            let local = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+            let connector =
+                TlsTcpConnector::bind(local, TlsConfigs::new(&keys).expect("tls"), accepted).await.expect("bind");
+            let address = target.node.advert().expect("advert").addrs[0].address;
+            let stream = connector.dial(address.socket, target.node.identity()).await.expect("dial");
+            let mut peer = Self {
+                keys,
+                reader: FrameReader::new(stream.reader, CborCodec::default()),
+                writer: stream.writer,
+                _connector: connector,
+            };
+            let hello = Hello {
+                versions: VersionRange { min: 1, max: 1 },
+                boot: 7,
+                own_advert_version: 0,
+                held_advert_version_of_peer: u64::MAX,
+            };
+            peer.send(&Frame::Hello(hello)).await;
+            match peer.reader.next_frame().await.expect("reply") {
+                Some(Frame::HelloReply(reply)) => assert_eq!(reply.status, HandshakeStatus::Ok),
+                other => panic!("expected a hello reply, got {other:?}"),
+            }
+            peer
+        }
+
+        pub async fn send(&mut self, frame: &Frame) {
+            let mut buf = Vec::new();
+            encode_frame_into(&CborCodec::default(), frame, &mut buf).expect("encode");
+            self.writer.write_all(&buf).await.expect("write");
+            self.writer.flush().await.expect("flush");
+        }
+
+        /// Reads until the node closes the connection (bounded).
+        pub async fn closed_by_node(&mut self) -> bool {
+            let wait = async {
+                loop {
+                    match self.reader.next_frame().await {
+                        Ok(Some(_)) => continue,
+                        _ => return,
+                    }
+                }
+            };
+            tokio::time::timeout(std::time::Duration::from_secs(30), wait).await.is_ok()
+        }
+    }
+
+    pub fn advert_of(keys: &Ed25519Keys, version: u64, now: Timestamp) -> NodeAdvert {
+        let address = "tls-tcp://127.0.0.1:9".parse().expect("valid");
+        let body =
+            NodeAdvertBody::new(keys.node_identity(), vec![WeightedAddress { address, weight: 1 }], None, version, now)
+                .expect("valid");
+        let sig = netmachine_engines::ports::Signer::sign(keys, &NodeAdvert::signing_bytes_of(&body));
+        Advert::from_parts(body, sig)
+    }
+}
+
+/// A peer that stops reading: the node's memory for it stays within the
+/// window and queue bounds, senders to it are told when their messages
+/// cannot be taken, and other peers are served as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stops_reading_costs_bounded_memory_and_nobody_else_waits() {
+    let mut net = Net::new(Kind::TlsTcp);
+    let a = net.node().await;
+    let b = net.node().await;
+    introduce(&[&a, &b]).await;
+    let stalled = raw_peer::RawPeer::connect(&a).await;
+    let stalled_id = stalled.keys.node_identity();
+    let mut sender = a.node.register_engine("flood").expect("engine");
+    let body = bytes::Bytes::from(vec![0u8; 1024 * 1024]);
+    let options = netmachine_adapters::runtime::SendOptions { ttl: Some(Duration::from_secs(2)), ..Default::default() };
+    let mut refused = false;
+    for _ in 0..400 {
+        let sent =
+            sender.send_with(DestinationIdentity::Node(stalled_id), proto(), body.clone(), options.clone()).await;
+        if let Err(err) = sent {
+            // It waited for room until its expiry passed.
+            let text = err.to_string();
+            assert!(text.contains("expired") || text.contains("full"), "refused for want of room, not {err}");
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "a peer that never reads cannot take 400 MiB");
+    let config = netmachine_engines::transport::TransportConfig::default();
+    let summary = a.transport.peer_summaries().into_iter().find(|p| p.peer == stalled_id).expect("tracked");
+    let cost = 1024 * 1024 + 256;
+    assert!(summary.inflight_bytes <= config.window_bytes + cost, "{summary:?}");
+    assert!(summary.queued_bytes <= config.max_queue_bytes_per_peer + config.window_bytes + cost, "{summary:?}");
+    // B is served meanwhile.
+    let mut eb = b.node.register_engine("app").expect("engine");
+    let mut ea = a.node.register_engine("app").expect("engine");
+    ea.send(engine_dst(&b, "app"), proto(), &b"still served"[..]).await.expect("sent");
+    assert_eq!(&next_message(&mut eb).await.body.as_bytes()[..], b"still served");
+    drop(stalled);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// A peer may send only its own advert; an advert of another node closes
+/// the connection, and a stale advert changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_and_stale_adverts_on_the_wire_are_refused() {
+    let mut net = Net::new(Kind::TlsTcp);
+    let a = net.node().await;
+    let mut honest = raw_peer::RawPeer::connect(&a).await;
+    let now = a.node.now();
+    honest.send(&Frame::NodeAdvert(raw_peer::advert_of(&honest.keys, 5, now))).await;
+    honest.send(&Frame::NodeAdvert(raw_peer::advert_of(&honest.keys, 3, now))).await;
+    let id = honest.keys.node_identity();
+    let node = a.node.clone();
+    let mut held = None;
+    for _ in 0..1500 {
+        if let Ok(Some(IdentityRecord::Node(r))) = node.lookup(RecordKey::Node(id)).await {
+            held = r.advert.map(|a| a.version);
+            if held.is_some() {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    if let Ok(Some(IdentityRecord::Node(r))) = node.lookup(RecordKey::Node(id)).await {
+        held = r.advert.map(|a| a.version);
+    }
+    assert_eq!(held, Some(5), "the stale version 3 did not replace version 5");
+
+    let mut forger = raw_peer::RawPeer::connect(&a).await;
+    let victim = Ed25519Keys::generate().expect("keys");
+    forger.send(&Frame::NodeAdvert(raw_peer::advert_of(&victim, 1, now))).await;
+    assert!(forger.closed_by_node().await, "an advert of another node closes the connection");
+    assert!(a.transport.counters().violations.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    assert_eq!(node.lookup(RecordKey::Node(victim.node_identity())).await.expect("lookup"), None);
+    a.shutdown().await;
+}

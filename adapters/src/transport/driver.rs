@@ -23,7 +23,7 @@ use netmachine_domain::{
 };
 use netmachine_engines::ports::{Clock, OutboundError, OutboundTransport};
 use netmachine_engines::transport::{
-    CloseReason, ConnId, ConnectFailure, Transport, TransportConfig, TransportEffect, TransportEvent,
+    message_cost, CloseReason, ConnId, ConnectFailure, Transport, TransportConfig, TransportEffect, TransportEvent,
 };
 use parking_lot::Mutex;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -667,7 +667,8 @@ impl ConnectionIo {
                         }
                         let now = self.shared.clock.now();
                         let conn = self.conn;
-                        with_engine(&self.shared, |engine| engine.acked(conn, 1, now));
+                        let cost = message_cost(&message);
+                        with_engine(&self.shared, |engine| engine.acked(conn, 1, cost, now));
                     }
                     return Ok(());
                 }
@@ -724,15 +725,16 @@ impl ConnectionIo {
                         }
                         let n = ack.received - unacked.acked;
                         unacked.acked = ack.received;
+                        let mut bytes = 0;
                         for _ in 0..n {
-                            unacked.messages.pop_front();
+                            bytes += unacked.messages.pop_front().as_ref().map_or(0, message_cost);
                         }
-                        n
+                        (n, bytes)
                     };
-                    if released > 0 {
+                    if released.0 > 0 {
                         let now = self.shared.clock.now();
                         let conn = self.conn;
-                        with_engine(&self.shared, |engine| engine.acked(conn, released, now));
+                        with_engine(&self.shared, |engine| engine.acked(conn, released.0, released.1, now));
                         self.shared.room.notify_waiters();
                     }
                 }

@@ -41,6 +41,12 @@ pub struct TransportConfig {
     pub max_peers: usize,
     /// Messages that may be sent but not yet acknowledged on a connection.
     pub window: usize,
+    /// Bytes (as [`message_cost`] counts them) that may be unacknowledged
+    /// on a connection; one message is always allowed, however large.
+    pub window_bytes: usize,
+    /// Bytes a peer's queue takes from senders (one message always fits an
+    /// empty queue).
+    pub max_queue_bytes_per_peer: usize,
     pub idle_timeout_ms: u64,
     pub backoff_initial_ms: u64,
     pub backoff_max_ms: u64,
@@ -57,6 +63,8 @@ impl Default for TransportConfig {
             max_queue_per_peer: 8192,
             max_peers: 65_536,
             window: 4096,
+            window_bytes: 32 * 1024 * 1024,
+            max_queue_bytes_per_peer: 64 * 1024 * 1024,
             idle_timeout_ms: 120_000,
             backoff_initial_ms: 100,
             backoff_max_ms: 10_000,
@@ -88,6 +96,7 @@ struct Peer {
     candidates: VecDeque<TransportAddress>,
     last_dial_error: Option<String>,
     queue: VecDeque<NodeMessage>,
+    queued_bytes: usize,
     permanent: bool,
     failures: u32,
     last_activity: Timestamp,
@@ -102,6 +111,7 @@ impl Peer {
             candidates: VecDeque::new(),
             last_dial_error: None,
             queue: VecDeque::new(),
+            queued_bytes: 0,
             permanent: false,
             failures: 0,
             last_activity: now,
@@ -122,6 +132,19 @@ struct Conn {
     ip: Option<IpAddr>,
     established: bool,
     inflight: usize,
+    inflight_bytes: usize,
+}
+
+impl Conn {
+    /// Whether one more message of `cost` fits the window.
+    fn has_room(&self, cost: usize, config: &TransportConfig) -> bool {
+        self.inflight < config.window && (self.inflight == 0 || self.inflight_bytes + cost <= config.window_bytes)
+    }
+
+    fn take(&mut self, cost: usize) {
+        self.inflight += 1;
+        self.inflight_bytes += cost;
+    }
 }
 
 /// A snapshot of one peer, for status displays.
@@ -132,7 +155,9 @@ pub struct PeerSummary {
     pub direction: Option<Direction>,
     pub permanent: bool,
     pub queued: usize,
+    pub queued_bytes: usize,
     pub inflight: usize,
+    pub inflight_bytes: usize,
     pub failures: u32,
 }
 
@@ -166,6 +191,15 @@ fn expiry_of(message: &NodeMessage) -> Option<Timestamp> {
     match &message.payload {
         NodePayload::Engine(inner) => inner.expiry,
         NodePayload::Relay(relay) => relay.expiry,
+    }
+}
+
+/// What a message weighs against windows and queues: its payload, plus a
+/// fixed allowance for the envelope.
+pub fn message_cost(message: &NodeMessage) -> usize {
+    256 + match &message.payload {
+        NodePayload::Engine(inner) => inner.body.len(),
+        NodePayload::Relay(relay) => relay.sealed.as_bytes().len(),
     }
 }
 
@@ -218,7 +252,9 @@ impl Transport {
                     direction: conn.map(|c| c.direction),
                     permanent: p.permanent,
                     queued: p.queue.len(),
+                    queued_bytes: p.queued_bytes,
                     inflight: conn.map_or(0, |c| c.inflight),
+                    inflight_bytes: conn.map_or(0, |c| c.inflight_bytes),
                     failures: p.failures,
                 }
             })
@@ -277,8 +313,7 @@ impl Transport {
             self.effects.push_back(TransportEffect::GiveUp { message, reason: Undeliverable::Expired });
             return Ok(());
         }
-        let max_queue = self.config.max_queue_per_peer;
-        let window = self.config.window;
+        let cost = message_cost(&message);
         if !self.peers.contains_key(&to) && self.peers.len() >= self.config.max_peers {
             return Err(OutboundError::QueueFull { peer: to });
         }
@@ -287,21 +322,23 @@ impl Transport {
         if let Link::Connected { conn } = peer.link {
             if peer.queue.is_empty() {
                 if let Some(c) = self.conns.get_mut(&conn) {
-                    if c.inflight < window {
-                        c.inflight += 1;
+                    if c.has_room(cost, &self.config) {
+                        c.take(cost);
                         self.effects.push_back(TransportEffect::Transmit { conn, message });
                         return Ok(());
                     }
                 }
             }
         }
-        if peer.queue.len() >= max_queue {
+        let bytes_full = !peer.queue.is_empty() && peer.queued_bytes + cost > self.config.max_queue_bytes_per_peer;
+        if peer.queue.len() >= self.config.max_queue_per_peer || bytes_full {
             return Err(OutboundError::QueueFull { peer: to });
         }
         let had_link = !matches!(peer.link, Link::Idle);
         if !had_link && peer.addresses.is_empty() {
             return Err(OutboundError::NoAddress { peer: to });
         }
+        peer.queued_bytes += cost;
         peer.queue.push_back(message);
         if !had_link {
             self.start_dial(to, now);
@@ -309,13 +346,14 @@ impl Transport {
         Ok(())
     }
 
-    /// The receiver took `count` more messages of `conn`: their window
-    /// slots are free again.
-    pub fn acked(&mut self, conn: ConnId, count: u64, now: Timestamp) {
+    /// The receiver took `count` more messages of `conn`, weighing `bytes`
+    /// by [`message_cost`]: their room in the window is free again.
+    pub fn acked(&mut self, conn: ConnId, count: u64, bytes: usize, now: Timestamp) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
         c.inflight = c.inflight.saturating_sub(usize::try_from(count).unwrap_or(usize::MAX));
+        c.inflight_bytes = c.inflight_bytes.saturating_sub(bytes);
         let peer = c.peer;
         if let Some(p) = self.peers.get_mut(&peer) {
             p.last_activity = now;
@@ -333,7 +371,6 @@ impl Transport {
     /// Moves queued messages onto the peer's connection while the window
     /// has room.
     fn flush(&mut self, peer_id: NodeIdentity, now: Timestamp) {
-        let window = self.config.window;
         let Some(peer) = self.peers.get_mut(&peer_id) else {
             return;
         };
@@ -343,15 +380,18 @@ impl Transport {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        while c.inflight < window {
-            let Some(message) = peer.queue.pop_front() else {
+        while let Some(front) = peer.queue.front() {
+            let cost = message_cost(front);
+            if !c.has_room(cost, &self.config) {
                 break;
-            };
+            }
+            let Some(message) = peer.queue.pop_front() else { break };
+            peer.queued_bytes = peer.queued_bytes.saturating_sub(cost);
             if is_expired(&message, now) {
                 self.effects.push_back(TransportEffect::GiveUp { message, reason: Undeliverable::Expired });
                 continue;
             }
-            c.inflight += 1;
+            c.take(cost);
             self.effects.push_back(TransportEffect::Transmit { conn, message });
         }
     }
@@ -415,6 +455,7 @@ impl Transport {
                 ip: Some(address.socket.ip()),
                 established: false,
                 inflight: 0,
+                inflight_bytes: 0,
             },
         );
         self.effects.push_back(TransportEffect::Dial { attempt, peer: peer_id, address });
@@ -544,6 +585,7 @@ impl Transport {
                     ip,
                     established: false,
                     inflight: 0,
+                    inflight_bytes: 0,
                 },
             );
         }
@@ -623,6 +665,7 @@ impl Transport {
             if is_expired(&message, now) {
                 expired.push(message);
             } else {
+                peer.queued_bytes += message_cost(&message);
                 peer.queue.push_front(message);
             }
         }
@@ -675,6 +718,7 @@ impl Transport {
         }
         for peer in self.peers.values_mut() {
             peer.permanent = false;
+            peer.queued_bytes = 0;
             for message in peer.queue.drain(..) {
                 self.effects.push_back(TransportEffect::GiveUp { message, reason: Undeliverable::Shutdown });
             }
@@ -697,6 +741,7 @@ impl Transport {
                     let (keep, dead): (VecDeque<_>, VecDeque<_>) =
                         peer.queue.drain(..).partition(|m| !is_expired(m, now));
                     peer.queue = keep;
+                    peer.queued_bytes = peer.queue.iter().map(message_cost).sum();
                     give_up.extend(dead);
                 }
             }

@@ -147,9 +147,9 @@ fn the_window_bounds_unacknowledged_messages() {
     let d = dials(&drain(&mut t));
     t.dial_succeeded(d[0].0, 42, T0);
     assert_eq!(transmitted(&drain(&mut t)), vec![0, 1]);
-    t.acked(d[0].0, 1, T0);
+    t.acked(d[0].0, 1, 256, T0);
     assert_eq!(transmitted(&drain(&mut t)), vec![2]);
-    t.acked(d[0].0, 2, T0);
+    t.acked(d[0].0, 2, 512, T0);
     assert_eq!(transmitted(&drain(&mut t)), vec![3, 4]);
 }
 
@@ -213,7 +213,7 @@ fn ephemeral_connections_close_when_idle_and_permanent_ones_stay() {
             _ => None,
         })
         .collect();
-    t.acked(sent[0], 1, T0);
+    t.acked(sent[0], 1, 256, T0);
     drain(&mut t);
     t.tick(T0.saturating_add_millis(t.config().idle_timeout_ms + 1));
     let closes: Vec<_> = drain(&mut t)
@@ -371,10 +371,12 @@ proptest! {
                     if let Some(conn) = live {
                         let flight = in_flight.entry(conn).or_default();
                         let n = (n as usize).min(flight.len());
+                        let mut bytes = 0;
                         for m in flight.drain(..n) {
+                            bytes += message_cost(&m);
                             acked.push(id_of(&m));
                         }
-                        t.acked(conn, n as u64, now);
+                        t.acked(conn, n as u64, bytes, now);
                     }
                 }
                 Step::Drop => {
@@ -437,4 +439,29 @@ fn a_restarted_peer_replaces_the_stale_connection() {
     let effects = drain(&mut a);
     assert!(effects.contains(&TransportEffect::Close { conn: old, reason: CloseReason::Duplicate }), "{effects:?}");
     assert!(a_id < b_id);
+}
+
+#[test]
+fn large_messages_are_bounded_by_bytes_as_well_as_count() {
+    let config =
+        TransportConfig { window_bytes: 3 * 1024, max_queue_bytes_per_peer: 4 * 1024, ..TransportConfig::default() };
+    let mut t = Transport::new(node(1), config, Box::new(SeededRandom::new(1)));
+    let peer = node(2);
+    t.set_addresses(peer, vec![addr("quic://127.0.0.1:1", 1)], T0);
+    let big = |id: u64| {
+        let mut m = message(node(1), peer, id, None);
+        if let NodePayload::Engine(inner) = &mut m.payload {
+            inner.body = Body::new(vec![0u8; 1024 - 256]).expect("small");
+        }
+        m
+    };
+    for id in 0..4 {
+        t.send(peer, big(id), T0).expect("fits the byte bound");
+    }
+    assert!(matches!(t.send(peer, big(9), T0), Err(OutboundError::QueueFull { .. })), "queue bytes bound");
+    let d = dials(&drain(&mut t));
+    t.dial_succeeded(d[0].0, 42, T0);
+    assert_eq!(transmitted(&drain(&mut t)), vec![0, 1, 2], "window bytes bound");
+    t.acked(d[0].0, 1, 1024, T0);
+    assert_eq!(transmitted(&drain(&mut t)), vec![3]);
 }
