@@ -270,7 +270,13 @@ mod raw_peer {
     impl RawPeer {
         /// Connects over TLS over TCP and completes the hello exchange.
         pub async fn connect(target: &NetworkedNode) -> Self {
-            let keys = Ed25519Keys::generate().expect("keys");
+            let (peer, status) = Self::try_connect(target, Ed25519Keys::generate().expect("keys")).await;
+            assert_eq!(status, HandshakeStatus::Ok);
+            peer
+        }
+
+        /// Connects and says hello; returns the node's answer.
+        pub async fn try_connect(target: &NetworkedNode, keys: Ed25519Keys) -> (Self, HandshakeStatus) {
             let (accepted, _rx) = tokio::sync::mpsc::channel(1);
             let local = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
             let connector =
@@ -290,11 +296,11 @@ mod raw_peer {
                 held_advert_version_of_peer: u64::MAX,
             };
             peer.send(&Frame::Hello(hello)).await;
-            match peer.reader.next_frame().await.expect("reply") {
-                Some(Frame::HelloReply(reply)) => assert_eq!(reply.status, HandshakeStatus::Ok),
+            let status = match peer.reader.next_frame().await.expect("reply") {
+                Some(Frame::HelloReply(reply)) => reply.status,
                 other => panic!("expected a hello reply, got {other:?}"),
-            }
-            peer
+            };
+            (peer, status)
         }
 
         pub async fn send(&mut self, frame: &Frame) {
@@ -405,4 +411,55 @@ async fn forged_and_stale_adverts_on_the_wire_are_refused() {
     assert!(a.transport.counters().violations.load(std::sync::atomic::Ordering::Relaxed) >= 1);
     assert_eq!(node.lookup(RecordKey::Node(victim.node_identity())).await.expect("lookup"), None);
     a.shutdown().await;
+}
+
+/// Connection attempts beyond the per-IP cap are answered OverCapacity, a
+/// banned node is answered Denied, and a known peer is still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn floods_of_connections_and_banned_nodes_are_refused_at_the_handshake() {
+    let mut net = Net::new(Kind::TlsTcp);
+    net.next_port += 100;
+    let keys = Ed25519Keys::generate().expect("keys");
+    let address = TransportAddress::new(TransportProtocol::TlsTcp, std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    let mut config = NetworkedNodeConfig::new(keys, vec![WeightedAddress { address, weight: 1 }]);
+    config.transport.max_connections_per_ip = 6;
+    let a = NetworkedNode::start(config).await.expect("node");
+    let b = net.node().await;
+    introduce(&[&a, &b]).await;
+    // B connects first and holds one of the six slots for 127.0.0.1.
+    let mut ea = a.node.register_engine("app").expect("engine");
+    let mut eb = b.node.register_engine("app").expect("engine");
+    eb.send(engine_dst(&a, "app"), proto(), &b"first"[..]).await.expect("sent");
+    assert_eq!(&next_message(&mut ea).await.body.as_bytes()[..], b"first");
+
+    let mut held = Vec::new();
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        let (peer, status) = raw_peer::RawPeer::try_connect(&a, Ed25519Keys::generate().expect("keys")).await;
+        statuses.push(status);
+        held.push(peer);
+    }
+    let ok = statuses.iter().filter(|s| **s == HandshakeStatus::Ok).count();
+    let over = statuses.iter().filter(|s| **s == HandshakeStatus::OverCapacity).count();
+    assert_eq!((ok, over), (5, 5), "{statuses:?}");
+
+    drop(held);
+    let banned = Ed25519Keys::generate().expect("keys");
+    a.node.set_trust(banned.node_identity(), Trust::BANNED).await.expect("ban");
+    let mut status = HandshakeStatus::OverCapacity;
+    for _ in 0..100 {
+        let keys = Ed25519Keys::from_pkcs8(banned.pkcs8()).expect("same key");
+        status = raw_peer::RawPeer::try_connect(&a, keys).await.1;
+        if status != HandshakeStatus::OverCapacity {
+            break;
+        }
+        // The dropped raw peers free their slots as their connections close.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, HandshakeStatus::Denied);
+
+    ea.send(engine_dst(&b, "app"), proto(), &b"still served"[..]).await.expect("sent");
+    assert_eq!(&next_message(&mut eb).await.body.as_bytes()[..], b"still served");
+    a.shutdown().await;
+    b.shutdown().await;
 }

@@ -4,6 +4,7 @@
 
 pub mod identity_store;
 pub mod ports;
+pub mod random;
 pub mod router;
 pub mod transport;
 

@@ -11,9 +11,7 @@ use std::sync::Mutex;
 
 use netmachine_domain::{ExternalIdentity, IdentityRecord, NodeIdentity, NodeMessage, RecordKey, Signature, Timestamp};
 
-use crate::ports::{
-    BadSignature, Clock, OutboundError, OutboundTransport, Randomness, RecordStore, Signer, StoreError, Verifier,
-};
+use crate::ports::{BadSignature, Clock, OutboundError, OutboundTransport, RecordStore, Signer, StoreError, Verifier};
 
 fn digest(key: &ExternalIdentity, bytes: &[u8]) -> [u8; 64] {
     let mut out = [0u8; 64];
@@ -128,22 +126,5 @@ impl RecordStore for MemoryRecordStore {
     }
 }
 
-/// Deterministic randomness (splitmix64) from a seed.
-#[derive(Debug, Clone)]
-pub struct SeededRandom(u64);
-
-impl SeededRandom {
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-}
-
-impl Randomness for SeededRandom {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
+/// Deterministic randomness for tests.
+pub use crate::random::SplitMix as SeededRandom;
