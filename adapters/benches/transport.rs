@@ -269,6 +269,11 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     runtime.block_on(async {
         let (a, b) = pair().await;
+        if std::env::var_os("NETMACHINE_BENCH_ONLY_SMALL").is_some() {
+            let secs = netmachine_stream(&a, &b, "small", Bytes::from(vec![3u8; SMALL]), SMALL_MESSAGES, false).await;
+            println!("small: {:.0} msg/s", SMALL_MESSAGES as f64 / secs);
+            return;
+        }
         let bulk = netmachine_stream(&a, &b, "bulk", Bytes::from(vec![3u8; MIB]), BULK_MESSAGES, false).await;
         let raw_bulk = raw_stream(MIB, BULK_MESSAGES).await;
         let small = netmachine_stream(&a, &b, "small", Bytes::from(vec![3u8; SMALL]), SMALL_MESSAGES, false).await;

@@ -68,7 +68,7 @@ impl Signer for Ed25519Keys {
         let sig = self.pair.sign(bytes);
         let mut out = [0u8; 64];
         out.copy_from_slice(sig.as_ref());
-        Signature::Ed25519(out)
+        Signature::Ed25519(Box::new(out))
     }
 }
 
@@ -80,7 +80,7 @@ impl Verifier for RingVerifier {
     fn verify(&self, signer: &ExternalIdentity, bytes: &[u8], sig: &Signature) -> Result<(), BadSignature> {
         match (signer, sig) {
             (ExternalIdentity::Ed25519(key), Signature::Ed25519(sig)) => {
-                UnparsedPublicKey::new(&ED25519, key.as_bytes()).verify(bytes, sig).map_err(|_| BadSignature)
+                UnparsedPublicKey::new(&ED25519, key.as_bytes()).verify(bytes, &sig[..]).map_err(|_| BadSignature)
             }
         }
     }

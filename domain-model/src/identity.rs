@@ -5,6 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+use serde_tuple::{Deserialize_tuple, Serialize_tuple};
 
 use crate::canonical::{Canonical, CanonicalWriter};
 use crate::error::{ParseError, ValidationError};
@@ -35,8 +36,9 @@ impl fmt::Debug for Ed25519PublicKey {
 
 /// A public key of any scheme netmachine knows. It is an enum so that other
 /// schemes (secp256k1, BLS, threshold keys) can be added without changing the
-/// shape of the wire format.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// shape of the wire format: on the wire it is one byte string, the scheme
+/// tag followed by the key.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ExternalIdentity {
     Ed25519(Ed25519PublicKey),
 }
@@ -79,6 +81,60 @@ impl ExternalIdentity {
         match self {
             Self::Ed25519(key) => key,
         }
+    }
+}
+
+impl Serialize for ExternalIdentity {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Ed25519(key) => {
+                let mut tagged = [0u8; 33];
+                tagged[0] = Self::ED25519_TAG;
+                tagged[1..].copy_from_slice(key.as_bytes());
+                serializer.serialize_bytes(&tagged)
+            }
+        }
+    }
+}
+
+/// Reads a short byte string (a tagged key or signature) into a buffer on
+/// the stack: decoding a message allocates nothing for its keys.
+struct ShortBytes {
+    buf: [u8; 65],
+    len: usize,
+}
+
+impl ShortBytes {
+    fn as_slice(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl<'de> Deserialize<'de> for ShortBytes {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = ShortBytes;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a byte string of at most 65 bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<ShortBytes, E> {
+                if v.len() > 65 {
+                    return Err(E::invalid_length(v.len(), &self));
+                }
+                let mut buf = [0u8; 65];
+                buf[..v.len()].copy_from_slice(v);
+                Ok(ShortBytes { buf, len: v.len() })
+            }
+        }
+        deserializer.deserialize_bytes(Visitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for ExternalIdentity {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let bytes = ShortBytes::deserialize(deserializer)?;
+        Self::from_tagged_bytes("key", bytes.as_slice()).map_err(serde::de::Error::custom)
     }
 }
 
@@ -257,7 +313,7 @@ impl Canonical for EngineName {
 
 /// An engine instance: the node it runs on and its name there. Text form:
 /// `name@node1...`.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize_tuple, Deserialize_tuple)]
 pub struct EngineIdentity {
     pub node: NodeIdentity,
     pub name: EngineName,
@@ -337,16 +393,48 @@ impl fmt::Display for DestinationIdentity {
     }
 }
 
-/// A signature, tagged with its scheme like the keys.
-#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// A signature, tagged with its scheme like the keys; on the wire one byte
+/// string, the scheme tag followed by the signature.
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub enum Signature {
-    Ed25519(#[serde(with = "serde_bytes")] [u8; 64]),
+    /// Boxed: messages without a signature (the common case) stay small,
+    /// and they are moved through several queues on their way.
+    Ed25519(Box<[u8; 64]>),
+}
+
+impl Serialize for Signature {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Ed25519(sig) => {
+                let mut tagged = [0u8; 65];
+                tagged[0] = ExternalIdentity::ED25519_TAG;
+                tagged[1..].copy_from_slice(&sig[..]);
+                serializer.serialize_bytes(&tagged)
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Signature {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let bytes = ShortBytes::deserialize(deserializer)?;
+        match bytes.as_slice().split_first() {
+            Some((&ExternalIdentity::ED25519_TAG, sig)) => {
+                let sig: [u8; 64] = sig.try_into().map_err(|_| {
+                    serde::de::Error::custom(format!("an Ed25519 signature is 64 bytes, not {}", sig.len()))
+                })?;
+                Ok(Self::Ed25519(Box::new(sig)))
+            }
+            Some((tag, _)) => Err(serde::de::Error::custom(format!("unknown signature scheme {tag}"))),
+            None => Err(serde::de::Error::custom("empty signature")),
+        }
+    }
 }
 
 impl Signature {
     pub fn as_bytes(&self) -> &[u8] {
         match self {
-            Self::Ed25519(bytes) => bytes,
+            Self::Ed25519(bytes) => &bytes[..],
         }
     }
 }

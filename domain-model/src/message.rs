@@ -4,6 +4,7 @@ use std::fmt;
 
 use bytes::Bytes;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_tuple::{Deserialize_tuple, Serialize_tuple};
 
 use crate::bounded::BoundedText;
 use crate::canonical::{Canonical, CanonicalWriter};
@@ -82,7 +83,7 @@ impl Canonical for TransportPrefs {
 }
 
 /// The protocol a body is written in: a name and a version.
-#[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize_tuple, Deserialize_tuple)]
 pub struct ProtocolId {
     pub name: BoundedText<MAX_PROTOCOL_NAME_BYTES>,
     pub version: u16,
@@ -156,7 +157,7 @@ impl<'de> Deserialize<'de> for Body {
 }
 
 /// A message from one engine to a destination.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize_tuple, Deserialize_tuple)]
 pub struct EngineMessage {
     pub src: EngineIdentity,
     pub dst: DestinationIdentity,
@@ -208,7 +209,7 @@ impl Signed for EngineMessage {
 
 /// A sealed message for the next relay hop: the inner message is encrypted
 /// to `dst` and padded, so a relay learns only the next hop.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize_tuple, Deserialize_tuple)]
 pub struct RelayMessage {
     pub src: NodeIdentity,
     pub dst: NodeIdentity,
@@ -268,7 +269,7 @@ pub enum NodePayload {
 }
 
 /// What crosses a connection between two nodes.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize_tuple, Deserialize_tuple)]
 pub struct NodeMessage {
     pub src: NodeIdentity,
     pub dst: NodeIdentity,

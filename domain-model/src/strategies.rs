@@ -48,7 +48,7 @@ pub fn signature() -> impl Strategy<Value = Signature> {
     vec(any::<u8>(), 64).prop_map(|bytes| {
         let mut sig = [0u8; 64];
         sig.copy_from_slice(&bytes);
-        Signature::Ed25519(sig)
+        Signature::Ed25519(Box::new(sig))
     })
 }
 

@@ -40,7 +40,7 @@ impl Signer for TestSigner {
         self.0
     }
     fn sign(&self, bytes: &[u8]) -> Signature {
-        Signature::Ed25519(digest(&self.0, bytes))
+        Signature::Ed25519(Box::new(digest(&self.0, bytes)))
     }
 }
 
@@ -51,7 +51,7 @@ pub struct TestVerifier;
 impl Verifier for TestVerifier {
     fn verify(&self, signer: &ExternalIdentity, bytes: &[u8], sig: &Signature) -> Result<(), BadSignature> {
         match sig {
-            Signature::Ed25519(s) if *s == digest(signer, bytes) => Ok(()),
+            Signature::Ed25519(s) if **s == digest(signer, bytes) => Ok(()),
             _ => Err(BadSignature),
         }
     }
