@@ -8,6 +8,10 @@
 //! (a) bulk 1 MiB bodies, (b) 256-byte bodies, channel-authenticated and
 //! signed, (c) request-response round trips, (d) connection setup.
 //! NETMACHINE_BENCH_MTU sets QUIC's maximum MTU for both (default 1500).
+//! (a) and (b) alternate netmachine and raw rounds and report medians, and
+//! (c) pools two alternating runs, because this machine's speed drifts.
+//! NETMACHINE_BENCH_ONLY_SMALL=1 runs only (b) channel-authenticated, for
+//! profiling.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -30,6 +34,7 @@ const SIGNED_MESSAGES: usize = 30_000;
 const RTT_ROUNDS: usize = 3_000;
 const SETUP_ROUNDS: usize = 20;
 const VERIFY_OPS: usize = 20_000;
+const ROUNDS: usize = 3;
 
 fn mtu() -> u16 {
     std::env::var("NETMACHINE_BENCH_MTU").ok().and_then(|v| v.parse().ok()).unwrap_or(1500)
@@ -150,13 +155,18 @@ async fn raw_stream(size: usize, count: usize) -> f64 {
     secs
 }
 
+fn median(mut seconds: Vec<f64>) -> f64 {
+    seconds.sort_by(f64::total_cmp);
+    seconds[seconds.len() / 2]
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-async fn netmachine_rtt(a: &NetworkedNode, b: &NetworkedNode) -> (Duration, Duration) {
-    let mut client = a.node.register_engine("rtt-client").expect("engine");
-    let mut echo = b.node.register_engine("rtt-echo").expect("engine");
+async fn netmachine_rtt(a: &NetworkedNode, b: &NetworkedNode, round: usize) -> Vec<Duration> {
+    let mut client = a.node.register_engine(&format!("rtt-client-{round}")).expect("engine");
+    let mut echo = b.node.register_engine(&format!("rtt-echo-{round}")).expect("engine");
     tokio::spawn(async move {
         while let Some(Inbound::Message(m)) = echo.recv().await {
             let body = m.body.as_bytes().clone();
@@ -165,7 +175,7 @@ async fn netmachine_rtt(a: &NetworkedNode, b: &NetworkedNode) -> (Duration, Dura
             }
         }
     });
-    let dst = to(b, "rtt-echo");
+    let dst = to(b, &format!("rtt-echo-{round}"));
     let body = Bytes::from(vec![1u8; 64]);
     let mut times = Vec::with_capacity(RTT_ROUNDS);
     for i in 0..RTT_ROUNDS + 100 {
@@ -176,11 +186,10 @@ async fn netmachine_rtt(a: &NetworkedNode, b: &NetworkedNode) -> (Duration, Dura
             times.push(start.elapsed());
         }
     }
-    times.sort();
-    (percentile(&times, 0.5), percentile(&times, 0.99))
+    times
 }
 
-async fn raw_rtt() -> (Duration, Duration) {
+async fn raw_rtt() -> Vec<Duration> {
     let (server, mut accepted, server_id) = raw_pair().await;
     let client = raw_client().await;
     let mut out = client.dial(server.local_address().expect("bound"), server_id).await.expect("dial");
@@ -210,9 +219,8 @@ async fn raw_rtt() -> (Duration, Duration) {
             times.push(start.elapsed());
         }
     }
-    times.sort();
     drop((client, server));
-    (percentile(&times, 0.5), percentile(&times, 0.99))
+    times
 }
 
 /// Time from the first message to an unconnected peer until it arrives:
@@ -274,14 +282,25 @@ fn main() {
             println!("small: {:.0} msg/s", SMALL_MESSAGES as f64 / secs);
             return;
         }
-        let bulk = netmachine_stream(&a, &b, "bulk", Bytes::from(vec![3u8; MIB]), BULK_MESSAGES, false).await;
-        let raw_bulk = raw_stream(MIB, BULK_MESSAGES).await;
-        let small = netmachine_stream(&a, &b, "small", Bytes::from(vec![3u8; SMALL]), SMALL_MESSAGES, false).await;
-        let raw_small = raw_stream(SMALL, SMALL_MESSAGES).await;
+        let (mut bulks, mut raw_bulks, mut smalls, mut raw_smalls) = (vec![], vec![], vec![], vec![]);
+        for round in 0..ROUNDS {
+            bulks.push(netmachine_stream(&a, &b, &format!("bulk{round}"), Bytes::from(vec![3u8; MIB]), BULK_MESSAGES, false).await);
+            raw_bulks.push(raw_stream(MIB, BULK_MESSAGES).await);
+            smalls.push(netmachine_stream(&a, &b, &format!("small{round}"), Bytes::from(vec![3u8; SMALL]), SMALL_MESSAGES, false).await);
+            raw_smalls.push(raw_stream(SMALL, SMALL_MESSAGES).await);
+        }
+        let (bulk, raw_bulk, small, raw_small) = (median(bulks), median(raw_bulks), median(smalls), median(raw_smalls));
         let signed = netmachine_stream(&a, &b, "signed", Bytes::from(vec![3u8; SMALL]), SIGNED_MESSAGES, true).await;
         let verify = verify_rate();
-        let (rtt50, rtt99) = netmachine_rtt(&a, &b).await;
-        let (raw50, raw99) = raw_rtt().await;
+        let (mut rtts, mut raw_rtts) = (Vec::new(), Vec::new());
+        for round in 0..2 {
+            rtts.extend(netmachine_rtt(&a, &b, round).await);
+            raw_rtts.extend(raw_rtt().await);
+        }
+        rtts.sort();
+        raw_rtts.sort();
+        let (rtt50, rtt99) = (percentile(&rtts, 0.5), percentile(&rtts, 0.99));
+        let (raw50, raw99) = (percentile(&raw_rtts, 0.5), percentile(&raw_rtts, 0.99));
         a.shutdown().await;
         b.shutdown().await;
         let setup = netmachine_setup().await;
@@ -295,7 +314,10 @@ fn main() {
         let (g, rg) = (gbit(bulk), gbit(raw_bulk));
         let (s, rs) = (rate(SMALL_MESSAGES, small), rate(SMALL_MESSAGES, raw_small));
         let sg = rate(SIGNED_MESSAGES, signed);
-        println!("transport benchmark: two nodes on loopback QUIC, max MTU {}, 2 tokio workers", mtu());
+        println!(
+            "transport benchmark: two nodes on loopback QUIC, max MTU {}, 2 tokio workers; (a), (b): median of {ROUNDS} alternating rounds",
+            mtu()
+        );
         println!();
         println!("| measure | netmachine | raw s2n-quic | ratio | target |");
         println!("|---|---:|---:|---:|---|");
