@@ -463,3 +463,34 @@ async fn floods_of_connections_and_banned_nodes_are_refused_at_the_handshake() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// A message to a peer that cannot be reached waits in its queue while the
+/// transport retries, and its sender is told when its expiry passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_peer_makes_the_sender_hear_of_expiry() {
+    let mut net = Net::new(Kind::Memory);
+    let a = net.node().await;
+    let b = net.node().await;
+    introduce(&[&a, &b]).await;
+    net.memory.unplug(&b.node.advert().expect("advert").addrs[0].address.socket);
+    let mut sender = a.node.register_engine("app").expect("engine");
+    let options =
+        netmachine_adapters::runtime::SendOptions { ttl: Some(Duration::from_millis(300)), ..Default::default() };
+    let id = sender.send_with(engine_dst(&b, "app"), proto(), &b"lost"[..], options).await.expect("queued");
+    let notice = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match sender.recv().await {
+                Some(Inbound::Undeliverable { id, reason, .. }) => return (id, reason),
+                Some(_) => continue,
+                None => panic!("mailbox closed"),
+            }
+        }
+    })
+    .await
+    .expect("a notice within 30 s");
+    assert_eq!(notice.0, id);
+    assert!(notice.1.contains("expired"), "{}", notice.1);
+    assert!(a.transport.connections().is_empty());
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -356,8 +356,13 @@ async fn outbound_connection(
         return;
     };
     let Some(node) = node_of(&shared) else { return };
+    let started = std::time::Instant::now();
     let stream = match tokio::time::timeout(DIAL_TIMEOUT, connector.dial(address.socket, peer)).await {
-        Ok(Ok(stream)) => stream,
+        Ok(Ok(stream)) => {
+            let micros = u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX);
+            with_engine(&shared, |engine| engine.record_rtt(peer, address, micros));
+            stream
+        }
         Ok(Err(DialError::WrongIdentity { presented })) => {
             tracing::warn!(%peer, %presented, %address, "the peer at this address proved another identity");
             fail(ConnectFailure::WrongIdentity);

@@ -297,7 +297,8 @@ impl Transport {
         }
     }
 
-    /// Records a round-trip measurement to an address.
+    /// Records how long reaching an address took (dial, handshakes): the
+    /// local measurement that orders addresses of equal weight.
     pub fn record_rtt(&mut self, peer: NodeIdentity, address: TransportAddress, rtt_micros: u32) {
         if let Some(entry) = self.peers.get_mut(&peer) {
             entry.stats.entry(address).or_default().rtt_micros = Some(rtt_micros);
@@ -398,10 +399,15 @@ impl Transport {
 
     // ---- dialling ----------------------------------------------------------
 
-    /// Orders a peer's addresses: the preferred protocol, then advertised
-    /// weight, then fewest failures, then lowest measured round trip.
+    /// Orders a peer's addresses: the preferred protocol (the waiting
+    /// message's transport preference, else this node's), then advertised
+    /// weight, then fewest failures, then lowest measured setup time.
     fn ordered_addresses(&self, peer: &Peer) -> VecDeque<TransportAddress> {
-        let preferred = self.config.preferred_protocol;
+        let wanted = peer.queue.front().and_then(|m| match &m.payload {
+            NodePayload::Engine(inner) => inner.prefs.and_then(|p| p.protocol),
+            NodePayload::Relay(_) => None,
+        });
+        let preferred = wanted.or(self.config.preferred_protocol);
         let mut addresses = peer.addresses.clone();
         addresses.sort_by_key(|w| {
             let stats = peer.stats.get(&w.address).copied().unwrap_or_default();

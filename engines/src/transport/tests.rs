@@ -465,3 +465,25 @@ fn large_messages_are_bounded_by_bytes_as_well_as_count() {
     t.acked(d[0].0, 1, 1024, T0);
     assert_eq!(transmitted(&drain(&mut t)), vec![3]);
 }
+
+#[test]
+fn a_message_preference_and_local_measurements_order_the_addresses() {
+    let mut t = transport(1);
+    let peer = node(2);
+    let quic = addr("quic://127.0.0.1:1", 5);
+    let tcp = addr("tls-tcp://127.0.0.1:1", 5);
+    let slow_quic = addr("quic://127.0.0.1:2", 5);
+    t.set_addresses(peer, vec![quic, tcp, slow_quic], T0);
+    t.record_rtt(peer, quic.address, 900);
+    t.record_rtt(peer, slow_quic.address, 100);
+    let mut m = message(node(1), peer, 1, None);
+    if let NodePayload::Engine(inner) = &mut m.payload {
+        inner.prefs = Some(TransportPrefs { protocol: Some(TransportProtocol::TlsTcp), ..TransportPrefs::default() });
+    }
+    t.send(peer, m, T0).expect("queued");
+    let first = dials(&drain(&mut t));
+    assert_eq!(first[0].1, tcp.address, "the message asked for TLS over TCP");
+    t.dial_failed(first[0].0, ConnectFailure::Unreachable("x".into()), Some(first[0].1), T0);
+    let second = dials(&drain(&mut t));
+    assert_eq!(second[0].1, slow_quic.address, "then the faster of the equal-weight QUIC addresses");
+}
