@@ -299,8 +299,11 @@ fn with_engine<T>(shared: &Arc<Shared>, input: impl FnOnce(&mut Transport) -> T)
                 let _ = shared.events.send(event);
             }
             TransportEffect::GiveUp { message, reason } => {
+                // Told from a task of its own: the caller may hold the
+                // Router's lock (a send that raced its own expiry), and the
+                // notice needs that lock to find the sender's mailbox.
                 if let Some(node) = shared.node.get().and_then(WeakNode::upgrade) {
-                    node.notify_undeliverable(&message, &reason.to_string());
+                    shared.runtime.spawn(async move { node.notify_undeliverable(&message, &reason.to_string()) });
                 }
             }
             TransportEffect::Transmit { .. } | TransportEffect::Close { .. } => {}
