@@ -23,13 +23,12 @@ use netmachine_domain::{
 };
 use netmachine_engines::ports::{Clock, OutboundError, OutboundTransport};
 use netmachine_engines::transport::{
-    message_cost, CloseReason, ConnId, ConnectFailure, Transport, TransportConfig, TransportEffect, TransportEvent,
+    message_cost, CloseReason, RecentIds, ConnId, ConnectFailure, Transport, TransportConfig, TransportEffect, TransportEvent,
 };
 use parking_lot::Mutex;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{broadcast, mpsc, oneshot, Notify};
 
-use super::dedup::RecentIds;
 use super::framing::{encode_frame_into, FrameReader, FramingError};
 use super::stream::{BoxWriter, Connector, DialError, SecuredStream};
 use crate::codec::CborCodec;

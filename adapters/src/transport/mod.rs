@@ -3,7 +3,6 @@
 //! mutually authenticated byte stream per connection, and the driver that
 //! hosts the Transport engine over them.
 
-mod dedup;
 pub mod driver;
 pub mod framing;
 pub mod identity_tls;

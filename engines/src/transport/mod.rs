@@ -10,6 +10,7 @@
 //! message has expired. Time comes in with every call; effects go out
 //! through [`Transport::poll_effect`].
 
+mod recent;
 mod types;
 
 use std::collections::{HashMap, VecDeque};
@@ -20,6 +21,7 @@ use netmachine_domain::{
     VersionRange, WeightedAddress,
 };
 
+pub use recent::RecentIds;
 pub use types::{CloseReason, ConnId, ConnectFailure, Direction, TransportEffect, TransportEvent, Undeliverable};
 
 use crate::ports::{OutboundError, Randomness};
