@@ -3,3 +3,4 @@
 //! `netmachine` nodes for end-to-end tests.
 
 pub mod cluster;
+pub mod sim;

@@ -23,7 +23,8 @@ use netmachine_domain::{
 };
 use netmachine_engines::ports::{Clock, OutboundError, OutboundTransport};
 use netmachine_engines::transport::{
-    message_cost, CloseReason, RecentIds, ConnId, ConnectFailure, Transport, TransportConfig, TransportEffect, TransportEvent,
+    message_cost, CloseReason, ConnId, ConnectFailure, RecentIds, Transport, TransportConfig, TransportEffect,
+    TransportEvent,
 };
 use parking_lot::Mutex;
 use tokio::io::{AsyncWrite, AsyncWriteExt};

@@ -1,0 +1,274 @@
+//! `netmachine-sim`: run a scenario, or compare two runs.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use netmachine_harness::sim::metrics::Results;
+use netmachine_harness::sim::plot::{line_chart, Series};
+use netmachine_harness::sim::scenario::Scenario;
+use netmachine_harness::sim::Simulation;
+
+/// The netmachine simulator: real engines, virtual time, simulated links.
+#[derive(Debug, Parser)]
+#[command(name = "netmachine-sim", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs a scenario and writes results.json and plots to --out.
+    Run {
+        scenario: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Overrides the scenario's seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Writes one line per event to this file.
+        #[arg(long)]
+        trace: Option<PathBuf>,
+    },
+    /// Puts two runs' results side by side.
+    Compare { a: PathBuf, b: PathBuf },
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Run { scenario, out, seed, trace } => run(&scenario, &out, seed, trace.as_deref()),
+        Command::Compare { a, b } => compare(&a, &b),
+    }
+}
+
+fn fail(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("netmachine-sim: {message}");
+    ExitCode::FAILURE
+}
+
+fn run(path: &Path, out: &Path, seed: Option<u64>, trace: Option<&Path>) -> ExitCode {
+    let mut scenario = match Scenario::load(path) {
+        Ok(s) => s,
+        Err(err) => return fail(err),
+    };
+    if let Some(seed) = seed {
+        scenario.seed = seed;
+    }
+    let seed = scenario.seed;
+    if let Err(err) = std::fs::create_dir_all(out) {
+        return fail(format!("cannot create {}: {err}", out.display()));
+    }
+    let mut sim = Simulation::new(scenario.clone());
+    if let Some(trace) = trace {
+        match std::fs::File::create(trace) {
+            Ok(file) => sim = sim.with_trace(Box::new(std::io::BufWriter::new(file))),
+            Err(err) => return fail(format!("cannot create {}: {err}", trace.display())),
+        }
+    }
+    let terminal = std::io::stderr().is_terminal();
+    let started = std::time::Instant::now();
+    let results = sim.run(|done| {
+        let width = 40;
+        let filled = (done * f64::from(width)) as usize;
+        let line = format!(
+            "[{}{}] {:>3.0}%  {:.0} s simulated  {:.1} s wall",
+            "#".repeat(filled),
+            " ".repeat(width as usize - filled.min(width as usize)),
+            done * 100.0,
+            done * scenario.duration_s,
+            started.elapsed().as_secs_f64()
+        );
+        if terminal {
+            eprint!("\r{line}");
+        } else if ((done * 100.0) as u64).is_multiple_of(10) {
+            eprintln!("{line}");
+        }
+    });
+    if terminal {
+        eprintln!();
+    }
+    if let Err(err) = write_outputs(out, &results) {
+        return fail(format!("cannot write results to {}: {err}", out.display()));
+    }
+    print_summary(&results);
+    if results.violations.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        for v in &results.violations {
+            eprintln!("violation: {v}");
+        }
+        eprintln!(
+            "seed {seed}; replay with: netmachine-sim run {} --out {} --seed {seed} --trace trace.txt",
+            path.display(),
+            out.display()
+        );
+        ExitCode::FAILURE
+    }
+}
+
+fn print_summary(r: &Results) {
+    println!(
+        "scenario {} (seed {}): {} nodes, {} s simulated in {:.1} s",
+        r.scenario, r.seed, r.nodes, r.simulated_s, r.wall_s
+    );
+    println!("events {} ({:.0}/s), trace hash {}", r.events, r.events_per_wall_s, r.trace_hash);
+    for (kind, m) in [("unicast", &r.unicast), ("pubsub", &r.pubsub)] {
+        if m.expected == 0 {
+            continue;
+        }
+        println!(
+            "{kind}: delivered {}/{} ({:.4}), told {}, lost {}, excused {}, duplicates {}, latency p50 {:.1} ms p99 {:.1} ms",
+            m.delivered, m.expected, m.delivery_ratio, m.told_undeliverable, m.lost, m.excused, m.duplicates, m.latency.p50_ms, m.latency.p99_ms
+        );
+    }
+    println!(
+        "connections: {} made, {} failed, {} lost; {} messages rejected; peak RSS per node {} bytes",
+        r.connects, r.connect_failures, r.disconnects, r.rejected, r.peak_rss_bytes_per_node
+    );
+}
+
+fn write_outputs(out: &Path, r: &Results) -> std::io::Result<()> {
+    let json = serde_json::to_string_pretty(r).map_err(std::io::Error::other)?;
+    std::fs::write(out.join("results.json"), json)?;
+    let cdf = line_chart(
+        "Delivery latency CDF",
+        "latency (ms)",
+        "fraction delivered",
+        &[
+            Series { name: "unicast", points: r.unicast.latency_cdf.clone() },
+            Series { name: "pub/sub", points: r.pubsub.latency_cdf.clone() },
+        ],
+        false,
+    );
+    std::fs::write(out.join("latency_cdf.svg"), cdf)?;
+    let sorted = |v: &Vec<u64>| {
+        let mut v = v.clone();
+        v.sort_unstable();
+        v.iter().enumerate().map(|(i, x)| (i as f64, *x as f64)).collect::<Vec<_>>()
+    };
+    let load = line_chart(
+        "Load per node (nodes sorted by load)",
+        "node rank",
+        "messages",
+        &[
+            Series { name: "messages sent", points: sorted(&r.per_node.messages_sent) },
+            Series { name: "messages received", points: sorted(&r.per_node.messages_received) },
+        ],
+        false,
+    );
+    std::fs::write(out.join("load_messages.svg"), load)?;
+    let bytes = line_chart(
+        "Bytes per node (nodes sorted by load)",
+        "node rank",
+        "bytes",
+        &[
+            Series { name: "bytes sent", points: sorted(&r.per_node.bytes_sent) },
+            Series { name: "bytes received", points: sorted(&r.per_node.bytes_received) },
+        ],
+        false,
+    );
+    std::fs::write(out.join("load_bytes.svg"), bytes)?;
+    let max_degree = r.per_node.in_degree.iter().copied().max().unwrap_or(0);
+    let mut histogram = vec![0u64; max_degree as usize + 2];
+    for d in &r.per_node.in_degree {
+        histogram[*d as usize] += 1;
+    }
+    let hist_points = histogram.iter().enumerate().map(|(d, n)| (d as f64, *n as f64)).collect();
+    std::fs::write(
+        out.join("in_degree.svg"),
+        line_chart(
+            "In-degree at the end",
+            "inbound connections",
+            "nodes",
+            &[Series { name: "nodes", points: hist_points }],
+            true,
+        ),
+    )?;
+    let per_second = |v: &Vec<u64>| v.iter().enumerate().map(|(s, x)| (s as f64, *x as f64)).collect::<Vec<_>>();
+    std::fs::write(
+        out.join("timeseries.svg"),
+        line_chart(
+            "Per second",
+            "simulated time (s)",
+            "count",
+            &[
+                Series { name: "unicast sent", points: per_second(&r.series.sent) },
+                Series { name: "unicast delivered", points: per_second(&r.series.delivered) },
+                Series { name: "open connections", points: per_second(&r.series.open_connections) },
+                Series { name: "connects", points: per_second(&r.series.connects) },
+                Series { name: "disconnects", points: per_second(&r.series.disconnects) },
+                Series { name: "rejected", points: per_second(&r.series.rejected) },
+            ],
+            false,
+        ),
+    )?;
+    std::fs::write(
+        out.join("duplicates.svg"),
+        line_chart(
+            "Repeats and duplicates",
+            "kind (0 unicast, 1 pub/sub)",
+            "messages",
+            &[
+                Series {
+                    name: "repeats dropped by the filter",
+                    points: vec![(0.0, r.unicast.repeats_dropped as f64), (1.0, r.pubsub.repeats_dropped as f64)],
+                },
+                Series {
+                    name: "duplicates delivered",
+                    points: vec![(0.0, r.unicast.duplicates as f64), (1.0, r.pubsub.duplicates as f64)],
+                },
+            ],
+            true,
+        ),
+    )?;
+    Ok(())
+}
+
+fn load_results(path: &Path) -> Result<Results, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{} is not a results file: {e}", path.display()))
+}
+
+fn compare(a: &Path, b: &Path) -> ExitCode {
+    let (ra, rb) = match (load_results(a), load_results(b)) {
+        (Ok(ra), Ok(rb)) => (ra, rb),
+        (Err(e), _) | (_, Err(e)) => return fail(e),
+    };
+    let rows: Vec<(&str, f64, f64)> = vec![
+        ("nodes", f64::from(ra.nodes), f64::from(rb.nodes)),
+        ("simulated s", ra.simulated_s, rb.simulated_s),
+        ("events", ra.events as f64, rb.events as f64),
+        ("events per wall s", ra.events_per_wall_s, rb.events_per_wall_s),
+        ("unicast delivery ratio", ra.unicast.delivery_ratio, rb.unicast.delivery_ratio),
+        ("unicast latency p50 ms", ra.unicast.latency.p50_ms, rb.unicast.latency.p50_ms),
+        ("unicast latency p99 ms", ra.unicast.latency.p99_ms, rb.unicast.latency.p99_ms),
+        ("unicast told undeliverable", ra.unicast.told_undeliverable as f64, rb.unicast.told_undeliverable as f64),
+        ("unicast lost", ra.unicast.lost as f64, rb.unicast.lost as f64),
+        ("unicast duplicates", ra.unicast.duplicates as f64, rb.unicast.duplicates as f64),
+        ("pubsub delivery ratio", ra.pubsub.delivery_ratio, rb.pubsub.delivery_ratio),
+        ("pubsub latency p50 ms", ra.pubsub.latency.p50_ms, rb.pubsub.latency.p50_ms),
+        ("connects", ra.connects as f64, rb.connects as f64),
+        ("disconnects", ra.disconnects as f64, rb.disconnects as f64),
+        ("rejected", ra.rejected as f64, rb.rejected as f64),
+        ("peak RSS per node", ra.peak_rss_bytes_per_node as f64, rb.peak_rss_bytes_per_node as f64),
+    ];
+    let mut out = std::io::stdout().lock();
+    let _ =
+        writeln!(out, "| metric | {} (seed {}) | {} (seed {}) | b / a |", ra.scenario, ra.seed, rb.scenario, rb.seed);
+    let _ = writeln!(out, "|---|---:|---:|---:|");
+    for (name, x, y) in rows {
+        let ratio = if x == 0.0 { "-".to_string() } else { format!("{:.3}", y / x) };
+        let _ = writeln!(out, "| {name} | {} | {} | {ratio} |", fmt(x), fmt(y));
+    }
+    ExitCode::SUCCESS
+}
+
+fn fmt(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.4}")
+    }
+}

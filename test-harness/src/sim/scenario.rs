@@ -1,0 +1,166 @@
+//! Scenarios: TOML files that say how many nodes, what the network does,
+//! what traffic flows, and which faults and attackers strike when.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::model::LinkModel;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    pub nodes: u32,
+    pub duration_s: f64,
+    /// How often each node's Transport engine is ticked (virtual time).
+    #[serde(default = "default_tick_ms")]
+    pub tick_ms: u64,
+    #[serde(default)]
+    pub link: LinkModel,
+    #[serde(default)]
+    pub workload: Workload,
+    #[serde(default)]
+    pub faults: Vec<Fault>,
+}
+
+fn default_seed() -> u64 {
+    1
+}
+
+fn default_tick_ms() -> u64 {
+    500
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Workload {
+    /// Unicast messages each node sends per second (Poisson), each to a
+    /// node chosen at random.
+    #[serde(default = "default_rate")]
+    pub unicast_per_node_per_s: f64,
+    #[serde(default = "default_body")]
+    pub body_bytes: usize,
+    #[serde(default = "default_ttl")]
+    pub ttl_ms: u64,
+    /// Topics, each published by one node and subscribed by
+    /// `subscribers_per_topic` others.
+    #[serde(default)]
+    pub topics: u32,
+    #[serde(default)]
+    pub subscribers_per_topic: u32,
+    /// Events each topic's publisher publishes per second.
+    #[serde(default)]
+    pub events_per_topic_per_s: f64,
+    /// Traffic stops this long before the end, so what is in flight can land.
+    #[serde(default = "default_quiet")]
+    pub quiet_tail_s: f64,
+}
+
+fn default_rate() -> f64 {
+    1.0
+}
+fn default_body() -> usize {
+    256
+}
+fn default_ttl() -> u64 {
+    30_000
+}
+fn default_quiet() -> f64 {
+    40.0
+}
+
+impl Default for Workload {
+    fn default() -> Self {
+        Self {
+            unicast_per_node_per_s: default_rate(),
+            body_bytes: default_body(),
+            ttl_ms: default_ttl(),
+            topics: 0,
+            subscribers_per_topic: 0,
+            events_per_topic_per_s: 0.0,
+            quiet_tail_s: default_quiet(),
+        }
+    }
+}
+
+/// Something that happens to the network at `at_s`. (Unknown keys are
+/// refused by each kind, not here: serde cannot refuse them across a
+/// flattened enum.)
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fault {
+    pub at_s: f64,
+    #[serde(flatten)]
+    pub kind: FaultKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum FaultKind {
+    /// `nodes` random nodes crash; each restarts after `restart_after_s`
+    /// (with its identity; its queues are lost) unless it is absent.
+    Crash { nodes: u32, restart_after_s: Option<f64> },
+    /// The first `fraction` of the nodes is cut off from the rest until
+    /// `heal_after_s` later.
+    Partition { fraction: f64, heal_after_s: Option<f64> },
+    /// `nodes` new nodes join and start sending.
+    Join { nodes: u32 },
+    /// `nodes` random nodes turn adversarial.
+    Adversary { nodes: u32, behaviour: Behaviour },
+}
+
+/// What an adversarial node does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Behaviour {
+    /// Takes messages and never delivers or acknowledges them.
+    Drop,
+    /// Holds every message it sends for a second.
+    Delay,
+    /// Sends a hundred times the normal rate.
+    Flood,
+    /// Signs its messages with a key that is not its own.
+    BadSignatures,
+    /// Advertises another node's address.
+    LieInAdverts,
+    /// Receives but never forwards: with direct routing, the same as drop.
+    Withhold,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("cannot read scenario {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("scenario {path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+impl Scenario {
+    pub fn load(path: &Path) -> Result<Self, ScenarioError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ScenarioError::Read { path: path.display().to_string(), source })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    pub fn parse(text: &str, path: &str) -> Result<Self, ScenarioError> {
+        let invalid = |message: String| ScenarioError::Invalid { path: path.to_string(), message };
+        let scenario: Scenario = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        if scenario.nodes < 2 || scenario.nodes > 1_000_000 {
+            return Err(invalid(format!("nodes = {} is outside 2..=1000000", scenario.nodes)));
+        }
+        if !(scenario.duration_s > 0.0 && scenario.duration_s <= 86_400.0) {
+            return Err(invalid("duration_s must be in (0, 86400]".into()));
+        }
+        if !(0.0..1.0).contains(&scenario.link.loss) {
+            return Err(invalid("link.loss must be in [0, 1)".into()));
+        }
+        if scenario.tick_ms == 0 {
+            return Err(invalid("tick_ms must be at least 1".into()));
+        }
+        Ok(scenario)
+    }
+}
