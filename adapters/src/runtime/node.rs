@@ -333,6 +333,22 @@ fn apply_to_router(router: &RwLock<Router<Mailbox>>, accepted: &Accepted) {
     }
 }
 
+/// A notice from a peer's router that a message this node's engine sent
+/// was dropped there, as the engine receives it.
+fn notice_of(message: &netmachine_domain::EngineMessage) -> Option<Inbound> {
+    if message.protocol.name.as_str() != netmachine_engines::router::UNDELIVERABLE_PROTOCOL
+        || message.src.name.as_str() != netmachine_engines::router::NODE_ENGINE_NAME
+    {
+        return None;
+    }
+    let (reason, id) = netmachine_engines::router::decode_notice(message.body.as_bytes())?;
+    Some(Inbound::Undeliverable {
+        id: netmachine_domain::MessageId(id),
+        dst: netmachine_domain::DestinationIdentity::Node(message.src.node),
+        reason: reason.describe().to_string(),
+    })
+}
+
 /// A running node. Cheap to clone; every clone is the same node.
 #[derive(Clone, Debug)]
 pub struct Node {
@@ -479,6 +495,11 @@ impl Node {
     /// connection. A rejection that `disconnects_peer()` tells the
     /// transport to drop that peer.
     pub async fn deliver_inbound(&self, peer: NodeIdentity, message: NodeMessage) -> Result<(), InboundRejection> {
+        // Who to tell if the message has to be dropped here.
+        let origin = match &message.payload {
+            NodePayload::Engine(inner) => Some((inner.src.clone(), inner.id, inner.protocol.clone())),
+            NodePayload::Relay(_) => None,
+        };
         let routed = self.inner.router.read().route_inbound(peer, message, self.now(), &RingVerifier);
         match routed {
             Ok(routed) => {
@@ -493,6 +514,11 @@ impl Node {
             Err(rejection) => {
                 self.inner.counters.inbound_rejected.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(%rejection, "inbound message dropped");
+                if let Some((source, id, protocol)) = origin {
+                    let notice =
+                        self.inner.router.read().undeliverable_notice(&source, id, &protocol, &rejection, self.now());
+                    self.send_control(notice.into_iter().collect());
+                }
                 Err(rejection)
             }
         }
@@ -509,7 +535,11 @@ impl Node {
         match routed {
             Routed::Local { to, message } => {
                 let dst = message.dst.clone();
-                to.send(Inbound::Message(message)).await.map_err(|_| SendError::MailboxClosed { dst })?;
+                let inbound = match notice_of(&message) {
+                    Some(notice) => notice,
+                    None => Inbound::Message(message),
+                };
+                to.send(inbound).await.map_err(|_| SendError::MailboxClosed { dst })?;
                 self.inner.counters.local_delivered.fetch_add(1, Ordering::Relaxed);
             }
             Routed::Topic { to, message, remote } => {

@@ -19,7 +19,9 @@ use netmachine_domain::{
 };
 
 pub use error::{InboundRejection, RegistryError, RouteError, TopicError};
-pub use subscriptions::{SubscriptionOp, SUBSCRIPTION_PROTOCOL, SUBSCRIPTION_VERSION};
+pub use subscriptions::{
+    decode_notice, DropReason, SubscriptionOp, SUBSCRIPTION_PROTOCOL, SUBSCRIPTION_VERSION, UNDELIVERABLE_PROTOCOL,
+};
 
 use crate::ports::{verify_if_signed, verify_signed, OutboundTransport, Signer, Verifier};
 use topics::TopicTable;
@@ -476,6 +478,32 @@ impl<A: Clone> Router<A> {
             .filter(|publisher| **publisher != self.node)
             .map(|publisher| self.control_message(*publisher, subscriptions::encode_request(op, topic), now))
             .collect()
+    }
+
+    /// The notice to send back to the source engine of a message that this
+    /// node had to drop, so its sender hears of it. None for the node's own
+    /// control messages (no notice about a notice) and for other reasons.
+    pub fn undeliverable_notice(
+        &self,
+        source: &EngineIdentity,
+        id: MessageId,
+        protocol: &ProtocolId,
+        rejection: &InboundRejection,
+        now: Timestamp,
+    ) -> Option<EngineMessage> {
+        let reason = match rejection {
+            InboundRejection::Expired { .. } => DropReason::Expired,
+            InboundRejection::NoRoute { .. } => DropReason::NoRoute,
+            _ => return None,
+        };
+        let control = [SUBSCRIPTION_PROTOCOL, UNDELIVERABLE_PROTOCOL].contains(&protocol.name.as_str());
+        if control || source.node == self.node {
+            return None;
+        }
+        let mut notice = self.control_message(source.node, subscriptions::encode_notice(reason, id.0), now);
+        notice.dst = DestinationIdentity::Engine(source.clone());
+        notice.protocol = ProtocolId::new(UNDELIVERABLE_PROTOCOL, 1).ok()?;
+        Some(notice)
     }
 
     /// Subscriptions to renew with `peer` (after it connects, it may have

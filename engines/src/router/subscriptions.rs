@@ -51,3 +51,44 @@ mod tests {
         assert_eq!(decode_request(&[1, 1, 2, 3]), None);
     }
 }
+
+/// The protocol of the notice a node sends back to the source engine of a
+/// message it had to drop (expired on arrival, or no such engine).
+pub const UNDELIVERABLE_PROTOCOL: &str = "netmachine/undeliverable";
+
+/// Why a message was dropped at its destination node.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum DropReason {
+    Expired,
+    NoRoute,
+}
+
+impl DropReason {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Expired => "expired before it reached its destination",
+            Self::NoRoute => "no such engine at the destination node",
+        }
+    }
+}
+
+/// `[reason][message id, big-endian]`.
+pub fn encode_notice(reason: DropReason, id: u64) -> Vec<u8> {
+    let mut body = vec![match reason {
+        DropReason::Expired => 1,
+        DropReason::NoRoute => 2,
+    }];
+    body.extend_from_slice(&id.to_be_bytes());
+    body
+}
+
+pub fn decode_notice(body: &[u8]) -> Option<(DropReason, u64)> {
+    let (reason, id) = body.split_first()?;
+    let reason = match reason {
+        1 => DropReason::Expired,
+        2 => DropReason::NoRoute,
+        _ => return None,
+    };
+    let id: [u8; 8] = id.try_into().ok()?;
+    Some((reason, u64::from_be_bytes(id)))
+}

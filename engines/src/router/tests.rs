@@ -463,3 +463,20 @@ proptest! {
         prop_assert!(f.router.route_inbound(peer, message, NOW, &TestVerifier).is_err());
     }
 }
+
+#[test]
+fn a_dropped_message_earns_its_source_a_notice_but_a_notice_earns_none() {
+    let f = Fixture::new(&["a"]);
+    let peer = NodeIdentity::ed25519([9; 32]);
+    let source = EngineIdentity::new(peer, name("remote"));
+    let protocol = ProtocolId::new("test", 1).expect("valid");
+    let dropped = InboundRejection::Expired { peer, rule: RuleError::Expired { expiry: 1, now: 2 } };
+    let notice = f.router.undeliverable_notice(&source, MessageId(77), &protocol, &dropped, NOW).expect("a notice");
+    assert_eq!(notice.dst, DestinationIdentity::Engine(source.clone()));
+    assert_eq!(decode_notice(notice.body.as_bytes()), Some((DropReason::Expired, 77)));
+    // It travels like any message from this node's router.
+    assert!(matches!(f.router.route_local(notice.clone(), NOW, f.ports()), Ok(Routed::Sent { .. })));
+    assert!(f.router.undeliverable_notice(&source, MessageId(1), &notice.protocol, &dropped, NOW).is_none());
+    let bad = InboundRejection::BadSignature { peer };
+    assert!(f.router.undeliverable_notice(&source, MessageId(1), &protocol, &bad, NOW).is_none());
+}

@@ -95,7 +95,16 @@ pub struct Results {
     /// Bytes of simulator state per node at the end (engines, links, queue),
     /// an estimate from the process's resident memory.
     pub peak_rss_bytes_per_node: u64,
+    /// Unicast messages between honest nodes that never crashed, across the
+    /// last partition's cut, sent at least 5 s after it healed.
+    pub across_healed_cut: Crossing,
     pub violations: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Crossing {
+    pub sent: u64,
+    pub delivered: u64,
 }
 
 /// Up to `points` points of the CDF of `sorted` (microseconds), in ms.

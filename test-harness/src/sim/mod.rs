@@ -28,7 +28,7 @@ use netmachine_domain::{
 };
 use netmachine_engines::ports::{Randomness, Signer};
 use netmachine_engines::random::SplitMix;
-use netmachine_engines::router::SubscriptionOp;
+use netmachine_engines::router::{decode_notice, SubscriptionOp, UNDELIVERABLE_PROTOCOL};
 use netmachine_engines::testing::{RecordingOutbound, TestSigner, TestVerifier};
 use netmachine_engines::transport::{
     message_cost, CloseReason, ConnId, ConnectFailure, TransportEffect, TransportEvent, PROTOCOL_VERSIONS,
@@ -54,19 +54,45 @@ enum Event {
     Tick(u32),
     Unicast(u32),
     Publish(u32),
-    DialDone { node: u32, generation: u64, attempt: ConnId, target: u32, address: TransportAddress, ok: bool },
-    Arrive { link: u32, from_side: u8, seq: u64 },
-    Ack { link: u32, from_side: u8, upto: u64 },
-    LinkCheck { link: u32 },
-    CloseNotice { link: u32, side: u8 },
+    DialDone {
+        node: u32,
+        generation: u64,
+        attempt: ConnId,
+        target: u32,
+        address: TransportAddress,
+        ok: bool,
+    },
+    Arrive {
+        link: u32,
+        from_side: u8,
+        seq: u64,
+    },
+    Ack {
+        link: u32,
+        from_side: u8,
+        upto: u64,
+    },
+    LinkCheck {
+        link: u32,
+    },
+    CloseNotice {
+        link: u32,
+        side: u8,
+    },
     Fault(u32),
     Restart(u32),
-    Heal,
+    /// Ends partition number N, if it is still the current one.
+    Heal(u32),
 }
 
+/// One direction of a simulated connection: an ordered stream.
 #[derive(Debug, Default)]
 struct Direction {
-    in_flight: VecDeque<(u64, NodeMessage, usize)>,
+    /// Sent and not yet acknowledged: (seq, message, cost, arrived). Those
+    /// below `next_deliver` were delivered and wait for their ack; those
+    /// above it that arrived wait behind an earlier one (head-of-line).
+    in_flight: VecDeque<(u64, NodeMessage, usize, bool)>,
+    next_deliver: u64,
     next_seq: u64,
     busy_until_us: u64,
     last_arrival_us: u64,
@@ -109,6 +135,10 @@ pub struct Simulation {
     node_links: Vec<Vec<u32>>,
     random: SplitMix,
     partition_cut: Option<u32>,
+    /// Partitions started so far (numbers them).
+    partitions: u32,
+    /// When the last partition healed, and where it cut.
+    last_heal: Option<(u64, u32)>,
     unicasts: HashMap<(u32, u64), Sent>,
     events_published: HashMap<(u32, u64), (u64, u64, u32)>,
     topics: Vec<Topic>,
@@ -169,6 +199,8 @@ impl Simulation {
             node_links: vec![Vec::new(); total as usize],
             random,
             partition_cut: None,
+            partitions: 0,
+            last_heal: None,
             unicasts: HashMap::new(),
             events_published: HashMap::new(),
             topics: Vec::new(),
@@ -323,7 +355,7 @@ impl Simulation {
             Event::CloseNotice { link, side } => (8, u64::from(link), u64::from(side)),
             Event::Fault(i) => (9, u64::from(i), 0),
             Event::Restart(n) => (10, u64::from(n), 0),
-            Event::Heal => (11, 0, 0),
+            Event::Heal(p) => (11, u64::from(p), 0),
         };
         self.hash.write_u64(kind);
         self.hash.write_u64(a);
@@ -358,8 +390,7 @@ impl Simulation {
             Event::Arrive { link, from_side, seq } => self.arrive(link, from_side, seq),
             Event::Ack { link, from_side, upto } => self.ack(link, from_side, upto),
             Event::LinkCheck { link } => {
-                let [a, b] = self.links[link as usize].ends;
-                if !self.reachable(a, b) {
+                if !self.link_usable(link) {
                     for side in 0..2 {
                         self.close_side(link, side, CloseReason::Lost("idle timeout".into()));
                     }
@@ -374,7 +405,13 @@ impl Simulation {
                 self.nodes[n as usize].restart(seed, WINDOW);
                 self.resubscribe(n);
             }
-            Event::Heal => self.partition_cut = None,
+            Event::Heal(p) => {
+                if self.partitions == p {
+                    if let Some(cut) = self.partition_cut.take() {
+                        self.last_heal = Some((self.now_us, cut));
+                    }
+                }
+            }
         }
     }
 
@@ -387,6 +424,16 @@ impl Simulation {
             Some(cut) => (a < cut) == (b < cut),
             None => true,
         }
+    }
+
+    /// A link carries traffic only between the two processes that made it:
+    /// a restarted node's old connections are dead even once it is back.
+    fn link_usable(&self, link: u32) -> bool {
+        let l = &self.links[link as usize];
+        let [a, b] = l.ends;
+        self.reachable(a, b)
+            && l.generations[0] == self.nodes[a as usize].generation
+            && l.generations[1] == self.nodes[b as usize].generation
     }
 
     fn latency_us(&mut self) -> u64 {
@@ -701,7 +748,7 @@ impl Simulation {
         dir.busy_until_us = start + serialization;
         let arrive = (start + serialization + latency + u64::from(losses) * rto + delay).max(dir.last_arrival_us + 1);
         dir.last_arrival_us = arrive;
-        dir.in_flight.push_back((seq, message, cost));
+        dir.in_flight.push_back((seq, message, cost, false));
         self.queue.push(arrive, Event::Arrive { link, from_side: side, seq });
     }
 
@@ -712,40 +759,80 @@ impl Simulation {
             return;
         }
         let (from, to) = (l.ends[from_side as usize], l.ends[to_side as usize]);
+        let receiver_restarted = l.generations[to_side as usize] != self.nodes[to as usize].generation;
+        if receiver_restarted {
+            // The process this link led to is gone; the sender's side times out.
+            return;
+        }
         if !self.reachable(from, to) {
-            // QUIC keeps retransmitting until the connection times out.
+            // QUIC keeps retransmitting until the connection times out. The
+            // stream stays in order: a retry never overtakes an earlier one.
             if self.nodes[to as usize].alive {
-                let at = self.now_us + self.rto_us();
+                let rto = self.rto_us();
+                let dir = &mut self.links[link as usize].dirs[from_side as usize];
+                let at = (self.now_us + rto).max(dir.last_arrival_us + 1);
+                dir.last_arrival_us = at;
                 self.queue.push(at, Event::Arrive { link, from_side, seq });
             }
             return;
         }
-        let dir = &self.links[link as usize].dirs[from_side as usize];
-        let Some(front) = dir.in_flight.front().map(|f| f.0) else { return };
-        let Some((_, message, cost)) = dir.in_flight.get((seq - front) as usize).cloned() else { return };
-        let behaviour = self.nodes[to as usize].behaviour;
-        if matches!(behaviour, Some(Behaviour::Drop) | Some(Behaviour::Withhold)) {
+        // Mark it arrived; then deliver, in order, everything that has.
+        {
+            let dir = &mut self.links[link as usize].dirs[from_side as usize];
+            if seq < dir.next_deliver {
+                return;
+            }
+            let Some(front) = dir.in_flight.front().map(|f| f.0) else { return };
+            let Some(entry) = seq.checked_sub(front).and_then(|o| dir.in_flight.get_mut(o as usize)) else { return };
+            entry.3 = true;
+        }
+        if matches!(self.nodes[to as usize].behaviour, Some(Behaviour::Drop) | Some(Behaviour::Withhold)) {
             return;
         }
-        let node = &mut self.nodes[to as usize];
-        node.messages_received += 1;
-        node.bytes_received += cost as u64;
-        let from_id = self.nodes[from as usize].id;
-        let fresh = match &message.payload {
-            NodePayload::Engine(inner) => self.nodes[to as usize]
-                .recent
-                .entry(from_id)
-                .or_insert_with(|| netmachine_engines::transport::RecentIds::new(2 * WINDOW))
-                .first_time(inner),
-            NodePayload::Relay(_) => true,
-        };
-        if fresh {
-            self.deliver(from, to, message);
-        } else {
-            self.results.unicast.repeats_dropped += 1;
+        let mut delivered_any = false;
+        loop {
+            let next = {
+                let dir = &mut self.links[link as usize].dirs[from_side as usize];
+                let Some(front) = dir.in_flight.front().map(|f| f.0) else { break };
+                let Some(entry) = dir.next_deliver.checked_sub(front).and_then(|o| dir.in_flight.get(o as usize))
+                else {
+                    break;
+                };
+                if !entry.3 {
+                    break;
+                }
+                dir.next_deliver += 1;
+                (entry.1.clone(), entry.2)
+            };
+            let (message, cost) = next;
+            delivered_any = true;
+            let node = &mut self.nodes[to as usize];
+            node.messages_received += 1;
+            node.bytes_received += cost as u64;
+            let from_id = self.nodes[from as usize].id;
+            let fresh = match &message.payload {
+                NodePayload::Engine(inner) => self.nodes[to as usize]
+                    .recent
+                    .entry(from_id)
+                    .or_insert_with(|| netmachine_engines::transport::RecentIds::new(2 * WINDOW))
+                    .first_time(inner),
+                NodePayload::Relay(_) => true,
+            };
+            if fresh {
+                self.deliver(from, to, message);
+            } else {
+                self.results.unicast.repeats_dropped += 1;
+            }
+            if !self.links[link as usize].open[to_side as usize] {
+                // Delivering closed the link (a forged message): stop here.
+                return;
+            }
         }
-        let at = self.now_us + self.latency_us();
-        self.queue.push(at, Event::Ack { link, from_side, upto: seq + 1 });
+        if delivered_any {
+            let upto = self.links[link as usize].dirs[from_side as usize].next_deliver;
+            let at = self.now_us + self.latency_us();
+            self.queue.push(at, Event::Ack { link, from_side, upto });
+        }
     }
 
     fn deliver(&mut self, from: u32, to: u32, message: NodeMessage) {
@@ -755,8 +842,20 @@ impl Simulation {
             NodePayload::Engine(inner) => (from, inner.id.0, inner.expiry),
             NodePayload::Relay(_) => (from, 0, None),
         };
+        let origin = match &message.payload {
+            NodePayload::Engine(inner) => Some((inner.src.clone(), inner.id, inner.protocol.clone())),
+            NodePayload::Relay(_) => None,
+        };
         let routed = self.nodes[to as usize].router.route_inbound(from_id, message, now, &TestVerifier);
         match routed {
+            Ok(Routed::Local { message, .. }) if message.protocol.name.as_str() == UNDELIVERABLE_PROTOCOL => {
+                // The sender hears that its message was dropped at the far end.
+                if let Some((_, id)) = decode_notice(message.body.as_bytes()) {
+                    if let Some(sent) = self.unicasts.get_mut(&(to, id)) {
+                        sent.told = true;
+                    }
+                }
+            }
             Ok(Routed::Local { .. }) => {
                 if let Some(sent) = self.unicasts.get_mut(&(key.0, key.1)) {
                     sent.delivered += 1;
@@ -788,6 +887,13 @@ impl Simulation {
             }
             Ok(Routed::Sent { .. }) => {}
             Err(rejection) => {
+                if let Some((source, id, protocol)) = origin {
+                    let notice =
+                        self.nodes[to as usize].router.undeliverable_notice(&source, id, &protocol, &rejection, now);
+                    if let Some(notice) = notice {
+                        self.route_from(to, notice);
+                    }
+                }
                 if rejection.disconnects_peer() {
                     self.results.rejected += 1;
                     let second = self.second();
@@ -814,7 +920,7 @@ impl Simulation {
         let dir = &mut l.dirs[from_side as usize];
         let (mut count, mut bytes) = (0u64, 0usize);
         while dir.in_flight.front().is_some_and(|f| f.0 < upto) {
-            if let Some((_, _, cost)) = dir.in_flight.pop_front() {
+            if let Some((_, _, cost, _)) = dir.in_flight.pop_front() {
                 count += 1;
                 bytes += cost;
             }
@@ -835,7 +941,7 @@ impl Simulation {
         l.open[side as usize] = false;
         let node = l.ends[side as usize];
         let conn = l.conns[side as usize];
-        let returned: Vec<NodeMessage> = l.dirs[side as usize].in_flight.drain(..).map(|(_, m, _)| m).collect();
+        let returned: Vec<NodeMessage> = l.dirs[side as usize].in_flight.drain(..).map(|(_, m, _, _)| m).collect();
         self.conn_index.remove(&(node, conn));
         if l.generations[side as usize] != self.nodes[node as usize].generation || !self.nodes[node as usize].alive {
             return;
@@ -874,6 +980,8 @@ impl Simulation {
             FaultKind::Partition { fraction, heal_after_s } => {
                 let cut = ((self.scenario.nodes as f64) * fraction.clamp(0.0, 1.0)) as u32;
                 self.partition_cut = Some(cut);
+                self.partitions += 1;
+                let number = self.partitions;
                 let crossing: Vec<u32> = (0..self.links.len() as u32)
                     .filter(|l| {
                         let link = &self.links[*l as usize];
@@ -884,7 +992,7 @@ impl Simulation {
                     self.queue.push(self.now_us + IDLE_TIMEOUT_US, Event::LinkCheck { link });
                 }
                 if let Some(after) = heal_after_s {
-                    self.queue.push(self.now_us + (after * 1e6) as u64, Event::Heal);
+                    self.queue.push(self.now_us + (after * 1e6) as u64, Event::Heal(number));
                 }
             }
             FaultKind::Join { nodes } => {
@@ -963,6 +1071,20 @@ impl Simulation {
                             "message {id} from node {from} to node {} neither delivered nor reported",
                             sent.to
                         ));
+                    }
+                }
+            }
+        }
+        if let Some((healed_at, cut)) = self.last_heal {
+            for ((from, _), sent) in &self.unicasts {
+                let crosses = (*from < cut) != (sent.to < cut);
+                let honest = !adversarial(*from) && !adversarial(sent.to);
+                let up = |n: u32| self.nodes[n as usize].alive && self.nodes[n as usize].generation == 0;
+                let never_crashed = up(*from) && up(sent.to);
+                if crosses && honest && never_crashed && sent.at_us >= healed_at + 5_000_000 {
+                    self.results.across_healed_cut.sent += 1;
+                    if sent.delivered > 0 {
+                        self.results.across_healed_cut.delivered += 1;
                     }
                 }
             }
