@@ -18,8 +18,10 @@ pub fn netmachine_binary() -> PathBuf {
         return PathBuf::from(path);
     }
     let exe = std::env::current_exe().unwrap_or_default();
-    let dir = exe.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();
-    let binary = dir.join("netmachine");
+    // Beside the running program (a binary), or one folder up (a test in deps/).
+    let beside = exe.parent().map(|d| d.join("netmachine")).unwrap_or_default();
+    let above = exe.parent().and_then(Path::parent).map(|d| d.join("netmachine")).unwrap_or_default();
+    let binary = if beside.exists() { beside } else { above };
     assert!(
         binary.exists(),
         "{} is missing: run the tests with `cargo test --workspace`, or build it with `cargo build -p netmachine-node`",

@@ -22,6 +22,7 @@ fn small(seed: u64) -> Scenario {
             jitter_ms: 2.0,
             loss: 0.02,
             bandwidth_bps: None,
+            processing_ms: 0.0,
         },
         workload: Workload {
             unicast_per_node_per_s: 2.0,
@@ -157,6 +158,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                 jitter_ms: latency_ms / 4.0,
                 loss,
                 bandwidth_bps: None,
+                processing_ms: 0.0,
             },
             workload: Workload {
                 unicast_per_node_per_s: rate,

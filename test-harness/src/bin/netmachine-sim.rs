@@ -34,12 +34,25 @@ enum Command {
     },
     /// Puts two runs' results side by side.
     Compare { a: PathBuf, b: PathBuf },
+    /// Measures message delivery latency through three real `netmachine`
+    /// processes on loopback, and in the simulator with a link of the given
+    /// one-way latency, and prints both.
+    Calibrate {
+        /// Messages to time in each setting.
+        #[arg(long, default_value_t = 300)]
+        messages: u32,
+        /// The simulated link's one-way latency in microseconds (measured
+        /// raw QUIC loopback: half the round trip of the transport bench).
+        #[arg(long, default_value_t = 40.0)]
+        link_us: f64,
+    },
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Run { scenario, out, seed, trace } => run(&scenario, &out, seed, trace.as_deref()),
         Command::Compare { a, b } => compare(&a, &b),
+        Command::Calibrate { messages, link_us } => calibrate(messages, link_us),
     }
 }
 
@@ -270,5 +283,105 @@ fn fmt(v: f64) -> String {
         format!("{v:.0}")
     } else {
         format!("{v:.4}")
+    }
+}
+
+fn calibrate(messages: u32, link_us: f64) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(r) => r,
+        Err(err) => return fail(err),
+    };
+    let (remote, local) = runtime.block_on(calibration::measure_cluster(messages));
+    let sim = calibration::simulate(messages, link_us, 0.0);
+    let processing_us = ((remote.0 - local.0) * 1000.0 - link_us).max(0.0);
+    let fitted = calibration::simulate(messages, link_us, processing_us);
+    println!("message delivery latency, {messages} messages sent one at a time, p50 / p90 (ms)");
+    println!();
+    println!("| setting | p50 | p90 |");
+    println!("|---|---:|---:|");
+    println!(
+        "| real: 3 processes, QUIC loopback, control API to another node's inbox | {:.3} | {:.3} |",
+        remote.0, remote.1
+    );
+    println!(
+        "| real: the same path to the node's own inbox (control API overhead) | {:.3} | {:.3} |",
+        local.0, local.1
+    );
+    println!("| real: difference (the network part) | {:.3} | {:.3} |", remote.0 - local.0, remote.1 - local.1);
+    println!("| simulated: 3 nodes, {link_us:.0} us one-way links | {:.3} | {:.3} |", sim.0, sim.1);
+    println!(
+        "| simulated: the same with processing_ms = {:.3} (fitted to the real p50) | {:.3} | {:.3} |",
+        processing_us / 1000.0,
+        fitted.0,
+        fitted.1
+    );
+    ExitCode::SUCCESS
+}
+
+mod calibration {
+    use std::time::{Duration, Instant};
+
+    use netmachine_adapters::control::{encode_body, ControlRequest, ControlResponse};
+    use netmachine_domain::TransportProtocol;
+    use netmachine_harness::cluster::Cluster;
+    use netmachine_harness::sim::model::{Latency, LinkModel};
+    use netmachine_harness::sim::scenario::{Scenario, Workload};
+    use netmachine_harness::sim::Simulation;
+
+    fn p(sorted: &[f64], q: f64) -> f64 {
+        sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+    }
+
+    async fn time_deliveries(cluster: &Cluster, from: usize, to: usize, n: u32) -> (f64, f64) {
+        let mut inbox = cluster.open_stream(to, ControlRequest::Inbox).await.expect("inbox");
+        let dst = format!("inbox@{}", cluster.nodes[to].identity);
+        let mut times = Vec::new();
+        for i in 0..n + 20 {
+            let request =
+                ControlRequest::Send { to: dst.clone(), body: encode_body(b"calibrate"), ttl_ms: None, sign: false };
+            let start = Instant::now();
+            let sent = cluster.call(from, request).await;
+            assert!(matches!(sent, ControlResponse::Sent { .. }), "{sent:?}");
+            let got = tokio::time::timeout(Duration::from_secs(30), inbox.next()).await;
+            assert!(matches!(got, Ok(Ok(ControlResponse::Message(_)))), "{got:?}");
+            if i >= 20 {
+                times.push(start.elapsed().as_secs_f64() * 1000.0);
+            }
+        }
+        times.sort_by(f64::total_cmp);
+        (p(&times, 0.5), p(&times, 0.9))
+    }
+
+    /// (to another node, to the same node), each (p50, p90) in ms.
+    pub async fn measure_cluster(n: u32) -> ((f64, f64), (f64, f64)) {
+        let cluster = Cluster::start(3, TransportProtocol::Quic).await;
+        cluster.wait_until(0, 30, "connected", |_, peers| peers.iter().filter(|p| p.connected).count() == 2).await;
+        let remote = time_deliveries(&cluster, 0, 1, n).await;
+        let local = time_deliveries(&cluster, 1, 1, n).await;
+        (remote, local)
+    }
+
+    /// The same traffic in the simulator: node 0 sends to node 1 over
+    /// links of `link_us`, after the connection is up.
+    pub fn simulate(n: u32, link_us: f64, processing_us: f64) -> (f64, f64) {
+        let scenario = Scenario {
+            name: "calibration".into(),
+            description: String::new(),
+            seed: 1,
+            nodes: 3,
+            duration_s: f64::from(n) / 10.0 + 60.0,
+            tick_ms: 100,
+            link: LinkModel {
+                latency: Latency::Constant { ms: link_us / 1000.0 },
+                jitter_ms: 0.0,
+                loss: 0.0,
+                bandwidth_bps: None,
+                processing_ms: processing_us / 1000.0,
+            },
+            workload: Workload { unicast_per_node_per_s: 10.0 / 3.0, quiet_tail_s: 40.0, ..Workload::default() },
+            faults: Vec::new(),
+        };
+        let results = Simulation::new(scenario).run(|_| {});
+        (results.unicast.latency.p50_ms, results.unicast.latency.p90_ms)
     }
 }

@@ -28,11 +28,22 @@ pub struct LinkModel {
     /// Bits per second of each direction of a link; none means unlimited.
     #[serde(default)]
     pub bandwidth_bps: Option<f64>,
+    /// Time the two nodes spend on each message besides the wire (engine
+    /// hops, encoding, acknowledging): about 0.1 ms on this machine's
+    /// loopback (see `netmachine-sim calibrate`); negligible across a WAN.
+    #[serde(default)]
+    pub processing_ms: f64,
 }
 
 impl Default for LinkModel {
     fn default() -> Self {
-        Self { latency: Latency::Constant { ms: 20.0 }, jitter_ms: 0.0, loss: 0.0, bandwidth_bps: None }
+        Self {
+            latency: Latency::Constant { ms: 20.0 },
+            jitter_ms: 0.0,
+            loss: 0.0,
+            bandwidth_bps: None,
+            processing_ms: 0.0,
+        }
     }
 }
 
@@ -58,7 +69,7 @@ impl LinkModel {
             Latency::LogNormal { median_ms, sigma } => median_ms * (sigma * standard_normal(random)).exp(),
         };
         let jitter = self.jitter_ms * unit(random);
-        ((ms + jitter).max(0.001) * 1000.0) as u64
+        ((ms + jitter + self.processing_ms).max(0.001) * 1000.0) as u64
     }
 
     /// The typical one-way latency, for timeouts.
