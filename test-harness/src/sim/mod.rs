@@ -63,20 +63,20 @@ enum Event {
         ok: bool,
     },
     Arrive {
-        link: u32,
+        link: u64,
         from_side: u8,
         seq: u64,
     },
     Ack {
-        link: u32,
+        link: u64,
         from_side: u8,
         upto: u64,
     },
     LinkCheck {
-        link: u32,
+        link: u64,
     },
     CloseNotice {
-        link: u32,
+        link: u64,
         side: u8,
     },
     Fault(u32),
@@ -98,8 +98,12 @@ struct Direction {
     last_arrival_us: u64,
 }
 
+/// A simulated connection. Slots are reused once both ends have closed;
+/// events name a link by slot and epoch, so late ones for a reused slot
+/// are ignored.
 #[derive(Debug)]
 struct Link {
+    epoch: u32,
     ends: [u32; 2],
     generations: [u64; 2],
     conns: [ConnId; 2],
@@ -131,8 +135,9 @@ pub struct Simulation {
     /// Whose address each node advertises (itself, unless it lies).
     advertised: Vec<u32>,
     links: Vec<Link>,
-    conn_index: HashMap<(u32, ConnId), (u32, u8)>,
-    node_links: Vec<Vec<u32>>,
+    conn_index: HashMap<(u32, ConnId), (u64, u8)>,
+    node_links: Vec<Vec<u64>>,
+    free_links: Vec<u32>,
     random: SplitMix,
     partition_cut: Option<u32>,
     /// Partitions started so far (numbers them).
@@ -197,6 +202,7 @@ impl Simulation {
             links: Vec::new(),
             conn_index: HashMap::new(),
             node_links: vec![Vec::new(); total as usize],
+            free_links: Vec::new(),
             random,
             partition_cut: None,
             partitions: 0,
@@ -349,10 +355,10 @@ impl Simulation {
             Event::Unicast(n) => (2, u64::from(n), 0),
             Event::Publish(t) => (3, u64::from(t), 0),
             Event::DialDone { node, attempt, ok, .. } => (4, u64::from(node), attempt * 2 + u64::from(ok)),
-            Event::Arrive { link, seq, .. } => (5, u64::from(link), seq),
-            Event::Ack { link, upto, .. } => (6, u64::from(link), upto),
-            Event::LinkCheck { link } => (7, u64::from(link), 0),
-            Event::CloseNotice { link, side } => (8, u64::from(link), u64::from(side)),
+            Event::Arrive { link, seq, .. } => (5, link, seq),
+            Event::Ack { link, upto, .. } => (6, link, upto),
+            Event::LinkCheck { link } => (7, link, 0),
+            Event::CloseNotice { link, side } => (8, link, u64::from(side)),
             Event::Fault(i) => (9, u64::from(i), 0),
             Event::Restart(n) => (10, u64::from(n), 0),
             Event::Heal(p) => (11, u64::from(p), 0),
@@ -428,8 +434,20 @@ impl Simulation {
 
     /// A link carries traffic only between the two processes that made it:
     /// a restarted node's old connections are dead even once it is back.
-    fn link_usable(&self, link: u32) -> bool {
-        let l = &self.links[link as usize];
+    /// The slot of a link handle, if it still names the same link.
+    fn slot_of(&self, link: u64) -> Option<usize> {
+        let slot = (link & 0xffff_ffff) as usize;
+        let epoch = (link >> 32) as u32;
+        self.links.get(slot).filter(|l| l.epoch == epoch).map(|_| slot)
+    }
+
+    fn handle_of(&self, slot: usize) -> u64 {
+        (u64::from(self.links[slot].epoch) << 32) | slot as u64
+    }
+
+    fn link_usable(&self, link: u64) -> bool {
+        let Some(li) = self.slot_of(link) else { return false };
+        let l = &self.links[li];
         let [a, b] = l.ends;
         self.reachable(a, b)
             && l.generations[0] == self.nodes[a as usize].generation
@@ -708,14 +726,26 @@ impl Simulation {
             self.drain(n);
             return;
         }
-        let link = self.links.len() as u32;
-        self.links.push(Link {
+        let fresh = Link {
+            epoch: 0,
             ends: [n, target],
             generations: [generation, self.nodes[target as usize].generation],
             conns: [attempt, their_conn],
             open: [true, true],
             dirs: [Direction::default(), Direction::default()],
-        });
+        };
+        let slot = match self.free_links.pop() {
+            Some(slot) => {
+                let epoch = self.links[slot as usize].epoch.wrapping_add(1);
+                self.links[slot as usize] = Link { epoch, ..fresh };
+                slot as usize
+            }
+            None => {
+                self.links.push(fresh);
+                self.links.len() - 1
+            }
+        };
+        let link = self.handle_of(slot);
         self.conn_index.insert((n, attempt), (link, 0));
         self.conn_index.insert((target, their_conn), (link, 1));
         self.node_links[n as usize].push(link);
@@ -729,6 +759,7 @@ impl Simulation {
 
     fn transmit(&mut self, n: u32, conn: ConnId, message: NodeMessage) {
         let Some(&(link, side)) = self.conn_index.get(&(n, conn)) else { return };
+        let Some(li) = self.slot_of(link) else { return };
         let latency = self.latency_us();
         let losses = {
             let model = self.scenario.link;
@@ -741,7 +772,7 @@ impl Simulation {
         let node = &mut self.nodes[n as usize];
         node.messages_sent += 1;
         node.bytes_sent += cost as u64;
-        let dir = &mut self.links[link as usize].dirs[side as usize];
+        let dir = &mut self.links[li].dirs[side as usize];
         let seq = dir.next_seq;
         dir.next_seq += 1;
         let start = self.now_us.max(dir.busy_until_us);
@@ -752,9 +783,10 @@ impl Simulation {
         self.queue.push(arrive, Event::Arrive { link, from_side: side, seq });
     }
 
-    fn arrive(&mut self, link: u32, from_side: u8, seq: u64) {
+    fn arrive(&mut self, link: u64, from_side: u8, seq: u64) {
+        let Some(li) = self.slot_of(link) else { return };
         let to_side = 1 - from_side;
-        let l = &self.links[link as usize];
+        let l = &self.links[li];
         if !l.open[to_side as usize] || !l.open[from_side as usize] {
             return;
         }
@@ -769,7 +801,7 @@ impl Simulation {
             // stream stays in order: a retry never overtakes an earlier one.
             if self.nodes[to as usize].alive {
                 let rto = self.rto_us();
-                let dir = &mut self.links[link as usize].dirs[from_side as usize];
+                let dir = &mut self.links[li].dirs[from_side as usize];
                 let at = (self.now_us + rto).max(dir.last_arrival_us + 1);
                 dir.last_arrival_us = at;
                 self.queue.push(at, Event::Arrive { link, from_side, seq });
@@ -778,7 +810,7 @@ impl Simulation {
         }
         // Mark it arrived; then deliver, in order, everything that has.
         {
-            let dir = &mut self.links[link as usize].dirs[from_side as usize];
+            let dir = &mut self.links[li].dirs[from_side as usize];
             if seq < dir.next_deliver {
                 return;
             }
@@ -792,7 +824,7 @@ impl Simulation {
         let mut delivered_any = false;
         loop {
             let next = {
-                let dir = &mut self.links[link as usize].dirs[from_side as usize];
+                let dir = &mut self.links[li].dirs[from_side as usize];
                 let Some(front) = dir.in_flight.front().map(|f| f.0) else { break };
                 let Some(entry) = dir.next_deliver.checked_sub(front).and_then(|o| dir.in_flight.get(o as usize))
                 else {
@@ -823,13 +855,13 @@ impl Simulation {
             } else {
                 self.results.unicast.repeats_dropped += 1;
             }
-            if !self.links[link as usize].open[to_side as usize] {
+            if !self.links[li].open[to_side as usize] {
                 // Delivering closed the link (a forged message): stop here.
                 return;
             }
         }
         if delivered_any {
-            let upto = self.links[link as usize].dirs[from_side as usize].next_deliver;
+            let upto = self.links[li].dirs[from_side as usize].next_deliver;
             let at = self.now_us + self.latency_us();
             self.queue.push(at, Event::Ack { link, from_side, upto });
         }
@@ -907,8 +939,9 @@ impl Simulation {
         }
     }
 
-    fn ack(&mut self, link: u32, from_side: u8, upto: u64) {
-        let l = &mut self.links[link as usize];
+    fn ack(&mut self, link: u64, from_side: u8, upto: u64) {
+        let Some(li) = self.slot_of(link) else { return };
+        let l = &mut self.links[li];
         if !l.open[from_side as usize] {
             return;
         }
@@ -933,8 +966,9 @@ impl Simulation {
 
     /// Closes one end of a link: its unacknowledged messages go back to
     /// that node's Transport engine.
-    fn close_side(&mut self, link: u32, side: u8, reason: CloseReason) {
-        let l = &mut self.links[link as usize];
+    fn close_side(&mut self, link: u64, side: u8, reason: CloseReason) {
+        let Some(li) = self.slot_of(link) else { return };
+        let l = &mut self.links[li];
         if !l.open[side as usize] {
             return;
         }
@@ -943,6 +977,10 @@ impl Simulation {
         let conn = l.conns[side as usize];
         let returned: Vec<NodeMessage> = l.dirs[side as usize].in_flight.drain(..).map(|(_, m, _, _)| m).collect();
         self.conn_index.remove(&(node, conn));
+        if !l.open[0] && !l.open[1] {
+            l.dirs = [Direction::default(), Direction::default()];
+            self.free_links.push(li as u32);
+        }
         if l.generations[side as usize] != self.nodes[node as usize].generation || !self.nodes[node as usize].alive {
             return;
         }
@@ -982,11 +1020,12 @@ impl Simulation {
                 self.partition_cut = Some(cut);
                 self.partitions += 1;
                 let number = self.partitions;
-                let crossing: Vec<u32> = (0..self.links.len() as u32)
+                let crossing: Vec<u64> = (0..self.links.len())
                     .filter(|l| {
-                        let link = &self.links[*l as usize];
+                        let link = &self.links[*l];
                         (link.open[0] || link.open[1]) && (link.ends[0] < cut) != (link.ends[1] < cut)
                     })
+                    .map(|l| self.handle_of(l))
                     .collect();
                 for link in crossing {
                     self.queue.push(self.now_us + IDLE_TIMEOUT_US, Event::LinkCheck { link });
@@ -1025,7 +1064,8 @@ impl Simulation {
         self.nodes[n as usize].alive = false;
         let links = std::mem::take(&mut self.node_links[n as usize]);
         for link in links {
-            let l = &mut self.links[link as usize];
+            let Some(li) = self.slot_of(link) else { continue };
+            let l = &mut self.links[li];
             for side in 0..2 {
                 if l.ends[side] == n {
                     l.open[side] = false;
