@@ -345,6 +345,13 @@ async fn a_peer_that_stops_reading_costs_bounded_memory_and_nobody_else_waits() 
     introduce(&[&a, &b]).await;
     let stalled = raw_peer::RawPeer::connect(&a).await;
     let stalled_id = stalled.keys.node_identity();
+    // The node registers the connection just after answering the hello;
+    // the stalled peer has no advert, so the connection is its only route.
+    let driver = a.transport.clone();
+    eventually("the stalled peer's connection registered", || {
+        driver.peer_summaries().iter().any(|p| p.peer == stalled_id && p.connected)
+    })
+    .await;
     let mut sender = a.node.register_engine("flood").expect("engine");
     let body = bytes::Bytes::from(vec![0u8; 1024 * 1024]);
     let options = netmachine_adapters::runtime::SendOptions { ttl: Some(Duration::from_secs(2)), ..Default::default() };
@@ -491,6 +498,42 @@ async fn an_unreachable_peer_makes_the_sender_hear_of_expiry() {
     assert_eq!(notice.0, id);
     assert!(notice.1.contains("expired"), "{}", notice.1);
     assert!(a.transport.connections().is_empty());
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// An idle peer is forgotten by the transport (so its table holds the peers
+/// in use), and a later message to it still goes: the address comes back
+/// from the identity store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forgotten_idle_peer_is_reached_again() {
+    let memory = MemoryNetwork::new();
+    let start = |port: u16| {
+        let memory = memory.clone();
+        async move {
+            let address =
+                TransportAddress::new(TransportProtocol::Quic, std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+            let mut config = NetworkedNodeConfig::new(
+                Ed25519Keys::generate().expect("keys"),
+                vec![WeightedAddress { address, weight: 1 }],
+            );
+            config.memory = Some(memory);
+            config.transport.idle_timeout_ms = 200;
+            config.transport.forget_after_ms = 300;
+            NetworkedNode::start(config).await.expect("node")
+        }
+    };
+    let a = start(41_001).await;
+    let b = start(41_002).await;
+    introduce(&[&a, &b]).await;
+    let mut ea = a.node.register_engine("app").expect("engine");
+    let mut eb = b.node.register_engine("app").expect("engine");
+    ea.send(engine_dst(&b, "app"), proto(), &b"first"[..]).await.expect("sent");
+    assert_eq!(&next_message(&mut eb).await.body.as_bytes()[..], b"first");
+    let (driver, peer) = (a.transport.clone(), b.node.identity());
+    eventually("the idle peer forgotten", || driver.peer_summaries().iter().all(|p| p.peer != peer)).await;
+    ea.send(engine_dst(&b, "app"), proto(), &b"again"[..]).await.expect("sent after a refresh");
+    assert_eq!(&next_message(&mut eb).await.body.as_bytes()[..], b"again");
     a.shutdown().await;
     b.shutdown().await;
 }

@@ -82,6 +82,8 @@ pub(crate) struct NodeInner {
     own_advert: RwLock<Option<NodeAdvert>>,
     /// Signalled when the transport has room again after refusing a send.
     pub outbound_room: Arc<Notify>,
+    /// The identity hooks, to run again for a record on demand.
+    hooks: Arc<Vec<IdentityHook>>,
 }
 
 impl std::fmt::Debug for NodeInner {
@@ -276,6 +278,7 @@ impl NodeBuilder {
                 topic_keys: Mutex::new(HashMap::new()),
                 own_advert: RwLock::new(None),
                 outbound_room: self.outbound_room.unwrap_or_else(|| Arc::new(Notify::new())),
+                hooks: Arc::clone(&hooks),
             }),
         };
         // The version rises across restarts: the clock in milliseconds, or
@@ -394,6 +397,20 @@ impl Node {
                 tracing::info!(engine = %inner.src.name, id = inner.id.0, %reason, "message undeliverable; its sender is gone")
             }
         }
+    }
+
+    /// Hands a node's record from the identity store to the hooks again (the
+    /// transport forgets idle peers and needs their address back). Returns
+    /// whether the store had an advert for it.
+    pub async fn refresh_peer(&self, peer: NodeIdentity) -> bool {
+        let Ok(Some(record)) = self.lookup(RecordKey::Node(peer)).await else { return false };
+        if !matches!(&record, IdentityRecord::Node(node) if node.advert.is_some()) {
+            return false;
+        }
+        for hook in self.inner.hooks.iter() {
+            hook(&record);
+        }
+        true
     }
 
     /// Marks a peer permanent (kept connected) or ephemeral.

@@ -171,6 +171,10 @@ impl TransportDriver {
                 let Some(shared) = shared.upgrade() else { return };
                 let now = shared.clock.now();
                 with_engine(&shared, |engine| engine.tick(now));
+                // A forgotten peer has nothing in flight: its repeat filter goes too.
+                let mut state = shared.state.lock();
+                let DriverState { engine, recent, .. } = &mut *state;
+                recent.retain(|peer, _| engine.knows(peer));
             }
         });
     }

@@ -50,6 +50,11 @@ pub struct TransportConfig {
     /// empty queue).
     pub max_queue_bytes_per_peer: usize,
     pub idle_timeout_ms: u64,
+    /// A peer with no connection, nothing queued and not permanent is
+    /// forgotten after this long without traffic, so the peer table holds
+    /// the peers in use rather than every peer ever contacted. Its address
+    /// comes back from the identity store when it is next needed.
+    pub forget_after_ms: u64,
     pub backoff_initial_ms: u64,
     pub backoff_max_ms: u64,
     /// The protocol to prefer when a peer advertises several.
@@ -68,6 +73,7 @@ impl Default for TransportConfig {
             window_bytes: 32 * 1024 * 1024,
             max_queue_bytes_per_peer: 64 * 1024 * 1024,
             idle_timeout_ms: 120_000,
+            forget_after_ms: 600_000,
             backoff_initial_ms: 100,
             backoff_max_ms: 10_000,
             preferred_protocol: None,
@@ -237,6 +243,11 @@ impl Transport {
 
     pub fn connection_count(&self) -> usize {
         self.conns.len()
+    }
+
+    /// Whether the engine holds any state for `peer`.
+    pub fn knows(&self, peer: &NodeIdentity) -> bool {
+        self.peers.contains_key(peer)
     }
 
     pub fn peer_summaries(&self) -> Vec<PeerSummary> {
@@ -774,6 +785,11 @@ impl Transport {
         for message in give_up {
             self.effects.push_back(TransportEffect::GiveUp { message, reason: Undeliverable::Expired });
         }
+        let forget_after = self.config.forget_after_ms;
+        self.peers.retain(|_, peer| {
+            let quiet = now.saturating_sub(peer.last_activity) >= forget_after;
+            !(quiet && peer.link == Link::Idle && !peer.permanent && peer.queue.is_empty())
+        });
         for conn in idle {
             self.effects.push_back(TransportEffect::Close { conn, reason: CloseReason::Idle });
         }

@@ -487,3 +487,23 @@ fn a_message_preference_and_local_measurements_order_the_addresses() {
     let second = dials(&drain(&mut t));
     assert_eq!(second[0].1, slow_quic.address, "then the faster of the equal-weight QUIC addresses");
 }
+
+#[test]
+fn idle_ephemeral_peers_are_forgotten_and_permanent_ones_kept() {
+    let mut t = transport(1);
+    let (ephemeral, permanent) = (node(2), node(3));
+    for p in [ephemeral, permanent] {
+        t.set_addresses(p, vec![addr("quic://127.0.0.1:1", 1)], T0);
+    }
+    t.set_permanent(permanent, true, T0);
+    drain(&mut t);
+    let later = T0.saturating_add_millis(t.config().forget_after_ms + 1);
+    t.tick(later);
+    assert!(!t.knows(&ephemeral), "an idle ephemeral peer is forgotten");
+    assert!(t.knows(&permanent), "a permanent peer is kept");
+    // A forgotten peer needs its address again before anything can be sent.
+    assert_eq!(
+        t.send(ephemeral, message(node(1), ephemeral, 1, None), later),
+        Err(OutboundError::NoAddress { peer: ephemeral })
+    );
+}
