@@ -611,7 +611,7 @@ impl Node {
         keys.keys().filter_map(|topic| router.topic_advert(topic).cloned()).collect()
     }
 
-    /// Counts an event received from a remote publisher for the control API.
+    /// Each topic this node knows, with its local and remote subscriber counts.
     pub fn topic_summaries(&self) -> Vec<(TopicIdentity, usize, usize)> {
         let router = self.inner.router.read();
         router

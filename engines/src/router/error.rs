@@ -69,6 +69,8 @@ impl From<(NodeIdentity, BadSignature)> for InboundRejection {
 pub enum RegistryError {
     #[error("an engine named {0} is already registered on this node")]
     NameTaken(EngineName),
+    #[error("this node is at its limit of {0} engines")]
+    Full(usize),
 }
 
 /// A topic operation failed.

@@ -131,8 +131,11 @@ impl<A: Clone> Router<A> {
     // ---- the engine table -------------------------------------------------
 
     pub fn register_engine(&mut self, name: EngineName, address: A) -> Result<(), RegistryError> {
-        if self.engines.contains_key(&name) || self.engines.len() >= self.config.max_engines {
+        if self.engines.contains_key(&name) {
             return Err(RegistryError::NameTaken(name));
+        }
+        if self.engines.len() >= self.config.max_engines {
+            return Err(RegistryError::Full(self.config.max_engines));
         }
         self.engines.insert(name, address);
         Ok(())

@@ -480,3 +480,13 @@ fn a_dropped_message_earns_its_source_a_notice_but_a_notice_earns_none() {
     let bad = InboundRejection::BadSignature { peer };
     assert!(f.router.undeliverable_notice(&source, MessageId(1), &protocol, &bad, NOW).is_none());
 }
+
+#[test]
+fn a_full_engine_table_says_so_and_a_taken_name_says_so() {
+    let signer = TestSigner::node(1);
+    let config = RouterConfig { max_engines: 1, ..RouterConfig::default() };
+    let mut router: Router<EngineName> = Router::new(NodeIdentity::new(signer.0), config);
+    router.register_engine(name("a"), name("a")).expect("room for one");
+    assert_eq!(router.register_engine(name("a"), name("a")), Err(RegistryError::NameTaken(name("a"))));
+    assert_eq!(router.register_engine(name("b"), name("b")), Err(RegistryError::Full(1)));
+}
