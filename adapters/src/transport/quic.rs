@@ -4,7 +4,9 @@
 //! never by their source port.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use netmachine_domain::{NodeIdentity, TransportProtocol};
@@ -12,6 +14,7 @@ use s2n_quic::client::Connect;
 use s2n_quic::provider::event::events::{self, ConnectionInfo, ConnectionMeta, Subscriber};
 use s2n_quic::provider::limits::Limits;
 use s2n_quic::{Client, Server};
+use tokio::io::AsyncWrite;
 use tokio::sync::{mpsc, oneshot};
 
 use super::identity_tls::{identity_of_certificate, server_name_of, TlsConfigs};
@@ -181,9 +184,44 @@ async fn secure_inbound(mut connection: s2n_quic::Connection) -> Result<SecuredS
         remote,
         protocol: TransportProtocol::Quic,
         reader: Box::new(reader),
-        writer: Box::new(writer),
+        writer: Box::new(QuicWriter(writer)),
         keepalive: Some(Box::new(connection)),
     })
+}
+
+/// The sending half of a QUIC stream, with a flush that does not wait.
+///
+/// s2n-quic sends whatever is written as soon as congestion control lets
+/// it; its flush additionally waits until the peer has acknowledged every
+/// byte, a full round trip. netmachine acknowledges messages itself, so a
+/// writer that flushed after each batch would only stall for that round
+/// trip while new messages queue behind it.
+struct QuicWriter(s2n_quic::stream::SendStream);
+
+impl AsyncWrite for QuicWriter {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
 }
 
 impl Connector for QuicConnector {
@@ -223,7 +261,7 @@ impl Connector for QuicConnector {
                 remote: Some(address),
                 protocol: TransportProtocol::Quic,
                 reader: Box::new(reader),
-                writer: Box::new(writer),
+                writer: Box::new(QuicWriter(writer)),
                 keepalive: Some(Box::new(connection)),
             })
         })
