@@ -40,6 +40,25 @@ pub fn to_cbor<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<(), CodecEr
     ciborium::into_writer(value, out).map_err(|e| CodecError::Encode(e.to_string()))
 }
 
+/// Encodes a frame's CBOR body: the hand-written writer for engine messages,
+/// serde for everything else.
+pub fn frame_to_cbor(frame: &Frame, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    if engine_frame::encode(frame, out) {
+        return Ok(());
+    }
+    to_cbor(frame, out)
+}
+
+/// Decodes a frame's CBOR body (after the header), refusing trailing bytes.
+pub fn frame_from_cbor(kind: FrameKind, bytes: &[u8]) -> Result<Frame, CodecError> {
+    if kind == FrameKind::Node {
+        if let Some(frame) = engine_frame::decode(bytes) {
+            return Ok(frame);
+        }
+    }
+    from_cbor(bytes)
+}
+
 /// Decodes a serde value from CBOR, refusing trailing bytes.
 pub fn from_cbor<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     let mut reader = bytes;
@@ -55,7 +74,7 @@ impl Codec for CborCodec {
         let mut out = Vec::with_capacity(256);
         out.push(FORMAT_VERSION);
         out.push(frame.kind() as u8);
-        to_cbor(frame, &mut out)?;
+        frame_to_cbor(frame, &mut out)?;
         if out.len() > self.max_frame {
             return Err(CodecError::TooLarge { len: out.len(), max: self.max_frame });
         }
@@ -73,13 +92,15 @@ impl Codec for CborCodec {
             return Err(CodecError::UnsupportedVersion(bytes[0]));
         }
         let kind = FrameKind::from_u8(bytes[1]).ok_or(CodecError::UnknownKind(bytes[1]))?;
-        let frame: Frame = from_cbor(&bytes[HEADER_LEN..])?;
+        let frame = frame_from_cbor(kind, &bytes[HEADER_LEN..])?;
         if frame.kind() != kind {
             return Err(CodecError::KindMismatch { header: kind as u8, body: frame.kind() as u8 });
         }
         Ok(frame)
     }
 }
+
+mod engine_frame;
 
 #[cfg(test)]
 mod tests;

@@ -7,7 +7,7 @@ use netmachine_engines::ports::{Codec, CodecError};
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
 
-use crate::codec::{to_cbor, CborCodec, FORMAT_VERSION};
+use crate::codec::{frame_to_cbor, CborCodec, FORMAT_VERSION};
 
 pub const LENGTH_PREFIX: usize = 4;
 
@@ -29,7 +29,7 @@ pub fn encode_frame_into(codec: &CborCodec, frame: &Frame, out: &mut Vec<u8>) ->
     out.extend_from_slice(&[0; LENGTH_PREFIX]);
     out.push(FORMAT_VERSION);
     out.push(frame.kind() as u8);
-    if let Err(err) = to_cbor(frame, out) {
+    if let Err(err) = frame_to_cbor(frame, out) {
         out.truncate(start);
         return Err(err);
     }

@@ -1,0 +1,415 @@
+//! A hand-written writer and reader for the frame that carries nearly all
+//! traffic: a node message wrapping an engine message.
+//!
+//! Through serde, ciborium spends most of a small message's decoding time
+//! on generic machinery (visitors, scratch copies, moving large results up
+//! through each nesting level, two allocations per string). This module
+//! writes exactly the bytes ciborium writes for such a frame and reads them
+//! back with the same validation (the same constructors), so the wire
+//! format is unchanged. Anything it does not recognise (transport
+//! preferences, relay payloads, indefinite lengths, non-minimal integers,
+//! errors of any kind) makes it decline, and the general serde path
+//! decides, which keeps both paths in agreement on every input; the tests
+//! hold them to that.
+
+use bytes::Bytes;
+use netmachine_domain::{
+    Body, BoundedText, DestinationIdentity, DomainIdentity, EngineIdentity, EngineMessage, EngineName,
+    ExternalIdentity, Frame, MessageId, NodeIdentity, NodeMessage, NodePayload, ProtocolId, RoutingScope, Signature,
+    Timestamp, TopicIdentity,
+};
+
+const MAJOR_UINT: u8 = 0;
+const MAJOR_BYTES: u8 = 2;
+const MAJOR_TEXT: u8 = 3;
+const MAJOR_ARRAY: u8 = 4;
+const MAJOR_MAP: u8 = 5;
+const NULL: u8 = 0xf6;
+/// The scheme tag of Ed25519 keys and signatures in their byte strings.
+const ED25519_TAG: u8 = 1;
+
+/// Appends the CBOR of `frame` to `out` if it is a node message carrying an
+/// engine message without transport preferences; returns false, having
+/// written nothing, for any other frame.
+pub(super) fn encode(frame: &Frame, out: &mut Vec<u8>) -> bool {
+    let Frame::Node(node) = frame else { return false };
+    let NodePayload::Engine(message) = &node.payload else { return false };
+    if message.prefs.is_some() {
+        return false;
+    }
+    variant(out, "Node");
+    head(out, MAJOR_ARRAY, 4);
+    key(out, node.src.key());
+    key(out, node.dst.key());
+    variant(out, "Engine");
+    engine_message(out, message);
+    signature(out, node.sig.as_ref());
+    true
+}
+
+fn engine_message(out: &mut Vec<u8>, m: &EngineMessage) {
+    head(out, MAJOR_ARRAY, 10);
+    engine_identity(out, &m.src);
+    match &m.dst {
+        DestinationIdentity::Engine(engine) => {
+            variant(out, "Engine");
+            engine_identity(out, engine);
+        }
+        DestinationIdentity::Node(node) => {
+            variant(out, "Node");
+            key(out, node.key());
+        }
+        DestinationIdentity::Topic(topic) => {
+            variant(out, "Topic");
+            key(out, topic.key());
+        }
+        DestinationIdentity::Relay(node) => {
+            variant(out, "Relay");
+            key(out, node.key());
+        }
+        DestinationIdentity::Domain(domain) => {
+            variant(out, "Domain");
+            key(out, domain.key());
+        }
+    }
+    head(out, MAJOR_UINT, m.id.0);
+    optional_uint(out, m.reply_to.map(|id| id.0));
+    optional_uint(out, m.expiry.map(|t| t.0));
+    match &m.scope {
+        RoutingScope::Local => text(out, "Local"),
+        RoutingScope::Any => text(out, "Any"),
+        RoutingScope::Domain(domain) => {
+            variant(out, "Domain");
+            key(out, domain.key());
+        }
+    }
+    out.push(NULL);
+    head(out, MAJOR_ARRAY, 2);
+    text(out, &m.protocol.name);
+    head(out, MAJOR_UINT, u64::from(m.protocol.version));
+    head(out, MAJOR_BYTES, m.body.len() as u64);
+    out.extend_from_slice(m.body.as_bytes());
+    signature(out, m.sig.as_ref());
+}
+
+fn engine_identity(out: &mut Vec<u8>, engine: &EngineIdentity) {
+    head(out, MAJOR_ARRAY, 2);
+    key(out, engine.node.key());
+    text(out, engine.name.as_str());
+}
+
+/// A type-and-length head in its shortest form, as ciborium writes it.
+fn head(out: &mut Vec<u8>, major: u8, value: u64) {
+    let major = major << 5;
+    match value {
+        0..=23 => out.push(major | value as u8),
+        24..=0xff => out.extend_from_slice(&[major | 24, value as u8]),
+        0x100..=0xffff => {
+            out.push(major | 25);
+            out.extend_from_slice(&(value as u16).to_be_bytes());
+        }
+        0x1_0000..=0xffff_ffff => {
+            out.push(major | 26);
+            out.extend_from_slice(&(value as u32).to_be_bytes());
+        }
+        _ => {
+            out.push(major | 27);
+            out.extend_from_slice(&value.to_be_bytes());
+        }
+    }
+}
+
+fn text(out: &mut Vec<u8>, s: &str) {
+    head(out, MAJOR_TEXT, s.len() as u64);
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// An enum variant with a value: a map of one entry, name to value.
+fn variant(out: &mut Vec<u8>, name: &str) {
+    head(out, MAJOR_MAP, 1);
+    text(out, name);
+}
+
+fn key(out: &mut Vec<u8>, identity: &ExternalIdentity) {
+    let key = identity.as_ed25519().as_bytes();
+    head(out, MAJOR_BYTES, 1 + key.len() as u64);
+    out.push(ED25519_TAG);
+    out.extend_from_slice(key);
+}
+
+fn optional_uint(out: &mut Vec<u8>, value: Option<u64>) {
+    match value {
+        Some(value) => head(out, MAJOR_UINT, value),
+        None => out.push(NULL),
+    }
+}
+
+fn signature(out: &mut Vec<u8>, sig: Option<&Signature>) {
+    match sig {
+        Some(Signature::Ed25519(sig)) => {
+            head(out, MAJOR_BYTES, 65);
+            out.push(ED25519_TAG);
+            out.extend_from_slice(&sig[..]);
+        }
+        None => out.push(NULL),
+    }
+}
+
+/// Reads the CBOR body of a node frame written as [`encode`] writes it.
+/// `None` means "not recognised here", never "invalid": the caller then
+/// decodes through serde, which gives the verdict and its error.
+pub(super) fn decode(bytes: &[u8]) -> Option<Frame> {
+    let mut r = Reader { rest: bytes };
+    r.variant("Node")?;
+    r.array(4)?;
+    let src = NodeIdentity::new(r.key()?);
+    let dst = NodeIdentity::new(r.key()?);
+    r.variant("Engine")?;
+    let message = r.engine_message()?;
+    let sig = r.signature()?;
+    if !r.rest.is_empty() {
+        return None;
+    }
+    Some(Frame::Node(NodeMessage { src, dst, payload: NodePayload::Engine(message), sig }))
+}
+
+struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if n > self.rest.len() {
+            return None;
+        }
+        let (taken, rest) = self.rest.split_at(n);
+        self.rest = rest;
+        Some(taken)
+    }
+
+    /// A definite head of `major` in its shortest form.
+    fn head(&mut self, major: u8) -> Option<u64> {
+        let first = *self.rest.first()?;
+        if first >> 5 != major {
+            return None;
+        }
+        self.rest = &self.rest[1..];
+        let value = match first & 0x1f {
+            small @ 0..=23 => return Some(u64::from(small)),
+            24 => u64::from(self.take(1)?[0]),
+            25 => u64::from(u16::from_be_bytes(self.take(2)?.try_into().ok()?)),
+            26 => u64::from(u32::from_be_bytes(self.take(4)?.try_into().ok()?)),
+            27 => u64::from_be_bytes(self.take(8)?.try_into().ok()?),
+            _ => return None,
+        };
+        let shortest = match first & 0x1f {
+            24 => value >= 24,
+            25 => value > 0xff,
+            26 => value > 0xffff,
+            _ => value > 0xffff_ffff,
+        };
+        shortest.then_some(value)
+    }
+
+    fn uint(&mut self) -> Option<u64> {
+        self.head(MAJOR_UINT)
+    }
+
+    fn array(&mut self, len: u64) -> Option<()> {
+        (self.head(MAJOR_ARRAY)? == len).then_some(())
+    }
+
+    fn bytes(&mut self) -> Option<&'a [u8]> {
+        let len = usize::try_from(self.head(MAJOR_BYTES)?).ok()?;
+        self.take(len)
+    }
+
+    fn text(&mut self) -> Option<&'a str> {
+        let len = usize::try_from(self.head(MAJOR_TEXT)?).ok()?;
+        std::str::from_utf8(self.take(len)?).ok()
+    }
+
+    fn null(&mut self) -> bool {
+        if self.rest.first() == Some(&NULL) {
+            self.rest = &self.rest[1..];
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The name of an enum variant that carries a value.
+    fn variant_name(&mut self) -> Option<&'a str> {
+        (self.head(MAJOR_MAP)? == 1).then_some(())?;
+        self.text()
+    }
+
+    fn variant(&mut self, name: &str) -> Option<()> {
+        (self.variant_name()? == name).then_some(())
+    }
+
+    fn key(&mut self) -> Option<ExternalIdentity> {
+        ExternalIdentity::from_tagged_bytes("key", self.bytes()?).ok()
+    }
+
+    fn optional_uint(&mut self) -> Option<Option<u64>> {
+        if self.null() {
+            return Some(None);
+        }
+        self.uint().map(Some)
+    }
+
+    fn signature(&mut self) -> Option<Option<Signature>> {
+        if self.null() {
+            return Some(None);
+        }
+        match self.bytes()?.split_first() {
+            Some((&ED25519_TAG, sig)) => Some(Some(Signature::Ed25519(Box::new(sig.try_into().ok()?)))),
+            _ => None,
+        }
+    }
+
+    fn engine_identity(&mut self) -> Option<EngineIdentity> {
+        self.array(2)?;
+        let node = NodeIdentity::new(self.key()?);
+        let name = EngineName::new(self.text()?).ok()?;
+        Some(EngineIdentity::new(node, name))
+    }
+
+    fn destination(&mut self) -> Option<DestinationIdentity> {
+        Some(match self.variant_name()? {
+            "Engine" => DestinationIdentity::Engine(self.engine_identity()?),
+            "Node" => DestinationIdentity::Node(NodeIdentity::new(self.key()?)),
+            "Topic" => DestinationIdentity::Topic(TopicIdentity::new(self.key()?)),
+            "Relay" => DestinationIdentity::Relay(NodeIdentity::new(self.key()?)),
+            "Domain" => DestinationIdentity::Domain(DomainIdentity::new(self.key()?)),
+            _ => return None,
+        })
+    }
+
+    fn scope(&mut self) -> Option<RoutingScope> {
+        match self.rest.first()? >> 5 {
+            MAJOR_TEXT => match self.text()? {
+                "Local" => Some(RoutingScope::Local),
+                "Any" => Some(RoutingScope::Any),
+                _ => None,
+            },
+            _ => {
+                self.variant("Domain")?;
+                Some(RoutingScope::Domain(DomainIdentity::new(self.key()?)))
+            }
+        }
+    }
+
+    fn engine_message(&mut self) -> Option<EngineMessage> {
+        self.array(10)?;
+        let src = self.engine_identity()?;
+        let dst = self.destination()?;
+        let id = MessageId(self.uint()?);
+        let reply_to = self.optional_uint()?.map(MessageId);
+        let expiry = self.optional_uint()?.map(Timestamp);
+        let scope = self.scope()?;
+        if !self.null() {
+            return None;
+        }
+        self.array(2)?;
+        let name = BoundedText::new("text", self.text()?).ok()?;
+        let version = u16::try_from(self.uint()?).ok()?;
+        let body = Body::new(Bytes::copy_from_slice(self.bytes()?)).ok()?;
+        let sig = self.signature()?;
+        Some(EngineMessage {
+            src,
+            dst,
+            id,
+            reply_to,
+            expiry,
+            scope,
+            prefs: None,
+            protocol: ProtocolId { name, version },
+            body,
+            sig,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use netmachine_domain::strategies;
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::codec::{from_cbor, to_cbor};
+
+    fn serde_bytes_of(frame: &Frame) -> Vec<u8> {
+        let mut out = Vec::new();
+        to_cbor(frame, &mut out).expect("encodes");
+        out
+    }
+
+    /// Node frames with engine payloads: what this module is for.
+    fn engine_frames() -> impl Strategy<Value = Frame> {
+        (strategies::node_message(), strategies::engine_message()).prop_map(|(mut node, message)| {
+            node.payload = NodePayload::Engine(message);
+            Frame::Node(node)
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Byte for byte what ciborium writes, for every frame taken.
+        #[test]
+        fn writes_what_serde_writes(frame in prop_oneof![engine_frames(), strategies::frame()]) {
+            let mut fast = Vec::new();
+            if encode(&frame, &mut fast) {
+                prop_assert_eq!(fast, serde_bytes_of(&frame));
+            } else {
+                prop_assert!(fast.is_empty(), "declined after writing");
+            }
+        }
+
+        /// Reads back every frame it writes, and declines the rest.
+        #[test]
+        fn reads_what_it_writes(frame in prop_oneof![engine_frames(), strategies::frame()]) {
+            let bytes = serde_bytes_of(&frame);
+            let mut fast = Vec::new();
+            match decode(&bytes) {
+                Some(decoded) => prop_assert_eq!(decoded, frame),
+                None => prop_assert!(!encode(&frame, &mut fast), "wrote a frame it cannot read"),
+            }
+        }
+
+        /// On damaged input it never accepts what serde refuses, nor reads
+        /// a different value than serde reads.
+        #[test]
+        fn agrees_with_serde_on_damaged_frames(
+            frame in engine_frames(),
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+            cut in any::<prop::sample::Index>(),
+            truncate in any::<bool>(),
+        ) {
+            let mut bytes = serde_bytes_of(&frame);
+            for (index, value) in edits {
+                let i = index.index(bytes.len());
+                bytes[i] = value;
+            }
+            if truncate {
+                bytes.truncate(cut.index(bytes.len()));
+            }
+            if let Some(fast) = decode(&bytes) {
+                let slow: Frame = from_cbor(&bytes).map_err(|e| TestCaseError::fail(format!("serde refused what the fast path took: {e}")))?;
+                prop_assert_eq!(fast, slow);
+            }
+        }
+    }
+
+    #[test]
+    fn non_minimal_integers_and_trailing_bytes_are_left_to_serde() {
+        let frame = Frame::Ack(netmachine_domain::Ack { received: 1 });
+        assert!(decode(&serde_bytes_of(&frame)).is_none());
+        let mut reader = Reader { rest: &[0x18, 0x05] };
+        assert_eq!(reader.uint(), None, "5 written in two bytes is not the shortest form");
+        let mut reader = Reader { rest: &[0x18, 0x18] };
+        assert_eq!(reader.uint(), Some(24));
+    }
+}
