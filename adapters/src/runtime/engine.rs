@@ -110,7 +110,14 @@ impl EngineHandle {
         loop {
             let room = Arc::clone(&self.node.inner.outbound_room);
             let waiting = room.notified();
-            match self.node.route_local(message.clone()).await {
+            // Routed without a future; one is built only to wait for room
+            // in a full local mailbox.
+            let routed = match self.node.route_local_now(message.clone()) {
+                Ok(pending) if pending.is_empty() => Ok(()),
+                Ok(pending) => self.node.wait_for_room(pending).await,
+                Err(e) => Err(e),
+            };
+            match routed {
                 Err(SendError::Route(RouteError::Outbound { source: OutboundError::QueueFull { .. }, .. }))
                     if self.node.now() < deadline =>
                 {

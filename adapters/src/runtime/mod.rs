@@ -7,6 +7,7 @@ mod node;
 
 pub use engine::{EngineHandle, Inbound, Mailbox, SendOptions};
 pub use error::{NodeError, SendError};
+pub(crate) use node::Pending;
 pub use node::{
     IdentityHook, NoTransport, Node, NodeBuilder, NodeStats, WeakNode, DEFAULT_MAILBOX_CAPACITY, IDENTITY_DB_FILE,
 };

@@ -30,6 +30,28 @@ use crate::clock::SystemClock;
 use crate::crypto::{Ed25519Keys, RingVerifier};
 use crate::store::{RedbRecordStore, VolatileRecordStore};
 
+/// Deliveries that found their mailbox full and wait for room. Empty (and
+/// unallocated) in the common case.
+#[derive(Debug, Default)]
+#[must_use = "a pending delivery is lost unless it is waited for"]
+pub(crate) struct Pending {
+    waiting: Vec<Waiting>,
+}
+
+impl Pending {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.waiting.is_empty()
+    }
+}
+
+#[derive(Debug)]
+struct Waiting {
+    to: Mailbox,
+    inbound: Inbound,
+    /// The destination of a unicast, whose sender learns if it left.
+    dst: Option<netmachine_domain::DestinationIdentity>,
+}
+
 /// The default capacity of an engine's mailbox.
 pub const DEFAULT_MAILBOX_CAPACITY: usize = 1024;
 /// The file, inside the data directory, that holds identity records.
@@ -512,6 +534,20 @@ impl Node {
     /// connection. A rejection that `disconnects_peer()` tells the
     /// transport to drop that peer.
     pub async fn deliver_inbound(&self, peer: NodeIdentity, message: NodeMessage) -> Result<(), InboundRejection> {
+        let pending = self.deliver_inbound_now(peer, message)?;
+        self.finish_inbound(pending).await;
+        Ok(())
+    }
+
+    /// [`Node::deliver_inbound`] without waiting: what found a full mailbox
+    /// is returned, for [`Node::finish_inbound`]. A connection's reader
+    /// takes this path so that a message costs no future unless it has to
+    /// wait.
+    pub(crate) fn deliver_inbound_now(
+        &self,
+        peer: NodeIdentity,
+        message: NodeMessage,
+    ) -> Result<Pending, InboundRejection> {
         // Who to tell if the message has to be dropped here.
         let origin = match &message.payload {
             NodePayload::Engine(inner) => Some((inner.src.clone(), inner.id, inner.protocol.clone())),
@@ -521,12 +557,15 @@ impl Node {
         match routed {
             Ok(routed) => {
                 self.inner.counters.inbound_delivered.fetch_add(1, Ordering::Relaxed);
-                // A closed local mailbox means the engine left; the message
-                // has nowhere to go and is counted as undeliverable.
-                if self.dispatch(routed).await.is_err() {
-                    self.inner.counters.undeliverable.fetch_add(1, Ordering::Relaxed);
+                match self.dispatch_now(routed) {
+                    Ok(pending) => Ok(pending),
+                    Err(_) => {
+                        // A closed local mailbox means the engine left; the
+                        // message has nowhere to go.
+                        self.inner.counters.undeliverable.fetch_add(1, Ordering::Relaxed);
+                        Ok(Pending::default())
+                    }
                 }
-                Ok(())
             }
             Err(rejection) => {
                 self.inner.counters.inbound_rejected.fetch_add(1, Ordering::Relaxed);
@@ -541,14 +580,26 @@ impl Node {
         }
     }
 
-    /// Routes a message from a local engine.
-    pub(crate) async fn route_local(&self, message: netmachine_domain::EngineMessage) -> Result<(), SendError> {
-        let ports = RouterPorts { signer: &self.inner.keys, outbound: self.inner.outbound.as_ref() };
-        let routed = self.inner.router.read().route_local(message, self.now(), ports)?;
-        self.dispatch(routed).await
+    /// Waits for room in the mailboxes an inbound message found full.
+    pub(crate) async fn finish_inbound(&self, pending: Pending) {
+        if self.wait_for_room(pending).await.is_err() {
+            self.inner.counters.undeliverable.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
-    async fn dispatch(&self, routed: Routed<Mailbox>) -> Result<(), SendError> {
+    /// Routes a message from a local engine. What found a full local
+    /// mailbox is returned, to be finished with [`Node::wait_for_room`]; a
+    /// message costs no future unless it has to wait.
+    pub(crate) fn route_local_now(&self, message: netmachine_domain::EngineMessage) -> Result<Pending, SendError> {
+        let ports = RouterPorts { signer: &self.inner.keys, outbound: self.inner.outbound.as_ref() };
+        let routed = self.inner.router.read().route_local(message, self.now(), ports)?;
+        self.dispatch_now(routed)
+    }
+
+    /// Hands a routed message to its mailboxes, to the ones with room at
+    /// once; the others are returned in order, to be waited for.
+    fn dispatch_now(&self, routed: Routed<Mailbox>) -> Result<Pending, SendError> {
+        let mut pending = Pending::default();
         match routed {
             Routed::Local { to, message } => {
                 let dst = message.dst.clone();
@@ -556,16 +607,30 @@ impl Node {
                     Some(notice) => notice,
                     None => Inbound::Message(message),
                 };
-                to.send(inbound).await.map_err(|_| SendError::MailboxClosed { dst })?;
-                self.inner.counters.local_delivered.fetch_add(1, Ordering::Relaxed);
+                match to.try_send(inbound) {
+                    Ok(()) => {
+                        self.inner.counters.local_delivered.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(mpsc::error::TrySendError::Full(inbound)) => {
+                        pending.waiting.push(Waiting { to, inbound, dst: Some(dst) });
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => return Err(SendError::MailboxClosed { dst }),
+                }
             }
             Routed::Topic { to, message, remote } => {
                 self.inner.counters.sent_remote.fetch_add(remote as u64, Ordering::Relaxed);
-                // Each subscriber is awaited in turn: a slow subscriber slows
-                // the publisher (backpressure) rather than losing events.
+                // A full subscriber is waited for rather than skipped: a slow
+                // subscriber slows the publisher (backpressure) rather than
+                // losing events. One that left is skipped.
                 for mailbox in to {
-                    if mailbox.send(Inbound::Message(message.clone())).await.is_ok() {
-                        self.inner.counters.local_delivered.fetch_add(1, Ordering::Relaxed);
+                    match mailbox.try_send(Inbound::Message(message.clone())) {
+                        Ok(()) => {
+                            self.inner.counters.local_delivered.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(mpsc::error::TrySendError::Full(inbound)) => {
+                            pending.waiting.push(Waiting { to: mailbox, inbound, dst: None });
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => {}
                     }
                 }
             }
@@ -578,6 +643,23 @@ impl Node {
             }
             Routed::Sent { .. } => {
                 self.inner.counters.sent_remote.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(pending)
+    }
+
+    /// Finishes the deliveries that found full mailboxes, in order.
+    pub(crate) async fn wait_for_room(&self, pending: Pending) -> Result<(), SendError> {
+        for Waiting { to, inbound, dst } in pending.waiting {
+            match to.send(inbound).await {
+                Ok(()) => {
+                    self.inner.counters.local_delivered.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(_) => {
+                    if let Some(dst) = dst {
+                        return Err(SendError::MailboxClosed { dst });
+                    }
+                }
             }
         }
         Ok(())

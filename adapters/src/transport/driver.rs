@@ -33,7 +33,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, Notify};
 use super::framing::{encode_frame_into, FrameReader, FramingError};
 use super::stream::{BoxWriter, Connector, DialError, SecuredStream};
 use crate::codec::CborCodec;
-use crate::runtime::{Node, WeakNode};
+use crate::runtime::{Node, Pending, WeakNode};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const DIAL_TIMEOUT: Duration = Duration::from_secs(15);
@@ -716,8 +716,12 @@ impl ConnectionIo {
             self.shared.counters.frames_received.fetch_add(1, Ordering::Relaxed);
             match frame {
                 Frame::Node(message) => {
-                    if let Err(reason) = self.deliver(message, recent).await {
-                        return reason;
+                    match self.deliver(message, recent) {
+                        Ok(pending) if pending.is_empty() => {}
+                        // A full mailbox holds up this connection's reader
+                        // only: the backpressure reaches this peer and no other.
+                        Ok(pending) => self.node.finish_inbound(pending).await,
+                        Err(reason) => return reason,
                     }
                     received.fetch_add(1, Ordering::Release);
                     since_ack += 1;
@@ -771,18 +775,20 @@ impl ConnectionIo {
         }
     }
 
-    async fn deliver(&self, message: NodeMessage, recent: &Mutex<RecentIds>) -> Result<(), CloseReason> {
+    /// Delivers without a future; what found a full mailbox is returned
+    /// for the reader to wait on.
+    fn deliver(&self, message: NodeMessage, recent: &Mutex<RecentIds>) -> Result<Pending, CloseReason> {
         if let NodePayload::Engine(inner) = &message.payload {
             if !recent.lock().first_time(inner) {
                 self.shared.counters.duplicates_dropped.fetch_add(1, Ordering::Relaxed);
-                return Ok(());
+                return Ok(Pending::default());
             }
         }
-        match self.node.deliver_inbound(self.peer, message).await {
-            Ok(()) => Ok(()),
+        match self.node.deliver_inbound_now(self.peer, message) {
+            Ok(pending) => Ok(pending),
             Err(rejection) if rejection.disconnects_peer() => Err(CloseReason::Violation(rejection.to_string())),
             // Other rejections (no route, expired) drop the message only.
-            Err(_) => Ok(()),
+            Err(_) => Ok(Pending::default()),
         }
     }
 }
