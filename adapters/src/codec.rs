@@ -12,6 +12,12 @@ use serde::Serialize;
 pub const FORMAT_VERSION: u8 = 1;
 /// Bytes before the CBOR body.
 pub const HEADER_LEN: usize = 2;
+/// The header kind of a channel message: a node message in the compact
+/// form an established connection allows (see [`ChannelEnds`]). Kinds 1 to
+/// 7 are the [`FrameKind`]s, which stand alone.
+pub const CHANNEL_MESSAGE_KIND: u8 = 8;
+
+pub use engine_frame::{ChannelEnds, NameCache};
 
 #[derive(Debug, Clone, Copy)]
 pub struct CborCodec {
@@ -32,6 +38,37 @@ impl CborCodec {
 
     pub fn max_frame(&self) -> usize {
         self.max_frame
+    }
+
+    /// Writes header and body of a frame sent over an established
+    /// connection: a node message from this node's own engines in the
+    /// compact channel form, anything else as [`Codec::encode`] does.
+    pub fn encode_on_channel(&self, frame: &Frame, ends: ChannelEnds, out: &mut Vec<u8>) -> Result<(), CodecError> {
+        let start = out.len();
+        out.extend_from_slice(&[FORMAT_VERSION, CHANNEL_MESSAGE_KIND]);
+        if !engine_frame::encode_on_channel(frame, ends, out) {
+            out[start + 1] = frame.kind() as u8;
+            frame_to_cbor(frame, out)?;
+        }
+        Ok(())
+    }
+
+    /// Reads a frame that arrived over an established connection, where
+    /// channel messages may appear besides every other kind.
+    pub fn decode_on_channel(
+        &self,
+        bytes: &[u8],
+        ends: ChannelEnds,
+        names: &mut NameCache,
+    ) -> Result<Frame, CodecError> {
+        if bytes.len() >= HEADER_LEN && bytes[0] == FORMAT_VERSION && bytes[1] == CHANNEL_MESSAGE_KIND {
+            if bytes.len() > self.max_frame {
+                return Err(CodecError::TooLarge { len: bytes.len(), max: self.max_frame });
+            }
+            return engine_frame::decode_on_channel(&bytes[HEADER_LEN..], ends, names)
+                .ok_or_else(|| CodecError::Malformed("not a valid channel message".into()));
+        }
+        self.decode(bytes)
     }
 }
 
@@ -90,6 +127,9 @@ impl Codec for CborCodec {
         }
         if bytes[0] != FORMAT_VERSION {
             return Err(CodecError::UnsupportedVersion(bytes[0]));
+        }
+        if bytes[1] == CHANNEL_MESSAGE_KIND {
+            return Err(CodecError::Malformed("a channel message outside an established connection".into()));
         }
         let kind = FrameKind::from_u8(bytes[1]).ok_or(CodecError::UnknownKind(bytes[1]))?;
         let frame = frame_from_cbor(kind, &bytes[HEADER_LEN..])?;

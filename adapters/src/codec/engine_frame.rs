@@ -13,6 +13,7 @@
 //! hold them to that.
 
 use bytes::Bytes;
+use netmachine_domain::limits::MAX_PROTOCOL_NAME_BYTES;
 use netmachine_domain::{
     Body, BoundedText, DestinationIdentity, DomainIdentity, EngineIdentity, EngineMessage, EngineName,
     ExternalIdentity, Frame, MessageId, NodeIdentity, NodeMessage, NodePayload, ProtocolId, RoutingScope, Signature,
@@ -50,7 +51,22 @@ pub(super) fn encode(frame: &Frame, out: &mut Vec<u8>) -> bool {
 fn engine_message(out: &mut Vec<u8>, m: &EngineMessage) {
     head(out, MAJOR_ARRAY, 10);
     engine_identity(out, &m.src);
-    match &m.dst {
+    destination(out, &m.dst);
+    head(out, MAJOR_UINT, m.id.0);
+    optional_uint(out, m.reply_to.map(|id| id.0));
+    optional_uint(out, m.expiry.map(|t| t.0));
+    scope(out, &m.scope);
+    out.push(NULL);
+    head(out, MAJOR_ARRAY, 2);
+    text(out, &m.protocol.name);
+    head(out, MAJOR_UINT, u64::from(m.protocol.version));
+    head(out, MAJOR_BYTES, m.body.len() as u64);
+    out.extend_from_slice(m.body.as_bytes());
+    signature(out, m.sig.as_ref());
+}
+
+fn destination(out: &mut Vec<u8>, dst: &DestinationIdentity) {
+    match dst {
         DestinationIdentity::Engine(engine) => {
             variant(out, "Engine");
             engine_identity(out, engine);
@@ -72,10 +88,10 @@ fn engine_message(out: &mut Vec<u8>, m: &EngineMessage) {
             key(out, domain.key());
         }
     }
-    head(out, MAJOR_UINT, m.id.0);
-    optional_uint(out, m.reply_to.map(|id| id.0));
-    optional_uint(out, m.expiry.map(|t| t.0));
-    match &m.scope {
+}
+
+fn scope(out: &mut Vec<u8>, scope: &RoutingScope) {
+    match scope {
         RoutingScope::Local => text(out, "Local"),
         RoutingScope::Any => text(out, "Any"),
         RoutingScope::Domain(domain) => {
@@ -83,13 +99,6 @@ fn engine_message(out: &mut Vec<u8>, m: &EngineMessage) {
             key(out, domain.key());
         }
     }
-    out.push(NULL);
-    head(out, MAJOR_ARRAY, 2);
-    text(out, &m.protocol.name);
-    head(out, MAJOR_UINT, u64::from(m.protocol.version));
-    head(out, MAJOR_BYTES, m.body.len() as u64);
-    out.extend_from_slice(m.body.as_bytes());
-    signature(out, m.sig.as_ref());
 }
 
 fn engine_identity(out: &mut Vec<u8>, engine: &EngineIdentity) {
@@ -332,6 +341,118 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// The two ends of an authenticated connection, seen from this node: what
+/// a channel frame leaves out because the connection already proves it.
+/// Sent frames come from `local` to `peer`; received ones the other way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelEnds {
+    pub local: NodeIdentity,
+    pub peer: NodeIdentity,
+}
+
+/// Writes the compact body of a node message sent from `ends.local` to
+/// `ends.peer` by one of its own engines: the node identities that the
+/// connection proves are left out, and so is the destination node when it
+/// is the peer. Returns false, having written nothing, for any other frame.
+///
+/// Layout: an array of 10: source engine name, destination (the engine
+/// name alone when the engine is on the peer, else as in the full form),
+/// id, reply-to, expiry, scope, protocol, body, engine signature, node
+/// signature.
+pub(super) fn encode_on_channel(frame: &Frame, ends: ChannelEnds, out: &mut Vec<u8>) -> bool {
+    let Frame::Node(node) = frame else { return false };
+    let NodePayload::Engine(m) = &node.payload else { return false };
+    if node.src != ends.local || node.dst != ends.peer || m.src.node != ends.local || m.prefs.is_some() {
+        return false;
+    }
+    head(out, MAJOR_ARRAY, 10);
+    text(out, m.src.name.as_str());
+    match &m.dst {
+        DestinationIdentity::Engine(engine) if engine.node == ends.peer => text(out, engine.name.as_str()),
+        _ => destination(out, &m.dst),
+    }
+    head(out, MAJOR_UINT, m.id.0);
+    optional_uint(out, m.reply_to.map(|id| id.0));
+    optional_uint(out, m.expiry.map(|t| t.0));
+    scope(out, &m.scope);
+    head(out, MAJOR_ARRAY, 2);
+    text(out, &m.protocol.name);
+    head(out, MAJOR_UINT, u64::from(m.protocol.version));
+    head(out, MAJOR_BYTES, m.body.len() as u64);
+    out.extend_from_slice(m.body.as_bytes());
+    signature(out, m.sig.as_ref());
+    signature(out, node.sig.as_ref());
+    true
+}
+
+/// The last names a connection's reader saw. A stream of messages between
+/// the same engines then shares its name strings instead of allocating
+/// them for every message.
+#[derive(Debug, Default)]
+pub struct NameCache {
+    src: Option<EngineName>,
+    dst: Option<EngineName>,
+    protocol: Option<BoundedText<MAX_PROTOCOL_NAME_BYTES>>,
+}
+
+impl NameCache {
+    fn engine(slot: &mut Option<EngineName>, name: &str) -> Option<EngineName> {
+        match slot {
+            Some(cached) if cached.as_str() == name => Some(cached.clone()),
+            _ => {
+                let fresh = EngineName::new(name).ok()?;
+                *slot = Some(fresh.clone());
+                Some(fresh)
+            }
+        }
+    }
+
+    fn protocol(&mut self, name: &str) -> Option<BoundedText<MAX_PROTOCOL_NAME_BYTES>> {
+        match &self.protocol {
+            Some(cached) if cached.as_str() == name => Some(cached.clone()),
+            _ => {
+                let fresh = BoundedText::new("text", name).ok()?;
+                self.protocol = Some(fresh.clone());
+                Some(fresh)
+            }
+        }
+    }
+}
+
+/// Reads a body written by [`encode_on_channel`] at the other end of the
+/// connection, rebuilding the node message it stands for. `None` means the
+/// bytes are not a valid channel message.
+pub(super) fn decode_on_channel(bytes: &[u8], ends: ChannelEnds, names: &mut NameCache) -> Option<Frame> {
+    let mut r = Reader { rest: bytes };
+    r.array(10)?;
+    let src = EngineIdentity::new(ends.peer, NameCache::engine(&mut names.src, r.text()?)?);
+    let dst = match r.rest.first()? >> 5 {
+        MAJOR_TEXT => {
+            DestinationIdentity::Engine(EngineIdentity::new(ends.local, NameCache::engine(&mut names.dst, r.text()?)?))
+        }
+        _ => r.destination()?,
+    };
+    let id = MessageId(r.uint()?);
+    let reply_to = r.optional_uint()?.map(MessageId);
+    let expiry = r.optional_uint()?.map(Timestamp);
+    let scope = r.scope()?;
+    r.array(2)?;
+    let protocol = ProtocolId { name: names.protocol(r.text()?)?, version: u16::try_from(r.uint()?).ok()? };
+    let body = Body::new(Bytes::copy_from_slice(r.bytes()?)).ok()?;
+    let sig = r.signature()?;
+    let node_sig = r.signature()?;
+    if !r.rest.is_empty() {
+        return None;
+    }
+    let message = EngineMessage { src, dst, id, reply_to, expiry, scope, prefs: None, protocol, body, sig };
+    Some(Frame::Node(NodeMessage {
+        src: ends.peer,
+        dst: ends.local,
+        payload: NodePayload::Engine(message),
+        sig: node_sig,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use netmachine_domain::strategies;
@@ -399,6 +520,81 @@ mod tests {
             if let Some(fast) = decode(&bytes) {
                 let slow: Frame = from_cbor(&bytes).map_err(|e| TestCaseError::fail(format!("serde refused what the fast path took: {e}")))?;
                 prop_assert_eq!(fast, slow);
+            }
+        }
+    }
+
+    /// A frame one node's engine sends to another node, and the two views
+    /// of the connection it crosses.
+    fn channel_frames() -> impl Strategy<Value = (Frame, ChannelEnds, ChannelEnds)> {
+        (engine_frames(), any::<bool>()).prop_map(|(mut frame, to_peer_engine)| {
+            let Frame::Node(node) = &mut frame else { unreachable!("engine frames are node frames") };
+            let (sender, receiver) = (node.src, node.dst);
+            let NodePayload::Engine(message) = &mut node.payload else { unreachable!("engine payload") };
+            message.src.node = sender;
+            message.prefs = None;
+            if to_peer_engine {
+                if let DestinationIdentity::Engine(engine) = &mut message.dst {
+                    engine.node = receiver;
+                }
+            }
+            (frame, ChannelEnds { local: sender, peer: receiver }, ChannelEnds { local: receiver, peer: sender })
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// What one end writes in the channel form, the other reads back
+        /// as the same node message.
+        #[test]
+        fn channel_messages_round_trip((frame, sender, receiver) in channel_frames()) {
+            let mut bytes = Vec::new();
+            prop_assert!(encode_on_channel(&frame, sender, &mut bytes));
+            prop_assert!(bytes.len() + 100 < serde_bytes_of(&frame).len(), "the channel form is not compact");
+            let mut names = NameCache::default();
+            prop_assert_eq!(decode_on_channel(&bytes, receiver, &mut names), Some(frame.clone()));
+            // Again with the names cached: the same value.
+            prop_assert_eq!(decode_on_channel(&bytes, receiver, &mut names), Some(frame));
+        }
+
+        /// A node message that does not go from one end to the other, or
+        /// that speaks for another node's engine, is not written in the
+        /// channel form: the full form keeps it checkable.
+        #[test]
+        fn only_messages_between_the_ends_take_the_channel_form(
+            (frame, sender, _receiver) in channel_frames(),
+            stranger in strategies::node_identity(),
+            which in 0..3u8,
+        ) {
+            let mut frame = frame;
+            let Frame::Node(node) = &mut frame else { unreachable!("node frame") };
+            match which {
+                0 => node.src = stranger,
+                1 => node.dst = stranger,
+                _ => if let NodePayload::Engine(m) = &mut node.payload { m.src.node = stranger },
+            }
+            let mut bytes = Vec::new();
+            prop_assert_eq!(encode_on_channel(&frame, sender, &mut bytes), stranger == sender.local || (which == 1 && stranger == sender.peer));
+        }
+
+        /// Damaged channel messages never panic, and whatever still reads
+        /// is a message from the peer's own engine to this node.
+        #[test]
+        fn damaged_channel_messages_are_refused_or_stay_between_the_ends(
+            (frame, sender, receiver) in channel_frames(),
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+        ) {
+            let mut bytes = Vec::new();
+            prop_assert!(encode_on_channel(&frame, sender, &mut bytes));
+            for (index, value) in edits {
+                let i = index.index(bytes.len());
+                bytes[i] = value;
+            }
+            if let Some(Frame::Node(node)) = decode_on_channel(&bytes, receiver, &mut NameCache::default()) {
+                prop_assert_eq!((node.src, node.dst), (receiver.peer, receiver.local));
+                let NodePayload::Engine(m) = node.payload else { return Err(TestCaseError::fail("not an engine message")) };
+                prop_assert_eq!(m.src.node, receiver.peer);
             }
         }
     }

@@ -2,6 +2,7 @@ use netmachine_domain::strategies;
 use netmachine_domain::*;
 use netmachine_engines::ports::{verify_signed, Signer};
 use proptest::prelude::*;
+use proptest::strategy::ValueTree;
 
 use super::*;
 use crate::crypto::{Ed25519Keys, RingVerifier};
@@ -193,4 +194,24 @@ fn an_oversize_body_inside_a_frame_is_refused() {
     // type refuses it even when the frame limit would allow it.
     let too_big = Body::new(vec![0u8; netmachine_domain::limits::MAX_BODY_BYTES + 1]);
     assert!(too_big.is_err());
+}
+
+#[test]
+fn a_channel_message_needs_its_connection() {
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let mut message = strategies::engine_message().new_tree(&mut runner).expect("value").current();
+    let (a, b) = (NodeIdentity::ed25519([1; 32]), NodeIdentity::ed25519([2; 32]));
+    message.src.node = a;
+    message.prefs = None;
+    let frame = Frame::Node(NodeMessage { src: a, dst: b, payload: NodePayload::Engine(message), sig: None });
+    let codec = CborCodec::default();
+    let mut bytes = Vec::new();
+    codec.encode_on_channel(&frame, ChannelEnds { local: a, peer: b }, &mut bytes).expect("encodes");
+    assert_eq!(bytes[1], CHANNEL_MESSAGE_KIND);
+    assert!(matches!(codec.decode(&bytes), Err(CodecError::Malformed(_))), "no connection, no channel form");
+    let receiver = ChannelEnds { local: b, peer: a };
+    assert_eq!(codec.decode_on_channel(&bytes, receiver, &mut NameCache::default()), Ok(frame));
+    // Other kinds read the same on a connection as alone.
+    let ack = codec.encode(&Frame::Ack(Ack { received: 3 })).expect("encodes");
+    assert_eq!(codec.decode_on_channel(&ack, receiver, &mut NameCache::default()), Ok(Frame::Ack(Ack { received: 3 })));
 }

@@ -55,15 +55,22 @@ pub struct EngineHandle {
     node: Node,
     identity: EngineIdentity,
     inbox: mpsc::Receiver<Inbound>,
+    /// Taken from the mailbox in one go, newest first. Taking several at
+    /// once frees their room at once, so a connection reader blocked on a
+    /// full mailbox wakes once per batch instead of once per message.
+    taken: Vec<Inbound>,
     next_id: u64,
 }
+
+/// How many waiting messages an engine takes from its mailbox at once.
+const TAKE_AT_ONCE: usize = 64;
 
 impl EngineHandle {
     pub(crate) fn new(node: Node, identity: EngineIdentity, inbox: mpsc::Receiver<Inbound>) -> Self {
         // Ids start from the clock so that they stay unique across restarts
         // of the node (up to 65,536 messages per millisecond of uptime).
         let next_id = node.now().as_millis().wrapping_shl(16);
-        Self { node, identity, inbox, next_id }
+        Self { node, identity, inbox, taken: Vec::new(), next_id }
     }
 
     pub fn identity(&self) -> &EngineIdentity {
@@ -74,14 +81,21 @@ impl EngineHandle {
         &self.node
     }
 
-    /// Waits for the next message or notice.
+    /// Waits for the next message or notice. Cancel safe.
     pub async fn recv(&mut self) -> Option<Inbound> {
-        self.inbox.recv().await
+        if let Some(next) = self.taken.pop() {
+            return Some(next);
+        }
+        if self.inbox.recv_many(&mut self.taken, TAKE_AT_ONCE).await == 0 {
+            return None;
+        }
+        self.taken.reverse();
+        self.taken.pop()
     }
 
     /// The next message if one is waiting.
     pub fn try_recv(&mut self) -> Option<Inbound> {
-        self.inbox.try_recv().ok()
+        self.taken.pop().or_else(|| self.inbox.try_recv().ok())
     }
 
     /// Sends `body` to `dst` with default options.
@@ -101,6 +115,10 @@ impl EngineHandle {
         body: impl Into<Bytes>,
         options: SendOptions,
     ) -> Result<MessageId, SendError> {
+        // A send to a peer with room never waits, so an engine sending in a
+        // loop would keep its worker thread from the connection tasks that
+        // carry its messages; it gives way once per tokio budget.
+        tokio::task::consume_budget().await;
         let message = self.build(dst, protocol, body, options)?;
         let id = message.id;
         // A full transport queue is backpressure, not failure: wait for

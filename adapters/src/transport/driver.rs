@@ -30,9 +30,9 @@ use parking_lot::Mutex;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{broadcast, mpsc, oneshot, Notify};
 
-use super::framing::{encode_frame_into, FrameReader, FramingError};
+use super::framing::{encode_channel_frame_into, encode_frame_into, FrameReader, FramingError};
 use super::stream::{BoxWriter, Connector, DialError, SecuredStream};
-use crate::codec::CborCodec;
+use crate::codec::{CborCodec, ChannelEnds};
 use crate::runtime::{Node, Pending, WeakNode};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -504,7 +504,7 @@ async fn run_established(
     node: Node,
     conn: ConnId,
     peer: NodeIdentity,
-    reader: FrameReader<super::stream::BoxReader>,
+    mut reader: FrameReader<super::stream::BoxReader>,
     writer: BoxWriter,
     keepalive: Option<Box<dyn Send + Sync>>,
     protocol: TransportProtocol,
@@ -512,6 +512,9 @@ async fn run_established(
     own_advert: Option<NodeAdvert>,
     establish: impl FnOnce(&mut Transport, Timestamp),
 ) {
+    // Both ends are proven now: messages may travel in the channel form.
+    let ends = ChannelEnds { local: shared.local, peer };
+    reader.enter_channel(ends);
     let (tx, rx) = mpsc::channel(shared.window + 64);
     let (control, control_rx) = mpsc::channel(CONTROL_QUEUE);
     let (close_tx, close_rx) = oneshot::channel();
@@ -532,7 +535,8 @@ async fn run_established(
     let now = shared.clock.now();
     with_engine(&shared, |engine| establish(engine, now));
 
-    let io = ConnectionIo { shared: Arc::clone(&shared), node, conn, peer, unacked: Mutex::new(Unacked::default()) };
+    let io =
+        ConnectionIo { shared: Arc::clone(&shared), node, conn, peer, ends, unacked: Mutex::new(Unacked::default()) };
     let (reason, recent, rx) = io.run(reader, writer, rx, control_rx, close_rx, recent).await;
     drop(keepalive);
 
@@ -572,6 +576,8 @@ struct ConnectionIo {
     node: Node,
     conn: ConnId,
     peer: NodeIdentity,
+    /// This node and the peer: what channel messages leave out.
+    ends: ChannelEnds,
     unacked: Mutex<Unacked>,
 }
 
@@ -670,7 +676,7 @@ impl ConnectionIo {
         match item {
             Outgoing::Message(message) => {
                 let frame = Frame::Node(message);
-                if let Err(err) = encode_frame_into(&self.shared.codec, &frame, buf) {
+                if let Err(err) = encode_channel_frame_into(&self.shared.codec, &frame, self.ends, buf) {
                     // A message too large to frame is the sender's error, not
                     // the connection's: give it up and carry on.
                     if let Frame::Node(message) = frame {

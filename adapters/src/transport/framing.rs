@@ -7,7 +7,7 @@ use netmachine_engines::ports::{Codec, CodecError};
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
 
-use crate::codec::{frame_to_cbor, CborCodec, FORMAT_VERSION};
+use crate::codec::{frame_to_cbor, CborCodec, ChannelEnds, NameCache, FORMAT_VERSION};
 
 pub const LENGTH_PREFIX: usize = 4;
 
@@ -33,6 +33,12 @@ pub fn encode_frame_into(codec: &CborCodec, frame: &Frame, out: &mut Vec<u8>) ->
         out.truncate(start);
         return Err(err);
     }
+    finish_prefix(codec, start, out)
+}
+
+/// Fills in the length prefix of the frame that starts at `start`, or takes
+/// the frame back out if it is over the limit.
+fn finish_prefix(codec: &CborCodec, start: usize, out: &mut Vec<u8>) -> Result<(), CodecError> {
     let len = out.len() - start - LENGTH_PREFIX;
     if len > codec.max_frame() {
         out.truncate(start);
@@ -43,17 +49,42 @@ pub fn encode_frame_into(codec: &CborCodec, frame: &Frame, out: &mut Vec<u8>) ->
     Ok(())
 }
 
+/// Appends one length-prefixed frame sent over an established connection
+/// (see [`CborCodec::encode_on_channel`]).
+pub fn encode_channel_frame_into(
+    codec: &CborCodec,
+    frame: &Frame,
+    ends: ChannelEnds,
+    out: &mut Vec<u8>,
+) -> Result<(), CodecError> {
+    let start = out.len();
+    out.extend_from_slice(&[0; LENGTH_PREFIX]);
+    if let Err(err) = codec.encode_on_channel(frame, ends, out) {
+        out.truncate(start);
+        return Err(err);
+    }
+    finish_prefix(codec, start, out)
+}
+
 /// Reads frames from a stream, at most `codec.max_frame()` bytes each.
 #[derive(Debug)]
 pub struct FrameReader<R> {
     inner: BufReader<R>,
     codec: CborCodec,
     body: Vec<u8>,
+    /// Set once the handshake is done: channel messages are read from then.
+    channel: Option<(ChannelEnds, NameCache)>,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub fn new(inner: R, codec: CborCodec) -> Self {
-        Self { inner: BufReader::with_capacity(64 * 1024, inner), codec, body: Vec::new() }
+        Self { inner: BufReader::with_capacity(64 * 1024, inner), codec, body: Vec::new(), channel: None }
+    }
+
+    /// From now on the stream is an established connection between these
+    /// ends, and channel messages are read.
+    pub fn enter_channel(&mut self, ends: ChannelEnds) {
+        self.channel = Some((ends, NameCache::default()));
     }
 
     /// The next frame, or `None` when the stream ends cleanly between
@@ -73,7 +104,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         let mut body = std::mem::take(&mut self.body);
         body.resize(len, 0);
         let read = self.read_exact(&mut body).await;
-        let decoded = read.and_then(|()| self.codec.decode(&body).map_err(FramingError::from));
+        let decoded = read.and_then(|()| {
+            match &mut self.channel {
+                Some((ends, names)) => self.codec.decode_on_channel(&body, *ends, names),
+                None => self.codec.decode(&body),
+            }
+            .map_err(FramingError::from)
+        });
         // Keep a modest buffer for the next frame; give back a huge one.
         if body.capacity() <= 256 * 1024 {
             self.body = body;
