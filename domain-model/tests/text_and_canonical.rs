@@ -56,7 +56,7 @@ proptest! {
         let mut v = m.clone(); v.prefs = if m.prefs.is_some() { None } else { Some(TransportPrefs::default()) }; changed.push(v);
         let mut v = m.clone(); v.protocol.version = m.protocol.version.wrapping_add(1); changed.push(v);
         let mut v = m.clone(); let mut b = m.body.as_bytes().to_vec(); b.push(1); v.body = Body::new(b).expect("small"); changed.push(v);
-        let mut v = m.clone(); v.src.name = EngineName::new(&format!("{}x", &m.src.name.as_str()[..m.src.name.as_str().len().min(60)])).expect("valid"); changed.push(v);
+        let mut v = m.clone(); v.src.name = EngineName::new(if m.src.name.as_str() == "a" { "b" } else { "a" }).expect("valid"); changed.push(v);
         let mut v = m.clone(); v.dst = DestinationIdentity::Node(NodeIdentity::ed25519([0xAB; 32])); if v.dst != m.dst { changed.push(v); }
         for v in changed {
             prop_assert_ne!(v.signing_bytes(), base.clone());
