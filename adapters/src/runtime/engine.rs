@@ -115,10 +115,6 @@ impl EngineHandle {
         body: impl Into<Bytes>,
         options: SendOptions,
     ) -> Result<MessageId, SendError> {
-        // A send to a peer with room never waits, so an engine sending in a
-        // loop would keep its worker thread from the connection tasks that
-        // carry its messages; it gives way once per tokio budget.
-        tokio::task::consume_budget().await;
         let message = self.build(dst, protocol, body, options)?;
         let id = message.id;
         // A full transport queue is backpressure, not failure: wait for
