@@ -87,7 +87,7 @@ pub fn frame_to_cbor(frame: &Frame, out: &mut Vec<u8>) -> Result<(), CodecError>
 }
 
 /// Decodes a frame's CBOR body (after the header), refusing trailing bytes.
-pub fn frame_from_cbor(kind: FrameKind, bytes: &[u8]) -> Result<Frame, CodecError> {
+fn frame_from_cbor(kind: FrameKind, bytes: &[u8]) -> Result<Frame, CodecError> {
     if kind == FrameKind::Node {
         if let Some(frame) = engine_frame::decode(bytes) {
             return Ok(frame);

@@ -52,11 +52,29 @@ fn engine_message(out: &mut Vec<u8>, m: &EngineMessage) {
     head(out, MAJOR_ARRAY, 10);
     engine_identity(out, &m.src);
     destination(out, &m.dst);
+    fields_after_addresses(out, m, Form::Full);
+}
+
+/// Which form of an engine message is written or read.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Form {
+    /// Kind 1: transport preferences (always null here) after the scope.
+    Full,
+    /// Kind 8: no preferences field.
+    Channel,
+}
+
+/// Id, reply-to, expiry, scope, (preferences,) protocol, body and the
+/// engine's signature: everything after the two addresses, alike in both
+/// forms.
+fn fields_after_addresses(out: &mut Vec<u8>, m: &EngineMessage, form: Form) {
     head(out, MAJOR_UINT, m.id.0);
     optional_uint(out, m.reply_to.map(|id| id.0));
     optional_uint(out, m.expiry.map(|t| t.0));
     scope(out, &m.scope);
-    out.push(NULL);
+    if form == Form::Full {
+        out.push(NULL);
+    }
     head(out, MAJOR_ARRAY, 2);
     text(out, &m.protocol.name);
     head(out, MAJOR_UINT, u64::from(m.protocol.version));
@@ -314,30 +332,32 @@ impl<'a> Reader<'a> {
         self.array(10)?;
         let src = self.engine_identity()?;
         let dst = self.destination()?;
+        self.fields_after_addresses(src, dst, Form::Full, |name| BoundedText::new("text", name).ok())
+    }
+
+    /// Reads what [`fields_after_addresses`] writes and completes the
+    /// message; `protocol_name` makes the protocol name from its text.
+    fn fields_after_addresses(
+        &mut self,
+        src: EngineIdentity,
+        dst: DestinationIdentity,
+        form: Form,
+        protocol_name: impl FnOnce(&str) -> Option<BoundedText<MAX_PROTOCOL_NAME_BYTES>>,
+    ) -> Option<EngineMessage> {
         let id = MessageId(self.uint()?);
         let reply_to = self.optional_uint()?.map(MessageId);
         let expiry = self.optional_uint()?.map(Timestamp);
         let scope = self.scope()?;
-        if !self.null() {
+        if form == Form::Full && !self.null() {
             return None;
         }
         self.array(2)?;
-        let name = BoundedText::new("text", self.text()?).ok()?;
+        let name = protocol_name(self.text()?)?;
         let version = u16::try_from(self.uint()?).ok()?;
         let body = Body::new(Bytes::copy_from_slice(self.bytes()?)).ok()?;
         let sig = self.signature()?;
-        Some(EngineMessage {
-            src,
-            dst,
-            id,
-            reply_to,
-            expiry,
-            scope,
-            prefs: None,
-            protocol: ProtocolId { name, version },
-            body,
-            sig,
-        })
+        let protocol = ProtocolId { name, version };
+        Some(EngineMessage { src, dst, id, reply_to, expiry, scope, prefs: None, protocol, body, sig })
     }
 }
 
@@ -371,16 +391,7 @@ pub(super) fn encode_on_channel(frame: &Frame, ends: ChannelEnds, out: &mut Vec<
         DestinationIdentity::Engine(engine) if engine.node == ends.peer => text(out, engine.name.as_str()),
         _ => destination(out, &m.dst),
     }
-    head(out, MAJOR_UINT, m.id.0);
-    optional_uint(out, m.reply_to.map(|id| id.0));
-    optional_uint(out, m.expiry.map(|t| t.0));
-    scope(out, &m.scope);
-    head(out, MAJOR_ARRAY, 2);
-    text(out, &m.protocol.name);
-    head(out, MAJOR_UINT, u64::from(m.protocol.version));
-    head(out, MAJOR_BYTES, m.body.len() as u64);
-    out.extend_from_slice(m.body.as_bytes());
-    signature(out, m.sig.as_ref());
+    fields_after_addresses(out, m, Form::Channel);
     signature(out, node.sig.as_ref());
     true
 }
@@ -395,26 +406,20 @@ pub struct NameCache {
     protocol: Option<BoundedText<MAX_PROTOCOL_NAME_BYTES>>,
 }
 
-impl NameCache {
-    fn engine(slot: &mut Option<EngineName>, name: &str) -> Option<EngineName> {
-        match slot {
-            Some(cached) if cached.as_str() == name => Some(cached.clone()),
-            _ => {
-                let fresh = EngineName::new(name).ok()?;
-                *slot = Some(fresh.clone());
-                Some(fresh)
-            }
-        }
-    }
-
-    fn protocol(&mut self, name: &str) -> Option<BoundedText<MAX_PROTOCOL_NAME_BYTES>> {
-        match &self.protocol {
-            Some(cached) if cached.as_str() == name => Some(cached.clone()),
-            _ => {
-                let fresh = BoundedText::new("text", name).ok()?;
-                self.protocol = Some(fresh.clone());
-                Some(fresh)
-            }
+/// The cached value when it has this text, else a new one made from it,
+/// which then replaces it in the cache.
+fn reuse<T: Clone>(
+    slot: &mut Option<T>,
+    text: &str,
+    as_str: fn(&T) -> &str,
+    make: impl FnOnce(&str) -> Option<T>,
+) -> Option<T> {
+    match slot {
+        Some(cached) if as_str(cached) == text => Some(cached.clone()),
+        _ => {
+            let fresh = make(text)?;
+            *slot = Some(fresh.clone());
+            Some(fresh)
         }
     }
 }
@@ -425,26 +430,24 @@ impl NameCache {
 pub(super) fn decode_on_channel(bytes: &[u8], ends: ChannelEnds, names: &mut NameCache) -> Option<Frame> {
     let mut r = Reader { rest: bytes };
     r.array(10)?;
-    let src = EngineIdentity::new(ends.peer, NameCache::engine(&mut names.src, r.text()?)?);
+    let src = EngineIdentity::new(
+        ends.peer,
+        reuse(&mut names.src, r.text()?, EngineName::as_str, |n| EngineName::new(n).ok())?,
+    );
     let dst = match r.rest.first()? >> 5 {
         MAJOR_TEXT => {
-            DestinationIdentity::Engine(EngineIdentity::new(ends.local, NameCache::engine(&mut names.dst, r.text()?)?))
+            let name = reuse(&mut names.dst, r.text()?, EngineName::as_str, |n| EngineName::new(n).ok())?;
+            DestinationIdentity::Engine(EngineIdentity::new(ends.local, name))
         }
         _ => r.destination()?,
     };
-    let id = MessageId(r.uint()?);
-    let reply_to = r.optional_uint()?.map(MessageId);
-    let expiry = r.optional_uint()?.map(Timestamp);
-    let scope = r.scope()?;
-    r.array(2)?;
-    let protocol = ProtocolId { name: names.protocol(r.text()?)?, version: u16::try_from(r.uint()?).ok()? };
-    let body = Body::new(Bytes::copy_from_slice(r.bytes()?)).ok()?;
-    let sig = r.signature()?;
+    let message = r.fields_after_addresses(src, dst, Form::Channel, |name| {
+        reuse(&mut names.protocol, name, BoundedText::as_str, |n| BoundedText::new("text", n).ok())
+    })?;
     let node_sig = r.signature()?;
     if !r.rest.is_empty() {
         return None;
     }
-    let message = EngineMessage { src, dst, id, reply_to, expiry, scope, prefs: None, protocol, body, sig };
     Some(Frame::Node(NodeMessage {
         src: ends.peer,
         dst: ends.local,
@@ -569,13 +572,18 @@ mod tests {
         ) {
             let mut frame = frame;
             let Frame::Node(node) = &mut frame else { unreachable!("node frame") };
-            match which {
-                0 => node.src = stranger,
-                1 => node.dst = stranger,
-                _ => if let NodePayload::Engine(m) = &mut node.payload { m.src.node = stranger },
-            }
+            let still_between_the_ends = match which {
+                0 => { node.src = stranger; stranger == sender.local }
+                1 => { node.dst = stranger; stranger == sender.peer }
+                _ => {
+                    let NodePayload::Engine(m) = &mut node.payload else { unreachable!("engine payload") };
+                    m.src.node = stranger;
+                    stranger == sender.local
+                }
+            };
             let mut bytes = Vec::new();
-            prop_assert_eq!(encode_on_channel(&frame, sender, &mut bytes), stranger == sender.local || (which == 1 && stranger == sender.peer));
+            prop_assert_eq!(encode_on_channel(&frame, sender, &mut bytes), still_between_the_ends);
+            prop_assert_eq!(bytes.is_empty(), !still_between_the_ends);
         }
 
         /// Damaged channel messages never panic, and whatever still reads

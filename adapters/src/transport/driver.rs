@@ -535,8 +535,7 @@ async fn run_established(
     let now = shared.clock.now();
     with_engine(&shared, |engine| establish(engine, now));
 
-    let io =
-        ConnectionIo { shared: Arc::clone(&shared), node, conn, peer, ends, unacked: Mutex::new(Unacked::default()) };
+    let io = ConnectionIo { shared: Arc::clone(&shared), node, conn, ends, unacked: Mutex::new(Unacked::default()) };
     let (reason, recent, rx) = io.run(reader, writer, rx, control_rx, close_rx, recent).await;
     drop(keepalive);
 
@@ -575,7 +574,6 @@ struct ConnectionIo {
     shared: Arc<Shared>,
     node: Node,
     conn: ConnId,
-    peer: NodeIdentity,
     /// This node and the peer: what channel messages leave out.
     ends: ChannelEnds,
     unacked: Mutex<Unacked>,
@@ -761,11 +759,11 @@ impl ConnectionIo {
                     }
                 }
                 Frame::NodeAdvert(advert) => {
-                    if advert.id != self.peer {
+                    if advert.id != self.ends.peer {
                         return CloseReason::Violation("sent an advert of another node".into());
                     }
                     if let Err(err) = self.node.offer_node_advert(advert).await {
-                        tracing::debug!(peer = %self.peer, %err, "peer advert not taken");
+                        tracing::debug!(peer = %self.ends.peer, %err, "peer advert not taken");
                     }
                 }
                 Frame::TopicAdvert(advert) => {
@@ -790,7 +788,7 @@ impl ConnectionIo {
                 return Ok(Pending::default());
             }
         }
-        match self.node.deliver_inbound_now(self.peer, message) {
+        match self.node.deliver_inbound_now(self.ends.peer, message) {
             Ok(pending) => Ok(pending),
             Err(rejection) if rejection.disconnects_peer() => Err(CloseReason::Violation(rejection.to_string())),
             // Other rejections (no route, expired) drop the message only.
