@@ -183,14 +183,118 @@ pub fn node_message() -> impl Strategy<Value = NodeMessage> {
         .prop_map(|(src, dst, payload, sig)| NodeMessage { src, dst, payload, sig })
 }
 
-/// Any frame; adverts carry random signatures.
+pub fn version_range() -> impl Strategy<Value = VersionRange> {
+    (any::<u16>(), any::<u16>()).prop_map(|(min, max)| VersionRange { min, max })
+}
+
+pub fn hello() -> impl Strategy<Value = Hello> {
+    (version_range(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
+        |(versions, boot, own_advert_version, held_advert_version_of_peer)| Hello {
+            versions,
+            boot,
+            own_advert_version,
+            held_advert_version_of_peer,
+        },
+    )
+}
+
+pub fn handshake_status() -> impl Strategy<Value = HandshakeStatus> {
+    prop_oneof![
+        Just(HandshakeStatus::Ok),
+        Just(HandshakeStatus::OverCapacity),
+        Just(HandshakeStatus::Incompatible),
+        Just(HandshakeStatus::Denied),
+    ]
+}
+
+pub fn hello_reply() -> impl Strategy<Value = HelloReply> {
+    (handshake_status(), hello()).prop_map(|(status, h)| HelloReply {
+        status,
+        versions: h.versions,
+        boot: h.boot,
+        own_advert_version: h.own_advert_version,
+        held_advert_version_of_peer: h.held_advert_version_of_peer,
+    })
+}
+
+/// Any frame of every kind; adverts carry random signatures.
 pub fn frame() -> impl Strategy<Value = Frame> {
     prop_oneof![
         node_message().prop_map(Frame::Node),
         (node_advert_body(), signature()).prop_map(|(b, s)| Frame::NodeAdvert(Advert::from_parts(b, s))),
         (topic_advert_body(), signature()).prop_map(|(b, s)| Frame::TopicAdvert(Advert::from_parts(b, s))),
         (domain_advert_body(), signature()).prop_map(|(b, s)| Frame::DomainAdvert(Advert::from_parts(b, s))),
+        hello().prop_map(Frame::Hello),
+        hello_reply().prop_map(Frame::HelloReply),
+        any::<u64>().prop_map(|received| Frame::Ack(Ack { received })),
     ]
+}
+
+/// One change to a byte string, for tests that start from a valid
+/// encoding and damage it: most random bytes fail at the first byte or the
+/// length check, while a valid frame with a few changes reaches every
+/// branch of a decoder.
+#[derive(Clone, Debug)]
+pub enum Mutation {
+    /// XOR the byte at this position (taken modulo the length).
+    Flip(prop::sample::Index, u8),
+    /// Set the byte to a value that means something to CBOR or UTF-8.
+    Set(prop::sample::Index, u8),
+    Insert(prop::sample::Index, u8),
+    Delete(prop::sample::Index),
+    /// Cut the bytes at this position.
+    Truncate(prop::sample::Index),
+    /// Repeat a run of up to 16 bytes in place.
+    Repeat(prop::sample::Index, usize),
+}
+
+/// Byte values with a meaning in CBOR headers or UTF-8.
+const INTERESTING_BYTES: [u8; 16] =
+    [0x00, 0x01, 0x17, 0x18, 0x19, 0x1a, 0x1b, 0x1f, 0x40, 0x5f, 0x7f, 0x80, 0x9f, 0xbf, 0xc0, 0xff];
+
+pub fn mutation() -> impl Strategy<Value = Mutation> {
+    prop_oneof![
+        (any::<prop::sample::Index>(), 1u8..).prop_map(|(i, x)| Mutation::Flip(i, x)),
+        (any::<prop::sample::Index>(), prop::sample::select(&INTERESTING_BYTES[..]))
+            .prop_map(|(i, b)| Mutation::Set(i, b)),
+        (any::<prop::sample::Index>(), any::<u8>()).prop_map(|(i, b)| Mutation::Insert(i, b)),
+        any::<prop::sample::Index>().prop_map(Mutation::Delete),
+        any::<prop::sample::Index>().prop_map(Mutation::Truncate),
+        (any::<prop::sample::Index>(), 1usize..16).prop_map(|(i, n)| Mutation::Repeat(i, n)),
+    ]
+}
+
+/// One to three changes.
+pub fn mutations() -> impl Strategy<Value = Vec<Mutation>> {
+    vec(mutation(), 1..4)
+}
+
+/// Applies the changes in order; positions wrap to the current length.
+pub fn mutate(bytes: &mut Vec<u8>, changes: &[Mutation]) {
+    for change in changes {
+        let len = bytes.len();
+        if len == 0 {
+            if let Mutation::Insert(_, b) = change {
+                bytes.push(*b);
+            }
+            continue;
+        }
+        match change {
+            Mutation::Flip(i, x) => bytes[i.index(len)] ^= x,
+            Mutation::Set(i, b) => bytes[i.index(len)] = *b,
+            Mutation::Insert(i, b) => bytes.insert(i.index(len + 1), *b),
+            Mutation::Delete(i) => {
+                bytes.remove(i.index(len));
+            }
+            Mutation::Truncate(i) => bytes.truncate(i.index(len)),
+            Mutation::Repeat(i, n) => {
+                let start = i.index(len);
+                let end = (start + n).min(len);
+                let run: Vec<u8> = bytes[start..end].to_vec();
+                bytes.splice(start..start, run);
+            }
+        }
+    }
 }
 
 pub fn node_record() -> impl Strategy<Value = NodeRecord> {
