@@ -86,14 +86,24 @@ pub fn frame_to_cbor(frame: &Frame, out: &mut Vec<u8>) -> Result<(), CodecError>
     to_cbor(frame, out)
 }
 
-/// Decodes a frame's CBOR body (after the header), refusing trailing bytes.
+/// Decodes a frame's CBOR body (after the header), refusing trailing bytes
+/// and any encoding but the one this codec writes: serde's reader takes
+/// tags, non-minimal lengths and integers that stand for the same value,
+/// and one frame must have one encoding (repeat filters, signatures over
+/// relayed bytes and golden tests rely on it).
 fn frame_from_cbor(kind: FrameKind, bytes: &[u8]) -> Result<Frame, CodecError> {
     if kind == FrameKind::Node {
         if let Some(frame) = engine_frame::decode(bytes) {
             return Ok(frame);
         }
     }
-    from_cbor(bytes)
+    let frame: Frame = from_cbor(bytes)?;
+    let mut again = Vec::with_capacity(bytes.len());
+    frame_to_cbor(&frame, &mut again)?;
+    if again != bytes {
+        return Err(CodecError::Malformed("not in the canonical encoding".into()));
+    }
+    Ok(frame)
 }
 
 /// Decodes a serde value from CBOR, refusing trailing bytes.
