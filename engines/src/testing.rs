@@ -128,3 +128,29 @@ impl RecordStore for MemoryRecordStore {
 
 /// Deterministic randomness for tests.
 pub use crate::random::SplitMix as SeededRandom;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fixed_clock_says_what_it_was_set_to() {
+        let clock = FixedClock::at(5);
+        assert_eq!(clock.now(), Timestamp(5));
+        clock.set(9);
+        assert_eq!(clock.now(), Timestamp(9));
+    }
+
+    #[test]
+    fn the_memory_store_removes_and_can_fail() {
+        let record = IdentityRecord::Node(netmachine_domain::NodeRecord::new(NodeIdentity::ed25519([1; 32])));
+        let mut store = MemoryRecordStore::default();
+        store.put(&record).expect("put");
+        assert_eq!(store.load_all().expect("load"), vec![record.clone()]);
+        store.remove(&record.key()).expect("remove");
+        assert!(store.load_all().expect("load").is_empty());
+        store.fail_writes = true;
+        assert!(store.put(&record).is_err());
+        assert!(store.remove(&record.key()).is_err());
+    }
+}

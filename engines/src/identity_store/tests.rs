@@ -172,53 +172,100 @@ fn reopening_restores_every_record() {
     assert_eq!(reopened.trust(&NodeIdentity::ed25519([7; 32])), Trust(200));
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    Node,
+    Topic,
+    Domain,
+}
+
 #[derive(Debug, Clone)]
 enum Offer {
-    Valid { seed: u8, version: u64 },
-    Forged { seed: u8, version: u64 },
+    Valid { kind: Kind, seed: u8, version: u64 },
+    Forged { kind: Kind, seed: u8, version: u64 },
+}
+
+fn kind() -> impl Strategy<Value = Kind> {
+    prop_oneof![Just(Kind::Node), Just(Kind::Topic), Just(Kind::Domain)]
 }
 
 fn offer() -> impl Strategy<Value = Offer> {
     prop_oneof![
-        (2u8..6, 0u64..20).prop_map(|(seed, version)| Offer::Valid { seed, version }),
-        (2u8..6, 0u64..20).prop_map(|(seed, version)| Offer::Forged { seed, version }),
+        (kind(), 2u8..6, 0u64..20).prop_map(|(kind, seed, version)| Offer::Valid { kind, seed, version }),
+        (kind(), 2u8..6, 0u64..20).prop_map(|(kind, seed, version)| Offer::Forged { kind, seed, version }),
     ]
 }
 
+/// A validly signed advert of `kind`, or one whose version was changed
+/// after signing.
+fn advert_of(kind: Kind, seed: u8, version: u64, forged: bool) -> AdvertUpdate {
+    let signed_version = if forged { version + 1 } else { version };
+    match kind {
+        Kind::Node => {
+            let mut a = node_advert(seed, signed_version);
+            a.body.version = version;
+            AdvertUpdate::Node(a)
+        }
+        Kind::Topic => {
+            let mut a = topic_advert(seed, signed_version);
+            a.body.version = version;
+            AdvertUpdate::Topic(a)
+        }
+        Kind::Domain => {
+            let mut a = domain_advert(seed, signed_version);
+            a.body.version = version;
+            AdvertUpdate::Domain(a)
+        }
+    }
+}
+
+fn held_version(ids: &IdentityStore, update: &AdvertUpdate) -> Option<u64> {
+    match ids.lookup(&update.key())? {
+        IdentityRecord::Node(r) => r.advert.as_ref().map(|a| a.version),
+        IdentityRecord::Topic(a) => Some(a.version),
+        IdentityRecord::Domain(a) => Some(a.version),
+        IdentityRecord::Engine(_) => None,
+    }
+}
+
 proptest! {
-    /// Whatever adverts arrive, in any order, the store holds for each node
-    /// the highest version among the validly signed ones, memory and disk
-    /// agree, and a forged or stale offer is always refused.
+    /// Whatever adverts of nodes, topics and domains arrive, in any order,
+    /// the store holds for each subject the highest version among the
+    /// validly signed ones, a forged or stale offer is always refused, and
+    /// a store reopened from disk holds exactly the same records.
     #[test]
     fn the_store_keeps_the_highest_valid_version(offers in proptest::collection::vec(offer(), 0..60)) {
         let mut disk = MemoryRecordStore::default();
         let mut ids = open(&disk);
-        let mut highest: std::collections::HashMap<u8, u64> = Default::default();
+        let mut highest: std::collections::HashMap<(Kind, u8), u64> = Default::default();
         for offer in offers {
             match offer {
-                Offer::Valid { seed, version } => {
-                    let outcome = ids.apply_advert(AdvertUpdate::Node(node_advert(seed, version)), NOW, &TestVerifier, &mut disk);
-                    let should_accept = highest.get(&seed).is_none_or(|h| version > *h);
-                    prop_assert_eq!(outcome.is_ok(), should_accept);
+                Offer::Valid { kind, seed, version } => {
+                    let outcome = ids.apply_advert(advert_of(kind, seed, version, false), NOW, &TestVerifier, &mut disk);
+                    let should_accept = highest.get(&(kind, seed)).is_none_or(|h| version > *h);
+                    prop_assert_eq!(outcome.is_ok(), should_accept, "{:?} {} v{}: {:?}", kind, seed, version, outcome);
                     if should_accept {
-                        highest.insert(seed, version);
+                        highest.insert((kind, seed), version);
                     }
                 }
-                Offer::Forged { seed, version } => {
-                    let mut advert = node_advert(seed, version);
-                    advert.body.version = version + 1;
-                    prop_assert!(ids.apply_advert(AdvertUpdate::Node(advert), NOW, &TestVerifier, &mut disk).is_err());
+                Offer::Forged { kind, seed, version } => {
+                    let outcome = ids.apply_advert(advert_of(kind, seed, version, true), NOW, &TestVerifier, &mut disk);
+                    prop_assert!(outcome.is_err());
                 }
             }
         }
-        for (seed, version) in &highest {
-            let id = NodeIdentity::new(TestSigner::node(*seed).0);
-            let held = ids.node(&id).and_then(|r| r.advert.as_ref()).map(|a| a.version);
-            prop_assert_eq!(held, Some(*version));
+        for ((kind, seed), version) in &highest {
+            let probe = advert_of(*kind, *seed, *version, false);
+            prop_assert_eq!(held_version(&ids, &probe), Some(*version));
         }
         prop_assert_eq!(ids.len(), highest.len());
         let reopened = open(&disk);
-        prop_assert_eq!(reopened.len(), ids.len());
+        let mut in_memory: Vec<&IdentityRecord> = ids.records().collect();
+        let mut from_disk: Vec<&IdentityRecord> = reopened.records().collect();
+        prop_assert_eq!(in_memory.len(), highest.len());
+        in_memory.sort_by_key(|r| r.key());
+        from_disk.sort_by_key(|r| r.key());
+        prop_assert_eq!(in_memory, from_disk);
     }
 
     /// Adverts with random signatures never get in.
@@ -230,4 +277,36 @@ proptest! {
         prop_assert!(ids.apply_advert(AdvertUpdate::Node(advert), Timestamp(u64::MAX / 2), &TestVerifier, &mut disk).is_err());
         prop_assert!(ids.is_empty());
     }
+}
+
+#[test]
+fn subscribers_are_bounded_and_leave_when_they_unsubscribe() {
+    let mut disk = MemoryRecordStore::default();
+    let config = IdentityStoreConfig { max_subscribers: 1, ..Default::default() };
+    let mut ids = IdentityStore::open(own(), config, &disk).expect("open");
+    let watcher = EngineName::new("watcher").expect("valid");
+    let late = EngineName::new("late").expect("valid");
+    assert!(ids.subscribe(watcher.clone()));
+    assert!(ids.subscribe(watcher.clone()), "subscribing again takes no new room");
+    assert!(!ids.subscribe(late.clone()), "the table is full");
+    let accepted = ids.apply_advert(AdvertUpdate::Node(node_advert(2, 1)), NOW, &TestVerifier, &mut disk).expect("ok");
+    assert_eq!(accepted.notify, vec![watcher.clone()]);
+    ids.unsubscribe(&watcher);
+    let accepted = ids.apply_advert(AdvertUpdate::Node(node_advert(2, 2)), NOW, &TestVerifier, &mut disk).expect("ok");
+    assert!(accepted.notify.is_empty(), "{:?}", accepted.notify);
+    assert!(ids.subscribe(late), "room again");
+}
+
+#[test]
+fn before_its_own_advert_is_set_the_node_takes_other_adverts_as_usual() {
+    let mut disk = MemoryRecordStore::default();
+    let mut ids = open(&disk);
+    assert!(ids.is_empty());
+    // Another node's advert while this node has none of its own yet, and
+    // after it has one: both accepted.
+    ids.apply_advert(AdvertUpdate::Node(node_advert(2, 1)), NOW, &TestVerifier, &mut disk).expect("before");
+    assert!(!ids.is_empty());
+    ids.set_own_advert(node_advert(1, 1), &TestVerifier, &mut disk).expect("own");
+    ids.apply_advert(AdvertUpdate::Node(node_advert(3, 1)), NOW, &TestVerifier, &mut disk).expect("after");
+    assert_eq!(ids.len(), 3);
 }

@@ -56,8 +56,12 @@ impl Fixture {
     }
 
     fn topic_advert(&self, seed: u8, publishers: Vec<NodeIdentity>) -> TopicAdvert {
+        self.topic_advert_version(seed, publishers, 1)
+    }
+
+    fn topic_advert_version(&self, seed: u8, publishers: Vec<NodeIdentity>, version: u64) -> TopicAdvert {
         let topic_signer = TestSigner(ExternalIdentity::ed25519([seed; 32]));
-        let body = TopicAdvertBody::new(TopicIdentity::new(topic_signer.0), publishers, vec![], vec![], 1, NOW)
+        let body = TopicAdvertBody::new(TopicIdentity::new(topic_signer.0), publishers, vec![], vec![], version, NOW)
             .expect("valid advert");
         let sig = topic_signer.sign(&TopicAdvert::signing_bytes_of(&body));
         Advert::from_parts(body, sig)
@@ -439,29 +443,94 @@ proptest! {
         prop_assert_eq!(received, expected);
     }
 
-    /// Routing never panics and a local source always gets an answer, for
-    /// any destination.
+    /// Every destination, in every scope, gets the decision the routing
+    /// rules give it: local engines by name, this node's own engine, topics,
+    /// remote nodes within scope, and the kinds not routed yet.
     #[test]
-    fn any_destination_gets_a_decision(dst in strategies::destination(), scope in strategies::routing_scope()) {
+    fn every_destination_gets_the_decision_its_kind_and_scope_require(
+        dst in destination_near(NodeIdentity::new(TestSigner::node(1).0)),
+        scope in strategies::routing_scope(),
+    ) {
         let f = Fixture::new(&["a"]);
-        let mut msg = f.message("a", dst, 1);
+        let me = f.node();
+        let mut msg = f.message("a", dst.clone(), 1);
         msg.scope = scope;
         let outcome = f.router.route_local(msg, NOW, f.ports());
-        let sent = f.outbound.take().len();
-        match outcome {
-            Ok(Routed::Sent { .. }) => prop_assert_eq!(sent, 1),
-            _ => prop_assert_eq!(sent, 0),
+        let sent = f.outbound.take();
+        let remote_in_scope = matches!(scope, RoutingScope::Any);
+        match (&dst, outcome) {
+            (DestinationIdentity::Engine(e), Ok(Routed::Local { to, .. })) if e.node == me => {
+                prop_assert_eq!(e.name.as_str(), "a");
+                prop_assert_eq!(to, name("a"));
+            }
+            (DestinationIdentity::Engine(e), Err(RouteError::NoRoute { .. })) if e.node == me => {
+                prop_assert_ne!(e.name.as_str(), "a");
+            }
+            // No engine named "router" is registered in this fixture.
+            (DestinationIdentity::Node(n), Err(RouteError::NoRoute { .. })) if *n == me => {}
+            // No topic is known.
+            (DestinationIdentity::Topic(_), Err(RouteError::NoRoute { .. })) => {}
+            (DestinationIdentity::Engine(_) | DestinationIdentity::Node(_), Ok(Routed::Sent { to })) => {
+                prop_assert!(remote_in_scope, "sent out of scope {:?}", scope);
+                prop_assert_eq!(sent.len(), 1);
+                prop_assert_eq!(sent[0].0, to);
+                let expected = match &dst {
+                    DestinationIdentity::Engine(e) => e.node,
+                    DestinationIdentity::Node(n) => *n,
+                    _ => unreachable!(),
+                };
+                prop_assert_eq!(to, expected);
+            }
+            (DestinationIdentity::Engine(_) | DestinationIdentity::Node(_), Err(RouteError::OutOfScope { .. })) => {
+                prop_assert!(!remote_in_scope);
+            }
+            (DestinationIdentity::Relay(_) | DestinationIdentity::Domain(_), Err(RouteError::Unsupported { .. })) => {}
+            (dst, other) => prop_assert!(false, "{:?} in scope {:?} got {:?}", dst, scope, other),
+        }
+        if !sent.is_empty() {
+            prop_assert!(remote_in_scope);
         }
     }
 
-    /// Inbound messages whose claimed source is not the channel peer are
-    /// always rejected, whatever else they carry.
+    /// Inbound messages for this node whose claimed source is not the
+    /// channel peer are always rejected as impersonation, whatever else they
+    /// carry: at the node level or inside the engine message.
     #[test]
-    fn inbound_from_the_wrong_source_is_always_rejected(message in strategies::node_message(), peer in strategies::node_identity()) {
-        prop_assume!(message.src != peer);
+    fn inbound_from_the_wrong_source_is_always_rejected(
+        mut message in strategies::node_message(),
+        peer in strategies::node_identity(),
+        inner_only in any::<bool>(),
+    ) {
         let f = Fixture::new(&["a"]);
-        prop_assert!(f.router.route_inbound(peer, message, NOW, &TestVerifier).is_err());
+        message.dst = f.node();
+        if inner_only {
+            // The node-level source is honest; the engine message lies.
+            message.src = peer;
+            match &mut message.payload {
+                NodePayload::Engine(inner) => prop_assume!(inner.src.node != peer),
+                NodePayload::Relay(_) => prop_assume!(false),
+            }
+        } else {
+            prop_assume!(message.src != peer);
+        }
+        // Unsigned, so that the verdict cannot come from a bad signature.
+        message.sig = None;
+        if let NodePayload::Engine(inner) = &mut message.payload {
+            inner.sig = None;
+        }
+        let verdict = f.router.route_inbound(peer, message, NOW, &TestVerifier);
+        prop_assert!(matches!(verdict, Err(InboundRejection::Impersonation { .. })), "{:?}", verdict);
     }
+}
+
+/// Destinations of every kind, often on the node `me`.
+fn destination_near(me: NodeIdentity) -> impl Strategy<Value = DestinationIdentity> {
+    prop_oneof![
+        strategies::destination(),
+        Just(DestinationIdentity::Engine(EngineIdentity::new(me, name("a")))),
+        strategies::engine_name().prop_map(move |n| DestinationIdentity::Engine(EngineIdentity::new(me, n))),
+        Just(DestinationIdentity::Node(me)),
+    ]
 }
 
 #[test]
@@ -489,4 +558,234 @@ fn a_full_engine_table_says_so_and_a_taken_name_says_so() {
     router.register_engine(name("a"), name("a")).expect("room for one");
     assert_eq!(router.register_engine(name("a"), name("a")), Err(RegistryError::NameTaken(name("a"))));
     assert_eq!(router.register_engine(name("b"), name("b")), Err(RegistryError::Full(1)));
+}
+
+#[test]
+fn bans_are_reported_and_lifted() {
+    let mut f = Fixture::new(&["a"]);
+    let peer = NodeIdentity::ed25519([9; 32]);
+    let other = NodeIdentity::ed25519([10; 32]);
+    assert!(!f.router.is_banned(&peer));
+    f.router.set_banned(peer, true);
+    assert!(f.router.is_banned(&peer));
+    assert!(!f.router.is_banned(&other), "a ban names one node");
+    f.router.set_banned(peer, false);
+    assert!(!f.router.is_banned(&peer));
+    let routed = f.router.route_local(f.message("a", DestinationIdentity::Node(peer), 1), NOW, f.ports());
+    assert!(matches!(routed, Ok(Routed::Sent { .. })), "a lifted ban lets messages through: {routed:?}");
+}
+
+#[test]
+fn a_reconnecting_publisher_is_asked_again_for_subscribed_topics_only() {
+    let mut f = Fixture::new(&["reader"]);
+    let publisher = NodeIdentity::ed25519([40; 32]);
+    let stranger = NodeIdentity::ed25519([41; 32]);
+    let watched = f.topic_advert(50, vec![publisher]);
+    let ignored = f.topic_advert(51, vec![publisher]);
+    let own = f.topic_advert(52, vec![f.node()]);
+    for advert in [&watched, &ignored, &own] {
+        f.router.learn_topic(advert.clone()).expect("room");
+    }
+    f.router.subscribe(&name("reader"), &watched.topic).expect("known");
+    f.router.subscribe(&name("reader"), &own.topic).expect("known");
+
+    let again = f.router.resubscriptions_for(&publisher, NOW);
+    assert_eq!(again.len(), 1, "only the topic with a local subscriber: {again:?}");
+    assert_eq!(again[0].dst, DestinationIdentity::Node(publisher));
+    assert_eq!(again[0].protocol.name.as_str(), SUBSCRIPTION_PROTOCOL);
+    assert_eq!(
+        subscriptions::decode_request(again[0].body.as_bytes()),
+        Some((SubscriptionOp::Subscribe, watched.topic))
+    );
+    assert!(f.router.resubscriptions_for(&stranger, NOW).is_empty(), "not a publisher of anything");
+    assert!(f.router.resubscriptions_for(&f.node(), NOW).is_empty(), "never ask ourselves");
+    f.router.unsubscribe(&name("reader"), &watched.topic).expect("known");
+    assert!(f.router.resubscriptions_for(&publisher, NOW).is_empty(), "no subscriber left");
+}
+
+#[test]
+fn the_topic_table_is_bounded_for_learned_and_created_topics() {
+    let signer = TestSigner::node(1);
+    let config = RouterConfig { max_topics: 1, ..RouterConfig::default() };
+    let mut f = Fixture::new(&["owner"]);
+    f.router = Router::new(NodeIdentity::new(signer.0), config);
+    f.router.register_engine(name("owner"), name("owner")).expect("fresh");
+    let first = f.topic_advert(60, vec![f.node()]);
+    let second = f.topic_advert(61, vec![f.node()]);
+    f.router.learn_topic(first.clone()).expect("room for one");
+    assert_eq!(f.router.learn_topic(second.clone()), Err(TopicError::TooManyTopics(1)));
+    assert_eq!(f.router.create_topic(&name("owner"), second, &TestVerifier), Err(TopicError::TooManyTopics(1)));
+    // A topic already held takes no new room.
+    f.router.learn_topic(first.clone()).expect("already held");
+    f.router.create_topic(&name("owner"), first, &TestVerifier).expect("adopting a known topic takes no room");
+    assert_eq!(f.router.topic_count(), 1);
+}
+
+#[test]
+fn only_a_newer_topic_advert_replaces_the_one_held() {
+    let mut f = Fixture::new(&["owner"]);
+    let other = NodeIdentity::ed25519([8; 32]);
+    let v2 = f.topic_advert_version(70, vec![other], 2);
+    let topic = v2.topic;
+    f.router.learn_topic(v2.clone()).expect("room");
+    // Older and equal versions change nothing, even with other content.
+    f.router.learn_topic(f.topic_advert_version(70, vec![f.node()], 1)).expect("older");
+    f.router.learn_topic(f.topic_advert_version(70, vec![f.node()], 2)).expect("equal");
+    assert_eq!(f.router.topic_advert(&topic), Some(&v2));
+    let v3 = f.topic_advert_version(70, vec![f.node()], 3);
+    f.router.learn_topic(v3.clone()).expect("newer");
+    assert_eq!(f.router.topic_advert(&topic), Some(&v3));
+
+    // Adopting a learned topic as its creator follows the same rule.
+    f.router.create_topic(&name("owner"), f.topic_advert_version(70, vec![other], 3), &TestVerifier).expect("adopt");
+    assert_eq!(f.router.topic_advert(&topic), Some(&v3), "an equal version does not replace");
+    let mut g = Fixture::new(&["owner"]);
+    g.router.learn_topic(v3.clone()).expect("room");
+    g.router.create_topic(&name("owner"), f.topic_advert_version(70, vec![other], 2), &TestVerifier).expect("adopt");
+    assert_eq!(g.router.topic_advert(&topic), Some(&v3), "an older version does not replace");
+    let v4 = f.topic_advert_version(70, vec![other], 4);
+    g.router.create_topic(&name("owner"), v4.clone(), &TestVerifier).expect_err("already created here");
+    let mut h = Fixture::new(&["owner"]);
+    h.router.learn_topic(v3).expect("room");
+    h.router.create_topic(&name("owner"), v4.clone(), &TestVerifier).expect("adopt");
+    assert_eq!(h.router.topic_advert(&topic), Some(&v4), "a newer version replaces");
+}
+
+#[test]
+fn the_engine_table_can_be_read_and_an_engine_removed_with_its_subscriptions() {
+    let mut f = Fixture::new(&["a", "b"]);
+    assert_eq!(f.router.config().max_engines, RouterConfig::default().max_engines);
+    let custom =
+        Router::<EngineName>::new(f.node(), RouterConfig { sign_remote: true, max_engines: 3, ..Default::default() });
+    assert!(custom.config().sign_remote);
+    assert_eq!(custom.config().max_engines, 3);
+    assert_eq!(f.router.engine_address(&name("a")), Some(&name("a")));
+    let mut names: Vec<String> = f.router.engine_names().map(|n| n.to_string()).collect();
+    names.sort();
+    assert_eq!(names, vec!["a", "b"]);
+
+    let advert = f.topic_advert(80, vec![f.node()]);
+    let topic = advert.topic;
+    f.router.create_topic(&name("a"), advert, &TestVerifier).expect("created");
+    f.router.subscribe(&name("b"), &topic).expect("known");
+    f.router.subscribe(&name("a"), &topic).expect("known");
+    assert_eq!(f.router.local_subscriber_count(&topic), 2);
+    assert_eq!(f.router.topic_summaries(), vec![(topic, 2)]);
+    assert_eq!(f.router.unregister_engine(&name("b")), Some(name("b")));
+    assert_eq!(f.router.engine_address(&name("b")), None);
+    assert_eq!(f.router.local_subscriber_count(&topic), 1, "b's subscription went with it");
+    assert_eq!(f.router.local_subscriber_count(&TopicIdentity::ed25519([1; 32])), 0);
+    assert!(matches!(
+        f.router.route_local(f.message("a", f.to_engine("b"), 1), NOW, f.ports()),
+        Err(RouteError::NoRoute { .. })
+    ));
+    match f.router.route_local(f.message("a", DestinationIdentity::Topic(topic), 2), NOW, f.ports()) {
+        Ok(Routed::Topic { to, .. }) => assert_eq!(to, vec![name("a")]),
+        other => panic!("expected the remaining subscriber, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_node_message_in_another_protocol_is_no_subscription_request() {
+    let f = Fixture::new(&["router"]);
+    let peer = NodeIdentity::ed25519([9; 32]);
+    let topic = TopicIdentity::ed25519([3; 32]);
+    // A body that would read as a subscription request, sent in another
+    // protocol to the node's own engine.
+    let mut inbound = inbound_from(peer, f.node(), "router", 1);
+    if let NodePayload::Engine(inner) = &mut inbound.payload {
+        inner.dst = DestinationIdentity::Node(f.node());
+        inner.body = Body::new(subscriptions::encode_request(SubscriptionOp::Subscribe, &topic)).expect("small");
+    }
+    match f.router.route_inbound(peer, inbound, NOW, &TestVerifier) {
+        Ok(Routed::Local { to, .. }) => assert_eq!(to, name("router")),
+        other => panic!("expected delivery to the node engine, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_inbound_message_for_a_missing_engine_names_that_engine() {
+    let f = Fixture::new(&["a"]);
+    let peer = NodeIdentity::ed25519([9; 32]);
+    let inbound = inbound_from(peer, f.node(), "ghost", 1);
+    let expected = f.to_engine("ghost");
+    assert_eq!(
+        f.router.route_inbound(peer, inbound, NOW, &TestVerifier).expect_err("no such engine"),
+        InboundRejection::NoRoute { peer, dst: expected }
+    );
+}
+
+#[test]
+fn events_skip_banned_and_out_of_scope_subscribers_and_are_signed_only_for_peers() {
+    let mut f = Fixture::new(&["owner", "local"]);
+    let advert = f.topic_advert(81, vec![f.node()]);
+    let topic = advert.topic;
+    f.router.create_topic(&name("owner"), advert, &TestVerifier).expect("created");
+    f.router.subscribe(&name("local"), &topic).expect("known");
+    // Local subscribers only: nothing to sign.
+    match f.router.route_local(f.message("owner", DestinationIdentity::Topic(topic), 1), NOW, f.ports()) {
+        Ok(Routed::Topic { message, remote: 0, .. }) => assert_eq!(message.sig, None),
+        other => panic!("expected local delivery, got {other:?}"),
+    }
+    let (good, banned) = (NodeIdentity::ed25519([20; 32]), NodeIdentity::ed25519([21; 32]));
+    for peer in [good, banned] {
+        f.router.apply_remote_subscription(peer, topic, SubscriptionOp::Subscribe).expect("applied");
+    }
+    f.router.set_banned(banned, true);
+    let routed = f.router.route_local(f.message("owner", DestinationIdentity::Topic(topic), 2), NOW, f.ports());
+    assert!(matches!(routed, Ok(Routed::Topic { remote: 1, .. })), "{routed:?}");
+    let sent: Vec<NodeIdentity> = f.outbound.take().into_iter().map(|(to, _)| to).collect();
+    assert_eq!(sent, vec![good]);
+    // A message kept to this node reaches no remote subscriber.
+    let mut local_only = f.message("owner", DestinationIdentity::Topic(topic), 3);
+    local_only.scope = RoutingScope::Local;
+    let routed = f.router.route_local(local_only, NOW, f.ports());
+    assert!(matches!(routed, Ok(Routed::Topic { remote: 0, .. })), "{routed:?}");
+    assert!(f.outbound.take().is_empty());
+}
+
+#[test]
+fn a_full_remote_subscriber_list_still_takes_a_repeat() {
+    let mut f = Fixture::new(&["owner"]);
+    f.router = Router::new(f.node(), RouterConfig { max_remote_subscribers_per_topic: 1, ..Default::default() });
+    f.router.register_engine(name("owner"), name("owner")).expect("fresh");
+    let advert = f.topic_advert(82, vec![f.node()]);
+    let topic = advert.topic;
+    f.router.create_topic(&name("owner"), advert, &TestVerifier).expect("created");
+    let (a, b) = (NodeIdentity::ed25519([30; 32]), NodeIdentity::ed25519([31; 32]));
+    f.router.apply_remote_subscription(a, topic, SubscriptionOp::Subscribe).expect("room for one");
+    f.router.apply_remote_subscription(a, topic, SubscriptionOp::Subscribe).expect("a repeat takes no room");
+    assert_eq!(
+        f.router.apply_remote_subscription(b, topic, SubscriptionOp::Subscribe),
+        Err(TopicError::TooManySubscribers { topic, max: 1 })
+    );
+}
+
+#[test]
+fn every_drop_reason_earns_a_notice_that_says_why() {
+    let f = Fixture::new(&["a"]);
+    let peer = NodeIdentity::ed25519([9; 32]);
+    let source = EngineIdentity::new(peer, name("remote"));
+    let protocol = ProtocolId::new("test", 1).expect("valid");
+    let no_route = InboundRejection::NoRoute { peer, dst: f.to_engine("ghost") };
+    let notice = f.router.undeliverable_notice(&source, MessageId(5), &protocol, &no_route, NOW).expect("a notice");
+    assert_eq!(decode_notice(notice.body.as_bytes()), Some((DropReason::NoRoute, 5)));
+    assert!(DropReason::NoRoute.describe().contains("no such engine"));
+    assert!(DropReason::Expired.describe().contains("expired"));
+    assert!(!no_route.disconnects_peer(), "a missing engine is not the peer's fault");
+    let expired = InboundRejection::Expired { peer, rule: RuleError::Expired { expiry: 1, now: 2 } };
+    assert!(!expired.disconnects_peer());
+    assert!(!InboundRejection::OutOfScope { peer }.disconnects_peer());
+}
+
+#[test]
+fn control_messages_sent_in_one_millisecond_have_consecutive_ids() {
+    let mut f = Fixture::new(&["reader"]);
+    let publisher = NodeIdentity::ed25519([40; 32]);
+    let advert = f.topic_advert(83, vec![publisher]);
+    f.router.learn_topic(advert.clone()).expect("room");
+    let first = f.router.subscription_requests(&advert.topic, SubscriptionOp::Subscribe, NOW);
+    let second = f.router.subscription_requests(&advert.topic, SubscriptionOp::Subscribe, NOW);
+    assert_eq!(second[0].id.0, first[0].id.0 + 1);
+    assert_eq!(first[0].id.0 >> 16, NOW.as_millis(), "the id starts from the clock");
 }

@@ -507,3 +507,265 @@ fn idle_ephemeral_peers_are_forgotten_and_permanent_ones_kept() {
         Err(OutboundError::NoAddress { peer: ephemeral })
     );
 }
+
+/// A generator that gives the values it was handed, in turn.
+struct Scripted(Vec<u64>, usize);
+
+impl Randomness for Scripted {
+    fn next_u64(&mut self) -> u64 {
+        let value = self.0[self.1 % self.0.len()];
+        self.1 += 1;
+        value
+    }
+}
+
+fn summary(t: &Transport, peer: NodeIdentity) -> PeerSummary {
+    t.peer_summaries().into_iter().find(|s| s.peer == peer).expect("tracked")
+}
+
+fn connect(t: &mut Transport, peer: NodeIdentity) -> ConnId {
+    t.set_addresses(peer, vec![addr("quic://127.0.0.1:1", 1)], T0);
+    t.send(peer, message(node(1), peer, 1_000, None), T0).expect("queued");
+    let d = dials(&drain(t));
+    t.dial_succeeded(d[0].0, 42, T0);
+    drain(t);
+    t.acked(d[0].0, 1, message_cost(&message(node(1), peer, 1_000, None)), T0);
+    drain(t);
+    d[0].0
+}
+
+/// Between half and all of `initial * 2^(failures - 1)`, capped, for every
+/// draw of the generator.
+#[test]
+fn backoff_is_exponential_with_jitter_and_capped() {
+    let draws = [0, 7, 200, 300, 12_345, u64::MAX];
+    for failures in [1u32, 2, 3, 10, 30] {
+        for r in draws {
+            let config = TransportConfig { backoff_initial_ms: 100, backoff_max_ms: 10_000, ..Default::default() };
+            let mut t = Transport::new(node(1), config, Box::new(Scripted(vec![r], 0)));
+            let full = (100u64 << (failures - 1).min(20)).min(10_000);
+            let half = full / 2;
+            let expected = half + r % (full - half + 1);
+            assert_eq!(t.backoff_delay(failures), expected, "failures {failures}, draw {r}");
+            assert!((half..=full).contains(&expected));
+        }
+    }
+}
+
+#[test]
+fn the_state_of_a_peer_can_be_read() {
+    let config = TransportConfig { window: 7, ..Default::default() };
+    let mut t = Transport::new(node(1), config, Box::new(SeededRandom::new(1)));
+    assert_eq!(t.config().window, 7);
+    let peer = node(2);
+    assert!(!t.is_connected(&peer));
+    connect(&mut t, peer);
+    assert!(t.is_connected(&peer));
+    assert!(!t.is_connected(&node(3)));
+}
+
+#[test]
+fn a_full_peer_table_still_serves_the_peers_it_holds() {
+    let config = TransportConfig { max_peers: 1, ..Default::default() };
+    let mut t = Transport::new(node(1), config, Box::new(SeededRandom::new(1)));
+    let (known, stranger) = (node(2), node(3));
+    t.set_addresses(known, vec![addr("quic://127.0.0.1:1", 1)], T0);
+    t.set_addresses(stranger, vec![addr("quic://127.0.0.1:2", 1)], T0);
+    assert!(t.knows(&known));
+    assert!(!t.knows(&stranger), "no room for a second peer");
+    t.set_addresses(known, vec![addr("quic://127.0.0.1:3", 1)], T0);
+    t.send(known, message(node(1), known, 1, None), T0).expect("a held peer is served");
+    assert_eq!(dials(&drain(&mut t))[0].1.socket.port(), 3, "its addresses were updated");
+    assert_eq!(
+        t.send(stranger, message(node(1), stranger, 2, None), T0),
+        Err(OutboundError::QueueFull { peer: stranger })
+    );
+    let (_, status) = t.admit_inbound(stranger, None, PROTOCOL_VERSIONS, 42, false, T0);
+    assert_eq!(status, HandshakeStatus::OverCapacity);
+    let (_, status) = t.admit_inbound(known, None, PROTOCOL_VERSIONS, 42, false, T0);
+    assert_eq!(status, HandshakeStatus::Ok, "a held peer may dial in");
+}
+
+#[test]
+fn an_ephemeral_peer_is_not_dialled_for_nothing() {
+    let mut t = transport(1);
+    let peer = node(2);
+    t.set_addresses(peer, vec![addr("quic://127.0.0.1:1", 1)], T0);
+    t.set_permanent(peer, false, T0);
+    t.tick(T0.saturating_add_millis(1));
+    assert!(drain(&mut t).is_empty(), "nothing to send, not permanent: no dial");
+    // A message whose dials all fail, then expires: once the backoff is
+    // over there is nothing to dial for.
+    t.send(peer, message(node(1), peer, 1, Some(T0.0 + 50)), T0).expect("queued");
+    let d = dials(&drain(&mut t));
+    t.dial_failed(d[0].0, ConnectFailure::Unreachable("refused".into()), Some(d[0].1), T0);
+    drain(&mut t);
+    t.tick(T0.saturating_add_millis(100));
+    assert!(drain(&mut t).iter().all(|e| matches!(e, TransportEffect::GiveUp { .. })));
+    t.tick(T0.saturating_add_millis(60_000));
+    assert!(dials(&drain(&mut t)).is_empty(), "the queue is empty: no redial");
+}
+
+/// A permanent peer whose connection ended without a backoff (this side
+/// closed it) is dialled again at the next tick, once it has an address.
+#[test]
+fn an_idle_permanent_peer_is_redialled_at_the_next_tick() {
+    let mut t = transport(1);
+    let peer = node(2);
+    let conn = connect(&mut t, peer);
+    t.set_permanent(peer, true, T0);
+    t.closed(conn, CloseReason::Shutdown, Vec::new(), T0);
+    drain(&mut t);
+    t.tick(T0.saturating_add_millis(1));
+    assert_eq!(dials(&drain(&mut t)).len(), 1);
+    // Without an address there is nothing to try at a tick.
+    let mut t = transport(1);
+    let other = node(3);
+    t.set_permanent(other, true, T0);
+    drain(&mut t);
+    t.tick(T0.saturating_add_millis(60_000));
+    assert!(dials(&drain(&mut t)).is_empty());
+}
+
+#[test]
+fn a_failed_address_is_tried_after_its_equals() {
+    let mut t = transport(1);
+    let peer = node(2);
+    t.set_addresses(peer, vec![addr("quic://127.0.0.1:1", 5), addr("quic://127.0.0.1:2", 5)], T0);
+    t.send(peer, message(node(1), peer, 1, None), T0).expect("queued");
+    let first = dials(&drain(&mut t));
+    let failed = first[0].1;
+    t.dial_failed(first[0].0, ConnectFailure::Unreachable("refused".into()), Some(failed), T0);
+    let second = dials(&drain(&mut t));
+    t.dial_failed(second[0].0, ConnectFailure::Unreachable("refused".into()), Some(second[0].1), T0);
+    drain(&mut t);
+    t.dial_failed(second[0].0, ConnectFailure::Unreachable("refused".into()), Some(second[0].1), T0);
+    // Both failed once, the second twice: the next round starts with the first.
+    t.tick(T0.saturating_add_millis(60_000));
+    let next = dials(&drain(&mut t));
+    assert_eq!(next[0].1, failed, "fewest failures first among equal weights");
+}
+
+#[test]
+fn activity_from_the_peer_keeps_an_ephemeral_connection_open() {
+    let mut t = transport(1);
+    let peer = node(2);
+    let conn = connect(&mut t, peer);
+    let idle = t.config().idle_timeout_ms;
+    t.activity(peer, T0.saturating_add_millis(idle - 1));
+    t.tick(T0.saturating_add_millis(idle + 1));
+    assert!(drain(&mut t).is_empty(), "the peer spoke recently");
+    t.tick(T0.saturating_add_millis(2 * idle));
+    assert_eq!(drain(&mut t), vec![TransportEffect::Close { conn, reason: CloseReason::Idle }]);
+}
+
+#[test]
+fn an_idle_permanent_connection_stays_open() {
+    let mut t = transport(1);
+    let peer = node(2);
+    let conn = connect(&mut t, peer);
+    t.set_permanent(peer, true, T0);
+    drain(&mut t);
+    t.tick(T0.saturating_add_millis(10 * t.config().idle_timeout_ms));
+    assert!(drain(&mut t).is_empty());
+    t.set_permanent(peer, false, T0);
+    assert!(drain(&mut t).is_empty(), "making a peer ephemeral dials nothing");
+    t.tick(T0.saturating_add_millis(11 * t.config().idle_timeout_ms));
+    assert_eq!(drain(&mut t), vec![TransportEffect::Close { conn, reason: CloseReason::Idle }]);
+}
+
+#[test]
+fn setting_an_idle_peer_ephemeral_dials_nothing() {
+    let mut t = transport(1);
+    let peer = node(2);
+    t.set_addresses(peer, vec![addr("quic://127.0.0.1:1", 1)], T0);
+    t.set_permanent(peer, false, T0);
+    assert!(drain(&mut t).is_empty());
+}
+
+/// Two connections from the same process of a peer, both inbound: the
+/// newer replaces the older, whichever identity is smaller.
+#[test]
+fn a_newer_connection_in_the_same_direction_replaces_the_older() {
+    for (local, remote) in [(1u8, 2u8), (2, 1)] {
+        let mut t = transport(local);
+        let peer = node(remote);
+        let (old, _) = t.admit_inbound(peer, None, PROTOCOL_VERSIONS, 42, false, T0);
+        t.inbound_established(old, T0);
+        drain(&mut t);
+        let (new, _) = t.admit_inbound(peer, None, PROTOCOL_VERSIONS, 42, false, T0);
+        t.inbound_established(new, T0);
+        assert_eq!(drain(&mut t), vec![TransportEffect::Close { conn: old, reason: CloseReason::Duplicate }]);
+        t.send(peer, message(node(local), peer, 1, None), T0).expect("sent");
+        match drain(&mut t).as_slice() {
+            [TransportEffect::Transmit { conn, .. }] => assert_eq!(*conn, new, "the new connection carries traffic"),
+            other => panic!("expected a transmit, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn returned_messages_are_counted_in_the_queue_again() {
+    let mut t = transport(1);
+    let peer = node(2);
+    let conn = connect(&mut t, peer);
+    let returned = vec![message(node(1), peer, 1, None), message(node(1), peer, 2, None)];
+    let cost: usize = returned.iter().map(message_cost).sum();
+    t.closed(conn, CloseReason::Lost("reset".into()), returned, T0);
+    let s = summary(&t, peer);
+    assert_eq!((s.queued, s.queued_bytes), (2, cost));
+}
+
+#[test]
+fn only_a_lost_connection_a_peer_still_needs_counts_as_a_failure() {
+    // Ephemeral, nothing queued: a closed connection is no failure.
+    let mut t = transport(1);
+    let peer = node(2);
+    let conn = connect(&mut t, peer);
+    t.closed(conn, CloseReason::Lost("reset".into()), Vec::new(), T0);
+    assert_eq!(summary(&t, peer).failures, 0);
+    // Permanent: a lost connection backs off before the redial.
+    let mut t = transport(1);
+    let conn = connect(&mut t, peer);
+    t.set_permanent(peer, true, T0);
+    t.closed(conn, CloseReason::Lost("reset".into()), Vec::new(), T0);
+    assert_eq!(summary(&t, peer).failures, 1);
+    drain(&mut t);
+    t.tick(T0.saturating_add_millis(1));
+    assert!(dials(&drain(&mut t)).is_empty(), "backing off");
+    // Permanent, but this node is stopping: no backoff, no failure.
+    let mut t = transport(1);
+    let conn = connect(&mut t, peer);
+    t.set_permanent(peer, true, T0);
+    t.closed(conn, CloseReason::Shutdown, Vec::new(), T0);
+    assert_eq!(summary(&t, peer).failures, 0);
+}
+
+#[test]
+fn disconnect_closes_one_peer_and_shutdown_closes_all_and_gives_up_the_queue() {
+    let mut t = transport(1);
+    let (a, b, c) = (node(2), node(3), node(4));
+    let conn_a = connect(&mut t, a);
+    let conn_b = connect(&mut t, b);
+    t.disconnect(a, CloseReason::Removed);
+    assert_eq!(drain(&mut t), vec![TransportEffect::Close { conn: conn_a, reason: CloseReason::Removed }]);
+    t.disconnect(c, CloseReason::Removed);
+    assert!(drain(&mut t).is_empty(), "no connection, nothing to close");
+    t.set_addresses(c, vec![addr("quic://127.0.0.1:9", 1)], T0);
+    t.send(c, message(node(1), c, 7, None), T0).expect("queued");
+    drain(&mut t);
+    t.shutdown();
+    let effects = drain(&mut t);
+    let mut closed: Vec<ConnId> = effects
+        .iter()
+        .filter_map(|e| match e {
+            TransportEffect::Close { conn, reason: CloseReason::Shutdown } => Some(*conn),
+            _ => None,
+        })
+        .collect();
+    closed.sort();
+    assert!(closed.contains(&conn_a) && closed.contains(&conn_b), "{effects:?}");
+    assert!(effects.iter().any(
+        |e| matches!(e, TransportEffect::GiveUp { message, reason: Undeliverable::Shutdown } if id_of(message) == 7)
+    ));
+}
