@@ -537,3 +537,172 @@ async fn a_forgotten_idle_peer_is_reached_again() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// A node message from a raw peer's engine `app` to `to`'s engine `app`.
+fn raw_message(from: &raw_peer::RawPeer, to: &NetworkedNode, id: u64, body: &[u8]) -> Frame {
+    let src = from.keys.node_identity();
+    let message = EngineMessage {
+        src: EngineIdentity::new(src, EngineName::new("app").expect("valid")),
+        dst: engine_dst(to, "app"),
+        id: MessageId(id),
+        reply_to: None,
+        expiry: None,
+        scope: RoutingScope::Any,
+        prefs: None,
+        protocol: proto(),
+        body: Body::new(body.to_vec()).expect("small"),
+        sig: None,
+    };
+    Frame::Node(NodeMessage { src, dst: to.node.identity(), payload: NodePayload::Engine(message), sig: None })
+}
+
+/// A sender whose connection drops resends what was not acknowledged on
+/// its next connection; what the receiver had already taken is dropped as
+/// a repeat by the real driver, and the rest is delivered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeats_resent_on_a_new_connection_are_dropped() {
+    let mut net = Net::new(Kind::TlsTcp);
+    let a = net.node().await;
+    let mut app = a.node.register_engine("app").expect("engine");
+    let keys = Ed25519Keys::generate().expect("keys");
+    let (mut first, status) =
+        raw_peer::RawPeer::try_connect(&a, Ed25519Keys::from_pkcs8(keys.pkcs8()).expect("same key")).await;
+    assert_eq!(status, HandshakeStatus::Ok);
+    first.send(&raw_message(&first, &a, 1, b"one")).await;
+    first.send(&raw_message(&first, &a, 2, b"two")).await;
+    assert_eq!(&next_message(&mut app).await.body.as_bytes()[..], b"one");
+    assert_eq!(&next_message(&mut app).await.body.as_bytes()[..], b"two");
+    drop(first);
+    let counters = a.transport.counters();
+    let repeats_before = counters.duplicates_dropped.load(std::sync::atomic::Ordering::Relaxed);
+
+    // The same node, the same boot: a resend after a lost connection.
+    let (mut second, status) = raw_peer::RawPeer::try_connect(&a, keys).await;
+    assert_eq!(status, HandshakeStatus::Ok);
+    second.send(&raw_message(&second, &a, 1, b"one")).await;
+    second.send(&raw_message(&second, &a, 2, b"two")).await;
+    second.send(&raw_message(&second, &a, 3, b"three")).await;
+    assert_eq!(&next_message(&mut app).await.body.as_bytes()[..], b"three", "the repeats were not delivered");
+    let repeats = counters.duplicates_dropped.load(std::sync::atomic::Ordering::Relaxed) - repeats_before;
+    assert_eq!(repeats, 2);
+    a.shutdown().await;
+}
+
+/// A responder that answers every hello with Ok but a range of versions
+/// this node does not speak: the dialler refuses the connection itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dialler_refuses_a_responder_with_no_common_version() {
+    use netmachine_adapters::codec::CborCodec;
+    use netmachine_adapters::transport::framing::{encode_frame_into, FrameReader};
+    use netmachine_adapters::transport::{Connector, TlsConfigs, TlsTcpConnector};
+    use tokio::io::AsyncWriteExt;
+
+    let mut net = Net::new(Kind::TlsTcp);
+    let a = net.node().await;
+    let keys = Ed25519Keys::generate().expect("keys");
+    let (accepted_tx, mut accepted) = tokio::sync::mpsc::channel(4);
+    let local = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let responder =
+        TlsTcpConnector::bind(local, TlsConfigs::new(&keys).expect("tls"), accepted_tx).await.expect("bind");
+    let address = TransportAddress::new(TransportProtocol::TlsTcp, responder.local_address().expect("bound"));
+    let answered = tokio::spawn(async move {
+        let mut answered = 0;
+        while let Some(stream) = accepted.recv().await {
+            let mut reader = FrameReader::new(stream.reader, CborCodec::default());
+            let mut writer = stream.writer;
+            if let Ok(Some(Frame::Hello(_))) = reader.next_frame().await {
+                let reply = HelloReply {
+                    status: HandshakeStatus::Ok,
+                    versions: VersionRange { min: 900, max: 901 },
+                    boot: 1,
+                    own_advert_version: 0,
+                    held_advert_version_of_peer: 0,
+                };
+                let mut buf = Vec::new();
+                encode_frame_into(&CborCodec::default(), &Frame::HelloReply(reply), &mut buf).expect("encode");
+                let _ = writer.write_all(&buf).await;
+                let _ = writer.flush().await;
+                answered += 1;
+            }
+            if answered >= 1 {
+                return answered;
+            }
+        }
+        answered
+    });
+    let body =
+        NodeAdvertBody::new(keys.node_identity(), vec![WeightedAddress { address, weight: 1 }], None, 1, a.node.now())
+            .expect("valid");
+    let sig = netmachine_engines::ports::Signer::sign(&keys, &NodeAdvert::signing_bytes_of(&body));
+    a.node.offer_node_advert(Advert::from_parts(body, sig)).await.expect("accepted");
+    let mut events = a.transport.events();
+    let mut ea = a.node.register_engine("app").expect("engine");
+    ea.send(DestinationIdentity::Node(keys.node_identity()), proto(), &b"x"[..]).await.expect("queued");
+    let failure = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            if let Ok(TransportEvent::NodeConnectFailed { reason, .. }) = events.recv().await {
+                return reason;
+            }
+        }
+    })
+    .await
+    .expect("a connect failure within 30 s");
+    assert_eq!(failure, ConnectFailure::Refused(HandshakeStatus::Incompatible));
+    assert_eq!(tokio::time::timeout(Duration::from_secs(30), answered).await.expect("answered").expect("task"), 1);
+    assert!(a.transport.connections().is_empty(), "no connection was registered");
+    a.shutdown().await;
+}
+
+/// The embedding API's confirmed send: acknowledged by the receiving
+/// node, dropped there for want of the engine, or delivered locally.
+async fn a_confirmed_send_hears_the_outcome(kind: Kind) {
+    use netmachine_adapters::runtime::{Delivery, SendOptions};
+    let mut net = Net::new(kind);
+    let a = net.node().await;
+    let b = net.node().await;
+    introduce(&[&a, &b]).await;
+    let mut ea = a.node.register_engine("app").expect("engine");
+    let mut eb = b.node.register_engine("app").expect("engine");
+    // B dials: the connection is inbound at A.
+    eb.send(engine_dst(&a, "app"), proto(), &b"warm"[..]).await.expect("sent");
+    assert_eq!(&next_message(&mut ea).await.body.as_bytes()[..], b"warm");
+    let wait = Duration::from_secs(30);
+    let (_, outcome) = ea
+        .send_and_confirm(engine_dst(&b, "app"), proto(), &b"hello"[..], SendOptions::default(), wait)
+        .await
+        .expect("sent");
+    assert_eq!(outcome, Delivery::Acknowledged { by: b.node.identity() });
+    assert_eq!(&next_message(&mut eb).await.body.as_bytes()[..], b"hello");
+
+    let (_, outcome) = ea
+        .send_and_confirm(engine_dst(&b, "ghost"), proto(), &b"lost"[..], SendOptions::default(), wait)
+        .await
+        .expect("sent");
+    match outcome {
+        Delivery::Undeliverable { reason } => assert!(reason.contains("no such engine"), "{reason}"),
+        other => panic!("expected the far end's notice, got {other:?}"),
+    }
+
+    let (_, outcome) = ea
+        .send_and_confirm(engine_dst(&a, "app"), proto(), &b"self"[..], SendOptions::default(), wait)
+        .await
+        .expect("sent");
+    assert_eq!(outcome, Delivery::Local);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confirmed_send_hears_the_outcome_in_memory() {
+    a_confirmed_send_hears_the_outcome(Kind::Memory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confirmed_send_hears_the_outcome_over_quic() {
+    a_confirmed_send_hears_the_outcome(Kind::Quic).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confirmed_send_hears_the_outcome_over_tls_tcp() {
+    a_confirmed_send_hears_the_outcome(Kind::TlsTcp).await;
+}

@@ -15,6 +15,7 @@ use netmachine_engines::router::SubscriptionOp;
 use netmachine_engines::RouteError;
 use tokio::sync::mpsc;
 
+use super::delivery::Delivery;
 use super::error::{NodeError, SendError};
 use super::node::Node;
 use crate::crypto::Ed25519Keys;
@@ -116,6 +117,49 @@ impl EngineHandle {
         options: SendOptions,
     ) -> Result<MessageId, SendError> {
         let message = self.build(dst, protocol, body, options)?;
+        self.send_built(message).await
+    }
+
+    /// Sends `body` and waits, at most `wait`, to hear what became of it:
+    /// delivered here, acknowledged by the receiving node, or given up and
+    /// why. A drop that the receiving node reports before its
+    /// acknowledgement is reported as undeliverable.
+    pub async fn send_and_confirm(
+        &mut self,
+        dst: DestinationIdentity,
+        protocol: ProtocolId,
+        body: impl Into<Bytes>,
+        options: SendOptions,
+        wait: Duration,
+    ) -> Result<(MessageId, Delivery), SendError> {
+        let local = match &dst {
+            DestinationIdentity::Engine(engine) => engine.node == self.node.identity(),
+            DestinationIdentity::Node(node) => *node == self.node.identity(),
+            DestinationIdentity::Topic(_) => true,
+            DestinationIdentity::Relay(_) | DestinationIdentity::Domain(_) => false,
+        };
+        let message = self.build(dst, protocol, body, options)?;
+        if local {
+            let id = self.send_built(message).await?;
+            return Ok((id, Delivery::Local));
+        }
+        // Watched before it is routed: the acknowledgement may come at once.
+        let mut watch = self
+            .node
+            .inner
+            .watches
+            .watch(self.identity.name.clone(), message.id)
+            .ok_or(SendError::TooManyWaiting { max: super::delivery::MAX_WAITING_SENDERS })?;
+        let id = self.send_built(message).await?;
+        let outcome = match tokio::time::timeout(wait, &mut watch.outcome).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => Delivery::Undeliverable { reason: "the node stopped".into() },
+            Err(_) => Delivery::Waiting,
+        };
+        Ok((id, outcome))
+    }
+
+    async fn send_built(&mut self, message: EngineMessage) -> Result<MessageId, SendError> {
         let id = message.id;
         // A full transport queue is backpressure, not failure: wait for
         // room and try again, until the message expires (or 30 s pass).

@@ -42,4 +42,6 @@ pub enum SendError {
     MailboxClosed { dst: DestinationIdentity },
     #[error(transparent)]
     Invalid(#[from] ValidationError),
+    #[error("{max} senders already wait for outcomes on this node; send without waiting, or try again shortly")]
+    TooManyWaiting { max: usize },
 }

@@ -1,10 +1,12 @@
 //! The tokio runtime that hosts a node's engines, and the embedding API.
 
+mod delivery;
 mod engine;
 mod error;
 mod identity_actor;
 mod node;
 
+pub use delivery::{Delivery, MAX_WAITING_SENDERS};
 pub use engine::{EngineHandle, Inbound, Mailbox, SendOptions};
 pub use error::{NodeError, SendError};
 pub(crate) use node::Pending;

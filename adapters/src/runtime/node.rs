@@ -23,6 +23,7 @@ use netmachine_engines::{InboundRejection, Routed, Router, RouterConfig, RouterP
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{mpsc, oneshot, Notify};
 
+use super::delivery::{Delivery, Watches};
 use super::engine::{EngineHandle, Inbound, Mailbox};
 use super::error::{NodeError, SendError};
 use super::identity_actor::{spawn_identity_actor, IdentityCommand};
@@ -106,6 +107,8 @@ pub(crate) struct NodeInner {
     pub outbound_room: Arc<Notify>,
     /// The identity hooks, to run again for a record on demand.
     hooks: Arc<Vec<IdentityHook>>,
+    /// Senders waiting to hear what became of a message.
+    pub watches: Arc<Watches>,
 }
 
 impl std::fmt::Debug for NodeInner {
@@ -210,6 +213,9 @@ impl NodeBuilder {
                     driver.set_addresses(node.id, advert.addrs.to_vec());
                 }
                 driver.set_permanent(node.id, node.permanence == Permanence::Permanent && !node.trust.is_banned());
+                if node.trust.is_banned() {
+                    driver.disconnect(node.id);
+                }
             }
             // Topic adverts spread to every connected peer; a peer that
             // already holds this version refuses it, so the spread ends.
@@ -301,6 +307,7 @@ impl NodeBuilder {
                 own_advert: RwLock::new(None),
                 outbound_room: self.outbound_room.unwrap_or_else(|| Arc::new(Notify::new())),
                 hooks: Arc::clone(&hooks),
+                watches: Arc::default(),
             }),
         };
         // The version rises across restarts: the clock in milliseconds, or
@@ -407,6 +414,7 @@ impl Node {
         if inner.src.node != self.identity() {
             return;
         }
+        self.inner.watches.settle(&inner.src.name, inner.id, Delivery::Undeliverable { reason: reason.to_string() });
         let mailbox = self.inner.router.read().engine_address(&inner.src.name).cloned();
         let notice = Inbound::Undeliverable { id: inner.id, dst: inner.dst.clone(), reason: reason.to_string() };
         match mailbox {
@@ -418,6 +426,22 @@ impl Node {
             None => {
                 tracing::info!(engine = %inner.src.name, id = inner.id.0, %reason, "message undeliverable; its sender is gone")
             }
+        }
+    }
+
+    /// Whether any sender waits to hear what became of its message.
+    pub fn waits_for_outcomes(&self) -> bool {
+        self.inner.watches.any()
+    }
+
+    /// A peer acknowledged a message this node sent: its sender hears of it
+    /// if it waits.
+    pub fn acknowledged(&self, message: &NodeMessage, by: NodeIdentity) {
+        if !self.inner.watches.any() {
+            return;
+        }
+        if let NodePayload::Engine(inner) = &message.payload {
+            self.inner.watches.settle(&inner.src.name, inner.id, Delivery::Acknowledged { by });
         }
     }
 
@@ -604,7 +628,10 @@ impl Node {
             Routed::Local { to, message } => {
                 let dst = message.dst.clone();
                 let inbound = match notice_of(&message) {
-                    Some(notice) => notice,
+                    Some(notice) => {
+                        self.settle_from_notice(&message, &notice);
+                        notice
+                    }
                     None => Inbound::Message(message),
                 };
                 match to.try_send(inbound) {
@@ -646,6 +673,18 @@ impl Node {
             }
         }
         Ok(pending)
+    }
+
+    /// A peer's router dropped a message an engine here sent: a sender
+    /// waiting for it hears why.
+    fn settle_from_notice(&self, message: &netmachine_domain::EngineMessage, notice: &Inbound) {
+        let (netmachine_domain::DestinationIdentity::Engine(sender), Inbound::Undeliverable { id, reason, .. }) =
+            (&message.dst, notice)
+        else {
+            return;
+        };
+        let reason = format!("{} at {}", reason, message.src.node);
+        self.inner.watches.settle(&sender.name, *id, Delivery::Undeliverable { reason });
     }
 
     /// Finishes the deliveries that found full mailboxes, in order.

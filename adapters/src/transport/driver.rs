@@ -230,6 +230,12 @@ impl TransportDriver {
         with_engine(&self.shared, |engine| engine.set_permanent(peer, permanent, now));
     }
 
+    /// Closes the connection to `peer`, if there is one: it was removed or
+    /// banned.
+    pub fn disconnect(&self, peer: NodeIdentity) {
+        with_engine(&self.shared, |engine| engine.disconnect(peer, CloseReason::Removed));
+    }
+
     /// Sends a frame (an advert) to every connected peer, best effort: a
     /// peer whose control queue is full misses it.
     pub fn broadcast_frame(&self, frame: &Frame) {
@@ -729,10 +735,6 @@ impl ConnectionIo {
                     }
                     received.fetch_add(1, Ordering::Release);
                     since_ack += 1;
-                    if since_ack >= ACK_EVERY || reader.is_drained() {
-                        since_ack = 0;
-                        ack_wanted.notify_one();
-                    }
                 }
                 Frame::Ack(ack) => {
                     let released = {
@@ -746,8 +748,13 @@ impl ConnectionIo {
                         let n = ack.received - unacked.acked;
                         unacked.acked = ack.received;
                         let mut bytes = 0;
+                        let watched = self.node.waits_for_outcomes();
                         for _ in 0..n {
-                            bytes += unacked.messages.pop_front().as_ref().map_or(0, message_cost);
+                            let Some(message) = unacked.messages.pop_front() else { break };
+                            bytes += message_cost(&message);
+                            if watched {
+                                self.node.acknowledged(&message, self.ends.peer);
+                            }
                         }
                         (n, bytes)
                     };
@@ -775,6 +782,18 @@ impl ConnectionIo {
                 Frame::Hello(_) | Frame::HelloReply(_) => {
                     return CloseReason::Violation("a second handshake on an open connection".into());
                 }
+            }
+            // Acknowledge once every so many messages, and whenever the
+            // reader has caught up: after any frame, since the last message
+            // of a burst may be followed by an acknowledgement or an advert
+            // in the same read.
+            if since_ack >= ACK_EVERY || (since_ack > 0 && reader.is_drained()) {
+                since_ack = 0;
+                ack_wanted.notify_one();
+                // The peer is in use: its connection is not idle, whichever
+                // way the traffic flows.
+                let (now, peer) = (self.shared.clock.now(), self.ends.peer);
+                with_engine(&self.shared, |engine| engine.activity(peer, now));
             }
         }
     }

@@ -30,6 +30,8 @@ pub enum CloseReason {
     Violation(String),
     /// This node is stopping.
     Shutdown,
+    /// This node's operator removed or banned the peer.
+    Removed,
 }
 
 impl fmt::Display for CloseReason {
@@ -40,6 +42,7 @@ impl fmt::Display for CloseReason {
             Self::Lost(why) => write!(f, "connection lost: {why}"),
             Self::Violation(why) => write!(f, "protocol violation: {why}"),
             Self::Shutdown => f.write_str("shutting down"),
+            Self::Removed => f.write_str("the peer was removed or banned"),
         }
     }
 }
