@@ -21,7 +21,9 @@ pub const MAX_LINE_BYTES: usize = 8 * 1024 * 1024;
 pub enum ControlRequest {
     Status,
     Peers,
-    /// Sends `body` to an engine (`name@node1...`) or a node (`node1...`).
+    /// Sends `body` to an engine (`name@node1...`) or to a node's `inbox`
+    /// engine (`node1...`). With `wait` (the default), the answer is the
+    /// outcome; without, it comes as soon as the message is queued.
     Send {
         to: String,
         body: String,
@@ -29,6 +31,8 @@ pub enum ControlRequest {
         ttl_ms: Option<u64>,
         #[serde(default)]
         sign: bool,
+        #[serde(default = "waits_by_default")]
+        wait: bool,
     },
     Publish {
         topic: String,
@@ -47,6 +51,25 @@ pub enum ControlRequest {
     AddPeer {
         advert: String,
     },
+    /// Makes a permanent peer ephemeral again and closes its connection;
+    /// the node no longer keeps it connected.
+    RemovePeer {
+        node: String,
+    },
+    /// Sets a node's trust, 0 to 255: 0 bans it (its connection is closed
+    /// and it is refused), 128 is the default.
+    SetTrust {
+        node: String,
+        trust: u8,
+    },
+    /// Ends every `subscribe` stream of this topic on this node.
+    Unsubscribe {
+        topic: String,
+    },
+}
+
+fn waits_by_default() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,15 +126,60 @@ pub struct MessageInfo {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ControlResponse {
     Status(StatusInfo),
-    Peers { peers: Vec<PeerInfo> },
-    Sent { id: u64 },
-    TopicCreated { topic: String },
-    Subscribed { topic: String },
-    Listening { engine: String },
+    Peers {
+        peers: Vec<PeerInfo>,
+    },
+    /// Queued, when the request did not wait for the outcome.
+    Sent {
+        id: u64,
+    },
+    /// Delivered: `by` is the node that acknowledged it, or this node for
+    /// a local destination.
+    Delivered {
+        id: u64,
+        dst: String,
+        by: String,
+    },
+    /// Still queued or unacknowledged when the wait ended.
+    Pending {
+        id: u64,
+        dst: String,
+        waited_ms: u64,
+    },
+    TopicCreated {
+        topic: String,
+    },
+    Subscribed {
+        topic: String,
+    },
+    Listening {
+        engine: String,
+    },
     Message(MessageInfo),
-    Undeliverable { id: u64, dst: String, reason: String },
-    PeerAdded { node: String },
-    Error { message: String },
+    Undeliverable {
+        id: u64,
+        dst: String,
+        reason: String,
+    },
+    PeerAdded {
+        node: String,
+    },
+    PeerRemoved {
+        node: String,
+    },
+    TrustSet {
+        node: String,
+        trust: u8,
+    },
+    /// Answers `unsubscribe` with how many streams it ended; each ended
+    /// `subscribe` stream also gets it as its last line.
+    Unsubscribed {
+        topic: String,
+        streams: usize,
+    },
+    Error {
+        message: String,
+    },
 }
 
 pub fn encode_body(bytes: &[u8]) -> String {
@@ -183,12 +251,17 @@ mod tests {
 
     #[test]
     fn requests_have_a_stable_json_form() {
-        let send =
-            ControlRequest::Send { to: "inbox@node1x".into(), body: encode_body(b"hi"), ttl_ms: None, sign: false };
+        let send = ControlRequest::Send {
+            to: "inbox@node1x".into(),
+            body: encode_body(b"hi"),
+            ttl_ms: None,
+            sign: false,
+            wait: false,
+        };
         let text = serde_json::to_string(&send).expect("json");
-        assert_eq!(text, r#"{"cmd":"send","to":"inbox@node1x","body":"aGk=","ttl_ms":null,"sign":false}"#);
+        assert_eq!(text, r#"{"cmd":"send","to":"inbox@node1x","body":"aGk=","ttl_ms":null,"sign":false,"wait":false}"#);
         let parsed: ControlRequest = serde_json::from_str(r#"{"cmd":"send","to":"x","body":""}"#).expect("defaults");
-        assert!(matches!(parsed, ControlRequest::Send { ttl_ms: None, sign: false, .. }));
+        assert!(matches!(parsed, ControlRequest::Send { ttl_ms: None, sign: false, wait: true, .. }));
         assert_eq!(serde_json::to_string(&ControlRequest::Peers).expect("json"), r#"{"cmd":"peers"}"#);
         assert!(serde_json::from_str::<ControlRequest>(r#"{"cmd":"reboot"}"#).is_err());
         assert_eq!(decode_body(&encode_body(b"\x00\xff")).expect("b64"), b"\x00\xff");

@@ -11,12 +11,16 @@ pub struct Cli {
     /// The node's TOML configuration; without it, built-in defaults apply.
     #[arg(long, short, global = true, env = "NETMACHINE_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Where the key and the identity records live (overrides the config).
-    #[arg(long, global = true, env = "NETMACHINE_HOME")]
+    /// Where the key and the identity records live. Order: this flag, then
+    /// the config's data_dir, then $NETMACHINE_HOME, then
+    /// $XDG_DATA_HOME/netmachine, then ~/.local/share/netmachine.
+    #[arg(long, global = true)]
     pub data_dir: Option<PathBuf>,
-    /// The control socket of the node to talk to (default: the one in the
-    /// data directory).
-    #[arg(long, global = true, env = "NETMACHINE_CONTROL")]
+    /// The control socket: the one `run` serves, or the one a command talks
+    /// to. Order: this flag, then the config's control_socket, then (for
+    /// commands only, never for `run`) $NETMACHINE_CONTROL, then
+    /// <data dir>/control.sock.
+    #[arg(long, global = true)]
     pub control: Option<PathBuf>,
     /// Print JSON lines (the control API's responses) instead of text.
     #[arg(long, global = true)]
@@ -68,7 +72,8 @@ pub enum Command {
     Peers,
     /// Shows what the node is doing.
     Status,
-    /// Sends a message to an engine (`name@node1...`) or a node (`node1...`).
+    /// Sends a message to an engine (`name@node1...`) or to a node's inbox
+    /// (`node1...`), and waits to say whether it was delivered.
     Send {
         to: String,
         /// The body: text, or @path to send a file's bytes.
@@ -79,6 +84,10 @@ pub enum Command {
         /// Sign the message so its receiver can prove who sent it.
         #[arg(long)]
         sign: bool,
+        /// Return as soon as the message is queued, without waiting for the
+        /// outcome.
+        #[arg(long)]
+        no_wait: bool,
     },
     /// Publishes on a topic this node may publish on.
     Publish {
@@ -97,4 +106,14 @@ pub enum Command {
     Inbox,
     /// Adds a permanent peer from its advert text.
     AddPeer { advert: String },
+    /// Stops keeping a peer connected and closes its connection.
+    RemovePeer { node: String },
+    /// Sets a node's trust: 0 bans it, 128 is the default, 255 the most.
+    Trust { node: String, level: u8 },
+    /// Bans a node: closes its connection and refuses it from now on.
+    Ban { node: String },
+    /// Lifts a ban: the node's trust goes back to the default, 128.
+    Unban { node: String },
+    /// Ends every `subscribe` stream of a topic on the node.
+    Unsubscribe { topic: String },
 }

@@ -6,6 +6,7 @@ use netmachine_adapters::control::{encode_body, ControlClient, ControlError, Con
 use netmachine_adapters::keyfile::{read_key, read_or_create_key, write_new_key};
 use netmachine_adapters::runtime::Node;
 use netmachine_adapters::text_forms::node_advert_to_text;
+use netmachine_domain::Trust;
 use thiserror::Error;
 use tracing_subscriber::EnvFilter;
 
@@ -40,6 +41,8 @@ pub enum CommandError {
     BodyTooLarge { path: PathBuf, len: u64, max: usize },
     #[error("the node answered: {0}")]
     Refused(String),
+    #[error("message {id} was not delivered: {reason}")]
+    NotDelivered { id: u64, reason: String },
     #[error(transparent)]
     Devnet(#[from] crate::devnet::DevnetError),
 }
@@ -56,6 +59,11 @@ pub fn run(cli: Cli) -> Result<(), CommandError> {
         config.control_socket = Some(control);
     }
     let json = cli.json;
+    // Commands that talk to a running node find it by $NETMACHINE_CONTROL
+    // when neither the flag nor the config names a socket; `run` never
+    // reads it, so a variable exported for the commands cannot move the
+    // socket a node serves.
+    let client = config.clone().with_control_from_env();
     match cli.command {
         Command::Keygen { key, force } => keygen(&config, key.as_deref(), force),
         Command::Advert => advert(&config),
@@ -68,20 +76,25 @@ pub fn run(cli: Cli) -> Result<(), CommandError> {
             runtime()?.block_on(crate::devnet::run(nodes, protocol, duration, dir, json))?;
             Ok(())
         }
-        Command::Peers => one_call(&config, ControlRequest::Peers, json),
-        Command::Status => one_call(&config, ControlRequest::Status, json),
-        Command::Send { to, body, ttl_ms, sign } => {
+        Command::Peers => one_call(&client, ControlRequest::Peers, json),
+        Command::Status => one_call(&client, ControlRequest::Status, json),
+        Command::Send { to, body, ttl_ms, sign, no_wait } => {
             let body = encode_body(&read_body(&body)?);
-            one_call(&config, ControlRequest::Send { to, body, ttl_ms, sign }, json)
+            one_call(&client, ControlRequest::Send { to, body, ttl_ms, sign, wait: !no_wait }, json)
         }
         Command::Publish { topic, body } => {
             let body = encode_body(&read_body(&body)?);
-            one_call(&config, ControlRequest::Publish { topic, body }, json)
+            one_call(&client, ControlRequest::Publish { topic, body }, json)
         }
-        Command::CreateTopic { tags } => one_call(&config, ControlRequest::CreateTopic { tags }, json),
-        Command::AddPeer { advert } => one_call(&config, ControlRequest::AddPeer { advert }, json),
-        Command::Subscribe { topic } => stream(&config, ControlRequest::Subscribe { topic }, json),
-        Command::Inbox => stream(&config, ControlRequest::Inbox, json),
+        Command::CreateTopic { tags } => one_call(&client, ControlRequest::CreateTopic { tags }, json),
+        Command::AddPeer { advert } => one_call(&client, ControlRequest::AddPeer { advert }, json),
+        Command::RemovePeer { node } => one_call(&client, ControlRequest::RemovePeer { node }, json),
+        Command::Trust { node, level } => one_call(&client, ControlRequest::SetTrust { node, trust: level }, json),
+        Command::Ban { node } => one_call(&client, ControlRequest::SetTrust { node, trust: Trust::BANNED.0 }, json),
+        Command::Unban { node } => one_call(&client, ControlRequest::SetTrust { node, trust: Trust::DEFAULT.0 }, json),
+        Command::Unsubscribe { topic } => one_call(&client, ControlRequest::Unsubscribe { topic }, json),
+        Command::Subscribe { topic } => stream(&client, ControlRequest::Subscribe { topic }, json),
+        Command::Inbox => stream(&client, ControlRequest::Inbox, json),
     }
 }
 
@@ -188,6 +201,11 @@ fn one_call(config: &Config, request: ControlRequest, json: bool) -> Result<(), 
         output::print(&response, json);
         match response {
             ControlResponse::Error { message } => Err(CommandError::Refused(message)),
+            ControlResponse::Undeliverable { id, reason, .. } => Err(CommandError::NotDelivered { id, reason }),
+            ControlResponse::Pending { id, waited_ms, .. } => Err(CommandError::NotDelivered {
+                id,
+                reason: format!("no acknowledgement within {waited_ms} ms; it stays queued"),
+            }),
             _ => Ok(()),
         }
     })

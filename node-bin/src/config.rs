@@ -220,6 +220,15 @@ impl Config {
         self.control_socket.clone().unwrap_or_else(|| self.data_dir().join("control.sock"))
     }
 
+    /// For commands that talk to a node: `$NETMACHINE_CONTROL` names the
+    /// socket when neither the flag nor the config did.
+    pub fn with_control_from_env(mut self) -> Self {
+        if self.control_socket.is_none() {
+            self.control_socket = std::env::var_os("NETMACHINE_CONTROL").filter(|v| !v.is_empty()).map(PathBuf::from);
+        }
+        self
+    }
+
     /// What to listen on: the configured addresses, or QUIC and TLS over
     /// TCP on loopback port 4100.
     pub fn listen_specs(&self) -> Vec<ListenSpec> {

@@ -11,10 +11,11 @@ use netmachine_adapters::control::{
     MAX_LINE_BYTES,
 };
 use netmachine_adapters::networked::NetworkedNode;
-use netmachine_adapters::runtime::{EngineHandle, Inbound, SendOptions};
+use netmachine_adapters::runtime::{Delivery, EngineHandle, Inbound, SendOptions};
 use netmachine_adapters::text_forms::{node_advert_from_text, node_advert_to_text};
 use netmachine_domain::{
-    DestinationIdentity, EngineIdentity, EngineMessage, NodeIdentity, Permanence, ProtocolId, TopicIdentity,
+    DestinationIdentity, EngineIdentity, EngineMessage, EngineName, NodeIdentity, Permanence, ProtocolId,
+    TopicIdentity, Trust,
 };
 use thiserror::Error;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -22,9 +23,19 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::inbox::Inbox;
+use crate::streams::SubscriptionStreams;
 
 /// Control connections served at once.
 const MAX_CLIENTS: usize = 64;
+/// How long `send` waits for the outcome of a message without an expiry.
+const SEND_WAIT_NO_EXPIRY_MS: u64 = 60_000;
+/// How long past a message's expiry `send` waits to hear it was given up.
+/// A message in flight on a connection whose peer died silently comes
+/// back, and is reported, only when that connection is found dead: QUIC's
+/// idle timeout is 10 s.
+const SEND_WAIT_PAST_EXPIRY_MS: u64 = 15_000;
+/// The longest `send` waits, whatever the expiry.
+const SEND_WAIT_MAX_MS: u64 = 600_000;
 /// The protocol of bodies sent from the command line.
 const CLI_PROTOCOL: &str = "netmachine/cli";
 
@@ -53,6 +64,7 @@ struct Context {
     inbox: Inbox,
     owner: mpsc::Sender<OwnerRequest>,
     next_engine: AtomicU64,
+    streams: SubscriptionStreams,
 }
 
 impl ControlServer {
@@ -78,7 +90,13 @@ impl ControlServer {
         })?;
         let (owner_tx, owner_rx) = mpsc::channel(16);
         tokio::spawn(run_owner(owner_engine, owner_rx));
-        let context = Arc::new(Context { networked, inbox, owner: owner_tx, next_engine: AtomicU64::new(1) });
+        let context = Arc::new(Context {
+            networked,
+            inbox,
+            owner: owner_tx,
+            next_engine: AtomicU64::new(1),
+            streams: SubscriptionStreams::default(),
+        });
         let (stop_tx, mut stop_rx) = oneshot::channel();
         let clients = Arc::new(tokio::sync::Semaphore::new(MAX_CLIENTS));
         tokio::spawn(async move {
@@ -159,8 +177,8 @@ async fn serve(stream: UnixStream, context: &Context) -> std::io::Result<()> {
     match request {
         ControlRequest::Status => write_response(&mut writer, &ControlResponse::Status(status(context))).await,
         ControlRequest::Peers => write_response(&mut writer, &ControlResponse::Peers { peers: peers(context) }).await,
-        ControlRequest::Send { to, body, ttl_ms, sign } => {
-            let response = send(context, &to, &body, ttl_ms, sign).await;
+        ControlRequest::Send { to, body, ttl_ms, sign, wait } => {
+            let response = send(context, &to, &body, ttl_ms, sign, wait).await;
             write_response(&mut writer, &response).await
         }
         ControlRequest::Publish { topic, body } => {
@@ -181,6 +199,24 @@ async fn serve(stream: UnixStream, context: &Context) -> std::io::Result<()> {
         }
         ControlRequest::AddPeer { advert } => {
             let response = add_peer(context, &advert).await;
+            write_response(&mut writer, &response).await
+        }
+        ControlRequest::RemovePeer { node } => {
+            let response = remove_peer(context, &node).await;
+            write_response(&mut writer, &response).await
+        }
+        ControlRequest::SetTrust { node, trust } => {
+            let response = set_trust(context, &node, trust).await;
+            write_response(&mut writer, &response).await
+        }
+        ControlRequest::Unsubscribe { topic } => {
+            let response = match topic.parse::<TopicIdentity>() {
+                Ok(topic) => {
+                    let streams = context.streams.end(&topic);
+                    ControlResponse::Unsubscribed { topic: topic.to_string(), streams }
+                }
+                Err(err) => error(format!("{err}")),
+            };
             write_response(&mut writer, &response).await
         }
         ControlRequest::Subscribe { topic } => subscribe(context, &topic, reader, writer).await,
@@ -254,16 +290,31 @@ fn protocol() -> ProtocolId {
     ProtocolId::new(CLI_PROTOCOL, 1).unwrap_or_else(|_| unreachable!("a valid constant protocol"))
 }
 
-/// `name@node1...` is an engine, `node1...` a node.
+/// `name@node1...` is an engine; `node1...` alone is that node's `inbox`
+/// engine, the one every `netmachine` node runs for people to read.
 fn parse_destination(to: &str) -> Result<DestinationIdentity, String> {
     if to.contains('@') {
-        to.parse::<EngineIdentity>().map(DestinationIdentity::Engine).map_err(|e| e.to_string())
-    } else {
-        to.parse::<NodeIdentity>().map(DestinationIdentity::Node).map_err(|e| e.to_string())
+        return to.parse::<EngineIdentity>().map(DestinationIdentity::Engine).map_err(|e| e.to_string());
+    }
+    let node = to.parse::<NodeIdentity>().map_err(|e| e.to_string())?;
+    let inbox = EngineName::new(crate::inbox::INBOX_ENGINE).map_err(|e| e.to_string())?;
+    Ok(DestinationIdentity::Engine(EngineIdentity::new(node, inbox)))
+}
+
+fn parse_node(text: &str) -> Result<NodeIdentity, String> {
+    text.parse::<NodeIdentity>().map_err(|e| e.to_string())
+}
+
+/// How long `send` waits for an outcome: a little past the message's
+/// expiry, when it has one, so that its giving up is reported.
+fn send_wait(ttl_ms: Option<u64>) -> Duration {
+    match ttl_ms {
+        Some(ttl) => Duration::from_millis(ttl.saturating_add(SEND_WAIT_PAST_EXPIRY_MS).min(SEND_WAIT_MAX_MS)),
+        None => Duration::from_millis(SEND_WAIT_NO_EXPIRY_MS),
     }
 }
 
-async fn send(context: &Context, to: &str, body: &str, ttl_ms: Option<u64>, sign: bool) -> ControlResponse {
+async fn send(context: &Context, to: &str, body: &str, ttl_ms: Option<u64>, sign: bool, wait: bool) -> ControlResponse {
     let dst = match parse_destination(to) {
         Ok(dst) => dst,
         Err(err) => return error(err),
@@ -277,8 +328,53 @@ async fn send(context: &Context, to: &str, body: &str, ttl_ms: Option<u64>, sign
         Err(err) => return error(err),
     };
     let options = SendOptions { ttl: ttl_ms.map(Duration::from_millis), sign, ..SendOptions::default() };
-    match engine.send_with(dst, protocol(), body, options).await {
-        Ok(id) => ControlResponse::Sent { id: id.0 },
+    if !wait {
+        return match engine.send_with(dst, protocol(), body, options).await {
+            Ok(id) => ControlResponse::Sent { id: id.0 },
+            Err(err) => error(err.to_string()),
+        };
+    }
+    let limit = send_wait(ttl_ms);
+    let shown = dst.to_string();
+    match engine.send_and_confirm(dst, protocol(), body, options, limit).await {
+        Ok((id, Delivery::Local)) => {
+            ControlResponse::Delivered { id: id.0, dst: shown, by: context.networked.node.identity().to_string() }
+        }
+        Ok((id, Delivery::Acknowledged { by })) => {
+            ControlResponse::Delivered { id: id.0, dst: shown, by: by.to_string() }
+        }
+        Ok((id, Delivery::Undeliverable { reason })) => ControlResponse::Undeliverable { id: id.0, dst: shown, reason },
+        Ok((id, Delivery::Waiting)) => ControlResponse::Pending {
+            id: id.0,
+            dst: shown,
+            waited_ms: u64::try_from(limit.as_millis()).unwrap_or(u64::MAX),
+        },
+        Err(err) => error(err.to_string()),
+    }
+}
+
+async fn remove_peer(context: &Context, node: &str) -> ControlResponse {
+    let peer = match parse_node(node) {
+        Ok(peer) => peer,
+        Err(err) => return error(err),
+    };
+    if let Err(err) = context.networked.node.set_permanence(peer, Permanence::Ephemeral).await {
+        return error(err.to_string());
+    }
+    context.networked.transport.disconnect(peer);
+    ControlResponse::PeerRemoved { node: peer.to_string() }
+}
+
+async fn set_trust(context: &Context, node: &str, trust: u8) -> ControlResponse {
+    let peer = match parse_node(node) {
+        Ok(peer) => peer,
+        Err(err) => return error(err),
+    };
+    if peer == context.networked.node.identity() {
+        return error("this is the node's own identity; its trust cannot change");
+    }
+    match context.networked.node.set_trust(peer, Trust(trust)).await {
+        Ok(()) => ControlResponse::TrustSet { node: peer.to_string(), trust },
         Err(err) => error(err.to_string()),
     }
 }
@@ -354,20 +450,35 @@ async fn subscribe(
     if let Err(err) = engine.subscribe(&topic) {
         return write_response(&mut writer, &error(err.to_string())).await;
     }
-    write_response(&mut writer, &ControlResponse::Subscribed { topic: topic.to_string() }).await?;
-    loop {
-        let inbound = tokio::select! {
-            inbound = engine.recv() => inbound,
-            () = hung_up(&mut reader) => return Ok(()),
-        };
-        match inbound {
-            Some(Inbound::Message(message)) => {
-                write_response(&mut writer, &ControlResponse::Message(message_info(&message))).await?;
+    let (stream_id, mut ended) = context.streams.open(topic);
+    let result = async {
+        write_response(&mut writer, &ControlResponse::Subscribed { topic: topic.to_string() }).await?;
+        loop {
+            let inbound = tokio::select! {
+                inbound = engine.recv() => inbound,
+                () = hung_up(&mut reader) => return Ok(()),
+                streams = &mut ended => {
+                    let streams = streams.unwrap_or(1);
+                    let last = ControlResponse::Unsubscribed { topic: topic.to_string(), streams };
+                    return write_response(&mut writer, &last).await;
+                }
+            };
+            match inbound {
+                Some(Inbound::Message(message)) => {
+                    write_response(&mut writer, &ControlResponse::Message(message_info(&message))).await?;
+                }
+                Some(_) => {}
+                None => return Ok(()),
             }
-            Some(_) => {}
-            None => return Ok(()),
         }
     }
+    .await;
+    context.streams.close(stream_id);
+    // Tells the publisher, if this was the node's last subscriber.
+    if let Err(err) = engine.unsubscribe(&topic) {
+        tracing::debug!(%topic, %err, "unsubscribing a closed stream");
+    }
+    result
 }
 
 async fn stream_inbox(

@@ -8,6 +8,7 @@ mod devnet;
 mod host;
 mod inbox;
 mod output;
+mod streams;
 
 use std::process::ExitCode;
 

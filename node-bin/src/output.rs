@@ -52,14 +52,27 @@ pub fn print(response: &ControlResponse, json: bool) {
                 );
             }
         }
-        ControlResponse::Sent { id } => println!("sent message {id}"),
+        ControlResponse::Sent { id } => println!("queued message {id}"),
+        ControlResponse::Delivered { id, dst, by } => {
+            println!("delivered message {id} to {dst} (acknowledged by {by})")
+        }
+        ControlResponse::Pending { id, dst, waited_ms } => {
+            println!("message {id} to {dst} not yet delivered after {waited_ms} ms; it stays queued")
+        }
         ControlResponse::TopicCreated { topic } => println!("{topic}"),
         ControlResponse::Subscribed { topic } => eprintln!("subscribed to {topic}; Ctrl-C stops"),
         ControlResponse::Listening { engine } => eprintln!("listening on engine {engine}; Ctrl-C stops"),
         ControlResponse::Message(m) => println!("{}", message_line(m)),
         ControlResponse::Undeliverable { id, dst, reason } => println!("message {id} to {dst} undeliverable: {reason}"),
         ControlResponse::PeerAdded { node } => println!("added permanent peer {node}"),
-        ControlResponse::Error { message } => eprintln!("netmachine: {message}"),
+        ControlResponse::PeerRemoved { node } => println!("{node} is no longer a permanent peer; disconnected"),
+        ControlResponse::TrustSet { node, trust: 0 } => println!("banned {node}"),
+        ControlResponse::TrustSet { node, trust } => println!("trust of {node} set to {trust}"),
+        ControlResponse::Unsubscribed { topic, streams } => {
+            println!("unsubscribed from {topic} ({streams} streams ended)")
+        }
+        // The command reports the error itself, once, on standard error.
+        ControlResponse::Error { .. } => {}
     }
 }
 

@@ -4,17 +4,19 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use netmachine_adapters::codec::CborCodec;
 use netmachine_adapters::control::{decode_body, encode_body, ControlClient, ControlRequest, ControlResponse};
 use netmachine_adapters::crypto::Ed25519Keys;
 use netmachine_adapters::text_forms::node_advert_to_text;
+use netmachine_adapters::transport::framing::{encode_frame_into, FrameReader};
 use netmachine_adapters::transport::{Connector, QuicConnector, TlsConfigs, TlsTcpConnector};
 use netmachine_domain::*;
 use netmachine_engines::ports::Signer;
 use netmachine_harness::cluster::Cluster;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 fn send(to: String, body: &str, ttl_ms: Option<u64>) -> ControlRequest {
-    ControlRequest::Send { to, body: encode_body(body.as_bytes()), ttl_ms, sign: false }
+    ControlRequest::Send { to, body: encode_body(body.as_bytes()), ttl_ms, sign: false, wait: false }
 }
 
 fn inbox_of(cluster: &Cluster, index: usize) -> String {
@@ -56,6 +58,26 @@ async fn unicast_both_ways(protocol: TransportProtocol) {
     at_zero.insert(next_body(&mut inbox0).await);
     at_zero.insert(next_body(&mut inbox0).await);
     assert_eq!(at_zero, BTreeSet::from(["one to zero".to_string(), "two to zero".to_string()]));
+
+    // A send that waits hears the outcome: a node alone means its inbox,
+    // and a missing engine is reported by the receiving node.
+    let waiting = |to: String, body: &str| ControlRequest::Send {
+        to,
+        body: encode_body(body.as_bytes()),
+        ttl_ms: None,
+        sign: false,
+        wait: true,
+    };
+    let one = cluster.nodes[1].identity.to_string();
+    match cluster.call(0, waiting(one.clone(), "to the node")).await {
+        ControlResponse::Delivered { by, .. } => assert_eq!(by, one),
+        other => panic!("expected delivery, got {other:?}\n{}\n{}", cluster.log_of(0), cluster.log_of(1)),
+    }
+    assert_eq!(next_body(&mut inbox1).await, "to the node");
+    match cluster.call(0, waiting(format!("ghost@{one}"), "to nobody")).await {
+        ControlResponse::Undeliverable { reason, .. } => assert!(reason.contains("no such engine"), "{reason}"),
+        other => panic!("expected an undeliverable notice, got {other:?}"),
+    }
     cluster
         .wait_until(0, 30, "both peers connected", |_, peers| peers.iter().filter(|p| p.connected).count() == 2)
         .await;
@@ -121,9 +143,21 @@ async fn a_killed_node_restarts_and_gets_what_waited(protocol: TransportProtocol
     for i in 0..5 {
         sent_ok(&cluster, 0, send(inbox_of(&cluster, 1), &format!("while down {i}"), Some(120_000))).await;
     }
-    // One that expires before node-1 is back must not arrive.
-    sent_ok(&cluster, 0, send(inbox_of(&cluster, 1), "expires", Some(1))).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // One that expires before node-1 is back must not arrive, and its
+    // sender is told so.
+    let undeliverable_before = cluster.status(0).await.undeliverable;
+    let expiring = ControlRequest::Send {
+        to: inbox_of(&cluster, 1),
+        body: encode_body(b"expires"),
+        ttl_ms: Some(300),
+        sign: false,
+        wait: true,
+    };
+    match cluster.call(0, expiring).await {
+        ControlResponse::Undeliverable { reason, .. } => assert!(reason.contains("expired"), "{reason}"),
+        other => panic!("the sender is told the message expired, not {other:?}"),
+    }
+    assert_eq!(cluster.status(0).await.undeliverable, undeliverable_before + 1);
     cluster.launch(1).await;
     let mut inbox1 = cluster.open_stream(1, ControlRequest::Inbox).await.expect("inbox");
     for i in 0..5 {
@@ -183,22 +217,47 @@ async fn a_garbage_frame_closes_that_connection_only(protocol: TransportProtocol
         TransportProtocol::Quic => Box::new(QuicConnector::bind(local, tls, 1500, accepted).expect("quic")),
         TransportProtocol::TlsTcp => Box::new(TlsTcpConnector::bind(local, tls, accepted).await.expect("tcp")),
     };
-    let mut stream = connector.dial(cluster.nodes[0].address, cluster.nodes[0].identity).await.expect("dial");
-    // A length prefix then bytes that are no frame.
-    stream.writer.write_all(&[0, 0, 0, 8, 9, 9, 9, 9, 9, 9, 9, 9]).await.expect("write");
-    stream.writer.flush().await.expect("flush");
-    let mut buf = [0u8; 256];
+    let stream = connector.dial(cluster.nodes[0].address, cluster.nodes[0].identity).await.expect("dial");
+    let mut writer = stream.writer;
+    let mut reader = FrameReader::new(stream.reader, CborCodec::default());
+    // A proper hello first: the connection is established and registered.
+    let hello = Hello {
+        versions: VersionRange { min: 1, max: 1 },
+        boot: 1,
+        own_advert_version: 0,
+        held_advert_version_of_peer: u64::MAX,
+    };
+    let mut buf = Vec::new();
+    encode_frame_into(&CborCodec::default(), &Frame::Hello(hello), &mut buf).expect("encode");
+    writer.write_all(&buf).await.expect("write");
+    writer.flush().await.expect("flush");
+    let reply = tokio::time::timeout(Duration::from_secs(30), reader.next_frame()).await.expect("a reply in time");
+    assert!(matches!(reply, Ok(Some(Frame::HelloReply(HelloReply { status: HandshakeStatus::Ok, .. })))), "{reply:?}");
+    let me = keys.node_identity().to_string();
+    cluster
+        .wait_until(0, 30, "the connection registered", move |_, peers| {
+            peers.iter().any(|p| p.node == me && p.connected)
+        })
+        .await;
+    let violations_before = cluster.status(0).await.violations;
+    // Then a length prefix and bytes that are no frame.
+    writer.write_all(&[0, 0, 0, 8, 9, 9, 9, 9, 9, 9, 9, 9]).await.expect("write");
+    writer.flush().await.expect("flush");
     let closed = tokio::time::timeout(Duration::from_secs(30), async {
         loop {
-            match stream.reader.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
+            match reader.next_frame().await {
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => return,
             }
         }
     })
     .await;
     assert!(closed.is_ok(), "node-0 closes a connection that sends garbage");
-    cluster.wait_until(0, 30, "the violation counted", |s, _| s.violations >= 1).await;
+    cluster.wait_until(0, 30, "the violation counted", move |s, _| s.violations > violations_before).await;
+    let me = keys.node_identity().to_string();
+    cluster
+        .wait_until(0, 30, "the connection gone", move |_, peers| !peers.iter().any(|p| p.node == me && p.connected))
+        .await;
     let mut inbox0 = cluster.open_stream(0, ControlRequest::Inbox).await.expect("inbox");
     sent_ok(&cluster, 1, send(inbox_of(&cluster, 0), "still here", None)).await;
     assert_eq!(next_body(&mut inbox0).await, "still here");
