@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use netmachine_harness::sim::model::{Latency, LinkModel};
-use netmachine_harness::sim::scenario::{Behaviour, Fault, FaultKind, Scenario, Workload};
+use netmachine_harness::sim::scenario::{Behaviour, BufferLimits, Fault, FaultKind, Scenario, Workload};
 use netmachine_harness::sim::Simulation;
 use proptest::prelude::*;
 
@@ -36,6 +36,7 @@ fn small(seed: u64) -> Scenario {
             Fault { at_s: 5.0, kind: FaultKind::Partition { fraction: 0.5, heal_after_s: Some(8.0) } },
             Fault { at_s: 7.0, kind: FaultKind::Crash { nodes: 3, restart_after_s: Some(5.0) } },
         ],
+        buffers: BufferLimits::default(),
     }
 }
 
@@ -91,17 +92,42 @@ fn the_cli_writes_results_and_plots_and_compares_runs() {
             .output()
             .expect("runs");
         assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
-        for file in [
-            "results.json",
-            "latency_cdf.svg",
-            "load_messages.svg",
-            "load_bytes.svg",
-            "in_degree.svg",
-            "timeseries.svg",
-            "duplicates.svg",
-        ] {
-            assert!(out.path().join(dir).join(file).exists(), "{file} written");
+        let results: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.path().join(dir).join("results.json")).expect("json"))
+                .expect("json");
+        let nodes = results["nodes"].as_u64().expect("nodes") as usize;
+        let read = |file: &str| std::fs::read_to_string(out.path().join(dir).join(file)).expect(file);
+        // Each plot draws the run's own numbers: one line per series, with
+        // as many points as the results hold, and not all of them flat.
+        let cdf = polylines(&read("latency_cdf.svg"));
+        let cdf_points = results["unicast"]["latency_cdf"].as_array().expect("cdf").len();
+        assert_eq!(cdf.len(), 2);
+        assert!(cdf_points > 1);
+        assert_eq!(cdf[0].len(), cdf_points);
+        assert!(rises(&cdf[0]), "a CDF rises");
+        for file in ["load_messages.svg", "load_bytes.svg"] {
+            let lines = polylines(&read(file));
+            assert_eq!(lines.len(), 2, "{file}");
+            assert!(lines.iter().all(|l| l.len() == nodes), "{file}: one point per node");
+            assert!(lines.iter().all(|l| rises(l)), "{file}: sorted load is not flat");
         }
+        // The two lines of a chart share its scale: their peaks stand in the
+        // ratio of the largest loads in the results.
+        let load = polylines(&read("load_messages.svg"));
+        let most = |key: &str| {
+            results["per_node"][key].as_array().expect(key).iter().filter_map(serde_json::Value::as_u64).max()
+        };
+        let (sent, received) = (most("messages_sent").expect("sent"), most("messages_received").expect("received"));
+        let drawn = peak(&load[0]) / peak(&load[1]);
+        let actual = sent as f64 / received as f64;
+        assert!((drawn - actual).abs() < 0.02 * actual, "drawn ratio {drawn}, results {actual}");
+        let series = polylines(&read("timeseries.svg"));
+        let seconds = results["series"]["sent"].as_array().expect("series").len();
+        assert_eq!(series.len(), 6);
+        assert!(series.iter().all(|l| l.len() == seconds));
+        assert!(rises(&series[0]), "messages were sent");
+        assert_eq!(polylines(&read("in_degree.svg")).len(), 1);
+        assert_eq!(polylines(&read("duplicates.svg")).len(), 2);
     }
     let compare = Command::new(bin)
         .arg("compare")
@@ -170,7 +196,19 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                 ..Workload::default()
             },
             faults,
+            buffers: SMALL_BUFFERS,
         })
+}
+
+/// Buffer limits low enough that a flooding peer or a long partition
+/// reaches them within a minute of simulated time.
+const SMALL_BUFFERS: BufferLimits = BufferLimits { window_bytes: 16 * 1024, queue_bytes_per_peer: 32 * 1024 };
+
+/// The most a node's transport may hold for one peer: its queue and its
+/// window, each of which always takes one message however large.
+fn per_peer_bound(body_bytes: usize) -> usize {
+    let one_message = body_bytes + 1024;
+    SMALL_BUFFERS.window_bytes + SMALL_BUFFERS.queue_bytes_per_peer + 2 * one_message
 }
 
 proptest! {
@@ -185,6 +223,7 @@ proptest! {
     fn invariants_hold_under_random_faults_and_traffic(scenario in scenario()) {
         let seed = scenario.seed;
         let long_ttl = scenario.workload.ttl_ms >= 5_000;
+        let body_bytes = scenario.workload.body_bytes;
         let results = Simulation::new(scenario).run(|_| {});
         prop_assert!(results.violations.is_empty(), "seed {seed}: {:?}", results.violations);
         prop_assert_eq!(results.unicast.lost, 0, "seed {}", seed);
@@ -192,10 +231,10 @@ proptest! {
         prop_assert_eq!(results.unicast.delivered_after_expiry, 0, "seed {}", seed);
         prop_assert_eq!(results.pubsub.duplicates, 0, "seed {}", seed);
         prop_assert_eq!(results.pubsub.delivered_after_expiry, 0, "seed {}", seed);
-        let config = netmachine_engines::transport::TransportConfig::default();
-        let per_peer = config.max_queue_bytes_per_peer + config.window_bytes + 4096;
+        let per_peer = per_peer_bound(body_bytes);
+        let peers = results.nodes as usize - 1;
         for (node, peak) in results.per_node.peak_buffered_bytes.iter().enumerate() {
-            prop_assert!((*peak as usize) <= per_peer * results.nodes as usize, "seed {seed}: node {node} buffered {peak}");
+            prop_assert!((*peak as usize) <= per_peer * peers, "seed {seed}: node {node} buffered {peak}");
         }
         // After a partition heals, traffic across the cut flows again:
         // the transports reconnected.
@@ -207,4 +246,58 @@ proptest! {
             }
         }
     }
+}
+
+/// The buffer bound above is one a node really reaches: a flooder whose
+/// peers are cut off fills their queues up to the limit and no further.
+#[test]
+fn a_flooder_cut_off_from_its_peers_fills_their_queues_to_the_limit() {
+    let mut scenario = small(11);
+    scenario.nodes = 4;
+    scenario.buffers = SMALL_BUFFERS;
+    scenario.workload.ttl_ms = 60_000;
+    scenario.faults = vec![
+        Fault { at_s: 1.0, kind: FaultKind::Adversary { nodes: 1, behaviour: Behaviour::Flood } },
+        Fault { at_s: 2.0, kind: FaultKind::Partition { fraction: 0.5, heal_after_s: Some(15.0) } },
+    ];
+    let results = Simulation::new(scenario).run(|_| {});
+    let peak = results.per_node.peak_buffered_bytes.iter().copied().max().unwrap_or(0) as usize;
+    let bound = per_peer_bound(results_body_bytes()) * 3;
+    assert!(peak <= bound, "peak {peak} over the bound {bound}");
+    assert!(
+        peak >= SMALL_BUFFERS.queue_bytes_per_peer,
+        "the flooder filled at least one peer's queue: peak {peak}, {:?}",
+        results.per_node.peak_buffered_bytes
+    );
+}
+
+fn results_body_bytes() -> usize {
+    Workload::default().body_bytes
+}
+
+/// The points of every polyline in an SVG, in SVG coordinates.
+fn polylines(svg: &str) -> Vec<Vec<(f64, f64)>> {
+    svg.split("<polyline")
+        .skip(1)
+        .map(|rest| {
+            let points = rest.split("points=\"").nth(1).and_then(|p| p.split('"').next()).unwrap_or("");
+            points
+                .split_whitespace()
+                .filter_map(|pair| {
+                    let (x, y) = pair.split_once(',')?;
+                    Some((x.parse().ok()?, y.parse().ok()?))
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The height of a line's highest point above the x axis (at y = 370).
+fn peak(line: &[(f64, f64)]) -> f64 {
+    line.iter().map(|(_, y)| 370.0 - y).fold(0.0, f64::max)
+}
+
+/// Whether a line goes up somewhere (SVG's y grows downwards).
+fn rises(line: &[(f64, f64)]) -> bool {
+    line.windows(2).any(|w| w[1].1 < w[0].1)
 }

@@ -337,8 +337,13 @@ mod calibration {
         let dst = format!("inbox@{}", cluster.nodes[to].identity);
         let mut times = Vec::new();
         for i in 0..n + 20 {
-            let request =
-                ControlRequest::Send { to: dst.clone(), body: encode_body(b"calibrate"), ttl_ms: None, sign: false };
+            let request = ControlRequest::Send {
+                to: dst.clone(),
+                body: encode_body(b"calibrate"),
+                ttl_ms: None,
+                sign: false,
+                wait: false,
+            };
             let start = Instant::now();
             let sent = cluster.call(from, request).await;
             assert!(matches!(sent, ControlResponse::Sent { .. }), "{sent:?}");
@@ -380,6 +385,7 @@ mod calibration {
             },
             workload: Workload { unicast_per_node_per_s: 10.0 / 3.0, quiet_tail_s: 40.0, ..Workload::default() },
             faults: Vec::new(),
+            buffers: Default::default(),
         };
         let results = Simulation::new(scenario).run(|_| {});
         (results.unicast.latency.p50_ms, results.unicast.latency.p90_ms)

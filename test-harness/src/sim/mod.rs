@@ -189,7 +189,7 @@ impl Simulation {
         let total = scenario.nodes + joiners;
         let nodes: Vec<SimNode> = (0..total)
             .map(|i| {
-                let mut node = SimNode::new(i, random.next_u64(), WINDOW);
+                let mut node = SimNode::new(i, random.next_u64(), node::transport_config(WINDOW, scenario.buffers));
                 node.present = i < scenario.nodes;
                 node
             })
@@ -408,7 +408,7 @@ impl Simulation {
             Event::Fault(i) => self.fault(i as usize),
             Event::Restart(n) => {
                 let seed = self.random.next_u64();
-                self.nodes[n as usize].restart(seed, WINDOW);
+                self.nodes[n as usize].restart(seed, node::transport_config(WINDOW, self.scenario.buffers));
                 self.resubscribe(n);
             }
             Event::Heal(p) => {

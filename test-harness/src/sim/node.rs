@@ -47,13 +47,13 @@ pub fn identity_of(index: u32) -> (NodeIdentity, TestSigner) {
 }
 
 impl SimNode {
-    pub fn new(index: u32, seed: u64, window: usize) -> Self {
+    pub fn new(index: u32, seed: u64, config: TransportConfig) -> Self {
         let (id, signer) = identity_of(index);
         let mut node = Self {
             id,
             signer,
             router: Router::new(id, RouterConfig::default()),
-            transport: Transport::new(id, transport_config(window), Box::new(SplitMix::new(seed))),
+            transport: Transport::new(id, config, Box::new(SplitMix::new(seed))),
             alive: true,
             generation: 0,
             boot: seed,
@@ -78,10 +78,10 @@ impl SimNode {
     }
 
     /// A restart: the identity stays, everything in memory is new.
-    pub fn restart(&mut self, seed: u64, window: usize) {
+    pub fn restart(&mut self, seed: u64, config: TransportConfig) {
         self.router = Router::new(self.id, RouterConfig::default());
         self.register_app();
-        self.transport = Transport::new(self.id, transport_config(window), Box::new(SplitMix::new(seed)));
+        self.transport = Transport::new(self.id, config, Box::new(SplitMix::new(seed)));
         self.recent.clear();
         self.alive = true;
         self.generation += 1;
@@ -91,6 +91,12 @@ impl SimNode {
     }
 }
 
-fn transport_config(window: usize) -> TransportConfig {
-    TransportConfig { window, ..TransportConfig::default() }
+/// The transport configuration of a simulated node.
+pub fn transport_config(window: usize, buffers: crate::sim::scenario::BufferLimits) -> TransportConfig {
+    TransportConfig {
+        window,
+        window_bytes: buffers.window_bytes,
+        max_queue_bytes_per_peer: buffers.queue_bytes_per_peer,
+        ..TransportConfig::default()
+    }
 }

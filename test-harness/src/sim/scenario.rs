@@ -26,6 +26,25 @@ pub struct Scenario {
     pub workload: Workload,
     #[serde(default)]
     pub faults: Vec<Fault>,
+    /// Each node's transport buffer limits; the product's defaults unless
+    /// a scenario lowers them to reach them sooner.
+    #[serde(default)]
+    pub buffers: BufferLimits,
+}
+
+/// The byte limits of each node's transport, per peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BufferLimits {
+    pub window_bytes: usize,
+    pub queue_bytes_per_peer: usize,
+}
+
+impl Default for BufferLimits {
+    fn default() -> Self {
+        let config = netmachine_engines::transport::TransportConfig::default();
+        Self { window_bytes: config.window_bytes, queue_bytes_per_peer: config.max_queue_bytes_per_peer }
+    }
 }
 
 fn default_seed() -> u64 {
