@@ -393,22 +393,37 @@ async fn forged_and_stale_adverts_on_the_wire_are_refused() {
     let now = a.node.now();
     honest.send(&Frame::NodeAdvert(raw_peer::advert_of(&honest.keys, 5, now))).await;
     honest.send(&Frame::NodeAdvert(raw_peer::advert_of(&honest.keys, 3, now))).await;
+    // A marker after them: frames of a connection are taken in order, so
+    // once the marker is held, the stale advert has been dealt with.
+    let marker_keys = Ed25519Keys::generate().expect("keys");
+    let marker_body = TopicAdvertBody::new(
+        TopicIdentity::new(marker_keys.public()),
+        vec![honest.keys.node_identity()],
+        vec![],
+        vec!["marker"],
+        1,
+        now,
+    )
+    .expect("valid");
+    let marker_sig =
+        netmachine_engines::ports::Signer::sign(&marker_keys, &TopicAdvert::signing_bytes_of(&marker_body));
+    let marker = Advert::from_parts(marker_body, marker_sig);
+    honest.send(&Frame::TopicAdvert(marker.clone())).await;
     let id = honest.keys.node_identity();
     let node = a.node.clone();
-    let mut held = None;
+    let mut marker_held = false;
     for _ in 0..1500 {
-        if let Ok(Some(IdentityRecord::Node(r))) = node.lookup(RecordKey::Node(id)).await {
-            held = r.advert.map(|a| a.version);
-            if held.is_some() {
-                break;
-            }
+        if let Ok(Some(_)) = node.lookup(RecordKey::Topic(marker.topic)).await {
+            marker_held = true;
+            break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    if let Ok(Some(IdentityRecord::Node(r))) = node.lookup(RecordKey::Node(id)).await {
-        held = r.advert.map(|a| a.version);
-    }
+    assert!(marker_held, "the marker advert arrived within 30 s");
+    let held = match node.lookup(RecordKey::Node(id)).await {
+        Ok(Some(IdentityRecord::Node(r))) => r.advert.map(|a| a.version),
+        _ => None,
+    };
     assert_eq!(held, Some(5), "the stale version 3 did not replace version 5");
 
     let mut forger = raw_peer::RawPeer::connect(&a).await;
@@ -572,11 +587,12 @@ async fn repeats_resent_on_a_new_connection_are_dropped() {
     first.send(&raw_message(&first, &a, 2, b"two")).await;
     assert_eq!(&next_message(&mut app).await.body.as_bytes()[..], b"one");
     assert_eq!(&next_message(&mut app).await.body.as_bytes()[..], b"two");
-    drop(first);
     let counters = a.transport.counters();
     let repeats_before = counters.duplicates_dropped.load(std::sync::atomic::Ordering::Relaxed);
 
-    // The same node, the same boot: a resend after a lost connection.
+    // The same node, the same boot, on a new connection: a resend after a
+    // connection was lost. The old connection is not even closed yet (a
+    // dead peer's connection can take seconds to be found dead).
     let (mut second, status) = raw_peer::RawPeer::try_connect(&a, keys).await;
     assert_eq!(status, HandshakeStatus::Ok);
     second.send(&raw_message(&second, &a, 1, b"one")).await;
@@ -585,6 +601,7 @@ async fn repeats_resent_on_a_new_connection_are_dropped() {
     assert_eq!(&next_message(&mut app).await.body.as_bytes()[..], b"three", "the repeats were not delivered");
     let repeats = counters.duplicates_dropped.load(std::sync::atomic::Ordering::Relaxed) - repeats_before;
     assert_eq!(repeats, 2);
+    drop(first);
     a.shutdown().await;
 }
 

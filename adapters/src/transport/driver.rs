@@ -70,7 +70,10 @@ struct ConnHandle {
 struct DriverState {
     engine: Transport,
     conns: HashMap<ConnId, ConnHandle>,
-    recent: HashMap<NodeIdentity, RecentIds>,
+    /// Each peer's repeat filter, shared by all its connections: a peer
+    /// that reconnects before its old connection is found dead resends on
+    /// the new one what the old one already delivered.
+    recent: HashMap<NodeIdentity, Arc<Mutex<RecentIds>>>,
 }
 
 /// Counters for status displays.
@@ -536,13 +539,14 @@ async fn run_established(
             conn,
             ConnHandle { tx, control, close: Some(close_tx), orphans: Vec::new(), peer, protocol, remote },
         );
-        state.recent.remove(&peer).unwrap_or_else(|| RecentIds::new(shared.window * 2))
+        let window = shared.window;
+        Arc::clone(state.recent.entry(peer).or_insert_with(|| Arc::new(Mutex::new(RecentIds::new(window * 2)))))
     };
     let now = shared.clock.now();
     with_engine(&shared, |engine| establish(engine, now));
 
     let io = ConnectionIo { shared: Arc::clone(&shared), node, conn, ends, unacked: Mutex::new(Unacked::default()) };
-    let (reason, recent, rx) = io.run(reader, writer, rx, control_rx, close_rx, recent).await;
+    let (reason, rx) = io.run(reader, writer, rx, control_rx, close_rx, &recent).await;
     drop(keepalive);
 
     let mut returned: Vec<NodeMessage> = io.unacked.into_inner().messages.into();
@@ -559,7 +563,6 @@ async fn run_established(
         if let Some(handle) = state.conns.remove(&conn) {
             returned.extend(handle.orphans);
         }
-        state.recent.insert(peer, recent);
     }
     if matches!(reason, CloseReason::Violation(_)) {
         shared.counters.violations.fetch_add(1, Ordering::Relaxed);
@@ -593,18 +596,17 @@ impl ConnectionIo {
         rx: mpsc::Receiver<Outgoing>,
         mut control_rx: mpsc::Receiver<Frame>,
         close_rx: oneshot::Receiver<CloseReason>,
-        recent: RecentIds,
-    ) -> (CloseReason, RecentIds, mpsc::Receiver<Outgoing>) {
+        recent: &Mutex<RecentIds>,
+    ) -> (CloseReason, mpsc::Receiver<Outgoing>) {
         let received = AtomicU64::new(0);
         let ack_wanted = Notify::new();
-        let recent = Mutex::new(recent);
         let mut rx = rx;
         let reason = tokio::select! {
-            reason = self.read_loop(reader, &received, &ack_wanted, &recent) => reason,
+            reason = self.read_loop(reader, &received, &ack_wanted, recent) => reason,
             reason = self.write_loop(writer, &mut rx, &mut control_rx, &received, &ack_wanted) => reason,
             reason = close_rx => reason.unwrap_or(CloseReason::Shutdown),
         };
-        (reason, recent.into_inner(), rx)
+        (reason, rx)
     }
 
     async fn write_loop(
