@@ -15,14 +15,18 @@ fn engine_dst(node: &Node, name: &str) -> DestinationIdentity {
     DestinationIdentity::Engine(EngineIdentity::new(node.identity(), EngineName::new(name).expect("valid")))
 }
 
+/// The next message; fails after 30 s rather than hanging.
 async fn next_message(handle: &mut netmachine_adapters::runtime::EngineHandle) -> EngineMessage {
-    loop {
-        match handle.recv().await {
-            Some(Inbound::Message(m)) => return m,
-            Some(Inbound::IdentityUpdated(_) | Inbound::Undeliverable { .. }) => continue,
-            None => panic!("mailbox closed"),
+    let wait = async {
+        loop {
+            match handle.recv().await {
+                Some(Inbound::Message(m)) => return m,
+                Some(Inbound::IdentityUpdated(_) | Inbound::Undeliverable { .. }) => continue,
+                None => panic!("mailbox closed"),
+            }
         }
-    }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(30), wait).await.expect("a message within 30 s")
 }
 
 #[tokio::test]
@@ -152,7 +156,7 @@ async fn identity_updates_reach_subscribers_and_bad_adverts_do_not() {
             .expect("valid");
     let good = Advert::from_parts(body.clone(), peer.sign(&NodeAdvert::signing_bytes_of(&body)));
     node.offer_node_advert(good.clone()).await.expect("accepted");
-    match watcher.recv().await {
+    match tokio::time::timeout(std::time::Duration::from_secs(30), watcher.recv()).await.expect("within 30 s") {
         Some(Inbound::IdentityUpdated(update)) => {
             assert_eq!(update.key, RecordKey::Node(peer.node_identity()))
         }
@@ -254,7 +258,8 @@ async fn spawned_engines_run_as_tasks() {
         client.send(engine_dst(&node, "echo"), proto(), vec![i]).await.expect("sent");
         assert_eq!(&next_message(&mut client).await.body.as_bytes()[..], &[i]);
     }
-    assert_eq!(echo.await.expect("joined"), 3);
+    let answered = tokio::time::timeout(std::time::Duration::from_secs(30), echo).await.expect("ends within 30 s");
+    assert_eq!(answered.expect("joined"), 3);
 }
 
 #[tokio::test]
