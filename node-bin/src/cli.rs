@@ -8,8 +8,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "netmachine", version)]
 pub struct Cli {
-    /// The node's TOML configuration; without it, built-in defaults apply.
-    #[arg(long, short, global = true, env = "NETMACHINE_CONFIG")]
+    /// The node's TOML configuration (else $NETMACHINE_CONFIG); without
+    /// either, built-in defaults apply.
+    #[arg(long, short, global = true)]
     pub config: Option<PathBuf>,
     /// Where the key and the identity records live. Order: this flag, then
     /// the config's data_dir, then $NETMACHINE_HOME, then

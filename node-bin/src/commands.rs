@@ -48,7 +48,9 @@ pub enum CommandError {
 }
 
 pub fn run(cli: Cli) -> Result<(), CommandError> {
-    let mut config = match &cli.config {
+    let config_file =
+        cli.config.or_else(|| std::env::var_os("NETMACHINE_CONFIG").filter(|v| !v.is_empty()).map(PathBuf::from));
+    let mut config = match &config_file {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };

@@ -27,6 +27,8 @@ use crate::streams::SubscriptionStreams;
 
 /// Control connections served at once.
 const MAX_CLIENTS: usize = 64;
+/// How long a client has to send its request line.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long `send` waits for the outcome of a message without an expiry.
 const SEND_WAIT_NO_EXPIRY_MS: u64 = 60_000;
 /// How long past a message's expiry `send` waits to hear it was given up.
@@ -163,16 +165,28 @@ fn error(message: impl Into<String>) -> ControlResponse {
 
 async fn serve(stream: UnixStream, context: &Context) -> std::io::Result<()> {
     let (reader, mut writer) = stream.into_split();
-    let mut reader = BufReader::new(reader.take(MAX_LINE_BYTES as u64));
-    let mut line = String::new();
-    let read = tokio::time::timeout(Duration::from_secs(30), reader.read_line(&mut line)).await;
-    let Ok(Ok(n)) = read else { return Ok(()) };
+    let mut reader = BufReader::new(reader.take(MAX_LINE_BYTES as u64 + 1));
+    let mut line = Vec::new();
+    let read = tokio::time::timeout(REQUEST_TIMEOUT, reader.read_until(b'\n', &mut line)).await;
+    let n = match read {
+        Ok(Ok(n)) => n,
+        Ok(Err(err)) => return Err(err),
+        Err(_) => {
+            let message = format!("no complete request line within {} s", REQUEST_TIMEOUT.as_secs());
+            return write_response(&mut writer, &error(message)).await;
+        }
+    };
     if n == 0 {
         return Ok(());
     }
-    let request: ControlRequest = match serde_json::from_str(line.trim_end()) {
-        Ok(request) => request,
-        Err(err) => return write_response(&mut writer, &error(format!("not a control request: {err}"))).await,
+    if line.len() > MAX_LINE_BYTES {
+        let message = format!("a request line is at most {MAX_LINE_BYTES} bytes; bodies over 4 MiB cannot be sent");
+        return write_response(&mut writer, &error(message)).await;
+    }
+    let request: ControlRequest = match std::str::from_utf8(&line).map(|text| serde_json::from_str(text.trim_end())) {
+        Ok(Ok(request)) => request,
+        Ok(Err(err)) => return write_response(&mut writer, &error(format!("not a control request: {err}"))).await,
+        Err(_) => return write_response(&mut writer, &error("not a control request: not UTF-8")).await,
     };
     match request {
         ControlRequest::Status => write_response(&mut writer, &ControlResponse::Status(status(context))).await,
@@ -403,12 +417,8 @@ async fn add_peer(context: &Context, text: &str) -> ControlResponse {
         Ok(advert) => advert,
         Err(err) => return error(err.to_string()),
     };
-    let peer = advert.id;
-    if let Err(err) = context.networked.node.offer_node_advert(advert).await {
-        return error(err.to_string());
-    }
-    match context.networked.node.set_permanence(peer, Permanence::Permanent).await {
-        Ok(()) => ControlResponse::PeerAdded { node: peer.to_string() },
+    match context.networked.node.add_permanent_peer(advert).await {
+        Ok(peer) => ControlResponse::PeerAdded { node: peer.to_string() },
         Err(err) => error(err.to_string()),
     }
 }

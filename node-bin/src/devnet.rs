@@ -12,12 +12,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use netmachine_adapters::crypto::Ed25519Keys;
-use netmachine_adapters::runtime::{EngineHandle, Inbound, NodeError};
+use netmachine_adapters::runtime::{EngineHandle, Inbound};
 use netmachine_domain::{
-    DestinationIdentity, EngineIdentity, EngineName, Permanence, ProtocolId, RuleError, TopicIdentity,
-    TransportAddress, TransportProtocol,
+    DestinationIdentity, EngineIdentity, EngineName, ProtocolId, TopicIdentity, TransportAddress, TransportProtocol,
 };
-use netmachine_engines::identity_store::UpdateError;
 use thiserror::Error;
 
 use crate::cli::DevnetProtocol;
@@ -88,17 +86,8 @@ pub async fn run(
             let (a, b) = (&a.networked.node, &b.networked.node);
             if a.identity() != b.identity() {
                 if let Some(advert) = b.advert() {
-                    match a.offer_node_advert(advert).await {
-                        // Already held: it came over a connection opened
-                        // by an earlier round of this loop.
-                        Err(NodeError::Update(UpdateError::Rule {
-                            source: RuleError::StaleVersion { current, offered },
-                            ..
-                        })) if current == offered => {}
-                        other => other?,
-                    }
+                    a.add_permanent_peer(advert).await?;
                 }
-                a.set_permanence(b.identity(), Permanence::Permanent).await?;
             }
         }
     }

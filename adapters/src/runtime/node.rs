@@ -512,6 +512,22 @@ impl Node {
         self.offer_advert(AdvertUpdate::Node(advert)).await
     }
 
+    /// Makes the node of `advert` a permanent peer: kept connected and
+    /// redialled. An advert of that node already held at the same or a
+    /// newer version (it may have come over a connection already) is fine.
+    pub async fn add_permanent_peer(&self, advert: NodeAdvert) -> Result<NodeIdentity, NodeError> {
+        let peer = advert.id;
+        match self.offer_node_advert(advert).await {
+            Err(NodeError::Update(netmachine_engines::identity_store::UpdateError::Rule {
+                source: netmachine_domain::RuleError::StaleVersion { current, offered },
+                ..
+            })) if current >= offered => {}
+            other => other?,
+        }
+        self.set_permanence(peer, Permanence::Permanent).await?;
+        Ok(peer)
+    }
+
     pub async fn offer_topic_advert(&self, advert: TopicAdvert) -> Result<(), NodeError> {
         self.offer_advert(AdvertUpdate::Topic(advert)).await
     }
