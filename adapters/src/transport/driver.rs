@@ -547,6 +547,12 @@ async fn run_established(
 
     let io = ConnectionIo { shared: Arc::clone(&shared), node, conn, ends, unacked: Mutex::new(Unacked::default()) };
     let (reason, rx) = io.run(reader, writer, rx, control_rx, close_rx, &recent).await;
+    // Counted before the connection goes, so whoever sees it closed sees
+    // the violation counted.
+    if matches!(reason, CloseReason::Violation(_)) {
+        shared.counters.violations.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(%peer, %reason, "connection closed");
+    }
     drop(keepalive);
 
     let mut returned: Vec<NodeMessage> = io.unacked.into_inner().messages.into();
@@ -563,10 +569,6 @@ async fn run_established(
         if let Some(handle) = state.conns.remove(&conn) {
             returned.extend(handle.orphans);
         }
-    }
-    if matches!(reason, CloseReason::Violation(_)) {
-        shared.counters.violations.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(%peer, %reason, "connection closed");
     }
     with_engine(&shared, |engine| engine.closed(conn, reason, returned, now));
     shared.room.notify_waiters();
