@@ -633,17 +633,32 @@ fn a_failed_address_is_tried_after_its_equals() {
     let peer = node(2);
     t.set_addresses(peer, vec![addr("quic://127.0.0.1:1", 5), addr("quic://127.0.0.1:2", 5)], T0);
     t.send(peer, message(node(1), peer, 1, None), T0).expect("queued");
-    let first = dials(&drain(&mut t));
-    let failed = first[0].1;
-    t.dial_failed(first[0].0, ConnectFailure::Unreachable("refused".into()), Some(failed), T0);
-    let second = dials(&drain(&mut t));
-    t.dial_failed(second[0].0, ConnectFailure::Unreachable("refused".into()), Some(second[0].1), T0);
-    drain(&mut t);
-    t.dial_failed(second[0].0, ConnectFailure::Unreachable("refused".into()), Some(second[0].1), T0);
-    // Both failed once, the second twice: the next round starts with the first.
-    t.tick(T0.saturating_add_millis(60_000));
-    let next = dials(&drain(&mut t));
-    assert_eq!(next[0].1, failed, "fewest failures first among equal weights");
+    let mut now = T0;
+    let mut first_tried = Vec::new();
+    // Round one: both fail once. Round two starts with the same address
+    // (a tie), which fails again, and the other is not reached: the
+    // first attempt refuses the whole round.
+    for round in 0..3 {
+        if round > 0 {
+            now = now.saturating_add_millis(60_000);
+            t.tick(now);
+        }
+        let d = dials(&drain(&mut t));
+        first_tried.push(d[0].1);
+        if round == 2 {
+            break;
+        }
+        t.dial_failed(d[0].0, ConnectFailure::Unreachable("refused".into()), Some(d[0].1), now);
+        let next = dials(&drain(&mut t));
+        if round == 0 {
+            t.dial_failed(next[0].0, ConnectFailure::Unreachable("refused".into()), Some(next[0].1), now);
+        } else {
+            t.dial_failed(next[0].0, ConnectFailure::Refused(HandshakeStatus::OverCapacity), None, now);
+        }
+        drain(&mut t);
+    }
+    assert_eq!(first_tried[0], first_tried[1], "equal weights and failures: the same order");
+    assert_ne!(first_tried[2], first_tried[0], "the address that failed twice now comes second");
 }
 
 #[test]
