@@ -112,7 +112,14 @@ pub async fn run(
     let terminal = std::io::stdout().is_terminal() && !json;
     if !json {
         println!("devnet: {nodes} nodes over {scheme} on loopback; control sockets in {}", dir.display());
-        println!("try: netmachine --control {} peers", dir.join("node-0.sock").display());
+        // The binary's own path, so the hint works as printed under
+        // `cargo run` too, where `netmachine` is not on the PATH.
+        let me = std::env::current_exe().map_or_else(|_| "netmachine".to_string(), |p| p.display().to_string());
+        let node0 = dir.join("node-0.sock");
+        println!("try, from another terminal:");
+        println!("  {me} --control {} peers", node0.display());
+        println!("  {me} --control {} send {} hello", node0.display(), identities[1]);
+        println!("  {me} --control {} inbox", dir.join("node-1.sock").display());
     }
     let stop = crate::commands::wait_for_stop_signal();
     tokio::pin!(stop);

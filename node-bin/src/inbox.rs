@@ -71,9 +71,11 @@ impl Inbox {
         for message in untaken.into_iter().rev() {
             state.waiting.push_front(message);
         }
+        // The same rule as for arrivals: beyond the capacity the oldest go.
         while state.waiting.len() > INBOX_CAPACITY {
-            state.waiting.pop_back();
+            state.waiting.pop_front();
             state.dropped += 1;
+            tracing::warn!(dropped = state.dropped, "inbox full: the oldest message was dropped");
         }
     }
 
