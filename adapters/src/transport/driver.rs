@@ -547,12 +547,6 @@ async fn run_established(
 
     let io = ConnectionIo { shared: Arc::clone(&shared), node, conn, ends, unacked: Mutex::new(Unacked::default()) };
     let (reason, rx) = io.run(reader, writer, rx, control_rx, close_rx, &recent).await;
-    // Counted before the connection goes, so whoever sees it closed sees
-    // the violation counted.
-    if matches!(reason, CloseReason::Violation(_)) {
-        shared.counters.violations.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(%peer, %reason, "connection closed");
-    }
     drop(keepalive);
 
     let mut returned: Vec<NodeMessage> = io.unacked.into_inner().messages.into();
@@ -602,18 +596,26 @@ impl ConnectionIo {
     ) -> (CloseReason, mpsc::Receiver<Outgoing>) {
         let received = AtomicU64::new(0);
         let ack_wanted = Notify::new();
-        let mut rx = rx;
+        let (mut reader, mut writer, mut rx) = (reader, writer, rx);
         let reason = tokio::select! {
-            reason = self.read_loop(reader, &received, &ack_wanted, recent) => reason,
-            reason = self.write_loop(writer, &mut rx, &mut control_rx, &received, &ack_wanted) => reason,
+            reason = self.read_loop(&mut reader, &received, &ack_wanted, recent) => reason,
+            reason = self.write_loop(&mut writer, &mut rx, &mut control_rx, &received, &ack_wanted) => reason,
             reason = close_rx => reason.unwrap_or(CloseReason::Shutdown),
         };
+        // Counted while the stream is still open (it closes when the reader
+        // and writer go, below), so whoever sees the connection closed sees
+        // the violation counted.
+        if matches!(reason, CloseReason::Violation(_)) {
+            self.shared.counters.violations.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(peer = %self.ends.peer, %reason, "connection closed");
+        }
+        drop((reader, writer));
         (reason, rx)
     }
 
     async fn write_loop(
         &self,
-        mut writer: BoxWriter,
+        writer: &mut BoxWriter,
         rx: &mut mpsc::Receiver<Outgoing>,
         control_rx: &mut mpsc::Receiver<Frame>,
         received: &AtomicU64,
@@ -672,7 +674,7 @@ impl ConnectionIo {
             if buf.is_empty() {
                 continue;
             }
-            if let Err(err) = write_all_flush(&mut writer, &buf).await {
+            if let Err(err) = write_all_flush(writer, &buf).await {
                 return CloseReason::Lost(err.to_string());
             }
             self.shared.counters.frames_sent.fetch_add(frames, Ordering::Relaxed);
@@ -713,7 +715,7 @@ impl ConnectionIo {
 
     async fn read_loop(
         &self,
-        mut reader: FrameReader<super::stream::BoxReader>,
+        reader: &mut FrameReader<super::stream::BoxReader>,
         received: &AtomicU64,
         ack_wanted: &Notify,
         recent: &Mutex<RecentIds>,
