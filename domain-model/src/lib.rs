@@ -23,6 +23,8 @@ pub mod validity;
 mod text;
 
 #[cfg(feature = "strategies")]
+pub mod samples;
+#[cfg(feature = "strategies")]
 pub mod strategies;
 
 pub use address::{TransportAddress, TransportProtocol, WeightedAddress};

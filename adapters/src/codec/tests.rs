@@ -1,5 +1,5 @@
-use netmachine_domain::strategies;
 use netmachine_domain::*;
+use netmachine_domain::{samples, strategies};
 use netmachine_engines::ports::{verify_signed, Signer};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -153,8 +153,8 @@ proptest! {
     }
 }
 
-const A: NodeIdentity = NodeIdentity::ed25519([1; 32]);
-const B: NodeIdentity = NodeIdentity::ed25519([2; 32]);
+const A: NodeIdentity = samples::NODE_A;
+const B: NodeIdentity = samples::NODE_B;
 const SENDER: ChannelEnds = ChannelEnds { local: A, peer: B };
 const RECEIVER: ChannelEnds = ChannelEnds { local: B, peer: A };
 
@@ -290,21 +290,9 @@ fn a_channel_message_needs_its_connection() {
 /// One frame of every kind, every optional field present, with fixed
 /// (invalid) signatures: decoding checks no signature.
 fn golden_frames() -> Vec<(&'static str, Frame)> {
-    let name = |s: &str| EngineName::new(s).expect("valid");
     let sig = |b: u8| Signature::Ed25519(Box::new([b; 64]));
-    let addr = |s: &str| WeightedAddress { address: s.parse().expect("valid"), weight: 7 };
-    let message = EngineMessage {
-        src: EngineIdentity::new(A, name("sender")),
-        dst: DestinationIdentity::Engine(EngineIdentity::new(B, name("receiver"))),
-        id: MessageId(42),
-        reply_to: Some(MessageId(41)),
-        expiry: Some(Timestamp(1_700_000_000_000)),
-        scope: RoutingScope::Domain(DomainIdentity::ed25519([5; 32])),
-        prefs: None,
-        protocol: ProtocolId::new("chat", 3).expect("valid"),
-        body: Body::new(b"hello".to_vec()).expect("small"),
-        sig: Some(sig(9)),
-    };
+    // Without transport preferences: the hand-written writer's case.
+    let message = EngineMessage { prefs: None, sig: Some(sig(9)), ..samples::engine_message() };
     let plain = EngineMessage { reply_to: None, expiry: None, scope: RoutingScope::Any, sig: None, ..message.clone() };
     let node = |payload| Frame::Node(NodeMessage { src: A, dst: B, payload, sig: Some(sig(8)) });
     let relay = RelayMessage {
@@ -313,25 +301,9 @@ fn golden_frames() -> Vec<(&'static str, Frame)> {
         expiry: Some(Timestamp(5)),
         sealed: SealedBytes::new(vec![1, 2, 3]).expect("small"),
     };
-    let node_advert = NodeAdvertBody::new(
-        A,
-        vec![addr("quic://127.0.0.1:4100"), addr("tls-tcp://[::1]:4101")],
-        Some("node-a"),
-        3,
-        Timestamp(1_000),
-    )
-    .expect("valid");
-    let topic =
-        TopicAdvertBody::new(TopicIdentity::ed25519([4; 32]), vec![A], vec![B], vec!["news"], 2, Timestamp(2_000))
-            .expect("valid");
-    let domain = DomainAdvertBody::new(
-        DomainIdentity::ed25519([5; 32]),
-        vec![A, B],
-        JoinPolicy::AllowList(BoundedVec::new("allow", vec![A]).expect("fits")),
-        4,
-        Timestamp(3_000),
-    )
-    .expect("valid");
+    let node_advert = samples::node_advert_body();
+    let topic = samples::topic_advert_body();
+    let domain = samples::domain_advert_body();
     let hello = Hello {
         versions: VersionRange { min: 1, max: 2 },
         boot: 0x0102_0304_0506_0708,
