@@ -49,6 +49,26 @@ impl Net {
     }
 }
 
+/// One test per transport (in memory, QUIC, TLS over TCP) of a scenario.
+macro_rules! over_every_kind {
+    ($scenario:ident, $memory:ident, $quic:ident, $tcp:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $memory() {
+            $scenario(Kind::Memory).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $quic() {
+            $scenario(Kind::Quic).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $tcp() {
+            $scenario(Kind::TlsTcp).await;
+        }
+    };
+}
+
 fn proto() -> ProtocolId {
     ProtocolId::new("test", 1).expect("valid")
 }
@@ -107,20 +127,12 @@ async fn unicast_both_ways(kind: Kind) {
     b.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unicast_both_ways_in_memory() {
-    unicast_both_ways(Kind::Memory).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unicast_both_ways_over_quic() {
-    unicast_both_ways(Kind::Quic).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unicast_both_ways_over_tls_tcp() {
-    unicast_both_ways(Kind::TlsTcp).await;
-}
+over_every_kind!(
+    unicast_both_ways,
+    unicast_both_ways_in_memory,
+    unicast_both_ways_over_quic,
+    unicast_both_ways_over_tls_tcp
+);
 
 async fn wrong_identity_is_refused(kind: Kind) {
     let mut net = Net::new(kind);
@@ -137,12 +149,29 @@ async fn wrong_identity_is_refused(kind: Kind) {
     )
     .expect("valid");
     let sig = netmachine_engines::ports::Signer::sign(&impostor, &NodeAdvert::signing_bytes_of(&body));
-    a.node.offer_node_advert(Advert::from_parts(body, sig)).await.expect("accepted");
-    let mut events = a.transport.events();
-    let mut ea = a.node.register_engine("app").expect("engine");
-    let to = DestinationIdentity::Node(impostor.node_identity());
-    ea.send(to, proto(), &b"x"[..]).await.expect("queued");
-    let failure = tokio::time::timeout(Duration::from_secs(30), async {
+    let failure = first_connect_failure(&a, Advert::from_parts(body, sig)).await;
+    assert_eq!(failure, ConnectFailure::WrongIdentity);
+    assert!(a.transport.connections().is_empty());
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+over_every_kind!(
+    wrong_identity_is_refused,
+    wrong_identity_is_refused_in_memory,
+    wrong_identity_is_refused_over_quic,
+    wrong_identity_is_refused_over_tls_tcp
+);
+
+/// Gives `node` the advert, sends its node a message, and returns why the
+/// first dial failed (within 30 s).
+async fn first_connect_failure(node: &NetworkedNode, advert: NodeAdvert) -> ConnectFailure {
+    let target = advert.id;
+    node.node.offer_node_advert(advert).await.expect("accepted");
+    let mut events = node.transport.events();
+    let mut engine = node.node.register_engine("prober").expect("engine");
+    engine.send(DestinationIdentity::Node(target), proto(), &b"x"[..]).await.expect("queued");
+    tokio::time::timeout(Duration::from_secs(30), async {
         loop {
             if let Ok(TransportEvent::NodeConnectFailed { reason, .. }) = events.recv().await {
                 return reason;
@@ -150,26 +179,7 @@ async fn wrong_identity_is_refused(kind: Kind) {
         }
     })
     .await
-    .expect("a connect failure within 30 s");
-    assert_eq!(failure, ConnectFailure::WrongIdentity);
-    assert!(a.transport.connections().is_empty());
-    a.shutdown().await;
-    b.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wrong_identity_is_refused_in_memory() {
-    wrong_identity_is_refused(Kind::Memory).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wrong_identity_is_refused_over_quic() {
-    wrong_identity_is_refused(Kind::Quic).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wrong_identity_is_refused_over_tls_tcp() {
-    wrong_identity_is_refused(Kind::TlsTcp).await;
+    .expect("a connect failure within 30 s")
 }
 
 /// Polls `check` every 20 ms for at most 30 s.
@@ -233,20 +243,7 @@ async fn remote_pub_sub(kind: Kind) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn remote_pub_sub_in_memory() {
-    remote_pub_sub(Kind::Memory).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn remote_pub_sub_over_quic() {
-    remote_pub_sub(Kind::Quic).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn remote_pub_sub_over_tls_tcp() {
-    remote_pub_sub(Kind::TlsTcp).await;
-}
+over_every_kind!(remote_pub_sub, remote_pub_sub_in_memory, remote_pub_sub_over_quic, remote_pub_sub_over_tls_tcp);
 
 mod raw_peer {
     //! A client that speaks the wire protocol by hand, to misbehave.
@@ -651,19 +648,7 @@ async fn the_dialler_refuses_a_responder_with_no_common_version() {
         NodeAdvertBody::new(keys.node_identity(), vec![WeightedAddress { address, weight: 1 }], None, 1, a.node.now())
             .expect("valid");
     let sig = netmachine_engines::ports::Signer::sign(&keys, &NodeAdvert::signing_bytes_of(&body));
-    a.node.offer_node_advert(Advert::from_parts(body, sig)).await.expect("accepted");
-    let mut events = a.transport.events();
-    let mut ea = a.node.register_engine("app").expect("engine");
-    ea.send(DestinationIdentity::Node(keys.node_identity()), proto(), &b"x"[..]).await.expect("queued");
-    let failure = tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            if let Ok(TransportEvent::NodeConnectFailed { reason, .. }) = events.recv().await {
-                return reason;
-            }
-        }
-    })
-    .await
-    .expect("a connect failure within 30 s");
+    let failure = first_connect_failure(&a, Advert::from_parts(body, sig)).await;
     assert_eq!(failure, ConnectFailure::Refused(HandshakeStatus::Incompatible));
     assert_eq!(tokio::time::timeout(Duration::from_secs(30), answered).await.expect("answered").expect("task"), 1);
     assert!(a.transport.connections().is_empty(), "no connection was registered");
@@ -709,17 +694,9 @@ async fn a_confirmed_send_hears_the_outcome(kind: Kind) {
     b.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_confirmed_send_hears_the_outcome_in_memory() {
-    a_confirmed_send_hears_the_outcome(Kind::Memory).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_confirmed_send_hears_the_outcome_over_quic() {
-    a_confirmed_send_hears_the_outcome(Kind::Quic).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_confirmed_send_hears_the_outcome_over_tls_tcp() {
-    a_confirmed_send_hears_the_outcome(Kind::TlsTcp).await;
-}
+over_every_kind!(
+    a_confirmed_send_hears_the_outcome,
+    a_confirmed_send_hears_the_outcome_in_memory,
+    a_confirmed_send_hears_the_outcome_over_quic,
+    a_confirmed_send_hears_the_outcome_over_tls_tcp
+);
