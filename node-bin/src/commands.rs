@@ -173,27 +173,11 @@ fn run_node(config: &Config) -> Result<(), CommandError> {
             tracing::info!(addresses = %addresses.join(" "), "listening");
             tracing::info!(advert = %node_advert_to_text(&advert)?, "this node's advert");
         }
-        wait_for_stop_signal().await?;
+        crate::signals::wait_for_stop_signal().await.map_err(CommandError::Signal)?;
         tracing::info!("stopping");
         host.shutdown().await;
         Ok(())
     })
-}
-
-pub async fn wait_for_stop_signal() -> Result<(), CommandError> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).map_err(CommandError::Signal)?;
-        tokio::select! {
-            result = tokio::signal::ctrl_c() => result.map_err(CommandError::Signal),
-            _ = term.recv() => Ok(()),
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        tokio::signal::ctrl_c().await.map_err(CommandError::Signal)
-    }
 }
 
 fn one_call(config: &Config, request: ControlRequest, json: bool) -> Result<(), CommandError> {
@@ -221,7 +205,7 @@ fn stream(config: &Config, request: ControlRequest, json: bool) -> Result<(), Co
         loop {
             let response = tokio::select! {
                 response = client.next() => response,
-                _ = wait_for_stop_signal() => return Ok(()),
+                _ = crate::signals::wait_for_stop_signal() => return Ok(()),
             };
             let response = match response {
                 Ok(response) => response,

@@ -121,7 +121,7 @@ pub async fn run(
         println!("  {me} --control {} send {} hello", node0.display(), identities[1]);
         println!("  {me} --control {} inbox", dir.join("node-1.sock").display());
     }
-    let stop = crate::commands::wait_for_stop_signal();
+    let stop = crate::signals::wait_for_stop_signal();
     tokio::pin!(stop);
     let mut interval = tokio::time::interval(Duration::from_secs(1));
     loop {

@@ -8,6 +8,7 @@ mod devnet;
 mod host;
 mod inbox;
 mod output;
+mod signals;
 mod streams;
 
 use std::process::ExitCode;
