@@ -540,12 +540,26 @@ async fn a_forgotten_idle_peer_is_reached_again() {
     introduce(&[&a, &b]).await;
     let mut ea = a.node.register_engine("app").expect("engine");
     let mut eb = b.node.register_engine("app").expect("engine");
+    // B subscribes to a topic A publishes (the connection brings B its advert).
+    let mut publisher = a.node.register_engine("publisher").expect("engine");
+    let topic = publisher.create_topic(&["news"]).await.expect("topic");
     ea.send(engine_dst(&b, "app"), proto(), &b"first"[..]).await.expect("sent");
     assert_eq!(&next_message(&mut eb).await.body.as_bytes()[..], b"first");
+    let b_node = b.node.clone();
+    eventually("the topic known at B", || b_node.topic_summaries().iter().any(|(t, _, _)| *t == topic)).await;
+    let mut reader = b.node.register_engine("reader").expect("engine");
+    reader.subscribe(&topic).expect("subscribed");
+    let a_node = a.node.clone();
+    eventually("B subscribed at A", || a_node.topic_summaries().iter().any(|(t, _, r)| *t == topic && *r == 1)).await;
+
     let (driver, peer) = (a.transport.clone(), b.node.identity());
     eventually("the idle peer forgotten", || driver.peer_summaries().iter().all(|p| p.peer != peer)).await;
-    ea.send(engine_dst(&b, "app"), proto(), &b"again"[..]).await.expect("sent after a refresh");
+    ea.send(engine_dst(&b, "app"), proto(), &b"again"[..]).await.expect("sent to a forgotten peer");
     assert_eq!(&next_message(&mut eb).await.body.as_bytes()[..], b"again");
+    // An event, which the node sends on its own, also finds the peer again.
+    eventually("the idle peer forgotten again", || driver.peer_summaries().iter().all(|p| p.peer != peer)).await;
+    publisher.publish(topic, proto(), &b"event"[..]).await.expect("published");
+    assert_eq!(&next_message(&mut reader).await.body.as_bytes()[..], b"event");
     a.shutdown().await;
     b.shutdown().await;
 }

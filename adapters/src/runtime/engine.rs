@@ -164,7 +164,6 @@ impl EngineHandle {
         // A full transport queue is backpressure, not failure: wait for
         // room and try again, until the message expires (or 30 s pass).
         let deadline = message.expiry.unwrap_or_else(|| self.node.now().saturating_add_millis(30_000));
-        let mut refreshed = false;
         loop {
             let room = Arc::clone(&self.node.inner.outbound_room);
             let waiting = room.notified();
@@ -180,15 +179,6 @@ impl EngineHandle {
                     if self.node.now() < deadline =>
                 {
                     let _ = tokio::time::timeout(Duration::from_millis(100), waiting).await;
-                }
-                // The transport forgot an idle peer: the identity store knows it.
-                Err(e @ SendError::Route(RouteError::Outbound { source: OutboundError::NoAddress { peer }, .. }))
-                    if !refreshed =>
-                {
-                    refreshed = true;
-                    if !self.node.refresh_peer(peer).await {
-                        return Err(e);
-                    }
                 }
                 other => return other.map(|()| id),
             }

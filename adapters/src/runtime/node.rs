@@ -105,8 +105,6 @@ pub(crate) struct NodeInner {
     own_advert: RwLock<Option<NodeAdvert>>,
     /// Signalled when the transport has room again after refusing a send.
     pub outbound_room: Arc<Notify>,
-    /// The identity hooks, to run again for a record on demand.
-    hooks: Arc<Vec<IdentityHook>>,
     /// Senders waiting to hear what became of a message.
     pub watches: Arc<Watches>,
 }
@@ -306,7 +304,6 @@ impl NodeBuilder {
                 topic_keys: Mutex::new(HashMap::new()),
                 own_advert: RwLock::new(None),
                 outbound_room: self.outbound_room.unwrap_or_else(|| Arc::new(Notify::new())),
-                hooks: Arc::clone(&hooks),
                 watches: Arc::default(),
             }),
         };
@@ -443,20 +440,6 @@ impl Node {
         if let NodePayload::Engine(inner) = &message.payload {
             self.inner.watches.settle(&inner.src.name, inner.id, Delivery::Acknowledged { by });
         }
-    }
-
-    /// Hands a node's record from the identity store to the hooks again (the
-    /// transport forgets idle peers and needs their address back). Returns
-    /// whether the store had an advert for it.
-    pub async fn refresh_peer(&self, peer: NodeIdentity) -> bool {
-        let Ok(Some(record)) = self.lookup(RecordKey::Node(peer)).await else { return false };
-        if !matches!(&record, IdentityRecord::Node(node) if node.advert.is_some()) {
-            return false;
-        }
-        for hook in self.inner.hooks.iter() {
-            hook(&record);
-        }
-        true
     }
 
     /// Marks a peer permanent (kept connected) or ephemeral.

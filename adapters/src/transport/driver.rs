@@ -74,6 +74,11 @@ struct DriverState {
     /// that reconnects before its old connection is found dead resends on
     /// the new one what the old one already delivered.
     recent: HashMap<NodeIdentity, Arc<Mutex<RecentIds>>>,
+    /// The advertised addresses of every node the identity store holds an
+    /// advert of (as many as its records). The engine forgets idle peers to
+    /// keep its table small; a later message to one, an engine's, a pub/sub
+    /// event or the node's own, finds its addresses here again.
+    addresses: HashMap<NodeIdentity, Vec<netmachine_domain::WeightedAddress>>,
 }
 
 /// Counters for status displays.
@@ -136,7 +141,12 @@ impl TransportDriver {
                 clock,
                 codec: CborCodec::default(),
                 window,
-                state: Mutex::new(DriverState { engine, conns: HashMap::new(), recent: HashMap::new() }),
+                state: Mutex::new(DriverState {
+                    engine,
+                    conns: HashMap::new(),
+                    recent: HashMap::new(),
+                    addresses: HashMap::new(),
+                }),
                 connectors: Mutex::new(HashMap::new()),
                 node: OnceLock::new(),
                 events,
@@ -223,9 +233,13 @@ impl TransportDriver {
         self.shared.state.lock().engine.peer_summaries()
     }
 
+    /// The addresses a peer advertises, from its NodeAdvert.
     pub fn set_addresses(&self, peer: NodeIdentity, addresses: Vec<netmachine_domain::WeightedAddress>) {
         let now = self.shared.clock.now();
-        with_engine(&self.shared, |engine| engine.set_addresses(peer, addresses, now));
+        with_state(&self.shared, |state| {
+            state.addresses.insert(peer, addresses.clone());
+            state.engine.set_addresses(peer, addresses, now);
+        });
     }
 
     pub fn set_permanent(&self, peer: NodeIdentity, permanent: bool) {
@@ -257,17 +271,29 @@ impl TransportDriver {
 impl OutboundTransport for TransportDriver {
     fn send(&self, to: NodeIdentity, message: NodeMessage) -> Result<(), OutboundError> {
         let now = self.shared.clock.now();
-        with_engine(&self.shared, |engine| engine.send(to, message, now))
+        with_state(&self.shared, |state| {
+            if !state.engine.knows(&to) {
+                if let Some(addresses) = state.addresses.get(&to) {
+                    state.engine.set_addresses(to, addresses.clone(), now);
+                }
+            }
+            state.engine.send(to, message, now)
+        })
     }
 }
 
 /// Feeds the engine under its lock, runs the effects that only touch
 /// channels there, and the rest after the lock is released.
 fn with_engine<T>(shared: &Arc<Shared>, input: impl FnOnce(&mut Transport) -> T) -> T {
+    with_state(shared, |state| input(&mut state.engine))
+}
+
+/// [`with_engine`] for inputs that also read the driver's own tables.
+fn with_state<T>(shared: &Arc<Shared>, input: impl FnOnce(&mut DriverState) -> T) -> T {
     let mut later = Vec::new();
     let result = {
         let mut state = shared.state.lock();
-        let result = input(&mut state.engine);
+        let result = input(&mut state);
         while let Some(effect) = state.engine.poll_effect() {
             match effect {
                 TransportEffect::Transmit { conn, message } => {
