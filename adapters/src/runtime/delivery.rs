@@ -19,8 +19,9 @@ pub const MAX_WAITING_SENDERS: usize = 4096;
 /// What became of a message whose sender waited for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Delivery {
-    /// This node handed it to its receivers itself: a local engine's
-    /// mailbox, or a topic's subscribers.
+    /// This node handed it on itself: to a local engine's mailbox, or, for
+    /// a topic, to its local subscribers and to the transport for each
+    /// remote one (no receiver confirms a topic event).
     Local,
     /// The receiving node acknowledged it: its router took it.
     Acknowledged { by: NodeIdentity },
@@ -44,12 +45,29 @@ impl fmt::Display for Delivery {
 
 type Key = (EngineName, MessageId);
 
+/// One waiting sender.
+#[derive(Debug)]
+struct Waiter {
+    /// Tells this wait from a later one under the same key.
+    token: u64,
+    /// The node the message went to: only it can acknowledge the message
+    /// or report its drop.
+    to: NodeIdentity,
+    tx: oneshot::Sender<Delivery>,
+}
+
 /// The senders waiting for an outcome, by sending engine and message id.
 #[derive(Debug, Default)]
 pub(crate) struct Watches {
-    waiting: Mutex<HashMap<Key, oneshot::Sender<Delivery>>>,
+    waiting: Mutex<Table>,
     /// The table's size, read without the lock on every acknowledgement.
     count: AtomicUsize,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    next_token: u64,
+    by_key: HashMap<Key, Waiter>,
 }
 
 /// A registered wait; dropping it forgets the entry if still there.
@@ -57,28 +75,35 @@ pub(crate) struct Watches {
 pub(crate) struct Watch {
     watches: Arc<Watches>,
     key: Key,
+    token: u64,
     pub outcome: oneshot::Receiver<Delivery>,
 }
 
 impl Drop for Watch {
     fn drop(&mut self) {
-        self.watches.take(&self.key);
+        let mut table = self.watches.waiting.lock();
+        if table.by_key.get(&self.key).is_some_and(|w| w.token == self.token) {
+            table.by_key.remove(&self.key);
+        }
+        self.watches.count.store(table.by_key.len(), Ordering::Release);
     }
 }
 
 impl Watches {
-    /// Registers a wait for `id` sent by `engine`; None when the table is
-    /// full.
-    pub fn watch(self: &Arc<Self>, engine: EngineName, id: MessageId) -> Option<Watch> {
+    /// Registers a wait for `id`, sent by `engine` to node `to`; None when
+    /// the table is full.
+    pub fn watch(self: &Arc<Self>, engine: EngineName, id: MessageId, to: NodeIdentity) -> Option<Watch> {
         let (tx, rx) = oneshot::channel();
-        let mut waiting = self.waiting.lock();
-        if waiting.len() >= MAX_WAITING_SENDERS {
+        let mut table = self.waiting.lock();
+        if table.by_key.len() >= MAX_WAITING_SENDERS {
             return None;
         }
+        table.next_token += 1;
+        let token = table.next_token;
         let key = (engine, id);
-        waiting.insert(key.clone(), tx);
-        self.count.store(waiting.len(), Ordering::Release);
-        Some(Watch { watches: Arc::clone(self), key, outcome: rx })
+        table.by_key.insert(key.clone(), Waiter { token, to, tx });
+        self.count.store(table.by_key.len(), Ordering::Release);
+        Some(Watch { watches: Arc::clone(self), key, token, outcome: rx })
     }
 
     /// Whether anyone waits at all: the cheap check before a lookup.
@@ -87,20 +112,25 @@ impl Watches {
     }
 
     /// Tells the sender of (`engine`, `id`) what became of it, once.
-    pub fn settle(&self, engine: &EngineName, id: MessageId, outcome: Delivery) {
+    /// `from` is the node that reports it, when a peer does: a report from
+    /// any other node than the message's destination is ignored.
+    pub fn settle(&self, engine: &EngineName, id: MessageId, from: Option<NodeIdentity>, outcome: Delivery) {
         if !self.any() {
             return;
         }
-        if let Some(tx) = self.take(&(engine.clone(), id)) {
-            let _ = tx.send(outcome);
+        let waiter = {
+            let mut table = self.waiting.lock();
+            let key = (engine.clone(), id);
+            if from.is_some_and(|from| table.by_key.get(&key).is_some_and(|w| w.to != from)) {
+                return;
+            }
+            let waiter = table.by_key.remove(&key);
+            self.count.store(table.by_key.len(), Ordering::Release);
+            waiter
+        };
+        if let Some(waiter) = waiter {
+            let _ = waiter.tx.send(outcome);
         }
-    }
-
-    fn take(&self, key: &Key) -> Option<oneshot::Sender<Delivery>> {
-        let mut waiting = self.waiting.lock();
-        let taken = waiting.remove(key);
-        self.count.store(waiting.len(), Ordering::Release);
-        taken
     }
 }
 
@@ -115,12 +145,15 @@ mod tests {
     #[test]
     fn an_outcome_reaches_its_own_sender_once() {
         let watches = Arc::new(Watches::default());
+        let (peer, stranger) = (NodeIdentity::ed25519([1; 32]), NodeIdentity::ed25519([2; 32]));
         assert!(!watches.any());
-        let mut a = watches.watch(name("a"), MessageId(1)).expect("room");
-        let mut b = watches.watch(name("b"), MessageId(1)).expect("room");
+        let mut a = watches.watch(name("a"), MessageId(1), peer).expect("room");
+        let mut b = watches.watch(name("b"), MessageId(1), peer).expect("room");
         assert!(watches.any());
-        watches.settle(&name("a"), MessageId(1), Delivery::Local);
-        watches.settle(&name("a"), MessageId(1), Delivery::Waiting);
+        watches.settle(&name("a"), MessageId(1), Some(stranger), Delivery::Waiting);
+        assert!(a.outcome.try_recv().is_err(), "only the destination can report on a message");
+        watches.settle(&name("a"), MessageId(1), Some(peer), Delivery::Local);
+        watches.settle(&name("a"), MessageId(1), None, Delivery::Waiting);
         assert_eq!(a.outcome.try_recv(), Ok(Delivery::Local));
         assert!(b.outcome.try_recv().is_err(), "b's message is not a's");
         drop(b);
@@ -128,12 +161,25 @@ mod tests {
     }
 
     #[test]
+    fn a_dropped_wait_leaves_a_later_one_under_the_same_key() {
+        let watches = Arc::new(Watches::default());
+        let peer = NodeIdentity::ed25519([1; 32]);
+        let first = watches.watch(name("a"), MessageId(1), peer).expect("room");
+        let mut second = watches.watch(name("a"), MessageId(1), peer).expect("room");
+        drop(first);
+        watches.settle(&name("a"), MessageId(1), None, Delivery::Local);
+        assert_eq!(second.outcome.try_recv(), Ok(Delivery::Local));
+    }
+
+    #[test]
     fn the_table_is_bounded() {
         let watches = Arc::new(Watches::default());
-        let held: Vec<Watch> =
-            (0..MAX_WAITING_SENDERS as u64).map(|i| watches.watch(name("a"), MessageId(i)).expect("room")).collect();
-        assert!(watches.watch(name("a"), MessageId(u64::MAX)).is_none());
+        let peer = NodeIdentity::ed25519([1; 32]);
+        let held: Vec<Watch> = (0..MAX_WAITING_SENDERS as u64)
+            .map(|i| watches.watch(name("a"), MessageId(i), peer).expect("room"))
+            .collect();
+        assert!(watches.watch(name("a"), MessageId(u64::MAX), peer).is_none());
         drop(held);
-        assert!(watches.watch(name("a"), MessageId(u64::MAX)).is_some());
+        assert!(watches.watch(name("a"), MessageId(u64::MAX), peer).is_some());
     }
 }

@@ -120,10 +120,13 @@ impl EngineHandle {
         self.send_built(message).await
     }
 
-    /// Sends `body` and waits, at most `wait`, to hear what became of it:
-    /// delivered here, acknowledged by the receiving node, or given up and
-    /// why. A drop that the receiving node reports before its
-    /// acknowledgement is reported as undeliverable.
+    /// Sends `body` as [`send_with`](Self::send_with) does (waiting for
+    /// room in a full queue or mailbox), then waits at most `wait` to hear
+    /// what became of it: delivered here, acknowledged by the receiving
+    /// node, or given up and why. A drop that the receiving node reports
+    /// before its acknowledgement is reported as undeliverable. A topic, or
+    /// a domain, counts as delivered here once this node has handed the
+    /// message on: no receiver confirms it.
     pub async fn send_and_confirm(
         &mut self,
         dst: DestinationIdentity,
@@ -132,23 +135,24 @@ impl EngineHandle {
         options: SendOptions,
         wait: Duration,
     ) -> Result<(MessageId, Delivery), SendError> {
-        let local = match &dst {
-            DestinationIdentity::Engine(engine) => engine.node == self.node.identity(),
-            DestinationIdentity::Node(node) => *node == self.node.identity(),
-            DestinationIdentity::Topic(_) => true,
-            DestinationIdentity::Relay(_) | DestinationIdentity::Domain(_) => false,
+        let me = self.node.identity();
+        let remote = match &dst {
+            DestinationIdentity::Engine(engine) if engine.node != me => Some(engine.node),
+            DestinationIdentity::Node(node) if *node != me => Some(*node),
+            DestinationIdentity::Relay(node) => Some(*node),
+            _ => None,
         };
         let message = self.build(dst, protocol, body, options)?;
-        if local {
+        let Some(to) = remote else {
             let id = self.send_built(message).await?;
             return Ok((id, Delivery::Local));
-        }
+        };
         // Watched before it is routed: the acknowledgement may come at once.
         let mut watch = self
             .node
             .inner
             .watches
-            .watch(self.identity.name.clone(), message.id)
+            .watch(self.identity.name.clone(), message.id, to)
             .ok_or(SendError::TooManyWaiting { max: super::delivery::MAX_WAITING_SENDERS })?;
         let id = self.send_built(message).await?;
         let outcome = match tokio::time::timeout(wait, &mut watch.outcome).await {

@@ -212,7 +212,7 @@ impl NodeBuilder {
                 }
                 driver.set_permanent(node.id, node.permanence == Permanence::Permanent && !node.trust.is_banned());
                 if node.trust.is_banned() {
-                    driver.disconnect(node.id);
+                    driver.ban(node.id);
                 }
             }
             // Topic adverts spread to every connected peer; a peer that
@@ -411,7 +411,8 @@ impl Node {
         if inner.src.node != self.identity() {
             return;
         }
-        self.inner.watches.settle(&inner.src.name, inner.id, Delivery::Undeliverable { reason: reason.to_string() });
+        let outcome = Delivery::Undeliverable { reason: reason.to_string() };
+        self.inner.watches.settle(&inner.src.name, inner.id, None, outcome);
         let mailbox = self.inner.router.read().engine_address(&inner.src.name).cloned();
         let notice = Inbound::Undeliverable { id: inner.id, dst: inner.dst.clone(), reason: reason.to_string() };
         match mailbox {
@@ -438,7 +439,9 @@ impl Node {
             return;
         }
         if let NodePayload::Engine(inner) = &message.payload {
-            self.inner.watches.settle(&inner.src.name, inner.id, Delivery::Acknowledged { by });
+            if inner.src.node == self.identity() {
+                self.inner.watches.settle(&inner.src.name, inner.id, Some(by), Delivery::Acknowledged { by });
+            }
         }
     }
 
@@ -683,7 +686,7 @@ impl Node {
             return;
         };
         let reason = format!("{} at {}", reason, message.src.node);
-        self.inner.watches.settle(&sender.name, *id, Delivery::Undeliverable { reason });
+        self.inner.watches.settle(&sender.name, *id, Some(message.src.node), Delivery::Undeliverable { reason });
     }
 
     /// Finishes the deliveries that found full mailboxes, in order.

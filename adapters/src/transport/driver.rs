@@ -247,10 +247,15 @@ impl TransportDriver {
         with_engine(&self.shared, |engine| engine.set_permanent(peer, permanent, now));
     }
 
-    /// Closes the connection to `peer`, if there is one: it was removed or
-    /// banned.
+    /// Closes the connection to `peer`, if there is one: it was removed.
     pub fn disconnect(&self, peer: NodeIdentity) {
         with_engine(&self.shared, |engine| engine.disconnect(peer, CloseReason::Removed));
+    }
+
+    /// `peer` was banned: its connection closes, what waits for it is given
+    /// up, and it is neither dialled nor sent to again.
+    pub fn ban(&self, peer: NodeIdentity) {
+        with_engine(&self.shared, |engine| engine.ban(peer));
     }
 
     /// Sends a frame (an advert) to every connected peer, best effort: a
@@ -668,6 +673,12 @@ impl ConnectionIo {
             };
             buf.clear();
             let mut frames = 0u64;
+            // What the reader has taken, read before the batch is gathered:
+            // the reader queues a drop notice for a message before it counts
+            // the message, so the notice is in this batch (or an earlier
+            // one) whenever the acknowledgement covers its message.
+            let taken = received.load(Ordering::Acquire);
+            let mut drained = true;
             let mut next = first;
             loop {
                 if let Some(item) = next.take() {
@@ -677,6 +688,7 @@ impl ConnectionIo {
                     frames += 1;
                 }
                 if buf.len() >= WRITE_BATCH_BYTES {
+                    drained = false;
                     break;
                 }
                 match control_rx.try_recv() {
@@ -687,9 +699,13 @@ impl ConnectionIo {
                     },
                 }
             }
-            // Acknowledge what the reader has taken, riding on this write.
-            let taken = received.load(Ordering::Acquire);
-            if taken > acked_to_peer {
+            // Acknowledge what the reader has taken, riding on this write;
+            // after a full batch, on the next one (asked for here, in case
+            // nothing else is left to write).
+            if !drained && taken > acked_to_peer {
+                ack_wanted.notify_one();
+            }
+            if drained && taken > acked_to_peer {
                 if let Err(err) = encode_frame_into(&self.shared.codec, &Frame::Ack(Ack { received: taken }), &mut buf)
                 {
                     return CloseReason::Violation(err.to_string());

@@ -677,6 +677,10 @@ impl Transport {
         };
         let peer_id = c.peer;
         let Some(peer) = self.peers.get_mut(&peer_id) else {
+            // The peer was banned meanwhile: what was in flight to it goes.
+            for message in returned {
+                self.effects.push_back(TransportEffect::GiveUp { message, reason: Undeliverable::Banned });
+            }
             return;
         };
         let mut expired = Vec::new();
@@ -726,6 +730,28 @@ impl Transport {
     pub fn disconnect(&mut self, peer: NodeIdentity, reason: CloseReason) {
         if let Some(Link::Connected { conn }) = self.peers.get(&peer).map(|p| p.link) {
             self.effects.push_back(TransportEffect::Close { conn, reason });
+        }
+    }
+
+    /// This node banned `peer`: its connection (or dial) is closed, what
+    /// was queued for it is given up, and it is forgotten, so nothing more
+    /// is sent to it or dialled. Messages in flight come back through
+    /// `closed` and are given up there.
+    pub fn ban(&mut self, peer: NodeIdentity) {
+        let Some(p) = self.peers.remove(&peer) else { return };
+        match p.link {
+            // Its messages in flight come back through `closed`.
+            Link::Connected { conn } => {
+                self.effects.push_back(TransportEffect::Close { conn, reason: CloseReason::Removed });
+            }
+            // Abandoned: if the dial still succeeds, the connection is closed.
+            Link::Dialling { attempt } => {
+                self.conns.remove(&attempt);
+            }
+            Link::Idle | Link::Backoff { .. } => {}
+        }
+        for message in p.queue {
+            self.effects.push_back(TransportEffect::GiveUp { message, reason: Undeliverable::Banned });
         }
     }
 

@@ -784,3 +784,37 @@ fn disconnect_closes_one_peer_and_shutdown_closes_all_and_gives_up_the_queue() {
         |e| matches!(e, TransportEffect::GiveUp { message, reason: Undeliverable::Shutdown } if id_of(message) == 7)
     ));
 }
+
+#[test]
+fn a_banned_peer_loses_its_queue_and_connection_and_is_not_dialled_again() {
+    let mut t = transport(1);
+    let peer = node(2);
+    let conn = connect(&mut t, peer);
+    t.set_permanent(peer, true, T0);
+    drain(&mut t);
+    t.ban(peer);
+    assert_eq!(drain(&mut t), vec![TransportEffect::Close { conn, reason: CloseReason::Removed }]);
+    assert!(!t.knows(&peer));
+    // What was in flight comes back when the connection closes: given up.
+    t.closed(conn, CloseReason::Removed, vec![message(node(1), peer, 5, None)], T0);
+    assert!(matches!(
+        drain(&mut t).as_slice(),
+        [TransportEffect::GiveUp { message, reason: Undeliverable::Banned }] if id_of(message) == 5
+    ));
+    t.tick(T0.saturating_add_millis(60_000));
+    assert!(dials(&drain(&mut t)).is_empty(), "never dialled again");
+
+    // Queued messages go at once; a dial in progress is abandoned.
+    let mut t = transport(1);
+    t.set_addresses(peer, vec![addr("quic://127.0.0.1:1", 1)], T0);
+    t.send(peer, message(node(1), peer, 6, None), T0).expect("queued");
+    let d = dials(&drain(&mut t));
+    t.ban(peer);
+    assert!(matches!(
+        drain(&mut t).as_slice(),
+        [TransportEffect::GiveUp { message, reason: Undeliverable::Banned }] if id_of(message) == 6
+    ));
+    t.dial_succeeded(d[0].0, 42, T0);
+    assert_eq!(drain(&mut t), vec![TransportEffect::Close { conn: d[0].0, reason: CloseReason::Duplicate }]);
+    assert!(!t.is_connected(&peer));
+}

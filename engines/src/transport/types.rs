@@ -89,6 +89,8 @@ pub enum Undeliverable {
     Expired,
     /// The node is stopping.
     Shutdown,
+    /// This node banned the destination node.
+    Banned,
 }
 
 impl fmt::Display for Undeliverable {
@@ -96,6 +98,7 @@ impl fmt::Display for Undeliverable {
         match self {
             Self::Expired => f.write_str("expired before it could be delivered"),
             Self::Shutdown => f.write_str("the node stopped before it could be delivered"),
+            Self::Banned => f.write_str("its destination node was banned"),
         }
     }
 }
