@@ -111,7 +111,8 @@ pub enum Command {
     RemovePeer { node: String },
     /// Sets a node's trust: 0 bans it, 128 is the default, 255 the most.
     Trust { node: String, level: u8 },
-    /// Bans a node: closes its connection and refuses it from now on.
+    /// Bans a node: closes its connection, gives up what waits for it, and
+    /// refuses it from now on.
     Ban { node: String },
     /// Lifts a ban: the node's trust goes back to the default, 128.
     Unban { node: String },

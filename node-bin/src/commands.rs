@@ -41,8 +41,8 @@ pub enum CommandError {
     BodyTooLarge { path: PathBuf, len: u64, max: usize },
     #[error("the node answered: {0}")]
     Refused(String),
-    #[error("message {id} was not delivered: {reason}")]
-    NotDelivered { id: u64, reason: String },
+    #[error("message {id} to {dst} was not delivered: {reason}")]
+    NotDelivered { id: u64, dst: String, reason: String },
     #[error(transparent)]
     Devnet(#[from] crate::devnet::DevnetError),
 }
@@ -187,10 +187,11 @@ fn one_call(config: &Config, request: ControlRequest, json: bool) -> Result<(), 
         output::print(&response, json);
         match response {
             ControlResponse::Error { message } => Err(CommandError::Refused(message)),
-            ControlResponse::Undeliverable { id, reason, .. } => Err(CommandError::NotDelivered { id, reason }),
-            ControlResponse::Pending { id, waited_ms, .. } => Err(CommandError::NotDelivered {
+            ControlResponse::Undeliverable { id, dst, reason } => Err(CommandError::NotDelivered { id, dst, reason }),
+            ControlResponse::Pending { id, dst, waited_ms } => Err(CommandError::NotDelivered {
                 id,
-                reason: format!("no acknowledgement within {waited_ms} ms; it stays queued"),
+                dst,
+                reason: format!("no outcome within {waited_ms} ms; it stays queued"),
             }),
             _ => Ok(()),
         }

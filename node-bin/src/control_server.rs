@@ -192,7 +192,12 @@ async fn serve(stream: UnixStream, context: &Context) -> std::io::Result<()> {
         ControlRequest::Status => write_response(&mut writer, &ControlResponse::Status(status(context))).await,
         ControlRequest::Peers => write_response(&mut writer, &ControlResponse::Peers { peers: peers(context) }).await,
         ControlRequest::Send { to, body, ttl_ms, sign, wait } => {
-            let response = send(context, &to, &body, ttl_ms, sign, wait).await;
+            // A client that hangs up stops waiting for the outcome (and
+            // frees its slot); the message itself stays queued.
+            let response = tokio::select! {
+                response = send(context, &to, &body, ttl_ms, sign, wait) => response,
+                () = hung_up(&mut reader) => return Ok(()),
+            };
             write_response(&mut writer, &response).await
         }
         ControlRequest::Publish { topic, body } => {

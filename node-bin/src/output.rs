@@ -56,14 +56,14 @@ pub fn print(response: &ControlResponse, json: bool) {
         ControlResponse::Delivered { id, dst, by } => {
             println!("delivered message {id} to {dst} (acknowledged by {by})")
         }
-        ControlResponse::Pending { id, dst, waited_ms } => {
-            println!("message {id} to {dst} not yet delivered after {waited_ms} ms; it stays queued")
-        }
+        // The command reports these itself, once, on standard error, and
+        // exits with status 1.
+        ControlResponse::Pending { .. } => {}
         ControlResponse::TopicCreated { topic } => println!("{topic}"),
         ControlResponse::Subscribed { topic } => eprintln!("subscribed to {topic}; Ctrl-C stops"),
         ControlResponse::Listening { engine } => eprintln!("listening on engine {engine}; Ctrl-C stops"),
         ControlResponse::Message(m) => println!("{}", message_line(m)),
-        ControlResponse::Undeliverable { id, dst, reason } => println!("message {id} to {dst} undeliverable: {reason}"),
+        ControlResponse::Undeliverable { .. } => {}
         ControlResponse::PeerAdded { node } => println!("added permanent peer {node}"),
         ControlResponse::PeerRemoved { node } => println!("{node} is no longer a permanent peer; disconnected"),
         ControlResponse::TrustSet { node, trust: 0 } => println!("banned {node}"),
