@@ -140,16 +140,8 @@ async fn wrong_identity_is_refused(kind: Kind) {
     let b = net.node().await;
     // A believes B's address belongs to a node whose key B does not hold.
     let impostor = Ed25519Keys::generate().expect("keys");
-    let body = NodeAdvertBody::new(
-        impostor.node_identity(),
-        b.node.advert().expect("advert").addrs.to_vec(),
-        None,
-        1,
-        a.node.now(),
-    )
-    .expect("valid");
-    let sig = netmachine_engines::ports::Signer::sign(&impostor, &NodeAdvert::signing_bytes_of(&body));
-    let failure = first_connect_failure(&a, Advert::from_parts(body, sig)).await;
+    let advert = raw_peer::advert_at(&impostor, b.node.advert().expect("advert").addrs.to_vec(), 1, a.node.now());
+    let failure = first_connect_failure(&a, advert).await;
     assert_eq!(failure, ConnectFailure::WrongIdentity);
     assert!(a.transport.connections().is_empty());
     a.shutdown().await;
@@ -323,9 +315,12 @@ mod raw_peer {
 
     pub fn advert_of(keys: &Ed25519Keys, version: u64, now: Timestamp) -> NodeAdvert {
         let address = "tls-tcp://127.0.0.1:9".parse().expect("valid");
-        let body =
-            NodeAdvertBody::new(keys.node_identity(), vec![WeightedAddress { address, weight: 1 }], None, version, now)
-                .expect("valid");
+        advert_at(keys, vec![WeightedAddress { address, weight: 1 }], version, now)
+    }
+
+    /// The advert of `keys`' node at these addresses, signed by it.
+    pub fn advert_at(keys: &Ed25519Keys, addrs: Vec<WeightedAddress>, version: u64, now: Timestamp) -> NodeAdvert {
+        let body = NodeAdvertBody::new(keys.node_identity(), addrs, None, version, now).expect("valid");
         let sig = netmachine_engines::ports::Signer::sign(keys, &NodeAdvert::signing_bytes_of(&body));
         Advert::from_parts(body, sig)
     }
@@ -658,11 +653,8 @@ async fn the_dialler_refuses_a_responder_with_no_common_version() {
         }
         answered
     });
-    let body =
-        NodeAdvertBody::new(keys.node_identity(), vec![WeightedAddress { address, weight: 1 }], None, 1, a.node.now())
-            .expect("valid");
-    let sig = netmachine_engines::ports::Signer::sign(&keys, &NodeAdvert::signing_bytes_of(&body));
-    let failure = first_connect_failure(&a, Advert::from_parts(body, sig)).await;
+    let advert = raw_peer::advert_at(&keys, vec![WeightedAddress { address, weight: 1 }], 1, a.node.now());
+    let failure = first_connect_failure(&a, advert).await;
     assert_eq!(failure, ConnectFailure::Refused(HandshakeStatus::Incompatible));
     assert_eq!(tokio::time::timeout(Duration::from_secs(30), answered).await.expect("answered").expect("task"), 1);
     assert!(a.transport.connections().is_empty(), "no connection was registered");

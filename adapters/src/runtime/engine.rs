@@ -139,7 +139,6 @@ impl EngineHandle {
         let remote = match &dst {
             DestinationIdentity::Engine(engine) if engine.node != me => Some(engine.node),
             DestinationIdentity::Node(node) if *node != me => Some(*node),
-            DestinationIdentity::Relay(node) => Some(*node),
             _ => None,
         };
         let message = self.build(dst, protocol, body, options)?;

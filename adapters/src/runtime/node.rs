@@ -435,9 +435,6 @@ impl Node {
     /// A peer acknowledged a message this node sent: its sender hears of it
     /// if it waits.
     pub fn acknowledged(&self, message: &NodeMessage, by: NodeIdentity) {
-        if !self.inner.watches.any() {
-            return;
-        }
         if let NodePayload::Engine(inner) = &message.payload {
             if inner.src.node == self.identity() {
                 self.inner.watches.settle(&inner.src.name, inner.id, Some(by), Delivery::Acknowledged { by });

@@ -618,16 +618,15 @@ struct ConnectionIo {
 impl ConnectionIo {
     async fn run(
         &self,
-        reader: FrameReader<super::stream::BoxReader>,
-        writer: BoxWriter,
-        rx: mpsc::Receiver<Outgoing>,
+        mut reader: FrameReader<super::stream::BoxReader>,
+        mut writer: BoxWriter,
+        mut rx: mpsc::Receiver<Outgoing>,
         mut control_rx: mpsc::Receiver<Frame>,
         close_rx: oneshot::Receiver<CloseReason>,
         recent: &Mutex<RecentIds>,
     ) -> (CloseReason, mpsc::Receiver<Outgoing>) {
         let received = AtomicU64::new(0);
         let ack_wanted = Notify::new();
-        let (mut reader, mut writer, mut rx) = (reader, writer, rx);
         let reason = tokio::select! {
             reason = self.read_loop(&mut reader, &received, &ack_wanted, recent) => reason,
             reason = self.write_loop(&mut writer, &mut rx, &mut control_rx, &received, &ack_wanted) => reason,
@@ -702,10 +701,9 @@ impl ConnectionIo {
             // Acknowledge what the reader has taken, riding on this write;
             // after a full batch, on the next one (asked for here, in case
             // nothing else is left to write).
-            if !drained && taken > acked_to_peer {
+            if taken > acked_to_peer && !drained {
                 ack_wanted.notify_one();
-            }
-            if drained && taken > acked_to_peer {
+            } else if taken > acked_to_peer {
                 if let Err(err) = encode_frame_into(&self.shared.codec, &Frame::Ack(Ack { received: taken }), &mut buf)
                 {
                     return CloseReason::Violation(err.to_string());
