@@ -1,7 +1,9 @@
 //! The engines of netmachine: synchronous, deterministic state machines that
 //! take an input and the current time, change their state, and reach the
-//! world only through the port traits in [`ports`].
+//! world only through the port traits in [`ports`]. [`engine`] holds what
+//! they share: timers instead of a fixed tick.
 
+pub mod engine;
 pub mod identity_store;
 pub mod ports;
 pub mod random;

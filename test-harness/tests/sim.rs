@@ -16,7 +16,7 @@ fn small(seed: u64) -> Scenario {
         seed,
         nodes: 30,
         duration_s: 60.0,
-        tick_ms: 500,
+        sample_ms: 500,
         link: LinkModel {
             latency: Latency::Normal { mean_ms: 20.0, sd_ms: 5.0 },
             jitter_ms: 2.0,
@@ -178,7 +178,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
             seed,
             nodes,
             duration_s: 60.0,
-            tick_ms: 250,
+            sample_ms: 250,
             link: LinkModel {
                 latency: Latency::Constant { ms: latency_ms },
                 jitter_ms: latency_ms / 4.0,

@@ -21,6 +21,7 @@ use netmachine_domain::{
     Ack, Frame, HandshakeStatus, Hello, HelloReply, NodeAdvert, NodeIdentity, NodeMessage, NodePayload, Timestamp,
     TransportProtocol,
 };
+use netmachine_engines::engine::Timed;
 use netmachine_engines::ports::{Clock, OutboundError, OutboundTransport};
 use netmachine_engines::transport::{
     message_cost, CloseReason, ConnId, ConnectFailure, RecentIds, Transport, TransportConfig, TransportEffect,
@@ -37,7 +38,9 @@ use crate::runtime::{Node, Pending, WeakNode};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const DIAL_TIMEOUT: Duration = Duration::from_secs(15);
-const TICK: Duration = Duration::from_millis(100);
+/// The longest the timer task sleeps without looking again (a clock that
+/// jumps is noticed within this).
+const MAX_TIMER_SLEEP: Duration = Duration::from_secs(1);
 /// How long a standalone acknowledgement waits for a message to ride on.
 const ACK_DELAY: Duration = Duration::from_millis(1);
 /// Acknowledge at least every this many messages.
@@ -111,6 +114,8 @@ struct Shared {
     node: OnceLock<WeakNode>,
     events: broadcast::Sender<TransportEvent>,
     room: Arc<Notify>,
+    /// Woken when an input moves the engine's next timeout earlier.
+    timer_wake: Notify,
     counters: TransportCounters,
 }
 
@@ -151,6 +156,7 @@ impl TransportDriver {
                 node: OnceLock::new(),
                 events,
                 room: Arc::new(Notify::new()),
+                timer_wake: Notify::new(),
                 counters: TransportCounters::default(),
             }),
         }
@@ -176,20 +182,7 @@ impl TransportDriver {
             }
         });
         let shared = Arc::downgrade(&self.shared);
-        self.shared.runtime.spawn(async move {
-            let mut interval = tokio::time::interval(TICK);
-            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                interval.tick().await;
-                let Some(shared) = shared.upgrade() else { return };
-                let now = shared.clock.now();
-                with_engine(&shared, |engine| engine.tick(now));
-                // A forgotten peer has nothing in flight: its repeat filter goes too.
-                let mut state = shared.state.lock();
-                let DriverState { engine, recent, .. } = &mut *state;
-                recent.retain(|peer, _| engine.knows(peer));
-            }
-        });
+        self.shared.runtime.spawn(run_timers(shared));
     }
 
     /// Signalled whenever acknowledgements free room in a window: a sender
@@ -298,7 +291,11 @@ fn with_state<T>(shared: &Arc<Shared>, input: impl FnOnce(&mut DriverState) -> T
     let mut later = Vec::new();
     let result = {
         let mut state = shared.state.lock();
+        let due_before = state.engine.poll_timeout();
         let result = input(&mut state);
+        if state.engine.poll_timeout().is_some_and(|due| due_before.is_none_or(|before| due < before)) {
+            shared.timer_wake.notify_one();
+        }
         while let Some(effect) = state.engine.poll_effect() {
             match effect {
                 TransportEffect::Transmit { conn, message } => {
@@ -354,6 +351,34 @@ fn with_state<T>(shared: &Arc<Shared>, input: impl FnOnce(&mut DriverState) -> T
         }
     }
     result
+}
+
+/// Sleeps until the engine's next timeout (or an input brings it closer),
+/// then fires what is due. Ends when the driver is gone.
+async fn run_timers(shared: std::sync::Weak<Shared>) {
+    loop {
+        let (wait, wake) = {
+            let Some(shared) = shared.upgrade() else { return };
+            let now = shared.clock.now();
+            let due = shared.state.lock().engine.poll_timeout();
+            let wait = due.map_or(MAX_TIMER_SLEEP, |due| {
+                Duration::from_millis(due.as_millis().saturating_sub(now.as_millis())).min(MAX_TIMER_SLEEP)
+            });
+            (wait, Arc::clone(&shared))
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = wake.timer_wake.notified() => continue,
+        }
+        drop(wake);
+        let Some(shared) = shared.upgrade() else { return };
+        let now = shared.clock.now();
+        with_engine(&shared, |engine| engine.handle_timeout(now));
+        // A forgotten peer has nothing in flight: its repeat filter goes too.
+        let mut state = shared.state.lock();
+        let DriverState { engine, recent, .. } = &mut *state;
+        recent.retain(|peer, _| engine.knows(peer));
+    }
 }
 
 fn node_of(shared: &Shared) -> Option<Node> {

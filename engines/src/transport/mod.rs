@@ -11,6 +11,7 @@
 //! through [`Transport::poll_effect`].
 
 mod recent;
+mod timers;
 mod types;
 
 use std::collections::{HashMap, VecDeque};
@@ -24,7 +25,9 @@ use netmachine_domain::{
 pub use recent::RecentIds;
 pub use types::{CloseReason, ConnId, ConnectFailure, Direction, TransportEffect, TransportEvent, Undeliverable};
 
+use crate::engine::Timers;
 use crate::ports::{OutboundError, Randomness};
+use timers::PeerTimer;
 
 /// The connection protocol versions this implementation speaks.
 pub const PROTOCOL_VERSIONS: VersionRange = VersionRange { min: 1, max: 1 };
@@ -177,6 +180,8 @@ pub struct Transport {
     conns: HashMap<ConnId, Conn>,
     next_conn: ConnId,
     effects: VecDeque<TransportEffect>,
+    /// Redials, expiries, idle closes and forgetting, per peer.
+    timers: Timers<PeerTimer>,
 }
 
 impl std::fmt::Debug for Transport {
@@ -225,6 +230,7 @@ impl Transport {
             conns: HashMap::new(),
             next_conn: 1,
             effects: VecDeque::new(),
+            timers: Timers::new(),
         }
     }
 
@@ -277,10 +283,19 @@ impl Transport {
     }
 
     fn peer_entry(&mut self, peer: NodeIdentity, now: Timestamp) -> Option<&mut Peer> {
-        if !self.peers.contains_key(&peer) && self.peers.len() >= self.config.max_peers {
-            return None;
+        if !self.peers.contains_key(&peer) {
+            if self.peers.len() >= self.config.max_peers {
+                return None;
+            }
+            self.add_peer(peer, now);
         }
-        Some(self.peers.entry(peer).or_insert_with(|| Peer::new(now)))
+        self.peers.get_mut(&peer)
+    }
+
+    /// A new entry in the peer table, with its forget timer running.
+    fn add_peer(&mut self, peer: NodeIdentity, now: Timestamp) {
+        self.peers.insert(peer, Peer::new(now));
+        self.timers.set(PeerTimer::Forget(peer), now.saturating_add_millis(self.config.forget_after_ms));
     }
 
     // ---- what the engine is told about peers ----------------------------
@@ -292,6 +307,9 @@ impl Transport {
         }
         if let Some(entry) = self.peer_entry(peer, now) {
             entry.addresses = addresses;
+            if entry.link == Link::Idle && entry.wants_connection() {
+                self.timers.set(PeerTimer::Redial(peer), now);
+            }
         }
     }
 
@@ -305,8 +323,15 @@ impl Transport {
             return;
         };
         entry.permanent = permanent;
-        if permanent && entry.link == Link::Idle {
+        let link = entry.link;
+        let last_activity = entry.last_activity;
+        if permanent && link == Link::Idle {
             self.start_dial(peer, now);
+        }
+        if !permanent && matches!(link, Link::Connected { .. }) {
+            // Ephemeral now: its connection may close when idle.
+            let at = last_activity.saturating_add_millis(self.config.idle_timeout_ms);
+            self.timers.set(PeerTimer::Idle(peer), at);
         }
     }
 
@@ -328,10 +353,15 @@ impl Transport {
             return Ok(());
         }
         let cost = message_cost(&message);
-        if !self.peers.contains_key(&to) && self.peers.len() >= self.config.max_peers {
-            return Err(OutboundError::QueueFull { peer: to });
+        if !self.peers.contains_key(&to) {
+            if self.peers.len() >= self.config.max_peers {
+                return Err(OutboundError::QueueFull { peer: to });
+            }
+            self.add_peer(to, now);
         }
-        let peer = self.peers.entry(to).or_insert_with(|| Peer::new(now));
+        let Some(peer) = self.peers.get_mut(&to) else {
+            return Err(OutboundError::QueueFull { peer: to });
+        };
         peer.last_activity = now;
         if let Link::Connected { conn } = peer.link {
             if peer.queue.is_empty() {
@@ -353,6 +383,9 @@ impl Transport {
             return Err(OutboundError::NoAddress { peer: to });
         }
         peer.queued_bytes += cost;
+        if let Some(expiry) = expiry_of(&message) {
+            self.timers.set_earliest(PeerTimer::Expire(to), expiry);
+        }
         peer.queue.push_back(message);
         if !had_link {
             self.start_dial(to, now);
@@ -496,8 +529,13 @@ impl Transport {
             peer.failures
         };
         let until = now.saturating_add_millis(self.backoff_delay(delay));
+        self.back_off(peer_id, until);
+    }
+
+    fn back_off(&mut self, peer_id: NodeIdentity, until: Timestamp) {
         if let Some(peer) = self.peers.get_mut(&peer_id) {
             peer.link = Link::Backoff { until };
+            self.timers.set(PeerTimer::Redial(peer_id), until);
         }
     }
 
@@ -507,7 +545,8 @@ impl Transport {
         let exp = failures.saturating_sub(1).min(20);
         let full = self.config.backoff_initial_ms.saturating_mul(1u64 << exp).min(self.config.backoff_max_ms).max(1);
         let half = full / 2;
-        half + self.random.next_u64() % (full - half + 1)
+        // Never zero: a redial due at once would fire in the same timeout.
+        (half + self.random.next_u64() % (full - half + 1)).max(1)
     }
 
     /// The dial reached the peer and the handshake succeeded; `boot` is the
@@ -594,7 +633,9 @@ impl Transport {
             HandshakeStatus::Ok
         };
         if status == HandshakeStatus::Ok {
-            self.peers.entry(peer).or_insert_with(|| Peer::new(now));
+            if !self.peers.contains_key(&peer) {
+                self.add_peer(peer, now);
+            }
             self.conns.insert(
                 conn,
                 Conn {
@@ -654,6 +695,7 @@ impl Transport {
         }
         let was_connected = matches!(peer.link, Link::Connected { .. });
         peer.link = Link::Connected { conn };
+        self.timers.set(PeerTimer::Idle(peer_id), now.saturating_add_millis(self.config.idle_timeout_ms));
         if !was_connected {
             if let Some(direction) = direction {
                 self.effects
@@ -695,6 +737,10 @@ impl Transport {
         let was_current = peer.link == (Link::Connected { conn });
         if was_current {
             peer.link = Link::Idle;
+            // What waits now may expire before the next connection.
+            if let Some(first) = peer.queue.iter().filter_map(expiry_of).min() {
+                self.timers.set_earliest(PeerTimer::Expire(peer_id), first);
+            }
         }
         for message in expired.into_iter().rev() {
             self.effects.push_back(TransportEffect::GiveUp { message, reason: Undeliverable::Expired });
@@ -705,6 +751,10 @@ impl Transport {
                 reason: reason.clone(),
             }));
             let wants = self.peers.get(&peer_id).is_some_and(Peer::wants_connection);
+            if wants && reason == CloseReason::Shutdown {
+                // Closed from this side without a fault: dial again at once.
+                self.timers.set(PeerTimer::Redial(peer_id), now);
+            }
             if wants && reason != CloseReason::Shutdown {
                 // Reconnect after a short, jittered pause rather than at once,
                 // so a peer that drops every connection is not hammered.
@@ -716,9 +766,7 @@ impl Transport {
                     peer.failures
                 };
                 let until = now.saturating_add_millis(self.backoff_delay(failures));
-                if let Some(peer) = self.peers.get_mut(&peer_id) {
-                    peer.link = Link::Backoff { until };
-                }
+                self.back_off(peer_id, until);
             }
         } else {
             // The survivor of a duplicate pair takes the returned messages.
@@ -739,6 +787,7 @@ impl Transport {
     /// `closed` and are given up there.
     pub fn ban(&mut self, peer: NodeIdentity) {
         let Some(p) = self.peers.remove(&peer) else { return };
+        self.cancel_timers(peer);
         match p.link {
             // Its messages in flight come back through `closed`.
             Link::Connected { conn } => {
@@ -767,61 +816,6 @@ impl Transport {
             for message in peer.queue.drain(..) {
                 self.effects.push_back(TransportEffect::GiveUp { message, reason: Undeliverable::Shutdown });
             }
-        }
-    }
-
-    // ---- time ----------------------------------------------------------------
-
-    /// Expires queued messages, redials after backoff, and closes idle
-    /// ephemeral connections.
-    pub fn tick(&mut self, now: Timestamp) {
-        let idle_timeout = self.config.idle_timeout_ms;
-        let mut redial = Vec::new();
-        let mut give_up = Vec::new();
-        let mut idle = Vec::new();
-        for (id, peer) in &mut self.peers {
-            if !matches!(peer.link, Link::Connected { .. }) {
-                let before = peer.queue.len();
-                if before > 0 {
-                    let (keep, dead): (VecDeque<_>, VecDeque<_>) =
-                        peer.queue.drain(..).partition(|m| !is_expired(m, now));
-                    peer.queue = keep;
-                    peer.queued_bytes = peer.queue.iter().map(message_cost).sum();
-                    give_up.extend(dead);
-                }
-            }
-            match peer.link {
-                Link::Backoff { until } if now >= until => {
-                    if peer.wants_connection() {
-                        redial.push(*id);
-                    } else {
-                        peer.link = Link::Idle;
-                    }
-                }
-                Link::Idle if peer.wants_connection() && !peer.addresses.is_empty() => redial.push(*id),
-                Link::Connected { conn } if !peer.permanent && peer.queue.is_empty() => {
-                    let quiet = self.conns.get(&conn).is_some_and(|c| c.inflight == 0);
-                    if quiet && now.saturating_sub(peer.last_activity) >= idle_timeout {
-                        idle.push(conn);
-                    }
-                }
-                _ => {}
-            }
-        }
-        for message in give_up {
-            self.effects.push_back(TransportEffect::GiveUp { message, reason: Undeliverable::Expired });
-        }
-        let forget_after = self.config.forget_after_ms;
-        self.peers.retain(|_, peer| {
-            let quiet = now.saturating_sub(peer.last_activity) >= forget_after;
-            !(quiet && peer.link == Link::Idle && !peer.permanent && peer.queue.is_empty())
-        });
-        for conn in idle {
-            self.effects.push_back(TransportEffect::Close { conn, reason: CloseReason::Idle });
-        }
-        redial.sort();
-        for peer in redial {
-            self.start_dial(peer, now);
         }
     }
 }

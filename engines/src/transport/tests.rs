@@ -4,6 +4,7 @@ use netmachine_domain::*;
 use proptest::prelude::*;
 
 use super::*;
+use crate::engine::Timed;
 use crate::testing::SeededRandom;
 
 const T0: Timestamp = Timestamp(1_000_000);
@@ -105,9 +106,9 @@ fn a_failed_address_falls_back_to_the_next_then_backs_off() {
         [TransportEffect::Event(TransportEvent::NodeConnectFailed { reason: ConnectFailure::Unreachable(_), .. })]
     ));
     // Backing off: nothing at once, a redial after the backoff.
-    t.tick(T0.saturating_add_millis(1));
+    t.handle_timeout(T0.saturating_add_millis(1));
     assert!(dials(&drain(&mut t)).is_empty());
-    t.tick(T0.saturating_add_millis(10_000));
+    t.handle_timeout(T0.saturating_add_millis(10_000));
     assert_eq!(dials(&drain(&mut t)).len(), 1);
 }
 
@@ -126,7 +127,7 @@ fn queued_messages_expire_and_the_sender_is_told() {
     t.send(peer, message(node(1), peer, 1, Some(T0.0 + 50)), T0).expect("queued");
     t.send(peer, message(node(1), peer, 2, Some(T0.0 + 5_000)), T0).expect("queued");
     let d = dials(&drain(&mut t));
-    t.tick(T0.saturating_add_millis(100));
+    t.handle_timeout(T0.saturating_add_millis(100));
     let effects = drain(&mut t);
     assert!(
         matches!(effects.as_slice(), [TransportEffect::GiveUp { reason: Undeliverable::Expired, message }] if id_of(message) == 1)
@@ -187,7 +188,7 @@ fn unacknowledged_messages_return_to_the_queue_and_permanent_peers_reconnect() {
     let effects = drain(&mut t);
     assert!(effects.iter().any(|e| matches!(e, TransportEffect::GiveUp { message, .. } if id_of(message) == 2)));
     assert!(effects.iter().any(|e| matches!(e, TransportEffect::Event(TransportEvent::NodeDisconnected { .. }))));
-    t.tick(T0.saturating_add_millis(20_000));
+    t.handle_timeout(T0.saturating_add_millis(20_000));
     let redial = dials(&drain(&mut t));
     assert_eq!(redial.len(), 1, "permanent peers reconnect");
     t.dial_succeeded(redial[0].0, 42, T0.saturating_add_millis(20_001));
@@ -215,7 +216,7 @@ fn ephemeral_connections_close_when_idle_and_permanent_ones_stay() {
         .collect();
     t.acked(sent[0], 1, 256, T0);
     drain(&mut t);
-    t.tick(T0.saturating_add_millis(t.config().idle_timeout_ms + 1));
+    t.handle_timeout(T0.saturating_add_millis(t.config().idle_timeout_ms + 1));
     let closes: Vec<_> = drain(&mut t)
         .into_iter()
         .filter(|e| matches!(e, TransportEffect::Close { reason: CloseReason::Idle, .. }))
@@ -387,7 +388,7 @@ proptest! {
                 }
                 Step::Tick(ms) => {
                     now = now.saturating_add_millis(u64::from(ms));
-                    t.tick(now);
+                    t.handle_timeout(now);
                 }
             }
             while let Some(effect) = t.poll_effect() {
@@ -412,6 +413,7 @@ proptest! {
             }
             let queued: usize = t.peer_summaries().iter().map(|s| s.queued).sum();
             prop_assert!(queued <= 16 + 4, "queue exceeded its bound of queue + window");
+            prop_assert!(t.timers.len() <= 4 * t.peers.len(), "timers outlived their peers or piled up");
             let flying: usize = in_flight.values().map(Vec::len).sum();
             prop_assert_eq!(queued + flying + acked.len() + given_up.len(), taken.len(), "a message was lost or doubled");
         }
@@ -498,7 +500,7 @@ fn idle_ephemeral_peers_are_forgotten_and_permanent_ones_kept() {
     t.set_permanent(permanent, true, T0);
     drain(&mut t);
     let later = T0.saturating_add_millis(t.config().forget_after_ms + 1);
-    t.tick(later);
+    t.handle_timeout(later);
     assert!(!t.knows(&ephemeral), "an idle ephemeral peer is forgotten");
     assert!(t.knows(&permanent), "a permanent peer is kept");
     // A forgotten peer needs its address again before anything can be sent.
@@ -592,7 +594,7 @@ fn an_ephemeral_peer_is_not_dialled_for_nothing() {
     let peer = node(2);
     t.set_addresses(peer, vec![addr("quic://127.0.0.1:1", 1)], T0);
     t.set_permanent(peer, false, T0);
-    t.tick(T0.saturating_add_millis(1));
+    t.handle_timeout(T0.saturating_add_millis(1));
     assert!(drain(&mut t).is_empty(), "nothing to send, not permanent: no dial");
     // A message whose dials all fail, then expires: once the backoff is
     // over there is nothing to dial for.
@@ -600,30 +602,30 @@ fn an_ephemeral_peer_is_not_dialled_for_nothing() {
     let d = dials(&drain(&mut t));
     t.dial_failed(d[0].0, ConnectFailure::Unreachable("refused".into()), Some(d[0].1), T0);
     drain(&mut t);
-    t.tick(T0.saturating_add_millis(100));
+    t.handle_timeout(T0.saturating_add_millis(100));
     assert!(drain(&mut t).iter().all(|e| matches!(e, TransportEffect::GiveUp { .. })));
-    t.tick(T0.saturating_add_millis(60_000));
+    t.handle_timeout(T0.saturating_add_millis(60_000));
     assert!(dials(&drain(&mut t)).is_empty(), "the queue is empty: no redial");
 }
 
 /// A permanent peer whose connection ended without a backoff (this side
-/// closed it) is dialled again at the next tick, once it has an address.
+/// closed it) is dialled again at its next timeout, once it has an address.
 #[test]
-fn an_idle_permanent_peer_is_redialled_at_the_next_tick() {
+fn an_idle_permanent_peer_is_redialled_at_its_next_timeout() {
     let mut t = transport(1);
     let peer = node(2);
     let conn = connect(&mut t, peer);
     t.set_permanent(peer, true, T0);
     t.closed(conn, CloseReason::Shutdown, Vec::new(), T0);
     drain(&mut t);
-    t.tick(T0.saturating_add_millis(1));
+    t.handle_timeout(T0.saturating_add_millis(1));
     assert_eq!(dials(&drain(&mut t)).len(), 1);
-    // Without an address there is nothing to try at a tick.
+    // Without an address there is nothing to try.
     let mut t = transport(1);
     let other = node(3);
     t.set_permanent(other, true, T0);
     drain(&mut t);
-    t.tick(T0.saturating_add_millis(60_000));
+    t.handle_timeout(T0.saturating_add_millis(60_000));
     assert!(dials(&drain(&mut t)).is_empty());
 }
 
@@ -641,7 +643,7 @@ fn a_failed_address_is_tried_after_its_equals() {
     for round in 0..3 {
         if round > 0 {
             now = now.saturating_add_millis(60_000);
-            t.tick(now);
+            t.handle_timeout(now);
         }
         let d = dials(&drain(&mut t));
         first_tried.push(d[0].1);
@@ -668,9 +670,9 @@ fn activity_from_the_peer_keeps_an_ephemeral_connection_open() {
     let conn = connect(&mut t, peer);
     let idle = t.config().idle_timeout_ms;
     t.activity(peer, T0.saturating_add_millis(idle - 1));
-    t.tick(T0.saturating_add_millis(idle + 1));
+    t.handle_timeout(T0.saturating_add_millis(idle + 1));
     assert!(drain(&mut t).is_empty(), "the peer spoke recently");
-    t.tick(T0.saturating_add_millis(2 * idle));
+    t.handle_timeout(T0.saturating_add_millis(2 * idle));
     assert_eq!(drain(&mut t), vec![TransportEffect::Close { conn, reason: CloseReason::Idle }]);
 }
 
@@ -681,11 +683,11 @@ fn an_idle_permanent_connection_stays_open() {
     let conn = connect(&mut t, peer);
     t.set_permanent(peer, true, T0);
     drain(&mut t);
-    t.tick(T0.saturating_add_millis(10 * t.config().idle_timeout_ms));
+    t.handle_timeout(T0.saturating_add_millis(10 * t.config().idle_timeout_ms));
     assert!(drain(&mut t).is_empty());
     t.set_permanent(peer, false, T0);
     assert!(drain(&mut t).is_empty(), "making a peer ephemeral dials nothing");
-    t.tick(T0.saturating_add_millis(11 * t.config().idle_timeout_ms));
+    t.handle_timeout(T0.saturating_add_millis(11 * t.config().idle_timeout_ms));
     assert_eq!(drain(&mut t), vec![TransportEffect::Close { conn, reason: CloseReason::Idle }]);
 }
 
@@ -746,7 +748,7 @@ fn only_a_lost_connection_a_peer_still_needs_counts_as_a_failure() {
     t.closed(conn, CloseReason::Lost("reset".into()), Vec::new(), T0);
     assert_eq!(summary(&t, peer).failures, 1);
     drain(&mut t);
-    t.tick(T0.saturating_add_millis(1));
+    t.handle_timeout(T0.saturating_add_millis(1));
     assert!(dials(&drain(&mut t)).is_empty(), "backing off");
     // Permanent, but this node is stopping: no backoff, no failure.
     let mut t = transport(1);
@@ -801,7 +803,7 @@ fn a_banned_peer_loses_its_queue_and_connection_and_is_not_dialled_again() {
         drain(&mut t).as_slice(),
         [TransportEffect::GiveUp { message, reason: Undeliverable::Banned }] if id_of(message) == 5
     ));
-    t.tick(T0.saturating_add_millis(60_000));
+    t.handle_timeout(T0.saturating_add_millis(60_000));
     assert!(dials(&drain(&mut t)).is_empty(), "never dialled again");
 
     // Queued messages go at once; a dial in progress is abandoned.

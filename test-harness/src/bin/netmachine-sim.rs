@@ -375,7 +375,7 @@ mod calibration {
             seed: 1,
             nodes: 3,
             duration_s: f64::from(n) / 10.0 + 60.0,
-            tick_ms: 100,
+            sample_ms: 100,
             link: LinkModel {
                 latency: Latency::Constant { ms: link_us / 1000.0 },
                 jitter_ms: 0.0,

@@ -26,6 +26,7 @@ use netmachine_domain::{
     ProtocolId, RoutingScope, Signature, Timestamp, TopicAdvert, TopicAdvertBody, TopicIdentity, TransportAddress,
     TransportProtocol, WeightedAddress,
 };
+use netmachine_engines::engine::Timed;
 use netmachine_engines::ports::{Randomness, Signer};
 use netmachine_engines::random::SplitMix;
 use netmachine_engines::router::{decode_notice, SubscriptionOp, UNDELIVERABLE_PROTOCOL};
@@ -51,7 +52,10 @@ const WINDOW: usize = 4096;
 
 #[derive(Debug, Clone, Copy)]
 enum Event {
-    Tick(u32),
+    /// Counts the open connections for the time series.
+    Sample,
+    /// A node's engines asked to be woken now (see `arm_timeout`).
+    Timeout(u32),
     Unicast(u32),
     Publish(u32),
     DialDone {
@@ -256,11 +260,9 @@ impl Simulation {
     }
 
     fn schedule_start(&mut self) {
-        let tick_us = self.scenario.tick_ms * 1000;
         let rate = self.scenario.workload.unicast_per_node_per_s;
+        self.queue.push(0, Event::Sample);
         for i in 0..self.nodes.len() as u32 {
-            let offset = self.random.next_u64() % tick_us;
-            self.queue.push(offset, Event::Tick(i));
             if rate > 0.0 && self.nodes[i as usize].present {
                 let first = self.exponential_us(rate);
                 self.queue.push(first, Event::Unicast(i));
@@ -351,7 +353,8 @@ impl Simulation {
     fn record(&mut self, event: &Event) {
         self.hash.write_u64(self.now_us);
         let (kind, a, b) = match *event {
-            Event::Tick(n) => (1, u64::from(n), 0),
+            Event::Sample => (0, 0, 0),
+            Event::Timeout(n) => (1, u64::from(n), 0),
             Event::Unicast(n) => (2, u64::from(n), 0),
             Event::Publish(t) => (3, u64::from(t), 0),
             Event::DialDone { node, attempt, ok, .. } => (4, u64::from(node), attempt * 2 + u64::from(ok)),
@@ -373,19 +376,21 @@ impl Simulation {
 
     fn handle(&mut self, event: Event) {
         match event {
-            Event::Tick(n) => {
-                let node = &mut self.nodes[n as usize];
-                if node.alive {
-                    node.transport.tick(ms(self.now_us));
-                    self.drain(n);
+            Event::Sample => {
+                let open = self.links.iter().filter(|l| l.open[0] && l.open[1]).count() as u64;
+                let second = self.second();
+                if let Some(slot) = self.results.series.open_connections.get_mut(second) {
+                    *slot = open;
                 }
-                self.queue.push(self.now_us + self.scenario.tick_ms * 1000, Event::Tick(n));
-                if n == 0 {
-                    let open = self.links.iter().filter(|l| l.open[0] && l.open[1]).count() as u64;
-                    let second = self.second();
-                    if let Some(slot) = self.results.series.open_connections.get_mut(second) {
-                        *slot = open;
-                    }
+                self.queue.push(self.now_us + self.scenario.sample_ms * 1000, Event::Sample);
+            }
+            Event::Timeout(n) => {
+                let node = &mut self.nodes[n as usize];
+                // An earlier wake-up that a sooner one replaced is ignored.
+                if node.alive && node.wake_at_us == Some(self.now_us) {
+                    node.wake_at_us = None;
+                    node.transport.handle_timeout(ms(self.now_us));
+                    self.drain(n);
                 }
             }
             Event::Unicast(n) => self.unicast(n),
@@ -677,6 +682,22 @@ impl Simulation {
             }
         }
         self.note_buffers(n);
+        self.arm_timeout(n);
+    }
+
+    /// Schedules a wake-up at the node's next engine timeout, unless one at
+    /// that moment or sooner is already queued.
+    fn arm_timeout(&mut self, n: u32) {
+        let node = &mut self.nodes[n as usize];
+        if !node.alive {
+            return;
+        }
+        let Some(due) = node.transport.poll_timeout() else { return };
+        let at = due.0.saturating_mul(1000).max(self.now_us);
+        if node.wake_at_us.is_none_or(|queued| at < queued) {
+            node.wake_at_us = Some(at);
+            self.queue.push(at, Event::Timeout(n));
+        }
     }
 
     fn note_buffers(&mut self, n: u32) {

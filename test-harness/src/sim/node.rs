@@ -36,6 +36,8 @@ pub struct SimNode {
     pub messages_received: u64,
     pub bytes_received: u64,
     pub peak_buffered_bytes: usize,
+    /// When a wake-up for the engines' next timeout is queued (virtual µs).
+    pub wake_at_us: Option<u64>,
 }
 
 pub fn identity_of(index: u32) -> (NodeIdentity, TestSigner) {
@@ -66,6 +68,7 @@ impl SimNode {
             messages_received: 0,
             bytes_received: 0,
             peak_buffered_bytes: 0,
+            wake_at_us: None,
         };
         node.register_app();
         node
@@ -83,6 +86,7 @@ impl SimNode {
         self.register_app();
         self.transport = Transport::new(self.id, config, Box::new(SplitMix::new(seed)));
         self.recent.clear();
+        self.wake_at_us = None;
         self.alive = true;
         self.generation += 1;
         self.boot = seed;

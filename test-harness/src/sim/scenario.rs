@@ -17,9 +17,10 @@ pub struct Scenario {
     pub seed: u64,
     pub nodes: u32,
     pub duration_s: f64,
-    /// How often each node's Transport engine is ticked (virtual time).
-    #[serde(default = "default_tick_ms")]
-    pub tick_ms: u64,
+    /// How often the open connections are counted for the time series
+    /// (virtual time). Engines are not ticked: each runs its own timers.
+    #[serde(default = "default_sample_ms", alias = "tick_ms")]
+    pub sample_ms: u64,
     #[serde(default)]
     pub link: LinkModel,
     #[serde(default)]
@@ -51,7 +52,7 @@ fn default_seed() -> u64 {
     1
 }
 
-fn default_tick_ms() -> u64 {
+fn default_sample_ms() -> u64 {
     500
 }
 
@@ -177,8 +178,8 @@ impl Scenario {
         if !(0.0..1.0).contains(&scenario.link.loss) {
             return Err(invalid("link.loss must be in [0, 1)".into()));
         }
-        if scenario.tick_ms == 0 {
-            return Err(invalid("tick_ms must be at least 1".into()));
+        if scenario.sample_ms == 0 {
+            return Err(invalid("sample_ms must be at least 1".into()));
         }
         Ok(scenario)
     }

@@ -1,0 +1,162 @@
+//! What every engine shares: time comes in with each call, and an engine
+//! that must act later schedules a timer instead of being polled on a fixed
+//! tick. Its host asks [`Timed::poll_timeout`] when to come back, sleeps
+//! until then (or until other input arrives), and calls
+//! [`Timed::handle_timeout`]; the engine fires only the timers that are due.
+//!
+//! [`Timers`] is the schedule itself: at most one deadline per key, so an
+//! engine that re-arms a timer for the same peer replaces it rather than
+//! piling up entries, and the schedule never holds more entries than the
+//! engine holds keys.
+
+use std::collections::{BTreeSet, HashMap};
+use std::hash::Hash;
+
+use netmachine_domain::Timestamp;
+
+/// An engine with timers.
+pub trait Timed {
+    /// The earliest moment the engine needs [`Timed::handle_timeout`], if any.
+    fn poll_timeout(&self) -> Option<Timestamp>;
+    /// Fires every timer due at `now`.
+    fn handle_timeout(&mut self, now: Timestamp);
+}
+
+/// Deadlines by key, earliest first.
+#[derive(Debug, Clone)]
+pub struct Timers<K> {
+    by_deadline: BTreeSet<(Timestamp, K)>,
+    deadline_of: HashMap<K, Timestamp>,
+}
+
+impl<K> Default for Timers<K> {
+    fn default() -> Self {
+        Self { by_deadline: BTreeSet::new(), deadline_of: HashMap::new() }
+    }
+}
+
+impl<K: Ord + Hash + Clone> Timers<K> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets `key`'s deadline to `at`, replacing any earlier setting.
+    pub fn set(&mut self, key: K, at: Timestamp) {
+        if let Some(old) = self.deadline_of.insert(key.clone(), at) {
+            self.by_deadline.remove(&(old, key.clone()));
+        }
+        self.by_deadline.insert((at, key));
+    }
+
+    /// Sets `key`'s deadline to `at` unless it is already due sooner.
+    pub fn set_earliest(&mut self, key: K, at: Timestamp) {
+        match self.deadline_of.get(&key) {
+            Some(held) if *held <= at => {}
+            _ => self.set(key, at),
+        }
+    }
+
+    pub fn cancel(&mut self, key: &K) {
+        if let Some(at) = self.deadline_of.remove(key) {
+            self.by_deadline.remove(&(at, key.clone()));
+        }
+    }
+
+    pub fn deadline(&self, key: &K) -> Option<Timestamp> {
+        self.deadline_of.get(key).copied()
+    }
+
+    /// The earliest deadline.
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        self.by_deadline.first().map(|(at, _)| *at)
+    }
+
+    /// Removes and returns one timer due at `now`, earliest first.
+    pub fn pop_due(&mut self, now: Timestamp) -> Option<K> {
+        let (at, _) = self.by_deadline.first()?;
+        if *at > now {
+            return None;
+        }
+        let (_, key) = self.by_deadline.pop_first()?;
+        self.deadline_of.remove(&key);
+        Some(key)
+    }
+
+    pub fn len(&self) -> usize {
+        self.deadline_of.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.deadline_of.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.by_deadline.clear();
+        self.deadline_of.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn timers_fire_in_deadline_order_and_only_when_due() {
+        let mut timers = Timers::new();
+        timers.set("b", Timestamp(20));
+        timers.set("a", Timestamp(10));
+        timers.set("c", Timestamp(30));
+        assert_eq!(timers.next_deadline(), Some(Timestamp(10)));
+        assert_eq!(timers.pop_due(Timestamp(9)), None);
+        assert_eq!(timers.pop_due(Timestamp(25)), Some("a"));
+        assert_eq!(timers.pop_due(Timestamp(25)), Some("b"));
+        assert_eq!(timers.pop_due(Timestamp(25)), None);
+        assert_eq!(timers.len(), 1);
+    }
+
+    #[test]
+    fn setting_a_key_again_replaces_its_deadline() {
+        let mut timers = Timers::new();
+        timers.set("a", Timestamp(10));
+        timers.set("a", Timestamp(50));
+        assert_eq!(timers.len(), 1);
+        assert_eq!(timers.pop_due(Timestamp(20)), None, "the earlier deadline is gone");
+        timers.set_earliest("a", Timestamp(60));
+        assert_eq!(timers.deadline(&"a"), Some(Timestamp(50)), "a later deadline does not replace a sooner one");
+        timers.set_earliest("a", Timestamp(5));
+        assert_eq!(timers.deadline(&"a"), Some(Timestamp(5)));
+        timers.cancel(&"a");
+        assert!(timers.is_empty());
+        assert_eq!(timers.next_deadline(), None);
+    }
+
+    proptest! {
+        /// Whatever the sequence of settings, one deadline per key is held
+        /// and every key fires once, at its last deadline, in order.
+        #[test]
+        fn every_key_fires_once_at_its_last_deadline(ops in proptest::collection::vec((0u8..8, 0u64..100, any::<bool>()), 0..64)) {
+            let mut timers = Timers::new();
+            let mut model: HashMap<u8, Timestamp> = HashMap::new();
+            for (key, at, earliest) in ops {
+                let at = Timestamp(at);
+                if earliest {
+                    timers.set_earliest(key, at);
+                    let held = model.entry(key).or_insert(at);
+                    *held = (*held).min(at);
+                } else {
+                    timers.set(key, at);
+                    model.insert(key, at);
+                }
+            }
+            prop_assert_eq!(timers.len(), model.len());
+            let mut fired = Vec::new();
+            while let Some(key) = timers.pop_due(Timestamp(u64::MAX)) {
+                fired.push((model[&key], key));
+            }
+            let mut expected: Vec<(Timestamp, u8)> = model.into_iter().map(|(k, at)| (at, k)).collect();
+            expected.sort();
+            prop_assert_eq!(fired, expected);
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! The Transport's timers. Each peer has at most one of each kind; a timer
+//! that fires checks the peer's state as it is then, since the state may
+//! have moved on since it was set, and sets itself again if its work is
+//! not yet due.
+
+use std::collections::VecDeque;
+
+use netmachine_domain::{NodeIdentity, Timestamp};
+
+use super::{is_expired, message_cost, CloseReason, Link, Transport, TransportEffect, Undeliverable};
+use crate::engine::Timed;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(super) enum PeerTimer {
+    /// The backoff is over, or an idle peer that wants a connection may dial.
+    Redial(NodeIdentity),
+    /// The earliest expiry among messages waiting while not connected.
+    Expire(NodeIdentity),
+    /// An ephemeral connection may have been quiet long enough to close.
+    Idle(NodeIdentity),
+    /// A peer with nothing to do may have been quiet long enough to forget.
+    Forget(NodeIdentity),
+}
+
+impl Timed for Transport {
+    fn poll_timeout(&self) -> Option<Timestamp> {
+        self.timers.next_deadline()
+    }
+
+    fn handle_timeout(&mut self, now: Timestamp) {
+        while let Some(timer) = self.timers.pop_due(now) {
+            match timer {
+                PeerTimer::Redial(peer) => self.redial_due(peer, now),
+                PeerTimer::Expire(peer) => self.expiry_due(peer, now),
+                PeerTimer::Idle(peer) => self.idle_due(peer, now),
+                PeerTimer::Forget(peer) => self.forget_due(peer, now),
+            }
+        }
+    }
+}
+
+impl Transport {
+    pub(super) fn cancel_timers(&mut self, peer: NodeIdentity) {
+        for timer in [PeerTimer::Redial(peer), PeerTimer::Expire(peer), PeerTimer::Idle(peer), PeerTimer::Forget(peer)]
+        {
+            self.timers.cancel(&timer);
+        }
+    }
+
+    fn redial_due(&mut self, id: NodeIdentity, now: Timestamp) {
+        // What expired while waiting is not worth a dial.
+        self.expiry_due(id, now);
+        let Some(peer) = self.peers.get_mut(&id) else { return };
+        match peer.link {
+            Link::Backoff { until } if now < until => self.timers.set(PeerTimer::Redial(id), until),
+            Link::Backoff { .. } if peer.wants_connection() => self.start_dial(id, now),
+            Link::Backoff { .. } => peer.link = Link::Idle,
+            Link::Idle if peer.wants_connection() && !peer.addresses.is_empty() => self.start_dial(id, now),
+            _ => {}
+        }
+    }
+
+    /// Messages waiting for a connection that expired are given up; on an
+    /// open connection the flush gives them up as it reaches them.
+    fn expiry_due(&mut self, id: NodeIdentity, now: Timestamp) {
+        let Some(peer) = self.peers.get_mut(&id) else { return };
+        if matches!(peer.link, Link::Connected { .. }) || peer.queue.is_empty() {
+            return;
+        }
+        let (keep, dead): (VecDeque<_>, VecDeque<_>) = peer.queue.drain(..).partition(|m| !is_expired(m, now));
+        peer.queue = keep;
+        peer.queued_bytes = peer.queue.iter().map(message_cost).sum();
+        if let Some(next) = peer.queue.iter().filter_map(super::expiry_of).min() {
+            self.timers.set(PeerTimer::Expire(id), next);
+        }
+        for message in dead {
+            self.effects.push_back(TransportEffect::GiveUp { message, reason: Undeliverable::Expired });
+        }
+    }
+
+    fn idle_due(&mut self, id: NodeIdentity, now: Timestamp) {
+        let Some(peer) = self.peers.get(&id) else { return };
+        let Link::Connected { conn } = peer.link else { return };
+        if peer.permanent {
+            // Made ephemeral later, the timer is set again then.
+            return;
+        }
+        let idle_timeout = self.config.idle_timeout_ms;
+        let in_use = !peer.queue.is_empty() || self.conns.get(&conn).is_some_and(|c| c.inflight > 0);
+        let quiet_until = peer.last_activity.saturating_add_millis(idle_timeout);
+        if in_use {
+            self.timers.set(PeerTimer::Idle(id), now.saturating_add_millis(idle_timeout));
+        } else if now < quiet_until {
+            self.timers.set(PeerTimer::Idle(id), quiet_until);
+        } else {
+            self.effects.push_back(TransportEffect::Close { conn, reason: CloseReason::Idle });
+        }
+    }
+
+    /// A peer with no connection, nothing queued and not permanent leaves
+    /// the table after `forget_after_ms` without traffic; any other peer is
+    /// checked again later.
+    fn forget_due(&mut self, id: NodeIdentity, now: Timestamp) {
+        let Some(peer) = self.peers.get(&id) else { return };
+        let forget_after = self.config.forget_after_ms;
+        let quiet_until = peer.last_activity.saturating_add_millis(forget_after);
+        if now < quiet_until {
+            self.timers.set(PeerTimer::Forget(id), quiet_until);
+        } else if peer.link == Link::Idle && !peer.permanent && peer.queue.is_empty() {
+            self.peers.remove(&id);
+            self.cancel_timers(id);
+        } else {
+            self.timers.set(PeerTimer::Forget(id), now.saturating_add_millis(forget_after));
+        }
+    }
+}
