@@ -174,6 +174,23 @@ pub struct EngineMessage {
 }
 
 impl EngineMessage {
+    /// A message with no reply, expiry, preferences or signature, scoped to
+    /// anywhere; set the other fields on the result.
+    pub fn new(src: EngineIdentity, dst: DestinationIdentity, id: MessageId, protocol: ProtocolId, body: Body) -> Self {
+        Self {
+            src,
+            dst,
+            id,
+            reply_to: None,
+            expiry: None,
+            scope: RoutingScope::Any,
+            prefs: None,
+            protocol,
+            body,
+            sig: None,
+        }
+    }
+
     /// Fails when the message's expiry has passed at `now`.
     pub fn check_not_expired(&self, now: Timestamp) -> Result<(), RuleError> {
         crate::validity::check_expiry(self.expiry, now)
@@ -276,6 +293,14 @@ pub struct NodeMessage {
     pub payload: NodePayload,
     /// The source node's signature over `src`, `dst` and the payload.
     pub sig: Option<Signature>,
+}
+
+impl NodeMessage {
+    /// An engine message as it travels from node `src` to node `dst`,
+    /// without a node signature (the channel vouches for the hop).
+    pub fn carrying(src: NodeIdentity, dst: NodeIdentity, message: EngineMessage) -> Self {
+        Self { src, dst, payload: NodePayload::Engine(message), sig: None }
+    }
 }
 
 impl Signed for NodeMessage {

@@ -14,4 +14,4 @@ pub mod transport;
 pub mod testing;
 
 pub use identity_store::{AdvertUpdate, IdentityStore, IdentityStoreConfig, IdentityUpdated, UpdateError};
-pub use router::{InboundRejection, RegistryError, RouteError, Routed, Router, RouterConfig, RouterPorts, TopicError};
+pub use router::{InboundRejection, RegistryError, RouteError, Routed, Router, RouterConfig, TopicError};

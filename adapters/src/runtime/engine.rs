@@ -216,18 +216,11 @@ impl EngineHandle {
         let expiry = options
             .ttl
             .map(|ttl| self.node.now().saturating_add_millis(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)));
-        let mut message = EngineMessage {
-            src: self.identity.clone(),
-            dst,
-            id,
-            reply_to: options.reply_to,
-            expiry,
-            scope: options.scope,
-            prefs: options.prefs,
-            protocol,
-            body: Body::new(body)?,
-            sig: None,
-        };
+        let mut message = EngineMessage::new(self.identity.clone(), dst, id, protocol, Body::new(body)?);
+        message.reply_to = options.reply_to;
+        message.expiry = expiry;
+        message.scope = options.scope;
+        message.prefs = options.prefs;
         if options.sign {
             message.sig = Some(self.node.inner.keys.sign(&message.signing_bytes()));
         }

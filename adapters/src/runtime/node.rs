@@ -19,7 +19,7 @@ use netmachine_domain::{
 };
 use netmachine_engines::identity_store::{Accepted, AdvertUpdate, IdentityStore, IdentityStoreConfig};
 use netmachine_engines::ports::{Clock, OutboundError, OutboundTransport, RecordStore, Signer};
-use netmachine_engines::{InboundRejection, Routed, Router, RouterConfig, RouterPorts};
+use netmachine_engines::{InboundRejection, RouteError, Routed, Router, RouterConfig};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{mpsc, oneshot, Notify};
 
@@ -614,8 +614,7 @@ impl Node {
     /// mailbox is returned, to be finished with [`Node::wait_for_room`]; a
     /// message costs no future unless it has to wait.
     pub(crate) fn route_local_now(&self, message: netmachine_domain::EngineMessage) -> Result<Pending, SendError> {
-        let ports = RouterPorts { signer: &self.inner.keys, outbound: self.inner.outbound.as_ref() };
-        let routed = self.inner.router.read().route_local(message, self.now(), ports)?;
+        let routed = self.inner.router.read().route_local(message, self.now(), &self.inner.keys)?;
         self.dispatch_now(routed)
     }
 
@@ -644,7 +643,15 @@ impl Node {
                 }
             }
             Routed::Topic { to, message, remote } => {
-                self.inner.counters.sent_remote.fetch_add(remote as u64, Ordering::Relaxed);
+                for outbound in remote {
+                    let subscriber = outbound.dst;
+                    match self.inner.outbound.send(subscriber, outbound) {
+                        Ok(()) => {
+                            self.inner.counters.sent_remote.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(err) => tracing::warn!(%subscriber, %err, "event not handed to the transport"),
+                    }
+                }
                 // A full subscriber is waited for rather than skipped: a slow
                 // subscriber slows the publisher (backpressure) rather than
                 // losing events. One that left is skipped.
@@ -667,7 +674,15 @@ impl Node {
                     Err(err) => tracing::info!(%peer, %topic, %err, "remote subscription refused"),
                 }
             }
-            Routed::Sent { .. } => {
+            Routed::Remote(outbound) => {
+                let dst = match &outbound.payload {
+                    NodePayload::Engine(inner) => inner.dst.clone(),
+                    NodePayload::Relay(_) => netmachine_domain::DestinationIdentity::Node(outbound.dst),
+                };
+                self.inner
+                    .outbound
+                    .send(outbound.dst, outbound)
+                    .map_err(|source| SendError::Route(RouteError::Outbound { dst, source }))?;
                 self.inner.counters.sent_remote.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -706,13 +721,14 @@ impl Node {
     /// Sends the node's own control messages (subscription requests). They
     /// go to the transport, which queues them until the peer is reachable.
     pub(crate) fn send_control(&self, messages: Vec<netmachine_domain::EngineMessage>) {
-        let ports = RouterPorts { signer: &self.inner.keys, outbound: self.inner.outbound.as_ref() };
         let now = self.now();
-        let router = self.inner.router.read();
         for message in messages {
             let dst = message.dst.clone();
-            if let Err(err) = router.route_local(message, now, ports) {
-                tracing::warn!(%dst, %err, "subscription request not sent");
+            let routed = self.inner.router.read().route_local(message, now, &self.inner.keys);
+            match routed.map_err(SendError::from).and_then(|routed| self.dispatch_now(routed)) {
+                Ok(pending) if pending.is_empty() => {}
+                Ok(_) => tracing::warn!(%dst, "control message for a local engine with a full mailbox dropped"),
+                Err(err) => tracing::warn!(%dst, %err, "control message not sent"),
             }
         }
     }

@@ -23,7 +23,7 @@ pub use subscriptions::{
     decode_notice, DropReason, SubscriptionOp, SUBSCRIPTION_PROTOCOL, SUBSCRIPTION_VERSION, UNDELIVERABLE_PROTOCOL,
 };
 
-use crate::ports::{verify_if_signed, verify_signed, OutboundTransport, Signer, Verifier};
+use crate::ports::{verify_if_signed, verify_signed, Signer, Verifier};
 use topics::TopicTable;
 
 /// The engine name that receives messages addressed to a node as a whole.
@@ -55,33 +55,20 @@ impl Default for RouterConfig {
     }
 }
 
-/// What the Router needs from the world to route outwards.
-#[derive(Clone, Copy)]
-pub struct RouterPorts<'a> {
-    pub signer: &'a dyn Signer,
-    pub outbound: &'a dyn OutboundTransport,
-}
-
-impl std::fmt::Debug for RouterPorts<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RouterPorts").field("signer", &self.signer.identity()).finish_non_exhaustive()
-    }
-}
-
 /// Where a routed message goes next.
 #[derive(Debug)]
 pub enum Routed<A> {
     /// To one local engine's address.
     Local { to: A, message: EngineMessage },
     /// To every local subscriber of a topic, in subscription order; for a
-    /// topic this node publishes, also handed to the transport for each
-    /// remote subscriber node (`remote` of them took it).
-    Topic { to: Vec<A>, message: EngineMessage, remote: usize },
+    /// topic this node publishes, also to each remote subscriber node
+    /// (`remote`, one message per node, for the transport).
+    Topic { to: Vec<A>, message: EngineMessage, remote: Vec<NodeMessage> },
     /// A peer asks to receive (or stop receiving) a topic this node
     /// publishes; apply it with [`Router::apply_remote_subscription`].
     Subscription { peer: NodeIdentity, topic: TopicIdentity, op: SubscriptionOp },
-    /// Handed to the outbound transport for the given node.
-    Sent { to: NodeIdentity },
+    /// To another node: hand it to the transport for `message.dst`.
+    Remote(NodeMessage),
 }
 
 /// The kind of place a destination resolves to on this node.
@@ -242,7 +229,7 @@ impl<A: Clone> Router<A> {
         &self,
         mut message: EngineMessage,
         now: Timestamp,
-        ports: RouterPorts<'_>,
+        signer: &dyn Signer,
     ) -> Result<Routed<A>, RouteError> {
         let own_router = message.src.name.as_str() == NODE_ENGINE_NAME;
         if message.src.node != self.node || !(own_router || self.engines.contains_key(&message.src.name)) {
@@ -254,7 +241,7 @@ impl<A: Clone> Router<A> {
         let remote = match self.target_of(&message.dst) {
             Target::LocalEngine(name) => return self.to_local_engine(&name, message),
             Target::NodeEngine => return self.to_node_engine(message),
-            Target::Topic(topic) => return self.publish(topic, message, ports),
+            Target::Topic(topic) => return self.publish(topic, message, signer),
             Target::Remote(node) => node,
             Target::Unsupported(what) => return Err(RouteError::Unsupported { dst: message.dst, what }),
         };
@@ -265,12 +252,9 @@ impl<A: Clone> Router<A> {
             return Err(RouteError::Banned { dst: message.dst });
         }
         if self.config.sign_remote && message.sig.is_none() {
-            message.sig = Some(ports.signer.sign(&message.signing_bytes()));
+            message.sig = Some(signer.sign(&message.signing_bytes()));
         }
-        let dst = message.dst.clone();
-        let outbound = NodeMessage { src: self.node, dst: remote, payload: NodePayload::Engine(message), sig: None };
-        ports.outbound.send(remote, outbound).map_err(|source| RouteError::Outbound { dst, source })?;
-        Ok(Routed::Sent { to: remote })
+        Ok(Routed::Remote(NodeMessage::carrying(self.node, remote, message)))
     }
 
     /// Routes a message that arrived from `peer` over a mutually
@@ -386,7 +370,7 @@ impl<A: Clone> Router<A> {
         message: EngineMessage,
     ) -> Result<Routed<A>, RouteError> {
         let to = self.subscriber_addresses(topic, publisher, &message.dst)?;
-        Ok(Routed::Topic { to, message, remote: 0 })
+        Ok(Routed::Topic { to, message, remote: Vec::new() })
     }
 
     /// A local engine publishes: local subscribers, then each remote
@@ -395,7 +379,7 @@ impl<A: Clone> Router<A> {
         &self,
         topic: TopicIdentity,
         mut message: EngineMessage,
-        ports: RouterPorts<'_>,
+        signer: &dyn Signer,
     ) -> Result<Routed<A>, RouteError> {
         let to = self.subscriber_addresses(topic, self.node, &message.dst)?;
         let remote_nodes: Vec<NodeIdentity> = self
@@ -410,17 +394,10 @@ impl<A: Clone> Router<A> {
             })
             .unwrap_or_default();
         if !remote_nodes.is_empty() && message.sig.is_none() {
-            message.sig = Some(ports.signer.sign(&message.signing_bytes()));
+            message.sig = Some(signer.sign(&message.signing_bytes()));
         }
-        let mut remote = 0;
-        for node in remote_nodes {
-            let outbound =
-                NodeMessage { src: self.node, dst: node, payload: NodePayload::Engine(message.clone()), sig: None };
-            match ports.outbound.send(node, outbound) {
-                Ok(()) => remote += 1,
-                Err(err) => tracing::warn!(%topic, subscriber = %node, %err, "event not handed to the transport"),
-            }
-        }
+        let remote =
+            remote_nodes.into_iter().map(|node| NodeMessage::carrying(self.node, node, message.clone())).collect();
         Ok(Routed::Topic { to, message, remote })
     }
 
@@ -526,22 +503,16 @@ impl<A: Clone> Router<A> {
         // its peers still remember.
         let n = self.control_ids.fetch_add(1, Ordering::Relaxed);
         let id = now.as_millis().wrapping_shl(16).wrapping_add(n & 0xffff);
-        EngineMessage {
-            src: EngineIdentity::new(
-                self.node,
-                EngineName::new(NODE_ENGINE_NAME).unwrap_or_else(|_| unreachable!("a valid constant name")),
-            ),
-            dst: DestinationIdentity::Node(to),
-            id: MessageId(id),
-            reply_to: None,
-            expiry: Some(now.saturating_add_millis(60_000)),
-            scope: RoutingScope::Any,
-            prefs: None,
-            protocol: ProtocolId::new(SUBSCRIPTION_PROTOCOL, SUBSCRIPTION_VERSION)
-                .unwrap_or_else(|_| unreachable!("a valid constant protocol")),
-            body: Body::new(body).unwrap_or_else(|_| unreachable!("34 bytes fit")),
-            sig: None,
-        }
+        let src = EngineIdentity::new(
+            self.node,
+            EngineName::new(NODE_ENGINE_NAME).unwrap_or_else(|_| unreachable!("a valid constant name")),
+        );
+        let protocol = ProtocolId::new(SUBSCRIPTION_PROTOCOL, SUBSCRIPTION_VERSION)
+            .unwrap_or_else(|_| unreachable!("a valid constant protocol"));
+        let body = Body::new(body).unwrap_or_else(|_| unreachable!("34 bytes fit"));
+        let mut message = EngineMessage::new(src, DestinationIdentity::Node(to), MessageId(id), protocol, body);
+        message.expiry = Some(now.saturating_add_millis(60_000));
+        message
     }
 }
 

@@ -3,7 +3,7 @@ use netmachine_domain::*;
 use proptest::prelude::*;
 
 use super::*;
-use crate::testing::{RecordingOutbound, TestSigner, TestVerifier};
+use crate::testing::{TestSigner, TestVerifier};
 
 const NOW: Timestamp = Timestamp(1_000_000);
 
@@ -11,10 +11,20 @@ fn name(s: &str) -> EngineName {
     EngineName::new(s).expect("valid test name")
 }
 
+/// What the Router said should go to other nodes, in order.
+#[derive(Default)]
+struct Outbox(std::cell::RefCell<Vec<(NodeIdentity, NodeMessage)>>);
+
+impl Outbox {
+    fn take(&self) -> Vec<(NodeIdentity, NodeMessage)> {
+        self.0.take()
+    }
+}
+
 struct Fixture {
     router: Router<EngineName>,
     signer: TestSigner,
-    outbound: RecordingOutbound,
+    outbound: Outbox,
 }
 
 impl Fixture {
@@ -25,15 +35,24 @@ impl Fixture {
         for e in engines {
             router.register_engine(name(e), name(e)).expect("fresh name");
         }
-        Self { router, signer, outbound: RecordingOutbound::default() }
+        Self { router, signer, outbound: Outbox::default() }
     }
 
     fn node(&self) -> NodeIdentity {
         self.router.node()
     }
 
-    fn ports(&self) -> RouterPorts<'_> {
-        RouterPorts { signer: &self.signer, outbound: &self.outbound }
+    /// Routes a local engine's message and keeps what goes to other nodes.
+    fn route(&self, message: EngineMessage) -> Result<Routed<EngineName>, RouteError> {
+        let routed = self.router.route_local(message, NOW, &self.signer)?;
+        match &routed {
+            Routed::Remote(m) => self.outbound.0.borrow_mut().push((m.dst, m.clone())),
+            Routed::Topic { remote, .. } => {
+                self.outbound.0.borrow_mut().extend(remote.iter().map(|m| (m.dst, m.clone())));
+            }
+            _ => {}
+        }
+        Ok(routed)
     }
 
     fn message(&self, from: &str, dst: DestinationIdentity, id: u64) -> EngineMessage {
@@ -74,7 +93,7 @@ use crate::ports::Signer;
 fn local_unicast_reaches_the_named_engine() {
     let f = Fixture::new(&["a", "b"]);
     let msg = f.message("a", f.to_engine("b"), 7);
-    match f.router.route_local(msg.clone(), NOW, f.ports()) {
+    match f.route(msg.clone()) {
         Ok(Routed::Local { to, message }) => {
             assert_eq!(to, name("b"));
             assert_eq!(message, msg);
@@ -87,7 +106,7 @@ fn local_unicast_reaches_the_named_engine() {
 fn no_route_names_the_destination() {
     let f = Fixture::new(&["a"]);
     let dst = f.to_engine("nobody");
-    let err = f.router.route_local(f.message("a", dst.clone(), 1), NOW, f.ports()).expect_err("no such engine");
+    let err = f.route(f.message("a", dst.clone(), 1)).expect_err("no such engine");
     assert_eq!(err, RouteError::NoRoute { dst: dst.clone() });
     assert!(err.to_string().contains("nobody@node1"), "{err}");
 }
@@ -95,7 +114,7 @@ fn no_route_names_the_destination() {
 #[test]
 fn an_unregistered_source_cannot_send() {
     let f = Fixture::new(&["a"]);
-    let err = f.router.route_local(f.message("ghost", f.to_engine("a"), 1), NOW, f.ports()).expect_err("ghost");
+    let err = f.route(f.message("ghost", f.to_engine("a"), 1)).expect_err("ghost");
     assert!(matches!(err, RouteError::UnknownSource { .. }));
 }
 
@@ -104,7 +123,7 @@ fn expired_messages_are_not_routed() {
     let f = Fixture::new(&["a", "b"]);
     let mut msg = f.message("a", f.to_engine("b"), 1);
     msg.expiry = Some(NOW);
-    assert!(matches!(f.router.route_local(msg, NOW, f.ports()), Err(RouteError::Expired { .. })));
+    assert!(matches!(f.route(msg), Err(RouteError::Expired { .. })));
 }
 
 #[test]
@@ -112,8 +131,8 @@ fn remote_messages_go_out_through_the_transport_port_signed_when_asked() {
     let f = Fixture::new(&["a"]);
     let peer = NodeIdentity::ed25519([9; 32]);
     let dst = DestinationIdentity::Engine(EngineIdentity::new(peer, name("b")));
-    let routed = f.router.route_local(f.message("a", dst.clone(), 3), NOW, f.ports()).expect("routed");
-    assert!(matches!(routed, Routed::Sent { to } if to == peer));
+    let routed = f.route(f.message("a", dst.clone(), 3)).expect("routed");
+    assert!(matches!(&routed, Routed::Remote(m) if m.dst == peer));
     let sent = f.outbound.take();
     assert_eq!(sent.len(), 1);
     let (to, node_message) = &sent[0];
@@ -126,11 +145,11 @@ fn remote_messages_go_out_through_the_transport_port_signed_when_asked() {
     // A sender that signed keeps its signature; a router told to sign all does.
     let mut signed = f.message("a", dst.clone(), 4);
     signed.sig = Some(f.signer.sign(&signed.signing_bytes()));
-    f.router.route_local(signed.clone(), NOW, f.ports()).expect("routed");
+    f.route(signed.clone()).expect("routed");
     let mut always = Fixture::new(&["a"]);
     always.router = Router::new(always.node(), RouterConfig { sign_remote: true, ..RouterConfig::default() });
     always.router.register_engine(name("a"), name("a")).expect("fresh");
-    always.router.route_local(always.message("a", dst, 5), NOW, always.ports()).expect("routed");
+    always.route(always.message("a", dst, 5)).expect("routed");
     for (_, m) in f.outbound.take().into_iter().chain(always.outbound.take()) {
         let NodePayload::Engine(inner) = &m.payload else { panic!("engine payload expected") };
         crate::ports::verify_signed(&TestVerifier, inner).expect("signed by the node key");
@@ -155,7 +174,7 @@ fn remote_subscribers_receive_signed_events_from_the_publisher_node() {
     // B's request travels to A, which records B.
     let requests = b.router.subscription_requests(&topic, SubscriptionOp::Subscribe, NOW);
     assert_eq!(requests.len(), 1);
-    b.router.route_local(requests[0].clone(), NOW, b.ports()).expect("sent");
+    b.route(requests[0].clone()).expect("sent");
     let (to, request) = b.outbound.take().pop().expect("request sent");
     assert_eq!(to, a.node());
     match a.router.route_inbound(b.node(), request, NOW, &TestVerifier) {
@@ -168,8 +187,8 @@ fn remote_subscribers_receive_signed_events_from_the_publisher_node() {
     assert_eq!(a.router.remote_subscribers(&topic), vec![b.node()]);
 
     // A publishes: the event goes to B, signed once.
-    let routed = a.router.route_local(a.message("owner", DestinationIdentity::Topic(topic), 7), NOW, a.ports());
-    assert!(matches!(routed, Ok(Routed::Topic { remote: 1, .. })));
+    let routed = a.route(a.message("owner", DestinationIdentity::Topic(topic), 7));
+    assert!(matches!(routed, Ok(Routed::Topic { ref remote, .. }) if remote.len() == 1));
     let (to, event) = a.outbound.take().pop().expect("event sent");
     assert_eq!(to, b.node());
     match b.router.route_inbound(a.node(), event.clone(), NOW, &TestVerifier) {
@@ -196,8 +215,8 @@ fn remote_subscribers_receive_signed_events_from_the_publisher_node() {
 
     // Unsubscribing stops the events.
     a.router.apply_remote_subscription(b.node(), topic, SubscriptionOp::Unsubscribe).expect("applied");
-    let routed = a.router.route_local(a.message("owner", DestinationIdentity::Topic(topic), 9), NOW, a.ports());
-    assert!(matches!(routed, Ok(Routed::Topic { remote: 0, .. })));
+    let routed = a.route(a.message("owner", DestinationIdentity::Topic(topic), 9));
+    assert!(matches!(routed, Ok(Routed::Topic { ref remote, .. }) if remote.is_empty()));
     assert!(a.outbound.take().is_empty());
 }
 
@@ -222,11 +241,11 @@ fn local_scope_keeps_a_message_on_this_node() {
     let peer = NodeIdentity::ed25519([9; 32]);
     let mut msg = f.message("a", DestinationIdentity::Node(peer), 1);
     msg.scope = RoutingScope::Local;
-    assert!(matches!(f.router.route_local(msg, NOW, f.ports()), Err(RouteError::OutOfScope { .. })));
+    assert!(matches!(f.route(msg), Err(RouteError::OutOfScope { .. })));
     assert!(f.outbound.take().is_empty());
     let mut local = f.message("a", f.to_engine("b"), 2);
     local.scope = RoutingScope::Local;
-    assert!(matches!(f.router.route_local(local, NOW, f.ports()), Ok(Routed::Local { .. })));
+    assert!(matches!(f.route(local), Ok(Routed::Local { .. })));
 }
 
 #[test]
@@ -240,17 +259,8 @@ fn domain_scope_reaches_only_known_members() {
     to_member.scope = RoutingScope::Domain(domain);
     let mut to_outsider = f.message("a", DestinationIdentity::Node(outsider), 2);
     to_outsider.scope = RoutingScope::Domain(domain);
-    assert!(matches!(f.router.route_local(to_member, NOW, f.ports()), Ok(Routed::Sent { .. })));
-    assert!(matches!(f.router.route_local(to_outsider, NOW, f.ports()), Err(RouteError::OutOfScope { .. })));
-}
-
-#[test]
-fn a_refusing_transport_is_reported_to_the_sender() {
-    let f = Fixture::new(&["a"]);
-    f.outbound.refuse.store(true, std::sync::atomic::Ordering::SeqCst);
-    let peer = NodeIdentity::ed25519([9; 32]);
-    let err = f.router.route_local(f.message("a", DestinationIdentity::Node(peer), 1), NOW, f.ports());
-    assert!(matches!(err, Err(RouteError::Outbound { .. })));
+    assert!(matches!(f.route(to_member), Ok(Routed::Remote(_))));
+    assert!(matches!(f.route(to_outsider), Err(RouteError::OutOfScope { .. })));
 }
 
 #[test]
@@ -258,7 +268,7 @@ fn banned_nodes_are_neither_sent_to_nor_heard() {
     let mut f = Fixture::new(&["a"]);
     let peer = NodeIdentity::ed25519([9; 32]);
     f.router.set_banned(peer, true);
-    let err = f.router.route_local(f.message("a", DestinationIdentity::Node(peer), 1), NOW, f.ports());
+    let err = f.route(f.message("a", DestinationIdentity::Node(peer), 1));
     assert!(matches!(err, Err(RouteError::Banned { .. })));
     let inbound = inbound_from(peer, f.node(), "a", 1);
     assert!(matches!(f.router.route_inbound(peer, inbound, NOW, &TestVerifier), Err(InboundRejection::Banned { .. })));
@@ -273,13 +283,13 @@ fn topics_deliver_to_subscribers_in_order_and_only_creator_deletes() {
     f.router.subscribe(&name("s2"), &topic).expect("subscribed");
     f.router.subscribe(&name("s1"), &topic).expect("subscribed");
     f.router.subscribe(&name("s1"), &topic).expect("idempotent");
-    match f.router.route_local(f.message("owner", DestinationIdentity::Topic(topic), 1), NOW, f.ports()) {
+    match f.route(f.message("owner", DestinationIdentity::Topic(topic), 1)) {
         Ok(Routed::Topic { to, .. }) => assert_eq!(to, vec![name("s2"), name("s1")]),
         other => panic!("expected topic delivery, got {other:?}"),
     }
     assert!(matches!(f.router.delete_topic(&name("s1"), &topic), Err(TopicError::NotCreator { .. })));
     f.router.delete_topic(&name("owner"), &topic).expect("creator deletes");
-    let err = f.router.route_local(f.message("owner", DestinationIdentity::Topic(topic), 2), NOW, f.ports());
+    let err = f.route(f.message("owner", DestinationIdentity::Topic(topic), 2));
     assert!(matches!(err, Err(RouteError::NoRoute { .. })));
 }
 
@@ -300,7 +310,7 @@ fn only_named_publishers_may_publish() {
     let advert = f.topic_advert(3, vec![other]);
     let topic = advert.topic;
     f.router.create_topic(&name("owner"), advert, &TestVerifier).expect("created");
-    let err = f.router.route_local(f.message("owner", DestinationIdentity::Topic(topic), 1), NOW, f.ports());
+    let err = f.route(f.message("owner", DestinationIdentity::Topic(topic), 1));
     assert_eq!(err.expect_err("not a publisher"), RouteError::NotAPublisher { topic });
 }
 
@@ -430,7 +440,7 @@ proptest! {
                         }
                     }
                     let msg = f.message("owner", DestinationIdentity::Topic(topics[t]), id as u64);
-                    let Ok(Routed::Topic { to, message, .. }) = f.router.route_local(msg, NOW, f.ports()) else {
+                    let Ok(Routed::Topic { to, message, .. }) = f.route(msg) else {
                         return Err(TestCaseError::fail("publish must route to the topic"));
                     };
                     for engine in to {
@@ -455,7 +465,7 @@ proptest! {
         let me = f.node();
         let mut msg = f.message("a", dst.clone(), 1);
         msg.scope = scope;
-        let outcome = f.router.route_local(msg, NOW, f.ports());
+        let outcome = f.route(msg);
         let sent = f.outbound.take();
         let remote_in_scope = matches!(scope, RoutingScope::Any);
         match (&dst, outcome) {
@@ -470,7 +480,8 @@ proptest! {
             (DestinationIdentity::Node(n), Err(RouteError::NoRoute { .. })) if *n == me => {}
             // No topic is known.
             (DestinationIdentity::Topic(_), Err(RouteError::NoRoute { .. })) => {}
-            (DestinationIdentity::Engine(_) | DestinationIdentity::Node(_), Ok(Routed::Sent { to })) => {
+            (DestinationIdentity::Engine(_) | DestinationIdentity::Node(_), Ok(Routed::Remote(m))) => {
+                let to = m.dst;
                 prop_assert!(remote_in_scope, "sent out of scope {:?}", scope);
                 prop_assert_eq!(sent.len(), 1);
                 prop_assert_eq!(sent[0].0, to);
@@ -544,7 +555,7 @@ fn a_dropped_message_earns_its_source_a_notice_but_a_notice_earns_none() {
     assert_eq!(notice.dst, DestinationIdentity::Engine(source.clone()));
     assert_eq!(decode_notice(notice.body.as_bytes()), Some((DropReason::Expired, 77)));
     // It travels like any message from this node's router.
-    assert!(matches!(f.router.route_local(notice.clone(), NOW, f.ports()), Ok(Routed::Sent { .. })));
+    assert!(matches!(f.route(notice.clone()), Ok(Routed::Remote(_))));
     assert!(f.router.undeliverable_notice(&source, MessageId(1), &notice.protocol, &dropped, NOW).is_none());
     let bad = InboundRejection::BadSignature { peer };
     assert!(f.router.undeliverable_notice(&source, MessageId(1), &protocol, &bad, NOW).is_none());
@@ -571,8 +582,8 @@ fn bans_are_reported_and_lifted() {
     assert!(!f.router.is_banned(&other), "a ban names one node");
     f.router.set_banned(peer, false);
     assert!(!f.router.is_banned(&peer));
-    let routed = f.router.route_local(f.message("a", DestinationIdentity::Node(peer), 1), NOW, f.ports());
-    assert!(matches!(routed, Ok(Routed::Sent { .. })), "a lifted ban lets messages through: {routed:?}");
+    let routed = f.route(f.message("a", DestinationIdentity::Node(peer), 1));
+    assert!(matches!(routed, Ok(Routed::Remote(_))), "a lifted ban lets messages through: {routed:?}");
 }
 
 #[test]
@@ -675,11 +686,8 @@ fn the_engine_table_can_be_read_and_an_engine_removed_with_its_subscriptions() {
     assert_eq!(f.router.engine_address(&name("b")), None);
     assert_eq!(f.router.local_subscriber_count(&topic), 1, "b's subscription went with it");
     assert_eq!(f.router.local_subscriber_count(&TopicIdentity::ed25519([1; 32])), 0);
-    assert!(matches!(
-        f.router.route_local(f.message("a", f.to_engine("b"), 1), NOW, f.ports()),
-        Err(RouteError::NoRoute { .. })
-    ));
-    match f.router.route_local(f.message("a", DestinationIdentity::Topic(topic), 2), NOW, f.ports()) {
+    assert!(matches!(f.route(f.message("a", f.to_engine("b"), 1)), Err(RouteError::NoRoute { .. })));
+    match f.route(f.message("a", DestinationIdentity::Topic(topic), 2)) {
         Ok(Routed::Topic { to, .. }) => assert_eq!(to, vec![name("a")]),
         other => panic!("expected the remaining subscriber, got {other:?}"),
     }
@@ -723,8 +731,8 @@ fn events_skip_banned_and_out_of_scope_subscribers_and_are_signed_only_for_peers
     f.router.create_topic(&name("owner"), advert, &TestVerifier).expect("created");
     f.router.subscribe(&name("local"), &topic).expect("known");
     // Local subscribers only: nothing to sign.
-    match f.router.route_local(f.message("owner", DestinationIdentity::Topic(topic), 1), NOW, f.ports()) {
-        Ok(Routed::Topic { message, remote: 0, .. }) => assert_eq!(message.sig, None),
+    match f.route(f.message("owner", DestinationIdentity::Topic(topic), 1)) {
+        Ok(Routed::Topic { message, remote, .. }) if remote.is_empty() => assert_eq!(message.sig, None),
         other => panic!("expected local delivery, got {other:?}"),
     }
     let (good, banned) = (NodeIdentity::ed25519([20; 32]), NodeIdentity::ed25519([21; 32]));
@@ -732,15 +740,15 @@ fn events_skip_banned_and_out_of_scope_subscribers_and_are_signed_only_for_peers
         f.router.apply_remote_subscription(peer, topic, SubscriptionOp::Subscribe).expect("applied");
     }
     f.router.set_banned(banned, true);
-    let routed = f.router.route_local(f.message("owner", DestinationIdentity::Topic(topic), 2), NOW, f.ports());
-    assert!(matches!(routed, Ok(Routed::Topic { remote: 1, .. })), "{routed:?}");
+    let routed = f.route(f.message("owner", DestinationIdentity::Topic(topic), 2));
+    assert!(matches!(routed, Ok(Routed::Topic { ref remote, .. }) if remote.len() == 1), "{routed:?}");
     let sent: Vec<NodeIdentity> = f.outbound.take().into_iter().map(|(to, _)| to).collect();
     assert_eq!(sent, vec![good]);
     // A message kept to this node reaches no remote subscriber.
     let mut local_only = f.message("owner", DestinationIdentity::Topic(topic), 3);
     local_only.scope = RoutingScope::Local;
-    let routed = f.router.route_local(local_only, NOW, f.ports());
-    assert!(matches!(routed, Ok(Routed::Topic { remote: 0, .. })), "{routed:?}");
+    let routed = f.route(local_only);
+    assert!(matches!(routed, Ok(Routed::Topic { ref remote, .. }) if remote.is_empty()), "{routed:?}");
     assert!(f.outbound.take().is_empty());
 }
 

@@ -23,18 +23,18 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 use netmachine_domain::{
     Advert, Body, DestinationIdentity, EngineIdentity, EngineMessage, EngineName, MessageId, NodeMessage, NodePayload,
-    ProtocolId, RoutingScope, Signature, Timestamp, TopicAdvert, TopicAdvertBody, TopicIdentity, TransportAddress,
-    TransportProtocol, WeightedAddress,
+    ProtocolId, Signature, Timestamp, TopicAdvert, TopicAdvertBody, TopicIdentity, TransportAddress, TransportProtocol,
+    WeightedAddress,
 };
 use netmachine_engines::engine::Timed;
 use netmachine_engines::ports::{Randomness, Signer};
 use netmachine_engines::random::SplitMix;
 use netmachine_engines::router::{decode_notice, SubscriptionOp, UNDELIVERABLE_PROTOCOL};
-use netmachine_engines::testing::{RecordingOutbound, TestSigner, TestVerifier};
+use netmachine_engines::testing::{TestSigner, TestVerifier};
 use netmachine_engines::transport::{
     message_cost, CloseReason, ConnId, ConnectFailure, TransportEffect, TransportEvent, PROTOCOL_VERSIONS,
 };
-use netmachine_engines::{Routed, RouterPorts};
+use netmachine_engines::Routed;
 
 use metrics::{cdf_points, KindMetrics, LatencySummary, PerNode, Results, TimeSeries};
 use model::unit;
@@ -494,18 +494,10 @@ impl Simulation {
         node.next_message_id += 1;
         let Ok(body) = Body::new(vec![0u8; self.scenario.workload.body_bytes]) else { return };
         let Ok(protocol) = ProtocolId::new("sim/unicast", 1) else { return };
-        let mut message = EngineMessage {
-            src: EngineIdentity::new(node.id, app.clone()),
-            dst: DestinationIdentity::Engine(EngineIdentity::new(self.nodes[to as usize].id, app)),
-            id: MessageId(id),
-            reply_to: None,
-            expiry: Some(expiry),
-            scope: RoutingScope::Any,
-            prefs: None,
-            protocol,
-            body,
-            sig: None,
-        };
+        let src = EngineIdentity::new(node.id, app.clone());
+        let dst = DestinationIdentity::Engine(EngineIdentity::new(self.nodes[to as usize].id, app));
+        let mut message = EngineMessage::new(src, dst, MessageId(id), protocol, body);
+        message.expiry = Some(expiry);
         if self.nodes[n as usize].behaviour == Some(Behaviour::BadSignatures) {
             message.sig = Some(Signature::Ed25519(Box::new([0x66; 64])));
         }
@@ -534,18 +526,9 @@ impl Simulation {
         else {
             return;
         };
-        let message = EngineMessage {
-            src: EngineIdentity::new(node.id, app),
-            dst: DestinationIdentity::Topic(topic.id),
-            id: MessageId(id),
-            reply_to: None,
-            expiry: Some(ms(self.now_us).saturating_add_millis(self.scenario.workload.ttl_ms)),
-            scope: RoutingScope::Any,
-            prefs: None,
-            protocol,
-            body,
-            sig: None,
-        };
+        let src = EngineIdentity::new(node.id, app);
+        let mut message = EngineMessage::new(src, DestinationIdentity::Topic(topic.id), MessageId(id), protocol, body);
+        message.expiry = Some(ms(self.now_us).saturating_add_millis(self.scenario.workload.ttl_ms));
         let expected = self.subscribers[t as usize].len() as u64;
         self.events_published.insert((topic.publisher, id), (self.now_us, expected, t));
         self.route_from(topic.publisher, message);
@@ -555,20 +538,21 @@ impl Simulation {
     /// out to its Transport.
     fn route_from(&mut self, n: u32, message: EngineMessage) {
         let now = ms(self.now_us);
-        let outbound = RecordingOutbound::default();
         let node = &mut self.nodes[n as usize];
         let key = (n, message.id.0);
-        let routed = {
-            let ports = RouterPorts { signer: &node.signer, outbound: &outbound };
-            node.router.route_local(message, now, ports)
-        };
-        if routed.is_err() {
-            if let Some(sent) = self.unicasts.get_mut(&key) {
-                sent.told = true;
+        let outbound = match node.router.route_local(message, now, &node.signer) {
+            Ok(Routed::Remote(message)) => vec![message],
+            Ok(Routed::Topic { remote, .. }) => remote,
+            Ok(_) => Vec::new(),
+            Err(_) => {
+                if let Some(sent) = self.unicasts.get_mut(&key) {
+                    sent.told = true;
+                }
+                Vec::new()
             }
-        }
-        for (to, message) in outbound.take() {
-            self.send_to(n, to, message);
+        };
+        for message in outbound {
+            self.send_to(n, message.dst, message);
         }
     }
 
@@ -938,7 +922,7 @@ impl Simulation {
             Ok(Routed::Subscription { peer, topic, op }) => {
                 let _ = self.nodes[to as usize].router.apply_remote_subscription(peer, topic, op);
             }
-            Ok(Routed::Sent { .. }) => {}
+            Ok(Routed::Remote(_)) => {}
             Err(rejection) => {
                 if let Some((source, id, protocol)) = origin {
                     let notice =
