@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use netmachine_adapters::codec::CborCodec;
+use netmachine_adapters::codec::Codec;
 use netmachine_adapters::crypto::{Ed25519Keys, RingVerifier};
 use netmachine_adapters::runtime::{Inbound, Node};
 use netmachine_domain::*;
-use netmachine_engines::ports::{verify_signed, Codec, Signer};
+use netmachine_engines::ports::{verify_signed, Signer};
 use tokio::sync::mpsc;
 
 const MESSAGES: u64 = 1_000_000;

@@ -4,7 +4,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use netmachine_domain::Timestamp;
-use netmachine_engines::ports::Clock;
+
+/// The present moment. Engines are handed it on every call; the runtime
+/// reads it from one of these.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> Timestamp;
+}
 
 /// Wall-clock time. A clock set before 1970 reads as 0.
 #[derive(Debug, Clone, Copy, Default)]

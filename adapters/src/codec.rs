@@ -4,9 +4,9 @@
 
 use netmachine_domain::limits::MAX_FRAME_BYTES;
 use netmachine_domain::{Frame, FrameKind};
-use netmachine_engines::ports::{Codec, CodecError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use thiserror::Error;
 
 /// The frame format this codec writes and reads.
 pub const FORMAT_VERSION: u8 = 1;
@@ -18,6 +18,32 @@ pub const HEADER_LEN: usize = 2;
 pub const CHANNEL_MESSAGE_KIND: u8 = 8;
 
 pub use engine_frame::{ChannelEnds, NameCache};
+
+/// A frame that could not be encoded or decoded. Every decode failure is one
+/// of these, never a panic.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum CodecError {
+    #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
+    TooLarge { len: usize, max: usize },
+    #[error("frame is truncated: {len} bytes, a header needs {needed}")]
+    Truncated { len: usize, needed: usize },
+    #[error("frame format version {0} is not supported")]
+    UnsupportedVersion(u8),
+    #[error("frame kind {0} is unknown")]
+    UnknownKind(u8),
+    #[error("frame header says kind {header:?} but the body is {body:?}")]
+    KindMismatch { header: u8, body: u8 },
+    #[error("frame body is malformed: {0}")]
+    Malformed(String),
+    #[error("frame could not be encoded: {0}")]
+    Encode(String),
+}
+
+/// Turns frames into bytes and back.
+pub trait Codec: Send + Sync {
+    fn encode(&self, frame: &Frame) -> Result<Vec<u8>, CodecError>;
+    fn decode(&self, bytes: &[u8]) -> Result<Frame, CodecError>;
+}
 
 #[derive(Debug, Clone, Copy)]
 pub struct CborCodec {

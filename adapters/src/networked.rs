@@ -7,13 +7,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use netmachine_domain::{TransportAddress, TransportProtocol, WeightedAddress};
-use netmachine_engines::ports::Clock;
 use netmachine_engines::transport::TransportConfig;
 use netmachine_engines::RouterConfig;
 use thiserror::Error;
 use tokio::sync::mpsc;
 
-use crate::clock::SystemClock;
+use crate::clock::{Clock, SystemClock};
 use crate::crypto::Ed25519Keys;
 use crate::random::system_seed;
 use crate::runtime::{Node, NodeError, DEFAULT_MAILBOX_CAPACITY};

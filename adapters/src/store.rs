@@ -6,14 +6,32 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use netmachine_domain::{IdentityRecord, RecordKey};
-use netmachine_engines::ports::{RecordStore, StoreError};
 use redb::{Database, ReadableTable, TableDefinition};
+
+use thiserror::Error;
 
 use crate::codec::{from_cbor, to_cbor};
 
 const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("identity_records");
 /// The layout of stored values; a change of layout gets a new number.
 const RECORD_SCHEMA: u8 = 1;
+
+/// A failure of the persistent record store.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum StoreError {
+    #[error("record store I/O failed: {0}")]
+    Io(String),
+    #[error("record store holds a corrupt record for {key}: {reason}")]
+    Corrupt { key: String, reason: String },
+}
+
+/// Where the identity store keeps its records across restarts. Every call
+/// is durable when it returns `Ok`.
+pub trait RecordStore: Send {
+    fn load_all(&self) -> Result<Vec<IdentityRecord>, StoreError>;
+    fn put(&mut self, record: &IdentityRecord) -> Result<(), StoreError>;
+    fn remove(&mut self, key: &RecordKey) -> Result<(), StoreError>;
+}
 
 #[derive(Debug)]
 pub struct RedbRecordStore {
@@ -112,7 +130,7 @@ impl RecordStore for RedbRecordStore {
 }
 
 /// Records in memory only, for nodes embedded without a data directory.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct VolatileRecordStore {
     records: BTreeMap<RecordKey, IdentityRecord>,
 }

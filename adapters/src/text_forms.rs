@@ -4,10 +4,9 @@
 
 use data_encoding::BASE32_NOPAD;
 use netmachine_domain::{Frame, NodeAdvert};
-use netmachine_engines::ports::{Codec, CodecError};
 use thiserror::Error;
 
-use crate::codec::CborCodec;
+use crate::codec::{CborCodec, Codec, CodecError};
 
 pub const NODE_ADVERT_PREFIX: &str = "nodeadvert1";
 

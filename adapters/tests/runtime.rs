@@ -3,6 +3,7 @@
 
 use netmachine_adapters::crypto::{Ed25519Keys, RingVerifier};
 use netmachine_adapters::runtime::{Inbound, Node, NodeError, SendError, SendOptions};
+use netmachine_adapters::store::{RecordStore, StoreError};
 use netmachine_domain::*;
 use netmachine_engines::ports::{verify_signed, Signer};
 use netmachine_engines::{InboundRejection, RouteError};
@@ -171,6 +172,51 @@ async fn identity_updates_reach_subscribers_and_bad_adverts_do_not() {
     let forged = Advert::from_parts(forged_body.clone(), other.sign(&NodeAdvert::signing_bytes_of(&forged_body)));
     assert!(node.offer_node_advert(forged).await.is_err());
     assert!(watcher.try_recv().is_none(), "refused adverts announce nothing");
+}
+
+/// A record store whose writes can be made to fail, as a full disk's do.
+#[derive(Clone, Default)]
+struct BreakableDisk {
+    records: std::sync::Arc<parking_lot::Mutex<Vec<IdentityRecord>>>,
+    broken: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl RecordStore for BreakableDisk {
+    fn load_all(&self) -> Result<Vec<IdentityRecord>, StoreError> {
+        Ok(self.records.lock().clone())
+    }
+    fn put(&mut self, record: &IdentityRecord) -> Result<(), StoreError> {
+        if self.broken.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StoreError::Io("disk full (simulated)".into()));
+        }
+        self.records.lock().push(record.clone());
+        Ok(())
+    }
+    fn remove(&mut self, _key: &RecordKey) -> Result<(), StoreError> {
+        Err(StoreError::Io("not used here".into()))
+    }
+}
+
+#[tokio::test]
+async fn a_record_the_disk_refuses_is_neither_kept_nor_announced() {
+    let disk = BreakableDisk::default();
+    let node = Node::builder().record_store(Box::new(disk.clone())).start().await.expect("start");
+    let mut watcher = node.register_engine("watcher").expect("watcher");
+    assert!(watcher.subscribe_identity_updates().await.expect("subscribed"));
+    let written = disk.records.lock().len();
+    disk.broken.store(true, std::sync::atomic::Ordering::SeqCst);
+    let peer = Ed25519Keys::generate().expect("keys");
+    let body = NodeAdvertBody::new(peer.node_identity(), vec![], None, 1, node.now()).expect("valid");
+    let advert = Advert::from_parts(body.clone(), peer.sign(&NodeAdvert::signing_bytes_of(&body)));
+    let err = node.offer_node_advert(advert.clone()).await.expect_err("the write failed");
+    assert!(matches!(err, NodeError::Store(StoreError::Io(_))), "{err}");
+    assert_eq!(node.lookup(RecordKey::Node(peer.node_identity())).await.expect("lookup"), None);
+    assert!(watcher.try_recv().is_none(), "nothing announced");
+    assert_eq!(disk.records.lock().len(), written);
+    // Once the disk takes writes again, the same advert goes in.
+    disk.broken.store(false, std::sync::atomic::Ordering::SeqCst);
+    node.offer_node_advert(advert).await.expect("accepted");
+    assert!(node.lookup(RecordKey::Node(peer.node_identity())).await.expect("lookup").is_some());
 }
 
 #[tokio::test]

@@ -6,9 +6,10 @@ use std::process::{Command, Stdio};
 
 use netmachine_adapters::crypto::Ed25519Keys;
 use netmachine_adapters::runtime::{Node, IDENTITY_DB_FILE};
+use netmachine_adapters::store::RecordStore;
 use netmachine_adapters::store::RedbRecordStore;
 use netmachine_domain::*;
-use netmachine_engines::ports::{RecordStore, Signer};
+use netmachine_engines::ports::Signer;
 
 fn signed_node_advert(keys: &Ed25519Keys, version: u64) -> NodeAdvert {
     let address = "quic://127.0.0.1:4300".parse().expect("valid");

@@ -1,7 +1,13 @@
 //! The Network Identity Store: records for nodes, engines, topics and
 //! domains. An advert replaces what is held only when its signature verifies
-//! and its version is newer; each accepted change is written to the record
-//! store before it is applied in memory, then announced to subscribers.
+//! and its version is newer.
+//!
+//! The store never writes to disk itself. Every change is two steps: a
+//! check that returns a [`Persist`] (the record to make durable), and
+//! [`IdentityStore::commit`], which its host calls once the record is on
+//! disk, and which applies it in memory and says whom to announce it to.
+//! A record is therefore on disk before anyone hears of it, and a write
+//! that fails leaves the store as it was.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -12,7 +18,7 @@ use netmachine_domain::{
 };
 use thiserror::Error;
 
-use crate::ports::{verify_signed, RecordStore, SignatureError, StoreError, Verifier};
+use crate::ports::{verify_signed, SignatureError, Verifier};
 
 /// An advert offered to the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,8 +51,21 @@ pub enum UpdateError {
     Full { key: RecordKey, max: usize },
     #[error("{key} is this node's own identity and cannot be changed from outside")]
     OwnRecord { key: RecordKey },
-    #[error(transparent)]
-    Store(#[from] StoreError),
+}
+
+/// A checked change: write `record` to durable storage, then hand this
+/// back to [`IdentityStore::commit`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use = "a change takes effect only once persisted and committed"]
+pub struct Persist {
+    record: IdentityRecord,
+}
+
+impl Persist {
+    /// The record to write.
+    pub fn record(&self) -> &IdentityRecord {
+        &self.record
+    }
 }
 
 /// Announced to subscribers after every accepted change.
@@ -84,10 +103,10 @@ pub struct IdentityStore {
 }
 
 impl IdentityStore {
-    /// Opens the store with every record the record store holds.
-    pub fn open(own: NodeIdentity, config: IdentityStoreConfig, store: &dyn RecordStore) -> Result<Self, StoreError> {
-        let records = store.load_all()?.into_iter().map(|r| (r.key(), r)).collect();
-        Ok(Self { own, config, records, subscribers: BTreeSet::new() })
+    /// Opens the store with the records its host loaded from disk.
+    pub fn open(own: NodeIdentity, config: IdentityStoreConfig, records: Vec<IdentityRecord>) -> Self {
+        let records = records.into_iter().map(|r| (r.key(), r)).collect();
+        Self { own, config, records, subscribers: BTreeSet::new() }
     }
 
     pub fn len(&self) -> usize {
@@ -139,12 +158,11 @@ impl IdentityStore {
     /// than the one held, it is not from the future, and its subject is not
     /// banned.
     pub fn apply_advert(
-        &mut self,
+        &self,
         update: AdvertUpdate,
         now: Timestamp,
         verifier: &dyn Verifier,
-        store: &mut dyn RecordStore,
-    ) -> Result<Accepted, UpdateError> {
+    ) -> Result<Persist, UpdateError> {
         let key = update.key();
         let record = match update {
             AdvertUpdate::Node(advert) => {
@@ -178,17 +196,12 @@ impl IdentityStore {
                 IdentityRecord::Domain(advert)
             }
         };
-        self.commit(key, record, store)
+        self.stage(key, record)
     }
 
     /// Records this node's own advert, with trust 255. Only the node itself
     /// calls this, with an advert it has just signed.
-    pub fn set_own_advert(
-        &mut self,
-        advert: NodeAdvert,
-        verifier: &dyn Verifier,
-        store: &mut dyn RecordStore,
-    ) -> Result<Accepted, UpdateError> {
+    pub fn set_own_advert(&self, advert: NodeAdvert, verifier: &dyn Verifier) -> Result<Persist, UpdateError> {
         let key = RecordKey::Node(self.own);
         if advert.id != self.own {
             return Err(UpdateError::OwnRecord { key: RecordKey::Node(advert.id) });
@@ -202,44 +215,29 @@ impl IdentityStore {
         record.advert = Some(advert);
         record.trust = Trust::OWN;
         record.permanence = Permanence::Permanent;
-        self.commit(key, IdentityRecord::Node(record), store)
+        self.stage(key, IdentityRecord::Node(record))
     }
 
     /// Sets a node's trust (0 bans it). Works before any advert is known.
-    pub fn set_trust(
-        &mut self,
-        node: NodeIdentity,
-        trust: Trust,
-        store: &mut dyn RecordStore,
-    ) -> Result<Accepted, UpdateError> {
-        self.edit_node(node, store, |r| r.trust = trust)
+    pub fn set_trust(&self, node: NodeIdentity, trust: Trust) -> Result<Persist, UpdateError> {
+        self.edit_node(node, |r| r.trust = trust)
     }
 
-    pub fn set_permanence(
-        &mut self,
-        node: NodeIdentity,
-        permanence: Permanence,
-        store: &mut dyn RecordStore,
-    ) -> Result<Accepted, UpdateError> {
-        self.edit_node(node, store, |r| r.permanence = permanence)
+    pub fn set_permanence(&self, node: NodeIdentity, permanence: Permanence) -> Result<Persist, UpdateError> {
+        self.edit_node(node, |r| r.permanence = permanence)
     }
 
     /// Records a local engine (engines have no adverts: the node speaks for
     /// them unless they carry a key of their own).
-    pub fn put_engine(&mut self, record: EngineRecord, store: &mut dyn RecordStore) -> Result<Accepted, UpdateError> {
+    pub fn put_engine(&self, record: EngineRecord) -> Result<Persist, UpdateError> {
         let key = RecordKey::Engine(record.engine.clone());
-        self.commit(key, IdentityRecord::Engine(record), store)
+        self.stage(key, IdentityRecord::Engine(record))
     }
 
-    fn edit_node(
-        &mut self,
-        node: NodeIdentity,
-        store: &mut dyn RecordStore,
-        edit: impl FnOnce(&mut NodeRecord),
-    ) -> Result<Accepted, UpdateError> {
+    fn edit_node(&self, node: NodeIdentity, edit: impl FnOnce(&mut NodeRecord)) -> Result<Persist, UpdateError> {
         let mut record = self.node(&node).cloned().unwrap_or_else(|| NodeRecord::new(node));
         edit(&mut record);
-        self.commit(RecordKey::Node(node), IdentityRecord::Node(record), store)
+        self.stage(RecordKey::Node(node), IdentityRecord::Node(record))
     }
 
     fn check_advert<B: AdvertBody>(
@@ -259,18 +257,20 @@ impl IdentityStore {
         Ok(())
     }
 
-    /// Persists, then applies, then announces. Nothing changes in memory
-    /// when the record store fails.
-    fn commit(
-        &mut self,
-        key: RecordKey,
-        record: IdentityRecord,
-        store: &mut dyn RecordStore,
-    ) -> Result<Accepted, UpdateError> {
+    /// A change that fits: a new record needs room in the table.
+    fn stage(&self, key: RecordKey, record: IdentityRecord) -> Result<Persist, UpdateError> {
         if !self.records.contains_key(&key) && self.records.len() >= self.config.max_records {
             return Err(UpdateError::Full { key, max: self.config.max_records });
         }
-        store.put(&record)?;
+        Ok(Persist { record })
+    }
+
+    /// Applies a change its host has made durable, and says whom to tell.
+    /// Commit each change right after persisting it: a change staged
+    /// before another was committed may no longer fit, and is refused.
+    pub fn commit(&mut self, change: Persist) -> Result<Accepted, UpdateError> {
+        let key = change.record.key();
+        let record = self.stage(key.clone(), change.record)?.record;
         self.records.insert(key.clone(), record.clone());
         Ok(Accepted { event: IdentityUpdated { key, record }, notify: self.subscribers.iter().cloned().collect() })
     }

@@ -34,7 +34,7 @@ pub enum CommandError {
     #[error("invalid log filter {filter:?}: {reason}")]
     LogFilter { filter: String, reason: String },
     #[error("cannot encode the advert: {0}")]
-    Codec(#[from] netmachine_engines::ports::CodecError),
+    Codec(#[from] netmachine_adapters::codec::CodecError),
     #[error("cannot read the body file {path}: {source}")]
     BodyFile { path: PathBuf, source: std::io::Error },
     #[error("the body file {path} is {len} bytes; a message body is at most {max}")]

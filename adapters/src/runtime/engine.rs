@@ -10,8 +10,9 @@ use netmachine_domain::{
     TopicAdvert, TopicAdvertBody, TopicIdentity, TransportPrefs,
 };
 use netmachine_engines::identity_store::IdentityUpdated;
-use netmachine_engines::ports::{OutboundError, Signer};
+use netmachine_engines::ports::Signer;
 use netmachine_engines::router::SubscriptionOp;
+use netmachine_engines::transport::OutboundError;
 use netmachine_engines::RouteError;
 use tokio::sync::mpsc;
 

@@ -1,8 +1,9 @@
 //! Errors of the embedding API.
 
+use crate::codec::CodecError;
+use crate::store::StoreError;
 use netmachine_domain::{DestinationIdentity, ValidationError};
 use netmachine_engines::identity_store::UpdateError;
-use netmachine_engines::ports::{CodecError, StoreError};
 use netmachine_engines::{RegistryError, RouteError, TopicError};
 use thiserror::Error;
 

@@ -1,22 +1,26 @@
 //! Hosts the Network Identity Store on a thread of its own with a bounded
 //! mailbox. Its record store does blocking disk I/O, which must never stall
-//! the async workers that carry messages.
+//! the async workers that carry messages. Each change the store checks comes
+//! back as a `Persist`: it is written here, and only once the write has
+//! succeeded is it committed and announced.
 
 use std::sync::Arc;
 
+use crate::clock::Clock;
+use crate::store::RecordStore;
 use netmachine_domain::{EngineName, IdentityRecord, NodeAdvert, NodeIdentity, Permanence, RecordKey, Trust};
-use netmachine_engines::identity_store::{Accepted, AdvertUpdate, IdentityStore, UpdateError};
-use netmachine_engines::ports::{Clock, RecordStore};
+use netmachine_engines::identity_store::{Accepted, AdvertUpdate, IdentityStore, Persist, UpdateError};
 use tokio::sync::{mpsc, oneshot};
 
+use super::error::NodeError;
 use crate::crypto::RingVerifier;
 
 /// What the identity actor can be asked.
 pub(crate) enum IdentityCommand {
-    Apply(AdvertUpdate, oneshot::Sender<Result<Accepted, UpdateError>>),
-    SetOwnAdvert(NodeAdvert, oneshot::Sender<Result<Accepted, UpdateError>>),
-    SetPermanence(NodeIdentity, Permanence, oneshot::Sender<Result<Accepted, UpdateError>>),
-    SetTrust(NodeIdentity, Trust, oneshot::Sender<Result<Accepted, UpdateError>>),
+    Apply(AdvertUpdate, oneshot::Sender<Result<Accepted, NodeError>>),
+    SetOwnAdvert(NodeAdvert, oneshot::Sender<Result<Accepted, NodeError>>),
+    SetPermanence(NodeIdentity, Permanence, oneshot::Sender<Result<Accepted, NodeError>>),
+    SetTrust(NodeIdentity, Trust, oneshot::Sender<Result<Accepted, NodeError>>),
     Lookup(RecordKey, oneshot::Sender<Option<IdentityRecord>>),
     All(oneshot::Sender<Vec<IdentityRecord>>),
     Subscribe(EngineName, oneshot::Sender<bool>),
@@ -42,33 +46,32 @@ pub(crate) fn spawn_identity_actor(
         while let Some(command) = rx.blocking_recv() {
             match command {
                 IdentityCommand::Apply(update, reply) => {
-                    let outcome = store.apply_advert(update, clock.now(), &verifier, disk.as_mut());
-                    match &outcome {
-                        Ok(accepted) => on_accepted(accepted),
-                        Err(err) => tracing::info!(%err, "identity update refused"),
+                    let outcome = {
+                        let change = store.apply_advert(update, clock.now(), &verifier);
+                        persist(&mut store, disk.as_mut(), &on_accepted, change)
+                    };
+                    if let Err(err) = &outcome {
+                        tracing::info!(%err, "identity update refused");
                     }
                     let _ = reply.send(outcome);
                 }
                 IdentityCommand::SetOwnAdvert(advert, reply) => {
-                    let outcome = store.set_own_advert(advert, &verifier, disk.as_mut());
-                    if let Ok(accepted) = &outcome {
-                        on_accepted(accepted);
-                    }
-                    let _ = reply.send(outcome);
+                    let _ = reply.send({
+                        let change = store.set_own_advert(advert, &verifier);
+                        persist(&mut store, disk.as_mut(), &on_accepted, change)
+                    });
                 }
                 IdentityCommand::SetTrust(node, trust, reply) => {
-                    let outcome = store.set_trust(node, trust, disk.as_mut());
-                    if let Ok(accepted) = &outcome {
-                        on_accepted(accepted);
-                    }
-                    let _ = reply.send(outcome);
+                    let _ = reply.send({
+                        let change = store.set_trust(node, trust);
+                        persist(&mut store, disk.as_mut(), &on_accepted, change)
+                    });
                 }
                 IdentityCommand::SetPermanence(node, permanence, reply) => {
-                    let outcome = store.set_permanence(node, permanence, disk.as_mut());
-                    if let Ok(accepted) = &outcome {
-                        on_accepted(accepted);
-                    }
-                    let _ = reply.send(outcome);
+                    let _ = reply.send({
+                        let change = store.set_permanence(node, permanence);
+                        persist(&mut store, disk.as_mut(), &on_accepted, change)
+                    });
                 }
                 IdentityCommand::Lookup(key, reply) => {
                     let _ = reply.send(store.lookup(&key).cloned());
@@ -85,4 +88,19 @@ pub(crate) fn spawn_identity_actor(
         tracing::debug!("identity store stopped; every accepted record is on disk");
     });
     Ok((tx, thread?))
+}
+
+/// Writes a checked change to disk, then commits and announces it. A write
+/// that fails leaves the store as it was, and nobody hears of the change.
+fn persist(
+    store: &mut IdentityStore,
+    disk: &mut dyn RecordStore,
+    on_accepted: &OnAccepted,
+    change: Result<Persist, UpdateError>,
+) -> Result<Accepted, NodeError> {
+    let change = change?;
+    disk.put(change.record())?;
+    let accepted = store.commit(change)?;
+    on_accepted(&accepted);
+    Ok(accepted)
 }

@@ -18,7 +18,7 @@ use netmachine_domain::{
     NodeMessage, NodePayload, Permanence, RecordKey, Timestamp, TopicAdvert, TopicIdentity, Trust, WeightedAddress,
 };
 use netmachine_engines::identity_store::{Accepted, AdvertUpdate, IdentityStore, IdentityStoreConfig};
-use netmachine_engines::ports::{Clock, OutboundError, OutboundTransport, RecordStore, Signer};
+use netmachine_engines::ports::Signer;
 use netmachine_engines::{InboundRejection, RouteError, Routed, Router, RouterConfig};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -27,9 +27,10 @@ use super::delivery::{Delivery, Watches};
 use super::engine::{EngineHandle, Inbound, Mailbox};
 use super::error::{NodeError, SendError};
 use super::identity_actor::{spawn_identity_actor, IdentityCommand};
-use crate::clock::SystemClock;
+use crate::clock::{Clock, SystemClock};
 use crate::crypto::{Ed25519Keys, RingVerifier};
-use crate::store::{RedbRecordStore, VolatileRecordStore};
+use crate::outbound::{OutboundError, OutboundTransport};
+use crate::store::{RecordStore, RedbRecordStore, VolatileRecordStore};
 
 /// Deliveries that found their mailbox full and wait for room. Empty (and
 /// unallocated) in the common case.
@@ -266,7 +267,7 @@ impl NodeBuilder {
             (None, Some(dir)) => Box::new(RedbRecordStore::open(&dir.join(IDENTITY_DB_FILE))?),
             (None, None) => Box::new(VolatileRecordStore::default()),
         };
-        let store = IdentityStore::open(identity, self.identities, disk.as_ref())?;
+        let store = IdentityStore::open(identity, self.identities, disk.load_all()?);
         let router = Arc::new(RwLock::new(Router::new(identity, self.router)));
         seed_router(&mut router.write(), &store);
         let hooks = Arc::new(self.hooks);

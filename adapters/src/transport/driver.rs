@@ -22,7 +22,7 @@ use netmachine_domain::{
     TransportProtocol,
 };
 use netmachine_engines::engine::Timed;
-use netmachine_engines::ports::{Clock, OutboundError, OutboundTransport};
+
 use netmachine_engines::transport::{
     message_cost, CloseReason, ConnId, ConnectFailure, RecentIds, Transport, TransportConfig, TransportEffect,
     TransportEvent,
@@ -33,7 +33,9 @@ use tokio::sync::{broadcast, mpsc, oneshot, Notify};
 
 use super::framing::{encode_channel_frame_into, encode_frame_into, FrameReader, FramingError};
 use super::stream::{BoxWriter, Connector, DialError, SecuredStream};
+use crate::clock::Clock;
 use crate::codec::{CborCodec, ChannelEnds};
+use crate::outbound::{OutboundError, OutboundTransport};
 use crate::runtime::{Node, Pending, WeakNode};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -2,8 +2,8 @@
 //! the codec writes it (format version, kind, CBOR). The length is checked
 //! against the limit before any of the frame is read.
 
+use crate::codec::{Codec, CodecError};
 use netmachine_domain::Frame;
-use netmachine_engines::ports::{Codec, CodecError};
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
 

@@ -4,7 +4,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::ports::Signer;
-use crate::testing::{MemoryRecordStore, TestSigner, TestVerifier};
+use crate::testing::{TestSigner, TestVerifier};
 
 const NOW: Timestamp = Timestamp(10_000_000);
 
@@ -12,8 +12,22 @@ fn own() -> NodeIdentity {
     NodeIdentity::new(TestSigner::node(1).0)
 }
 
-fn open(store: &MemoryRecordStore) -> IdentityStore {
-    IdentityStore::open(own(), IdentityStoreConfig::default(), store).expect("memory store loads")
+/// What the host has made durable.
+type Disk = std::collections::BTreeMap<RecordKey, IdentityRecord>;
+
+fn open(disk: &Disk) -> IdentityStore {
+    IdentityStore::open(own(), IdentityStoreConfig::default(), disk.values().cloned().collect())
+}
+
+/// Does what the node does with a change: write it, then commit it.
+fn persist(
+    ids: &mut IdentityStore,
+    disk: &mut Disk,
+    change: impl FnOnce(&IdentityStore) -> Result<Persist, UpdateError>,
+) -> Result<Accepted, UpdateError> {
+    let change = change(ids)?;
+    disk.insert(change.record().key(), change.record().clone());
+    ids.commit(change)
 }
 
 fn node_advert(seed: u8, version: u64) -> NodeAdvert {
@@ -49,29 +63,33 @@ fn domain_advert(seed: u8, version: u64) -> DomainAdvert {
 
 #[test]
 fn a_valid_advert_is_stored_persisted_and_announced() {
-    let mut disk = MemoryRecordStore::default();
+    let mut disk = Disk::new();
     let mut ids = open(&disk);
     assert!(ids.subscribe(EngineName::new("watcher").expect("valid")));
     let advert = node_advert(2, 1);
-    let accepted = ids.apply_advert(AdvertUpdate::Node(advert.clone()), NOW, &TestVerifier, &mut disk).expect("ok");
+    let accepted =
+        persist(&mut ids, &mut disk, |ids| ids.apply_advert(AdvertUpdate::Node(advert.clone()), NOW, &TestVerifier))
+            .expect("ok");
     assert_eq!(accepted.notify, vec![EngineName::new("watcher").expect("valid")]);
     assert_eq!(accepted.event.key, RecordKey::Node(advert.id));
     let record = ids.node(&advert.id).expect("stored");
     assert_eq!(record.advert.as_ref(), Some(&advert));
     assert_eq!(record.trust, Trust::DEFAULT);
-    assert_eq!(disk.records.len(), 1);
+    assert_eq!(disk.len(), 1);
 }
 
 #[test]
 fn every_kind_of_advert_is_kept() {
-    let mut disk = MemoryRecordStore::default();
+    let mut disk = Disk::new();
     let mut ids = open(&disk);
     let t = topic_advert(3, 1);
     let d = domain_advert(4, 1);
-    ids.apply_advert(AdvertUpdate::Topic(t.clone()), NOW, &TestVerifier, &mut disk).expect("topic");
-    ids.apply_advert(AdvertUpdate::Domain(d.clone()), NOW, &TestVerifier, &mut disk).expect("domain");
+    persist(&mut ids, &mut disk, |ids| ids.apply_advert(AdvertUpdate::Topic(t.clone()), NOW, &TestVerifier))
+        .expect("topic");
+    persist(&mut ids, &mut disk, |ids| ids.apply_advert(AdvertUpdate::Domain(d.clone()), NOW, &TestVerifier))
+        .expect("domain");
     let engine = EngineRecord { engine: EngineIdentity::new(own(), EngineName::new("app").expect("valid")), key: None };
-    ids.put_engine(engine.clone(), &mut disk).expect("engine");
+    persist(&mut ids, &mut disk, |ids| ids.put_engine(engine.clone())).expect("engine");
     assert_eq!(ids.lookup(&RecordKey::Topic(t.topic)), Some(&IdentityRecord::Topic(t)));
     assert_eq!(ids.lookup(&RecordKey::Domain(d.id)), Some(&IdentityRecord::Domain(d)));
     assert_eq!(ids.lookup(&RecordKey::Engine(engine.engine.clone())), Some(&IdentityRecord::Engine(engine)));
@@ -79,94 +97,123 @@ fn every_kind_of_advert_is_kept() {
 
 #[test]
 fn stale_versions_are_refused_and_change_nothing() {
-    let mut disk = MemoryRecordStore::default();
+    let mut disk = Disk::new();
     let mut ids = open(&disk);
-    ids.apply_advert(AdvertUpdate::Node(node_advert(2, 5)), NOW, &TestVerifier, &mut disk).expect("v5");
+    persist(&mut ids, &mut disk, |ids| ids.apply_advert(AdvertUpdate::Node(node_advert(2, 5)), NOW, &TestVerifier))
+        .expect("v5");
     let before = disk.clone();
     for stale in [5, 4, 0] {
-        let err = ids.apply_advert(AdvertUpdate::Node(node_advert(2, stale)), NOW, &TestVerifier, &mut disk);
+        let err = persist(&mut ids, &mut disk, |ids| {
+            ids.apply_advert(AdvertUpdate::Node(node_advert(2, stale)), NOW, &TestVerifier)
+        });
         assert!(matches!(err, Err(UpdateError::Rule { source: RuleError::StaleVersion { .. }, .. })), "{err:?}");
     }
-    assert_eq!(disk.records, before.records);
+    assert_eq!(disk, before);
     let held = ids.node(&node_advert(2, 5).id).and_then(|r| r.advert.clone()).expect("held");
     assert_eq!(held.version, 5);
 }
 
 #[test]
 fn forged_adverts_are_refused_and_change_nothing() {
-    let mut disk = MemoryRecordStore::default();
+    let mut disk = Disk::new();
     let mut ids = open(&disk);
     let mut forged = node_advert(2, 1);
     forged.body.version = 2;
-    let err = ids.apply_advert(AdvertUpdate::Node(forged), NOW, &TestVerifier, &mut disk);
+    let err = persist(&mut ids, &mut disk, |ids| ids.apply_advert(AdvertUpdate::Node(forged), NOW, &TestVerifier));
     assert!(matches!(err, Err(UpdateError::Signature { .. })));
     assert!(ids.is_empty());
-    assert!(disk.records.is_empty());
+    assert!(disk.is_empty());
 }
 
 #[test]
 fn adverts_from_the_future_are_refused() {
-    let mut disk = MemoryRecordStore::default();
+    let mut disk = Disk::new();
     let mut ids = open(&disk);
     let advert = node_advert(2, 1);
     let long_before = Timestamp(NOW.0 - netmachine_domain::limits::MAX_CLOCK_SKEW_MS - 1);
-    let err = ids.apply_advert(AdvertUpdate::Node(advert), long_before, &TestVerifier, &mut disk);
+    let err =
+        persist(&mut ids, &mut disk, |ids| ids.apply_advert(AdvertUpdate::Node(advert), long_before, &TestVerifier));
     assert!(matches!(err, Err(UpdateError::Rule { source: RuleError::FromTheFuture { .. }, .. })));
 }
 
 #[test]
 fn trust_zero_bans_and_banned_adverts_are_refused() {
-    let mut disk = MemoryRecordStore::default();
+    let mut disk = Disk::new();
     let mut ids = open(&disk);
     let advert = node_advert(2, 1);
     assert_eq!(ids.trust(&advert.id), Trust::DEFAULT);
-    ids.set_trust(advert.id, Trust::BANNED, &mut disk).expect("ban");
+    persist(&mut ids, &mut disk, |ids| ids.set_trust(advert.id, Trust::BANNED)).expect("ban");
     assert!(ids.is_banned(&advert.id));
-    let err = ids.apply_advert(AdvertUpdate::Node(advert), NOW, &TestVerifier, &mut disk);
+    let err = persist(&mut ids, &mut disk, |ids| ids.apply_advert(AdvertUpdate::Node(advert), NOW, &TestVerifier));
     assert!(matches!(err, Err(UpdateError::Banned { .. })));
 }
 
 #[test]
 fn own_record_has_full_trust_and_cannot_be_replaced_from_outside() {
-    let mut disk = MemoryRecordStore::default();
+    let mut disk = Disk::new();
     let mut ids = open(&disk);
     let mine = node_advert(1, 1);
-    ids.set_own_advert(mine.clone(), &TestVerifier, &mut disk).expect("own");
+    persist(&mut ids, &mut disk, |ids| ids.set_own_advert(mine.clone(), &TestVerifier)).expect("own");
     assert_eq!(ids.trust(&own()), Trust::OWN);
     let newer = node_advert(1, 9);
-    let err = ids.apply_advert(AdvertUpdate::Node(newer), NOW, &TestVerifier, &mut disk);
+    let err = persist(&mut ids, &mut disk, |ids| ids.apply_advert(AdvertUpdate::Node(newer), NOW, &TestVerifier));
     assert!(matches!(err, Err(UpdateError::OwnRecord { .. })));
     assert_eq!(ids.node(&own()).and_then(|r| r.advert.clone()), Some(mine));
 }
 
 #[test]
-fn a_failing_disk_changes_nothing() {
-    let mut disk = MemoryRecordStore { fail_writes: true, ..Default::default() };
-    let mut ids = open(&disk);
-    let err = ids.apply_advert(AdvertUpdate::Node(node_advert(2, 1)), NOW, &TestVerifier, &mut disk);
-    assert!(matches!(err, Err(UpdateError::Store(_))));
+fn nothing_changes_or_is_announced_until_the_change_is_committed() {
+    let mut ids = open(&Disk::new());
+    assert!(ids.subscribe(EngineName::new("watcher").expect("valid")));
+    let advert = node_advert(2, 1);
+    let change = ids.apply_advert(AdvertUpdate::Node(advert.clone()), NOW, &TestVerifier).expect("valid");
+    assert!(ids.is_empty(), "a checked change is not applied before it is persisted");
+    assert_eq!(change.record().key(), RecordKey::Node(advert.id));
+    // The host's write failed: it drops the change, and the store is as it was.
+    drop(change);
     assert!(ids.is_empty());
+    let change = ids.apply_advert(AdvertUpdate::Node(advert.clone()), NOW, &TestVerifier).expect("valid");
+    let accepted = ids.commit(change).expect("fits");
+    assert_eq!(accepted.notify, vec![EngineName::new("watcher").expect("valid")]);
+    assert_eq!(ids.node(&advert.id).and_then(|r| r.advert.as_ref()), Some(&advert));
+}
+
+#[test]
+fn a_change_staged_before_the_table_filled_is_refused_at_commit() {
+    let config = IdentityStoreConfig { max_records: 1, ..Default::default() };
+    let mut ids = IdentityStore::open(own(), config, Vec::new());
+    let first = ids.apply_advert(AdvertUpdate::Node(node_advert(2, 1)), NOW, &TestVerifier).expect("fits");
+    let second = ids.apply_advert(AdvertUpdate::Node(node_advert(3, 1)), NOW, &TestVerifier).expect("fits now");
+    ids.commit(first).expect("first");
+    assert!(matches!(ids.commit(second), Err(UpdateError::Full { max: 1, .. })));
+    assert_eq!(ids.len(), 1);
 }
 
 #[test]
 fn the_store_is_bounded() {
-    let mut disk = MemoryRecordStore::default();
+    let mut disk = Disk::new();
     let config = IdentityStoreConfig { max_records: 2, ..Default::default() };
-    let mut ids = IdentityStore::open(own(), config, &disk).expect("open");
-    ids.apply_advert(AdvertUpdate::Node(node_advert(2, 1)), NOW, &TestVerifier, &mut disk).expect("1");
-    ids.apply_advert(AdvertUpdate::Node(node_advert(3, 1)), NOW, &TestVerifier, &mut disk).expect("2");
-    let err = ids.apply_advert(AdvertUpdate::Node(node_advert(4, 1)), NOW, &TestVerifier, &mut disk);
+    let mut ids = IdentityStore::open(own(), config, disk.values().cloned().collect());
+    persist(&mut ids, &mut disk, |ids| ids.apply_advert(AdvertUpdate::Node(node_advert(2, 1)), NOW, &TestVerifier))
+        .expect("1");
+    persist(&mut ids, &mut disk, |ids| ids.apply_advert(AdvertUpdate::Node(node_advert(3, 1)), NOW, &TestVerifier))
+        .expect("2");
+    let err =
+        persist(&mut ids, &mut disk, |ids| ids.apply_advert(AdvertUpdate::Node(node_advert(4, 1)), NOW, &TestVerifier));
     assert!(matches!(err, Err(UpdateError::Full { .. })));
-    ids.apply_advert(AdvertUpdate::Node(node_advert(2, 2)), NOW, &TestVerifier, &mut disk).expect("update fits");
+    persist(&mut ids, &mut disk, |ids| ids.apply_advert(AdvertUpdate::Node(node_advert(2, 2)), NOW, &TestVerifier))
+        .expect("update fits");
 }
 
 #[test]
 fn reopening_restores_every_record() {
-    let mut disk = MemoryRecordStore::default();
+    let mut disk = Disk::new();
     let mut ids = open(&disk);
-    ids.apply_advert(AdvertUpdate::Node(node_advert(2, 3)), NOW, &TestVerifier, &mut disk).expect("node");
-    ids.apply_advert(AdvertUpdate::Topic(topic_advert(3, 1)), NOW, &TestVerifier, &mut disk).expect("topic");
-    ids.set_trust(NodeIdentity::ed25519([7; 32]), Trust(200), &mut disk).expect("trust");
+    persist(&mut ids, &mut disk, |ids| ids.apply_advert(AdvertUpdate::Node(node_advert(2, 3)), NOW, &TestVerifier))
+        .expect("node");
+    persist(&mut ids, &mut disk, |ids| ids.apply_advert(AdvertUpdate::Topic(topic_advert(3, 1)), NOW, &TestVerifier))
+        .expect("topic");
+    persist(&mut ids, &mut disk, |ids| ids.set_trust(NodeIdentity::ed25519([7; 32]), Trust(200))).expect("trust");
     let reopened = open(&disk);
     assert_eq!(reopened.len(), 3);
     assert_eq!(reopened.trust(&NodeIdentity::ed25519([7; 32])), Trust(200));
@@ -235,13 +282,13 @@ proptest! {
     /// a store reopened from disk holds exactly the same records.
     #[test]
     fn the_store_keeps_the_highest_valid_version(offers in proptest::collection::vec(offer(), 0..60)) {
-        let mut disk = MemoryRecordStore::default();
+        let mut disk = Disk::new();
         let mut ids = open(&disk);
         let mut highest: std::collections::HashMap<(Kind, u8), u64> = Default::default();
         for offer in offers {
             match offer {
                 Offer::Valid { kind, seed, version } => {
-                    let outcome = ids.apply_advert(advert_of(kind, seed, version, false), NOW, &TestVerifier, &mut disk);
+                    let outcome = persist(&mut ids, &mut disk, |ids| ids.apply_advert(advert_of(kind, seed, version, false), NOW, &TestVerifier));
                     let should_accept = highest.get(&(kind, seed)).is_none_or(|h| version > *h);
                     prop_assert_eq!(outcome.is_ok(), should_accept, "{:?} {} v{}: {:?}", kind, seed, version, outcome);
                     if should_accept {
@@ -249,7 +296,7 @@ proptest! {
                     }
                 }
                 Offer::Forged { kind, seed, version } => {
-                    let outcome = ids.apply_advert(advert_of(kind, seed, version, true), NOW, &TestVerifier, &mut disk);
+                    let outcome = persist(&mut ids, &mut disk, |ids| ids.apply_advert(advert_of(kind, seed, version, true), NOW, &TestVerifier));
                     prop_assert!(outcome.is_err());
                 }
             }
@@ -271,42 +318,48 @@ proptest! {
     /// Adverts with random signatures never get in.
     #[test]
     fn random_signatures_never_verify(body in strategies::node_advert_body(), sig in strategies::signature()) {
-        let mut disk = MemoryRecordStore::default();
+        let mut disk = Disk::new();
         let mut ids = open(&disk);
         let advert = Advert::from_parts(body, sig);
-        prop_assert!(ids.apply_advert(AdvertUpdate::Node(advert), Timestamp(u64::MAX / 2), &TestVerifier, &mut disk).is_err());
+        prop_assert!(persist(&mut ids, &mut disk, |ids| ids.apply_advert(AdvertUpdate::Node(advert), Timestamp(u64::MAX / 2), &TestVerifier)).is_err());
         prop_assert!(ids.is_empty());
     }
 }
 
 #[test]
 fn subscribers_are_bounded_and_leave_when_they_unsubscribe() {
-    let mut disk = MemoryRecordStore::default();
+    let mut disk = Disk::new();
     let config = IdentityStoreConfig { max_subscribers: 1, ..Default::default() };
-    let mut ids = IdentityStore::open(own(), config, &disk).expect("open");
+    let mut ids = IdentityStore::open(own(), config, disk.values().cloned().collect());
     let watcher = EngineName::new("watcher").expect("valid");
     let late = EngineName::new("late").expect("valid");
     assert!(ids.subscribe(watcher.clone()));
     assert!(ids.subscribe(watcher.clone()), "subscribing again takes no new room");
     assert!(!ids.subscribe(late.clone()), "the table is full");
-    let accepted = ids.apply_advert(AdvertUpdate::Node(node_advert(2, 1)), NOW, &TestVerifier, &mut disk).expect("ok");
+    let accepted =
+        persist(&mut ids, &mut disk, |ids| ids.apply_advert(AdvertUpdate::Node(node_advert(2, 1)), NOW, &TestVerifier))
+            .expect("ok");
     assert_eq!(accepted.notify, vec![watcher.clone()]);
     ids.unsubscribe(&watcher);
-    let accepted = ids.apply_advert(AdvertUpdate::Node(node_advert(2, 2)), NOW, &TestVerifier, &mut disk).expect("ok");
+    let accepted =
+        persist(&mut ids, &mut disk, |ids| ids.apply_advert(AdvertUpdate::Node(node_advert(2, 2)), NOW, &TestVerifier))
+            .expect("ok");
     assert!(accepted.notify.is_empty(), "{:?}", accepted.notify);
     assert!(ids.subscribe(late), "room again");
 }
 
 #[test]
 fn before_its_own_advert_is_set_the_node_takes_other_adverts_as_usual() {
-    let mut disk = MemoryRecordStore::default();
+    let mut disk = Disk::new();
     let mut ids = open(&disk);
     assert!(ids.is_empty());
     // Another node's advert while this node has none of its own yet, and
     // after it has one: both accepted.
-    ids.apply_advert(AdvertUpdate::Node(node_advert(2, 1)), NOW, &TestVerifier, &mut disk).expect("before");
+    persist(&mut ids, &mut disk, |ids| ids.apply_advert(AdvertUpdate::Node(node_advert(2, 1)), NOW, &TestVerifier))
+        .expect("before");
     assert!(!ids.is_empty());
-    ids.set_own_advert(node_advert(1, 1), &TestVerifier, &mut disk).expect("own");
-    ids.apply_advert(AdvertUpdate::Node(node_advert(3, 1)), NOW, &TestVerifier, &mut disk).expect("after");
+    persist(&mut ids, &mut disk, |ids| ids.set_own_advert(node_advert(1, 1), &TestVerifier)).expect("own");
+    persist(&mut ids, &mut disk, |ids| ids.apply_advert(AdvertUpdate::Node(node_advert(3, 1)), NOW, &TestVerifier))
+        .expect("after");
     assert_eq!(ids.len(), 3);
 }

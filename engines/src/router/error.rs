@@ -4,7 +4,8 @@
 use netmachine_domain::{DestinationIdentity, EngineName, NodeIdentity, RoutingScope, RuleError, TopicIdentity};
 use thiserror::Error;
 
-use crate::ports::{BadSignature, OutboundError};
+use crate::ports::BadSignature;
+use crate::transport::OutboundError;
 
 /// A local engine's message was not routed. Each variant names the
 /// destination so the sender knows which message failed.

@@ -23,10 +23,12 @@ use netmachine_domain::{
 };
 
 pub use recent::RecentIds;
-pub use types::{CloseReason, ConnId, ConnectFailure, Direction, TransportEffect, TransportEvent, Undeliverable};
+pub use types::{
+    CloseReason, ConnId, ConnectFailure, Direction, OutboundError, TransportEffect, TransportEvent, Undeliverable,
+};
 
 use crate::engine::Timers;
-use crate::ports::{OutboundError, Randomness};
+use crate::ports::Randomness;
 use timers::PeerTimer;
 
 /// The connection protocol versions this implementation speaks.

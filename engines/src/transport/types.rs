@@ -3,6 +3,7 @@
 use std::fmt;
 
 use netmachine_domain::{HandshakeStatus, NodeIdentity, NodeMessage, TransportAddress};
+use thiserror::Error;
 
 /// A connection (or a dial attempt that may become one), numbered by the
 /// engine.
@@ -130,4 +131,17 @@ pub enum TransportEffect {
         message: NodeMessage,
         reason: Undeliverable,
     },
+}
+
+/// Why the transport did not take a message.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum OutboundError {
+    #[error("no transport is configured on this node")]
+    NoTransport,
+    #[error("the send queue for {peer} is full")]
+    QueueFull { peer: NodeIdentity },
+    #[error("no address is known for {peer}")]
+    NoAddress { peer: NodeIdentity },
+    #[error("the transport has stopped")]
+    Stopped,
 }
