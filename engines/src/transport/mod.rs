@@ -10,6 +10,7 @@
 //! message has expired. Time comes in with every call; effects go out
 //! through [`Transport::poll_effect`].
 
+pub mod connection;
 mod recent;
 mod timers;
 mod types;
@@ -29,7 +30,7 @@ pub use types::{
 
 use crate::engine::Timers;
 use crate::ports::Randomness;
-use timers::PeerTimer;
+use types::PeerTimer;
 
 /// The connection protocol versions this implementation speaks.
 pub const PROTOCOL_VERSIONS: VersionRange = VersionRange { min: 1, max: 1 };

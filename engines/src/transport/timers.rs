@@ -7,20 +7,9 @@ use std::collections::VecDeque;
 
 use netmachine_domain::{NodeIdentity, Timestamp};
 
+use super::types::PeerTimer;
 use super::{is_expired, message_cost, CloseReason, Link, Transport, TransportEffect, Undeliverable};
 use crate::engine::Timed;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(super) enum PeerTimer {
-    /// The backoff is over, or an idle peer that wants a connection may dial.
-    Redial(NodeIdentity),
-    /// The earliest expiry among messages waiting while not connected.
-    Expire(NodeIdentity),
-    /// An ephemeral connection may have been quiet long enough to close.
-    Idle(NodeIdentity),
-    /// A peer with nothing to do may have been quiet long enough to forget.
-    Forget(NodeIdentity),
-}
 
 impl Timed for Transport {
     fn poll_timeout(&self) -> Option<Timestamp> {

@@ -145,3 +145,16 @@ pub enum OutboundError {
     #[error("the transport has stopped")]
     Stopped,
 }
+
+/// The Transport's timers (see `timers.rs`): at most one of each kind per peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(super) enum PeerTimer {
+    /// The backoff is over, or an idle peer that wants a connection may dial.
+    Redial(NodeIdentity),
+    /// The earliest expiry among messages waiting while not connected.
+    Expire(NodeIdentity),
+    /// An ephemeral connection may have been quiet long enough to close.
+    Idle(NodeIdentity),
+    /// A peer with nothing to do may have been quiet long enough to forget.
+    Forget(NodeIdentity),
+}
