@@ -5,6 +5,7 @@
 
 pub mod engine;
 pub mod identity_store;
+pub mod node_core;
 pub mod ports;
 pub mod random;
 pub mod router;

@@ -20,7 +20,8 @@ use netmachine_domain::{
 
 pub use error::{InboundRejection, RegistryError, RouteError, TopicError};
 pub use subscriptions::{
-    decode_notice, DropReason, SubscriptionOp, SUBSCRIPTION_PROTOCOL, SUBSCRIPTION_VERSION, UNDELIVERABLE_PROTOCOL,
+    decode_notice, undeliverable_notice_of, DropReason, SubscriptionOp, SUBSCRIPTION_PROTOCOL, SUBSCRIPTION_VERSION,
+    UNDELIVERABLE_PROTOCOL,
 };
 
 use crate::ports::{verify_if_signed, verify_signed, Signer, Verifier};

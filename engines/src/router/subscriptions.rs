@@ -3,7 +3,7 @@
 //! events. The request is an engine message from the node's `router` to
 //! the publisher node, in a tiny fixed layout that needs no codec.
 
-use netmachine_domain::{ExternalIdentity, TopicIdentity};
+use netmachine_domain::{EngineMessage, ExternalIdentity, MessageId, TopicIdentity};
 
 /// The protocol name of subscription requests.
 pub const SUBSCRIPTION_PROTOCOL: &str = "netmachine/subscription";
@@ -91,4 +91,15 @@ pub fn decode_notice(body: &[u8]) -> Option<(DropReason, u64)> {
     };
     let id: [u8; 8] = id.try_into().ok()?;
     Some((reason, u64::from_be_bytes(id)))
+}
+
+/// When `message` is a peer router's notice that a message of this node
+/// was dropped there: that message's id and why.
+pub fn undeliverable_notice_of(message: &EngineMessage) -> Option<(MessageId, DropReason)> {
+    if message.protocol.name.as_str() != UNDELIVERABLE_PROTOCOL || message.src.name.as_str() != super::NODE_ENGINE_NAME
+    {
+        return None;
+    }
+    let (reason, id) = decode_notice(message.body.as_bytes())?;
+    Some((MessageId(id), reason))
 }

@@ -254,6 +254,11 @@ impl Transport {
         self.conns.len()
     }
 
+    /// The peer of a connection or dial attempt.
+    pub fn peer_of(&self, conn: ConnId) -> Option<NodeIdentity> {
+        self.conns.get(&conn).map(|c| c.peer)
+    }
+
     /// Whether the engine holds any state for `peer`.
     pub fn knows(&self, peer: &NodeIdentity) -> bool {
         self.peers.contains_key(peer)
@@ -619,8 +624,30 @@ impl Transport {
         banned: bool,
         now: Timestamp,
     ) -> (ConnId, HandshakeStatus) {
+        let conn = self.reserve_conn_id();
+        (conn, self.admit_inbound_as(conn, peer, ip, versions, boot, banned, now))
+    }
+
+    /// A number for a connection that is not yet the engine's to track
+    /// (an inbound stream before its hello), for [`Transport::admit_inbound_as`].
+    pub fn reserve_conn_id(&mut self) -> ConnId {
         let conn = self.next_conn;
         self.next_conn += 1;
+        conn
+    }
+
+    /// [`Transport::admit_inbound`] under a number from [`Transport::reserve_conn_id`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn admit_inbound_as(
+        &mut self,
+        conn: ConnId,
+        peer: NodeIdentity,
+        ip: Option<IpAddr>,
+        versions: VersionRange,
+        boot: u64,
+        banned: bool,
+        now: Timestamp,
+    ) -> HandshakeStatus {
         let status = if banned || peer == self.local {
             HandshakeStatus::Denied
         } else if self.config.versions.best_common(versions).is_none() {
@@ -652,7 +679,7 @@ impl Transport {
                 },
             );
         }
-        (conn, status)
+        status
     }
 
     /// An admitted inbound connection finished its handshake.

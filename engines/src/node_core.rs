@@ -1,0 +1,404 @@
+//! The node core: every engine of one node, and the glue between them,
+//! written once. It owns the Router, the Transport and the Identity Store,
+//! the connection protocol of each connection, each peer's repeat filter
+//! and the address book of every peer whose advert the store holds. Its
+//! host hands it what happened (a local engine sent, a dial ended, a frame
+//! arrived, a connection closed, a record reached the disk, time passed)
+//! and carries out the [`CoreEffect`]s it returns: deliver to a local
+//! engine, dial, write a frame, close a connection, persist a record.
+//!
+//! What the glue does, in one place:
+//! - a message from a local engine is routed, and what leaves the node is
+//!   handed to the Transport (with the peer's addresses from the address
+//!   book, if the Transport forgot it);
+//! - a frame goes through the connection's protocol; a message is routed
+//!   inbound, a drop the sender should hear of is answered with a notice,
+//!   a violation closes the connection, an advert goes to the store;
+//! - a record the store accepted reaches the Router (bans, topics, domain
+//!   members), the Transport (addresses, permanence, bans) and the engines
+//!   subscribed to identity updates, once its host says it is on disk;
+//! - a peer that connects gets this node's advert if it holds an older
+//!   one, the adverts of the topics created here, and this node's
+//!   subscriptions to topics it publishes (it may have restarted and
+//!   forgotten them);
+//! - a message the Transport gives up is reported to its sender.
+
+mod connections;
+mod identity;
+
+use std::collections::{HashMap, VecDeque};
+
+use netmachine_domain::{
+    DestinationIdentity, EngineMessage, EngineName, Frame, IdentityRecord, MessageId, NodeAdvert, NodeIdentity,
+    NodeMessage, NodePayload, Timestamp, TopicIdentity, WeightedAddress,
+};
+
+use crate::engine::Timed;
+use crate::identity_store::{IdentityStore, IdentityUpdated, Persist};
+use crate::ports::{Signer, Verifier};
+use crate::router::{Routed, Router, SubscriptionOp, TopicError};
+use crate::transport::connection::{Connection, HandshakeOffer};
+use crate::transport::{CloseReason, ConnId, RecentIds, Transport, TransportEvent};
+use crate::RouteError;
+
+/// What a local engine receives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    Message(EngineMessage),
+    IdentityUpdated(IdentityUpdated),
+    /// A message this engine sent was not delivered.
+    Undeliverable {
+        id: MessageId,
+        dst: DestinationIdentity,
+        reason: String,
+    },
+}
+
+/// What the host must do for the core.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CoreEffect<A> {
+    Deliver {
+        to: A,
+        delivery: Delivery,
+    },
+    /// Open a secured stream to `peer` at `address`; report with
+    /// [`NodeCore::dialled`].
+    Dial {
+        attempt: ConnId,
+        peer: NodeIdentity,
+        address: netmachine_domain::TransportAddress,
+    },
+    /// Write a frame on a connection, after those asked for before.
+    Write {
+        conn: ConnId,
+        frame: Frame,
+    },
+    /// Close a connection; report with [`NodeCore::closed`].
+    Close {
+        conn: ConnId,
+        reason: CloseReason,
+    },
+    /// Make a record durable, then hand the change to [`NodeCore::persisted`].
+    Persist(Persist),
+    /// Connectivity, for whoever watches it.
+    Notice(TransportEvent),
+}
+
+/// Counters for status displays and the simulator's results.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CoreCounters {
+    pub local_delivered: u64,
+    pub sent_remote: u64,
+    pub inbound_delivered: u64,
+    pub inbound_rejected: u64,
+    pub repeats_dropped: u64,
+    pub violations: u64,
+    pub undeliverable: u64,
+}
+
+/// The handshake settings of a node.
+#[derive(Debug, Clone, Copy)]
+pub struct CoreConfig {
+    pub boot: u64,
+    /// Messages each peer's repeat filter remembers.
+    pub repeat_window: usize,
+}
+
+/// Where a connection stands.
+#[derive(Debug)]
+enum Phase {
+    /// This node dialled; the stream is being opened.
+    Dialling {
+        peer: NodeIdentity,
+        address: netmachine_domain::TransportAddress,
+    },
+    /// This node sent its hello and waits for the reply.
+    AwaitingReply {
+        peer: NodeIdentity,
+        offer: HandshakeOffer,
+        address: netmachine_domain::TransportAddress,
+    },
+    /// The peer dialled; its hello has not come yet.
+    AwaitingHello {
+        peer: NodeIdentity,
+        ip: Option<std::net::IpAddr>,
+    },
+    Established(Connection),
+}
+
+pub struct NodeCore<A> {
+    node: NodeIdentity,
+    config: CoreConfig,
+    router: Router<A>,
+    transport: Transport,
+    identities: IdentityStore,
+    signer: Box<dyn Signer>,
+    verifier: Box<dyn Verifier>,
+    own_advert: Option<NodeAdvert>,
+    /// Topics whose adverts this node gives every peer that connects.
+    local_topics: Vec<TopicIdentity>,
+    phases: HashMap<ConnId, Phase>,
+    recent: HashMap<NodeIdentity, RecentIds>,
+    addresses: HashMap<NodeIdentity, Vec<WeightedAddress>>,
+    effects: VecDeque<CoreEffect<A>>,
+    counters: CoreCounters,
+}
+
+impl<A> std::fmt::Debug for NodeCore<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeCore").field("node", &self.node).field("connections", &self.phases.len()).finish()
+    }
+}
+
+impl<A: Clone> NodeCore<A> {
+    /// A core over engines its host built: the identity store opened with
+    /// what the host loaded from disk. The Router and the Transport learn
+    /// what the store already holds.
+    pub fn new(
+        config: CoreConfig,
+        router: Router<A>,
+        transport: Transport,
+        identities: IdentityStore,
+        signer: Box<dyn Signer>,
+        verifier: Box<dyn Verifier>,
+        now: Timestamp,
+    ) -> Self {
+        let mut core = Self {
+            node: router.node(),
+            config,
+            router,
+            transport,
+            identities,
+            signer,
+            verifier,
+            own_advert: None,
+            local_topics: Vec::new(),
+            phases: HashMap::new(),
+            recent: HashMap::new(),
+            addresses: HashMap::new(),
+            effects: VecDeque::new(),
+            counters: CoreCounters::default(),
+        };
+        let held: Vec<IdentityRecord> = core.identities.records().cloned().collect();
+        for record in &held {
+            core.apply_record(record, now);
+        }
+        core.pump(now);
+        core
+    }
+
+    pub fn node(&self) -> NodeIdentity {
+        self.node
+    }
+
+    pub fn router(&self) -> &Router<A> {
+        &self.router
+    }
+
+    pub fn router_mut(&mut self) -> &mut Router<A> {
+        &mut self.router
+    }
+
+    pub fn transport(&self) -> &Transport {
+        &self.transport
+    }
+
+    pub fn identities(&self) -> &IdentityStore {
+        &self.identities
+    }
+
+    pub fn counters(&self) -> CoreCounters {
+        self.counters
+    }
+
+    /// The next thing the host must do.
+    pub fn poll_effect(&mut self) -> Option<CoreEffect<A>> {
+        self.effects.pop_front()
+    }
+
+    // ---- local engines ------------------------------------------------------
+
+    /// Routes a message from a local engine.
+    pub fn send(&mut self, message: EngineMessage, now: Timestamp) -> Result<(), RouteError> {
+        let routed = self.router.route_local(message, now, self.signer.as_ref())?;
+        let outcome = self.dispatch(routed, now);
+        self.pump(now);
+        outcome
+    }
+
+    /// Subscribes a local engine; the first local subscriber of a topic
+    /// asks its publisher nodes for its events.
+    pub fn subscribe(&mut self, engine: &EngineName, topic: &TopicIdentity, now: Timestamp) -> Result<(), TopicError> {
+        let before = self.router.local_subscriber_count(topic);
+        self.router.subscribe(engine, topic)?;
+        if before == 0 && self.router.local_subscriber_count(topic) == 1 {
+            for request in self.router.subscription_requests(topic, SubscriptionOp::Subscribe, now) {
+                self.send_control(request, now);
+            }
+        }
+        self.pump(now);
+        Ok(())
+    }
+
+    /// A topic created by a local engine: its advert is given to every
+    /// peer that connects.
+    pub fn created_topic(&mut self, topic: TopicIdentity) {
+        if !self.local_topics.contains(&topic) {
+            self.local_topics.push(topic);
+        }
+    }
+
+    /// Sends the node's own control messages; a failure is only logged
+    /// (the sender is this node, and no engine waits for it).
+    fn send_control(&mut self, message: EngineMessage, now: Timestamp) {
+        let dst = message.dst.clone();
+        let routed = self.router.route_local(message, now, self.signer.as_ref());
+        if let Err(err) = routed.and_then(|routed| self.dispatch(routed, now)) {
+            tracing::debug!(%dst, %err, "control message not sent");
+        }
+    }
+
+    /// Carries out a routing decision.
+    fn dispatch(&mut self, routed: Routed<A>, now: Timestamp) -> Result<(), RouteError> {
+        match routed {
+            Routed::Local { to, message } => {
+                let delivery = match crate::router::undeliverable_notice_of(&message) {
+                    Some((id, reason)) => Delivery::Undeliverable {
+                        id,
+                        dst: DestinationIdentity::Node(message.src.node),
+                        reason: format!("{} at {}", reason.describe(), message.src.node),
+                    },
+                    None => Delivery::Message(message),
+                };
+                self.deliver(to, delivery);
+            }
+            Routed::Topic { to, message, remote } => {
+                for address in to {
+                    self.deliver(address, Delivery::Message(message.clone()));
+                }
+                for outbound in remote {
+                    let subscriber = outbound.dst;
+                    if let Err(err) = self.hand_to_transport(outbound, now) {
+                        tracing::debug!(%subscriber, %err, "event not handed to the transport");
+                    }
+                }
+            }
+            Routed::Subscription { peer, topic, op } => {
+                if let Err(err) = self.router.apply_remote_subscription(peer, topic, op) {
+                    tracing::info!(%peer, %topic, %err, "remote subscription refused");
+                }
+            }
+            Routed::Remote(outbound) => {
+                let dst = match &outbound.payload {
+                    NodePayload::Engine(inner) => inner.dst.clone(),
+                    NodePayload::Relay(_) => DestinationIdentity::Node(outbound.dst),
+                };
+                self.hand_to_transport(outbound, now).map_err(|source| RouteError::Outbound { dst, source })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn deliver(&mut self, to: A, delivery: Delivery) {
+        self.counters.local_delivered += 1;
+        self.effects.push_back(CoreEffect::Deliver { to, delivery });
+    }
+
+    /// Hands a message to the Transport, reminding it of the peer's
+    /// addresses if it forgot the peer while idle.
+    fn hand_to_transport(
+        &mut self,
+        message: NodeMessage,
+        now: Timestamp,
+    ) -> Result<(), crate::transport::OutboundError> {
+        let to = message.dst;
+        if !self.transport.knows(&to) {
+            if let Some(addresses) = self.addresses.get(&to) {
+                self.transport.set_addresses(to, addresses.clone(), now);
+            }
+        }
+        self.transport.send(to, message, now)?;
+        self.counters.sent_remote += 1;
+        Ok(())
+    }
+
+    /// Turns what the Transport asked for into the core's effects, and
+    /// acts on its events.
+    fn pump(&mut self, now: Timestamp) {
+        use crate::transport::TransportEffect as T;
+        while let Some(effect) = self.transport.poll_effect() {
+            match effect {
+                T::Dial { attempt, peer, address } => {
+                    self.phases.insert(attempt, Phase::Dialling { peer, address });
+                    self.effects.push_back(CoreEffect::Dial { attempt, peer, address });
+                }
+                T::Transmit { conn, message } => self.transmit(conn, message, now),
+                T::Close { conn, reason } => self.effects.push_back(CoreEffect::Close { conn, reason }),
+                T::Event(event) => {
+                    if let TransportEvent::NodeConnected { peer, .. } = &event {
+                        // It may have restarted and forgotten this node's
+                        // subscriptions.
+                        for request in self.router.resubscriptions_for(peer, now) {
+                            self.send_control(request, now);
+                        }
+                    }
+                    self.effects.push_back(CoreEffect::Notice(event));
+                }
+                T::GiveUp { message, reason } => self.given_up(message, &reason.to_string()),
+            }
+        }
+    }
+
+    fn transmit(&mut self, conn: ConnId, message: NodeMessage, now: Timestamp) {
+        match self.phases.get_mut(&conn) {
+            Some(Phase::Established(connection)) => {
+                connection.wrote(message.clone());
+                self.effects.push_back(CoreEffect::Write { conn, frame: Frame::Node(message) });
+            }
+            // The Transport only transmits on connections it adopted, which
+            // are established here; anything else is returned to it.
+            _ => self.transport.closed(conn, CloseReason::Lost("not established".into()), vec![message], now),
+        }
+    }
+
+    /// Tells a local sender that its message was given up.
+    fn given_up(&mut self, message: NodeMessage, reason: &str) {
+        self.counters.undeliverable += 1;
+        let NodePayload::Engine(inner) = message.payload else { return };
+        if inner.src.node != self.node {
+            return;
+        }
+        match self.router.engine_address(&inner.src.name).cloned() {
+            Some(address) => {
+                let delivery = Delivery::Undeliverable { id: inner.id, dst: inner.dst, reason: reason.to_string() };
+                self.effects.push_back(CoreEffect::Deliver { to: address, delivery });
+            }
+            None => {
+                tracing::info!(engine = %inner.src.name, id = inner.id.0, %reason, "undeliverable; its sender is gone")
+            }
+        }
+    }
+
+    /// Closes every connection and gives up what waits.
+    pub fn shutdown(&mut self, now: Timestamp) {
+        self.transport.shutdown();
+        self.pump(now);
+    }
+}
+
+impl<A: Clone> Timed for NodeCore<A> {
+    fn poll_timeout(&self) -> Option<Timestamp> {
+        self.transport.poll_timeout()
+    }
+
+    fn handle_timeout(&mut self, now: Timestamp) {
+        self.transport.handle_timeout(now);
+        // A forgotten peer has nothing in flight: its repeat filter goes too.
+        let transport = &self.transport;
+        self.recent.retain(|peer, _| transport.knows(peer));
+        self.pump(now);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,233 @@
+//! The core's side of each connection: the handshake, then frames through
+//! the connection protocol, and what they mean for the other engines.
+
+use std::net::IpAddr;
+
+use netmachine_domain::{
+    Ack, Frame, HandshakeStatus, NodeIdentity, NodeMessage, NodePayload, Timestamp, TransportAddress,
+};
+
+use super::{CoreEffect, NodeCore, Phase};
+use crate::transport::connection::{expect_hello, Agreed, Connection, HandshakeOffer, Incoming};
+use crate::transport::{CloseReason, ConnId, ConnectFailure, RecentIds};
+
+impl<A: Clone> NodeCore<A> {
+    /// What this node offers `peer` in a handshake.
+    fn offer_to(&self, peer: &NodeIdentity) -> HandshakeOffer {
+        HandshakeOffer {
+            versions: self.transport.config().versions,
+            boot: self.config.boot,
+            own_advert_version: self.own_advert.as_ref().map_or(0, |a| a.version),
+            held_advert_version_of_peer: self
+                .identities
+                .node(peer)
+                .and_then(|r| r.advert.as_ref())
+                .map_or(0, |a| a.version),
+        }
+    }
+
+    /// A dial this core asked for ended: with a secured stream to the peer
+    /// (`Ok`; the handshake starts) or without.
+    pub fn dialled(&mut self, attempt: ConnId, outcome: Result<(), ConnectFailure>, now: Timestamp) {
+        let Some(Phase::Dialling { peer, address }) = self.phases.remove(&attempt) else { return };
+        match outcome {
+            Ok(()) => {
+                let offer = self.offer_to(&peer);
+                self.phases.insert(attempt, Phase::AwaitingReply { peer, offer, address });
+                self.effects.push_back(CoreEffect::Write { conn: attempt, frame: offer.hello() });
+            }
+            Err(failure) => self.transport.dial_failed(attempt, failure, Some(address), now),
+        }
+        self.pump(now);
+    }
+
+    /// A peer opened a secured stream to this node (its identity proven by
+    /// the channel); its hello is awaited. Returns the connection's number.
+    pub fn accepted(&mut self, peer: NodeIdentity, ip: Option<IpAddr>) -> ConnId {
+        let conn = self.transport.reserve_conn_id();
+        self.phases.insert(conn, Phase::AwaitingHello { peer, ip });
+        conn
+    }
+
+    /// A frame arrived on `conn`. `drained` says whether the host has no
+    /// more frames of this connection at hand (an acknowledgement is then
+    /// due for what was taken).
+    pub fn frame(&mut self, conn: ConnId, frame: Frame, drained: bool, now: Timestamp) {
+        match self.phases.remove(&conn) {
+            Some(Phase::AwaitingHello { peer, ip }) => self.hello(conn, peer, ip, frame, now),
+            Some(Phase::AwaitingReply { peer, offer, address }) => self.reply(conn, peer, offer, address, frame, now),
+            Some(Phase::Established(connection)) => self.established_frame(conn, connection, frame, drained, now),
+            Some(dialling @ Phase::Dialling { .. }) => {
+                self.phases.insert(conn, dialling);
+            }
+            None => {}
+        }
+        self.pump(now);
+    }
+
+    fn hello(&mut self, conn: ConnId, peer: NodeIdentity, ip: Option<IpAddr>, frame: Frame, now: Timestamp) {
+        let hello = match expect_hello(frame) {
+            Ok(hello) => hello,
+            Err(reason) => {
+                self.counters.violations += 1;
+                self.effects.push_back(CoreEffect::Close { conn, reason });
+                return;
+            }
+        };
+        let banned = self.identities.is_banned(&peer);
+        let status = self.transport.admit_inbound_as(conn, peer, ip, hello.versions, hello.boot, banned, now);
+        let offer = self.offer_to(&peer);
+        self.effects.push_back(CoreEffect::Write { conn, frame: offer.reply(status) });
+        if status != HandshakeStatus::Ok {
+            tracing::info!(%peer, ?status, "inbound connection refused");
+            self.effects
+                .push_back(CoreEffect::Close { conn, reason: CloseReason::Lost(format!("refused: {status:?}")) });
+            return;
+        }
+        self.established(conn, peer, offer.agreed_with(&hello));
+        self.transport.inbound_established(conn, now);
+    }
+
+    fn reply(
+        &mut self,
+        conn: ConnId,
+        peer: NodeIdentity,
+        offer: HandshakeOffer,
+        address: TransportAddress,
+        frame: Frame,
+        now: Timestamp,
+    ) {
+        match offer.accept_reply(frame) {
+            Ok(agreed) => {
+                self.established(conn, peer, agreed);
+                // If the attempt was abandoned meanwhile, the Transport
+                // closes the connection.
+                self.transport.dial_succeeded(conn, agreed.peer_boot, now);
+            }
+            Err(failure) => {
+                self.transport.dial_failed(conn, failure.clone(), Some(address), now);
+                self.effects.push_back(CoreEffect::Close { conn, reason: CloseReason::Lost(failure.to_string()) });
+            }
+        }
+    }
+
+    /// The handshake is done: messages may flow. The peer is given this
+    /// node's advert if it holds an older one, and the adverts of the
+    /// topics created here.
+    fn established(&mut self, conn: ConnId, peer: NodeIdentity, agreed: Agreed) {
+        self.phases.insert(conn, Phase::Established(Connection::new(peer)));
+        let window = self.config.repeat_window;
+        self.recent.entry(peer).or_insert_with(|| RecentIds::new(window));
+        if agreed.send_own_advert {
+            if let Some(advert) = self.own_advert.clone() {
+                self.effects.push_back(CoreEffect::Write { conn, frame: Frame::NodeAdvert(advert) });
+            }
+        }
+        for topic in self.local_topics.clone() {
+            if let Some(advert) = self.router.topic_advert(&topic).cloned() {
+                self.effects.push_back(CoreEffect::Write { conn, frame: Frame::TopicAdvert(advert) });
+            }
+        }
+    }
+
+    fn established_frame(
+        &mut self,
+        conn: ConnId,
+        mut connection: Connection,
+        frame: Frame,
+        drained: bool,
+        now: Timestamp,
+    ) {
+        let peer = connection.peer();
+        let window = self.config.repeat_window;
+        let recent = self.recent.entry(peer).or_insert_with(|| RecentIds::new(window));
+        let incoming = connection.receive(frame, recent);
+        let violation = match incoming {
+            Err(reason) => Some(reason),
+            Ok(Incoming::Message(message)) => {
+                let outcome = self.inbound(peer, message, now);
+                connection.taken();
+                outcome.err()
+            }
+            Ok(Incoming::Repeat) => {
+                self.counters.repeats_dropped += 1;
+                None
+            }
+            Ok(Incoming::Acknowledged { messages, bytes }) => {
+                if !messages.is_empty() {
+                    self.transport.acked(conn, messages.len() as u64, bytes, now);
+                }
+                None
+            }
+            Ok(Incoming::Advert(update)) => {
+                match self.identities.apply_advert(update, now, self.verifier.as_ref()) {
+                    Ok(change) => self.effects.push_back(CoreEffect::Persist(change)),
+                    Err(err) => tracing::debug!(%peer, %err, "advert from a peer not taken"),
+                }
+                None
+            }
+        };
+        if let Some(reason) = violation {
+            self.counters.violations += 1;
+            self.phases.insert(conn, Phase::Established(connection));
+            self.effects.push_back(CoreEffect::Close { conn, reason });
+            return;
+        }
+        if connection.ack_wanted(drained) {
+            if let Some(received) = connection.ack_owed() {
+                self.effects.push_back(CoreEffect::Write { conn, frame: Frame::Ack(Ack { received }) });
+                connection.ack_written(received);
+            }
+            // The peer is in use, whichever way the traffic flows.
+            self.transport.activity(peer, now);
+        }
+        self.phases.insert(conn, Phase::Established(connection));
+    }
+
+    /// Routes a message from `peer`. A rejection that means the peer broke
+    /// the rules comes back as the reason to close its connection; the
+    /// source of a message dropped for other reasons hears of it.
+    fn inbound(&mut self, peer: NodeIdentity, message: NodeMessage, now: Timestamp) -> Result<(), CloseReason> {
+        let origin = match &message.payload {
+            NodePayload::Engine(inner) => Some((inner.src.clone(), inner.id, inner.protocol.clone())),
+            NodePayload::Relay(_) => None,
+        };
+        let rejection = match self.router.route_inbound(peer, message, now, self.verifier.as_ref()) {
+            Ok(routed) => {
+                self.counters.inbound_delivered += 1;
+                if let Err(err) = self.dispatch(routed, now) {
+                    tracing::debug!(%peer, %err, "inbound message not passed on");
+                }
+                return Ok(());
+            }
+            Err(rejection) => rejection,
+        };
+        self.counters.inbound_rejected += 1;
+        tracing::info!(%rejection, "inbound message dropped");
+        if let Some((source, id, protocol)) = origin {
+            if let Some(notice) = self.router.undeliverable_notice(&source, id, &protocol, &rejection, now) {
+                self.send_control(notice, now);
+            }
+        }
+        match rejection.disconnects_peer() {
+            true => Err(CloseReason::Violation(rejection.to_string())),
+            false => Ok(()),
+        }
+    }
+
+    /// A connection ended (closed by either end, or lost). What it had
+    /// sent and not had acknowledged goes back to the Transport.
+    pub fn closed(&mut self, conn: ConnId, reason: CloseReason, now: Timestamp) {
+        match self.phases.remove(&conn) {
+            Some(Phase::Established(connection)) => {
+                self.transport.closed(conn, reason, connection.into_unacknowledged(), now);
+            }
+            Some(Phase::AwaitingReply { address, .. } | Phase::Dialling { address, .. }) => {
+                self.transport.dial_failed(conn, ConnectFailure::Unreachable(reason.to_string()), Some(address), now);
+            }
+            // Not admitted yet, or already closed: the Transport holds nothing.
+            Some(Phase::AwaitingHello { .. }) | None => self.transport.closed(conn, reason, Vec::new(), now),
+        }
+        self.pump(now);
+    }
+}

@@ -1,0 +1,222 @@
+//! Two cores joined by a wire made of their own effects: what one writes,
+//! the other reads, in order.
+
+use std::collections::BTreeMap;
+
+use netmachine_domain::*;
+
+use super::*;
+use crate::identity_store::{AdvertUpdate, IdentityStoreConfig};
+use crate::random::SplitMix;
+use crate::router::RouterConfig;
+use crate::testing::{TestSigner, TestVerifier};
+use crate::transport::{ConnectFailure, TransportConfig};
+
+const T0: Timestamp = Timestamp(1_000_000);
+
+fn signer(seed: u8) -> TestSigner {
+    TestSigner::node(seed)
+}
+
+fn id(seed: u8) -> NodeIdentity {
+    NodeIdentity::new(signer(seed).0)
+}
+
+fn address(seed: u8) -> TransportAddress {
+    format!("quic://127.0.0.1:{}", 4000 + u16::from(seed)).parse().expect("valid")
+}
+
+fn advert(seed: u8) -> NodeAdvert {
+    advert_version(seed, 1)
+}
+
+fn advert_version(seed: u8, version: u64) -> NodeAdvert {
+    let body =
+        NodeAdvertBody::new(id(seed), vec![WeightedAddress { address: address(seed), weight: 1 }], None, version, T0)
+            .expect("valid");
+    let sig = signer(seed).sign(&NodeAdvert::signing_bytes_of(&body));
+    Advert::from_parts(body, sig)
+}
+
+/// One node: its core and what it has on disk.
+struct Node {
+    seed: u8,
+    core: NodeCore<&'static str>,
+    disk: BTreeMap<RecordKey, IdentityRecord>,
+    inbox: Vec<(&'static str, Delivery)>,
+    dials: Vec<(ConnId, NodeIdentity)>,
+    writes: Vec<(ConnId, Frame)>,
+    closes: Vec<(ConnId, CloseReason)>,
+}
+
+impl Node {
+    fn start(seed: u8, disk: BTreeMap<RecordKey, IdentityRecord>, boot: u64) -> Self {
+        let mut router = Router::new(id(seed), RouterConfig::default());
+        router.register_engine(EngineName::new("app").expect("valid"), "app").expect("fresh");
+        let transport = Transport::new(id(seed), TransportConfig::default(), Box::new(SplitMix::new(boot)));
+        let identities =
+            IdentityStore::open(id(seed), IdentityStoreConfig::default(), disk.values().cloned().collect());
+        let config = CoreConfig { boot, repeat_window: 64 };
+        let core =
+            NodeCore::new(config, router, transport, identities, Box::new(signer(seed)), Box::new(TestVerifier), T0);
+        let mut node =
+            Self { seed, core, disk, inbox: Vec::new(), dials: Vec::new(), writes: Vec::new(), closes: Vec::new() };
+        // A restart signs a newer advert, as the node does.
+        node.core.set_own_advert(advert_version(seed, boot)).expect("own advert");
+        node.run();
+        node
+    }
+
+    /// Carries out effects; persisting is immediate.
+    fn run(&mut self) {
+        while let Some(effect) = self.core.poll_effect() {
+            match effect {
+                CoreEffect::Deliver { to, delivery } => self.inbox.push((to, delivery)),
+                CoreEffect::Dial { attempt, peer, .. } => self.dials.push((attempt, peer)),
+                CoreEffect::Write { conn, frame } => self.writes.push((conn, frame)),
+                CoreEffect::Close { conn, reason } => self.closes.push((conn, reason)),
+                CoreEffect::Persist(change) => {
+                    self.disk.insert(change.record().key(), change.record().clone());
+                    self.core.persisted(change, T0).expect("fits");
+                }
+                CoreEffect::Notice(_) => {}
+            }
+        }
+    }
+
+    fn app(&self) -> EngineIdentity {
+        EngineIdentity::new(id(self.seed), EngineName::new("app").expect("valid"))
+    }
+
+    fn message_to(&self, to: &Node, n: u64) -> EngineMessage {
+        let body = Body::new(n.to_be_bytes().to_vec()).expect("small");
+        EngineMessage::new(
+            self.app(),
+            DestinationIdentity::Engine(to.app()),
+            MessageId(n),
+            ProtocolId::new("t", 1).expect("valid"),
+            body,
+        )
+    }
+}
+
+/// Dials `b` from `a` (which must have asked to) and runs the handshake.
+/// Returns (a's connection, b's connection).
+fn connect(a: &mut Node, b: &mut Node) -> (ConnId, ConnId) {
+    let (attempt, peer) = a.dials.pop().expect("a asked to dial");
+    assert_eq!(peer, id(b.seed));
+    let theirs = b.core.accepted(id(a.seed), None);
+    a.core.dialled(attempt, Ok(()), T0);
+    a.run();
+    shuttle(a, attempt, b, theirs);
+    (attempt, theirs)
+}
+
+/// Moves frames both ways until neither side writes more.
+fn shuttle(a: &mut Node, a_conn: ConnId, b: &mut Node, b_conn: ConnId) {
+    for _ in 0..32 {
+        let from_a: Vec<Frame> = take_writes(a, a_conn);
+        let from_b: Vec<Frame> = take_writes(b, b_conn);
+        if from_a.is_empty() && from_b.is_empty() {
+            return;
+        }
+        let n = from_a.len();
+        for (i, frame) in from_a.into_iter().enumerate() {
+            b.core.frame(b_conn, frame, i + 1 == n, T0);
+            b.run();
+        }
+        let n = from_b.len();
+        for (i, frame) in from_b.into_iter().enumerate() {
+            a.core.frame(a_conn, frame, i + 1 == n, T0);
+            a.run();
+        }
+    }
+    panic!("the two cores kept writing");
+}
+
+fn take_writes(node: &mut Node, conn: ConnId) -> Vec<Frame> {
+    let (mine, rest): (Vec<_>, Vec<_>) = node.writes.drain(..).partition(|(c, _)| *c == conn);
+    node.writes = rest;
+    mine.into_iter().map(|(_, f)| f).collect()
+}
+
+fn messages(node: &Node) -> Vec<u64> {
+    node.inbox
+        .iter()
+        .filter_map(|(_, d)| match d {
+            Delivery::Message(m) => Some(m.id.0),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_message_crosses_a_real_handshake_and_is_acknowledged() {
+    let mut a = Node::start(1, BTreeMap::new(), 11);
+    let mut b = Node::start(2, BTreeMap::new(), 22);
+    a.core.offer_advert(AdvertUpdate::Node(advert(2)), T0).expect("valid advert");
+    a.run();
+    let message = a.message_to(&b, 7);
+    a.core.send(message, T0).expect("routed");
+    a.run();
+    let (a_conn, _) = connect(&mut a, &mut b);
+    assert_eq!(messages(&b), vec![7]);
+    let summary = a.core.transport().peer_summaries();
+    assert_eq!(summary[0].inflight, 0, "acknowledged");
+    assert!(a.core.transport().is_connected(&id(2)));
+    // b holds no advert of a: a sent it in the handshake.
+    assert!(b.core.identities().node(&id(1)).and_then(|r| r.advert.as_ref()).is_some());
+    assert!(a.closes.is_empty() && b.closes.is_empty());
+    let _ = a_conn;
+}
+
+#[test]
+fn a_restarted_node_relearns_its_records_from_its_own_disk() {
+    let mut b = Node::start(2, BTreeMap::new(), 22);
+    b.core.offer_advert(AdvertUpdate::Node(advert(3)), T0).expect("valid advert");
+    b.core.set_trust(id(4), Trust(0)).expect("ban");
+    b.run();
+    let disk = b.disk.clone();
+    let restarted = Node::start(2, disk, 23);
+    assert!(restarted.core.transport().knows(&id(3)), "addresses came back from the store");
+    assert!(restarted.core.router().is_banned(&id(4)), "the ban came back from the store");
+}
+
+#[test]
+fn a_peer_that_impersonates_another_is_disconnected_and_its_sender_not_told() {
+    let mut a = Node::start(1, BTreeMap::new(), 11);
+    let mut b = Node::start(2, BTreeMap::new(), 22);
+    a.core.offer_advert(AdvertUpdate::Node(advert(2)), T0).expect("valid advert");
+    a.run();
+    a.core.send(a.message_to(&b, 1), T0).expect("routed");
+    a.run();
+    let (_, b_conn) = connect(&mut a, &mut b);
+    let mut forged = a.message_to(&b, 2);
+    forged.src.node = id(9);
+    b.core.frame(b_conn, Frame::Node(NodeMessage::carrying(id(1), id(2), forged)), true, T0);
+    b.run();
+    assert!(matches!(b.closes.as_slice(), [(c, CloseReason::Violation(_))] if *c == b_conn));
+    assert_eq!(b.core.counters().violations, 1);
+    assert_eq!(messages(&b), vec![1]);
+}
+
+#[test]
+fn a_message_given_up_is_reported_to_its_sender() {
+    let mut a = Node::start(1, BTreeMap::new(), 11);
+    a.core.offer_advert(AdvertUpdate::Node(advert(2)), T0).expect("valid advert");
+    a.run();
+    let b = Node::start(2, BTreeMap::new(), 22);
+    let mut message = a.message_to(&b, 5);
+    message.expiry = Some(T0.saturating_add_millis(50));
+    a.core.send(message, T0).expect("queued");
+    a.run();
+    let (attempt, _) = a.dials.pop().expect("dialling");
+    a.core.dialled(attempt, Err(ConnectFailure::Unreachable("no answer".into())), T0);
+    a.run();
+    a.core.handle_timeout(T0.saturating_add_millis(100));
+    a.run();
+    assert!(a
+        .inbox
+        .iter()
+        .any(|(to, d)| *to == "app" && matches!(d, Delivery::Undeliverable { id: MessageId(5), .. })));
+}
