@@ -179,7 +179,9 @@ impl<A: Clone> NodeCore<A> {
             effects: VecDeque::new(),
             counters: CoreCounters::default(),
         };
-        let held: Vec<IdentityRecord> = core.identities.records().cloned().collect();
+        // In a fixed order, so that a restart is a pure function of the disk.
+        let mut held: Vec<IdentityRecord> = core.identities.records().cloned().collect();
+        held.sort_by_key(IdentityRecord::key);
         for record in &held {
             core.apply_record(record, now);
         }
@@ -209,6 +211,11 @@ impl<A: Clone> NodeCore<A> {
 
     pub fn counters(&self) -> CoreCounters {
         self.counters
+    }
+
+    /// Whether `attempt` is a dial this core still waits on.
+    pub fn is_dialling(&self, attempt: ConnId) -> bool {
+        matches!(self.phases.get(&attempt), Some(Phase::Dialling { .. }))
     }
 
     /// The next thing the host must do.

@@ -50,8 +50,9 @@ impl<A: Clone> NodeCore<A> {
         if let IdentityRecord::Topic(advert) = record {
             // Topic adverts spread to every connected peer; a peer that
             // already holds this version refuses it, so the spread ends.
-            let conns: Vec<_> =
+            let mut conns: Vec<_> =
                 self.phases.iter().filter(|(_, p)| matches!(p, Phase::Established(_))).map(|(c, _)| *c).collect();
+            conns.sort_unstable();
             for conn in conns {
                 self.effects.push_back(CoreEffect::Write { conn, frame: Frame::TopicAdvert(advert.clone()) });
             }

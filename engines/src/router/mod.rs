@@ -490,10 +490,17 @@ impl<A: Clone> Router<A> {
     /// Subscriptions to renew with `peer` (after it connects, it may have
     /// restarted and forgotten them).
     pub fn resubscriptions_for(&self, peer: &NodeIdentity, now: Timestamp) -> Vec<EngineMessage> {
-        self.topics
+        let mut topics: Vec<&TopicIdentity> = self
+            .topics
             .iter()
             .filter(|(_, t)| !t.subscribers.is_empty() && t.advert.allows_publisher(peer) && *peer != self.node)
-            .map(|(topic, _)| {
+            .map(|(topic, _)| topic)
+            .collect();
+        // In topic order, so that the same state always asks the same way.
+        topics.sort_unstable();
+        topics
+            .into_iter()
+            .map(|topic| {
                 self.control_message(*peer, subscriptions::encode_request(SubscriptionOp::Subscribe, topic), now)
             })
             .collect()
