@@ -6,10 +6,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use netmachine_domain::{
-    Advert, Body, DestinationIdentity, EngineIdentity, EngineMessage, MessageId, ProtocolId, RoutingScope, Signed,
-    TopicAdvert, TopicAdvertBody, TopicIdentity, TransportPrefs,
+    Advert, Body, DestinationIdentity, EngineIdentity, EngineMessage, EngineName, MessageId, ProtocolId, RoutingScope,
+    Signed, TopicAdvert, TopicAdvertBody, TopicIdentity, TransportPrefs,
 };
-use netmachine_engines::identity_store::IdentityUpdated;
 use netmachine_engines::ports::Signer;
 use netmachine_engines::router::SubscriptionOp;
 use netmachine_engines::transport::OutboundError;
@@ -18,25 +17,9 @@ use tokio::sync::mpsc;
 
 use super::delivery::Delivery;
 use super::error::{NodeError, SendError};
+use super::mailbox::Inbound;
 use super::node::Node;
 use crate::crypto::Ed25519Keys;
-
-/// What arrives in an engine's mailbox.
-#[derive(Debug, Clone)]
-pub enum Inbound {
-    Message(EngineMessage),
-    IdentityUpdated(IdentityUpdated),
-    /// A message this engine sent was given up: its expiry passed before a
-    /// connection could take it, or the node stopped.
-    Undeliverable {
-        id: MessageId,
-        dst: DestinationIdentity,
-        reason: String,
-    },
-}
-
-/// The sending side of an engine's bounded mailbox.
-pub type Mailbox = mpsc::Sender<Inbound>;
 
 /// How a message is sent; the defaults suit most messages.
 #[derive(Debug, Clone, Default)]
@@ -307,5 +290,27 @@ impl Drop for EngineHandle {
     fn drop(&mut self) {
         self.node.inner.router.write().unregister_engine(&self.identity.name);
         self.node.unsubscribe_identity_updates(self.identity.name.clone());
+    }
+}
+
+impl Node {
+    /// Attaches an application engine under `name` and returns its handle:
+    /// its bounded mailbox and the means to send, publish and subscribe.
+    pub fn register_engine(&self, name: &str) -> Result<EngineHandle, NodeError> {
+        let name = EngineName::new(name)?;
+        let (tx, rx) = mpsc::channel(self.inner.mailbox_capacity);
+        self.inner.router.write().register_engine(name.clone(), tx)?;
+        Ok(EngineHandle::new(self.clone(), EngineIdentity::new(self.identity(), name), rx))
+    }
+
+    /// Registers an engine and runs `body` as its task on the tokio runtime.
+    pub fn spawn_engine<F, Fut>(&self, name: &str, body: F) -> Result<tokio::task::JoinHandle<Fut::Output>, NodeError>
+    where
+        F: FnOnce(EngineHandle) -> Fut,
+        Fut: std::future::Future + Send + 'static,
+        Fut::Output: Send + 'static,
+    {
+        let handle = self.register_engine(name)?;
+        Ok(tokio::spawn(body(handle)))
     }
 }

@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use netmachine_domain::{
-    Advert, DomainAdvert, EngineIdentity, EngineName, IdentityRecord, NodeAdvert, NodeAdvertBody, NodeIdentity,
-    NodeMessage, NodePayload, Permanence, RecordKey, Timestamp, TopicAdvert, TopicIdentity, Trust, WeightedAddress,
+    Advert, DomainAdvert, EngineName, IdentityRecord, NodeAdvert, NodeAdvertBody, NodeIdentity, NodeMessage,
+    NodePayload, Permanence, RecordKey, Timestamp, TopicAdvert, TopicIdentity, Trust, WeightedAddress,
 };
 use netmachine_engines::identity_store::{Accepted, AdvertUpdate, IdentityStore, IdentityStoreConfig};
 use netmachine_engines::ports::Signer;
@@ -24,9 +24,9 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::delivery::{Delivery, Watches};
-use super::engine::{EngineHandle, Inbound, Mailbox};
 use super::error::{NodeError, SendError};
 use super::identity_actor::{spawn_identity_actor, IdentityCommand};
+use super::mailbox::{Inbound, Mailbox};
 use crate::clock::{Clock, SystemClock};
 use crate::crypto::{Ed25519Keys, RingVerifier};
 use crate::outbound::{OutboundError, OutboundTransport};
@@ -196,32 +196,9 @@ impl NodeBuilder {
         self
     }
 
-    /// Connects the node to a transport: the Router sends through it, the
-    /// transport learns peers' addresses and permanence from the identity
-    /// store, and senders refused with a full queue wait for its room.
-    pub fn transport(mut self, driver: &crate::transport::TransportDriver) -> Self {
-        self.outbound = Some(Arc::new(driver.clone()));
-        self.outbound_room = Some(driver.room());
-        let driver = driver.clone();
-        self.hooks.push(Box::new(move |record| {
-            if let IdentityRecord::Node(node) = record {
-                if node.id == driver.local_identity() {
-                    return;
-                }
-                if let Some(advert) = &node.advert {
-                    driver.set_addresses(node.id, advert.addrs.to_vec());
-                }
-                driver.set_permanent(node.id, node.permanence == Permanence::Permanent && !node.trust.is_banned());
-                if node.trust.is_banned() {
-                    driver.ban(node.id);
-                }
-            }
-            // Topic adverts spread to every connected peer; a peer that
-            // already holds this version refuses it, so the spread ends.
-            if let IdentityRecord::Topic(advert) = record {
-                driver.broadcast_frame(&netmachine_domain::Frame::TopicAdvert(advert.clone()));
-            }
-        }));
+    /// Signalled when the transport has room again after refusing a send.
+    pub(crate) fn outbound_room(mut self, room: Arc<Notify>) -> Self {
+        self.outbound_room = Some(room);
         self
     }
 
@@ -366,14 +343,9 @@ fn apply_to_router(router: &RwLock<Router<Mailbox>>, accepted: &Accepted) {
 /// A notice from a peer's router that a message this node's engine sent
 /// was dropped there, as the engine receives it.
 fn notice_of(message: &netmachine_domain::EngineMessage) -> Option<Inbound> {
-    if message.protocol.name.as_str() != netmachine_engines::router::UNDELIVERABLE_PROTOCOL
-        || message.src.name.as_str() != netmachine_engines::router::NODE_ENGINE_NAME
-    {
-        return None;
-    }
-    let (reason, id) = netmachine_engines::router::decode_notice(message.body.as_bytes())?;
+    let (id, reason) = netmachine_engines::router::undeliverable_notice_of(message)?;
     Some(Inbound::Undeliverable {
-        id: netmachine_domain::MessageId(id),
+        id,
         dst: netmachine_domain::DestinationIdentity::Node(message.src.node),
         reason: reason.describe().to_string(),
     })
@@ -463,26 +435,6 @@ impl Node {
     /// This node's current signed advert.
     pub fn advert(&self) -> Option<NodeAdvert> {
         self.inner.own_advert.read().clone()
-    }
-
-    /// Attaches an application engine under `name` and returns its handle:
-    /// its bounded mailbox and the means to send, publish and subscribe.
-    pub fn register_engine(&self, name: &str) -> Result<EngineHandle, NodeError> {
-        let name = EngineName::new(name)?;
-        let (tx, rx) = mpsc::channel(self.inner.mailbox_capacity);
-        self.inner.router.write().register_engine(name.clone(), tx)?;
-        Ok(EngineHandle::new(self.clone(), EngineIdentity::new(self.identity(), name), rx))
-    }
-
-    /// Registers an engine and runs `body` as its task on the tokio runtime.
-    pub fn spawn_engine<F, Fut>(&self, name: &str, body: F) -> Result<tokio::task::JoinHandle<Fut::Output>, NodeError>
-    where
-        F: FnOnce(EngineHandle) -> Fut,
-        Fut: std::future::Future + Send + 'static,
-        Fut::Output: Send + 'static,
-    {
-        let handle = self.register_engine(name)?;
-        Ok(tokio::spawn(body(handle)))
     }
 
     /// Offers an advert to the identity store; it is kept only if its

@@ -19,7 +19,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use netmachine_domain::{Frame, NodeIdentity, NodeMessage, TransportProtocol};
+use netmachine_domain::{Frame, IdentityRecord, NodeIdentity, NodeMessage, Permanence, TransportProtocol};
 use netmachine_engines::engine::Timed;
 use netmachine_engines::transport::{
     CloseReason, ConnId, RecentIds, Transport, TransportConfig, TransportEffect, TransportEvent,
@@ -31,7 +31,7 @@ use super::stream::{Connector, SecuredStream};
 use crate::clock::Clock;
 use crate::codec::CborCodec;
 use crate::outbound::{OutboundError, OutboundTransport};
-use crate::runtime::{Node, WeakNode};
+use crate::runtime::{Node, NodeBuilder, WeakNode};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const DIAL_TIMEOUT: Duration = Duration::from_secs(15);
@@ -378,4 +378,33 @@ async fn run_timers(shared: std::sync::Weak<Shared>) {
 
 fn node_of(shared: &Shared) -> Option<Node> {
     shared.node.get().and_then(WeakNode::upgrade)
+}
+
+impl NodeBuilder {
+    /// Connects the node to a transport: the Router sends through it, the
+    /// transport learns peers' addresses and permanence from the identity
+    /// store, and senders refused with a full queue wait for its room.
+    pub fn transport(self, driver: &TransportDriver) -> Self {
+        let builder = self.outbound(Arc::new(driver.clone())).outbound_room(driver.room());
+        let driver = driver.clone();
+        builder.on_identity_record(Box::new(move |record| {
+            if let IdentityRecord::Node(node) = record {
+                if node.id == driver.local_identity() {
+                    return;
+                }
+                if let Some(advert) = &node.advert {
+                    driver.set_addresses(node.id, advert.addrs.to_vec());
+                }
+                driver.set_permanent(node.id, node.permanence == Permanence::Permanent && !node.trust.is_banned());
+                if node.trust.is_banned() {
+                    driver.ban(node.id);
+                }
+            }
+            // Topic adverts spread to every connected peer; a peer that
+            // already holds this version refuses it, so the spread ends.
+            if let IdentityRecord::Topic(advert) = record {
+                driver.broadcast_frame(&netmachine_domain::Frame::TopicAdvert(advert.clone()));
+            }
+        }))
+    }
 }
