@@ -477,6 +477,19 @@ impl<A: Clone> Router<A> {
             InboundRejection::NoRoute { .. } => DropReason::NoRoute,
             _ => return None,
         };
+        self.drop_notice(source, id, protocol, reason, now)
+    }
+
+    /// The notice to send back to the source engine of a message this node
+    /// dropped for `reason`; None for control messages and local sources.
+    pub fn drop_notice(
+        &self,
+        source: &EngineIdentity,
+        id: MessageId,
+        protocol: &ProtocolId,
+        reason: DropReason,
+        now: Timestamp,
+    ) -> Option<EngineMessage> {
         let control = [SUBSCRIPTION_PROTOCOL, UNDELIVERABLE_PROTOCOL].contains(&protocol.name.as_str());
         if control || source.node == self.node {
             return None;

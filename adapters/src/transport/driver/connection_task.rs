@@ -23,7 +23,7 @@ use super::{
     WRITE_BATCH_BYTES,
 };
 use crate::codec::ChannelEnds;
-use crate::runtime::{Node, Pending};
+use crate::runtime::Node;
 use crate::transport::framing::{encode_channel_frame_into, encode_frame_into, FrameReader, FramingError};
 use crate::transport::stream::{BoxReader, BoxWriter, DialError, SecuredStream};
 
@@ -385,12 +385,10 @@ impl ConnectionIo {
             match incoming {
                 Err(reason) => return reason,
                 Ok(Incoming::Message(message)) => {
-                    match self.deliver(message) {
-                        Ok(pending) if pending.is_empty() => {}
-                        // A full mailbox holds up this connection's reader
-                        // only: the backpressure reaches this peer and no other.
-                        Ok(pending) => self.node.finish_inbound(pending).await,
-                        Err(reason) => return reason,
+                    // Never waits: a full mailbox must not hold up the
+                    // connection's traffic for every other engine.
+                    if let Err(reason) = self.deliver(message) {
+                        return reason;
                     }
                     self.machine.lock().taken();
                 }
@@ -430,14 +428,11 @@ impl ConnectionIo {
         self.shared.room.notify_waiters();
     }
 
-    /// Delivers without a future; what found a full mailbox is returned
-    /// for the reader to wait on.
-    fn deliver(&self, message: NodeMessage) -> Result<Pending, CloseReason> {
+    fn deliver(&self, message: NodeMessage) -> Result<(), CloseReason> {
         match self.node.deliver_inbound_now(self.ends.peer, message) {
-            Ok(pending) => Ok(pending),
             Err(rejection) if rejection.disconnects_peer() => Err(CloseReason::Violation(rejection.to_string())),
             // Other rejections (no route, expired) drop the message only.
-            Err(_) => Ok(Pending::default()),
+            _ => Ok(()),
         }
     }
 }
