@@ -6,7 +6,10 @@
 //! same endpoints, TLS and MTU, one bidirectional stream, no netmachine
 //! framing, acknowledgements or signatures) moving the same bytes:
 //! (a) bulk 1 MiB bodies, (b) 256-byte bodies, channel-authenticated and
-//! signed, (c) request-response round trips, (d) connection setup.
+//! signed, (c) request-response round trips, (d) connection setup. Then
+//! (a) and (b) again over TLS 1.3 over TCP, beside raw tokio-rustls on the
+//! same kind of sockets (the same connector, its TLS handshake and
+//! identity checks, then raw bytes).
 //! NETMACHINE_BENCH_MTU sets QUIC's maximum MTU for both (default 1500).
 //! (a) and (b) alternate netmachine and raw rounds and report medians, and
 //! (c) pools two alternating runs, because this machine's speed drifts.
@@ -20,7 +23,7 @@ use bytes::Bytes;
 use netmachine_adapters::crypto::{Ed25519Keys, RingVerifier};
 use netmachine_adapters::networked::{NetworkedNode, NetworkedNodeConfig};
 use netmachine_adapters::runtime::{EngineHandle, Inbound, SendOptions};
-use netmachine_adapters::transport::{Connector, QuicConnector, SecuredStream, TlsConfigs};
+use netmachine_adapters::transport::{Connector, QuicConnector, SecuredStream, TlsConfigs, TlsTcpConnector};
 use netmachine_domain::*;
 use netmachine_engines::ports::{Signer, Verifier};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -48,16 +51,20 @@ fn proto() -> ProtocolId {
     ProtocolId::new("bench", 1).expect("valid")
 }
 
-async fn node() -> NetworkedNode {
+async fn node(protocol: TransportProtocol) -> NetworkedNode {
     let keys = Ed25519Keys::generate().expect("keys");
-    let address = TransportAddress::new(TransportProtocol::Quic, loopback());
+    let address = TransportAddress::new(protocol, loopback());
     let mut config = NetworkedNodeConfig::new(keys, vec![WeightedAddress { address, weight: 1 }]);
     config.max_mtu = mtu();
     NetworkedNode::start(config).await.expect("node")
 }
 
 async fn pair() -> (NetworkedNode, NetworkedNode) {
-    let (a, b) = (node().await, node().await);
+    pair_over(TransportProtocol::Quic).await
+}
+
+async fn pair_over(protocol: TransportProtocol) -> (NetworkedNode, NetworkedNode) {
+    let (a, b) = (node(protocol).await, node(protocol).await);
     a.node.offer_node_advert(b.node.advert().expect("advert")).await.expect("advert");
     b.node.offer_node_advert(a.node.advert().expect("advert")).await.expect("advert");
     (a, b)
@@ -106,26 +113,39 @@ async fn netmachine_stream(
     start.elapsed().as_secs_f64()
 }
 
-/// Two raw s2n-quic endpoints with the nodes' TLS setup.
-async fn raw_pair() -> (QuicConnector, mpsc::Receiver<SecuredStream>, NodeIdentity) {
-    let server_keys = Ed25519Keys::generate().expect("keys");
+/// A raw endpoint with the nodes' TLS setup: s2n-quic, or tokio-rustls
+/// over TCP; the server's inbound streams arrive on the receiver.
+async fn raw_endpoint(
+    protocol: TransportProtocol,
+) -> (Box<dyn Connector>, mpsc::Receiver<SecuredStream>, NodeIdentity) {
+    let keys = Ed25519Keys::generate().expect("keys");
     let (accepted, accepted_rx) = mpsc::channel(16);
-    let server =
-        QuicConnector::bind(loopback(), TlsConfigs::new(&server_keys).expect("tls"), mtu(), accepted).expect("bind");
-    (server, accepted_rx, server_keys.node_identity())
+    let tls = TlsConfigs::new(&keys).expect("tls");
+    let connector: Box<dyn Connector> = match protocol {
+        TransportProtocol::Quic => Box::new(QuicConnector::bind(loopback(), tls, mtu(), accepted).expect("bind")),
+        TransportProtocol::TlsTcp => Box::new(TlsTcpConnector::bind(loopback(), tls, accepted).await.expect("bind")),
+    };
+    (connector, accepted_rx, keys.node_identity())
 }
 
-async fn raw_client() -> QuicConnector {
-    let keys = Ed25519Keys::generate().expect("keys");
-    let (accepted, _rx) = mpsc::channel(1);
-    QuicConnector::bind(loopback(), TlsConfigs::new(&keys).expect("tls"), mtu(), accepted).expect("bind")
+/// Two raw s2n-quic endpoints with the nodes' TLS setup.
+async fn raw_pair() -> (Box<dyn Connector>, mpsc::Receiver<SecuredStream>, NodeIdentity) {
+    raw_endpoint(TransportProtocol::Quic).await
+}
+
+async fn raw_client() -> Box<dyn Connector> {
+    raw_endpoint(TransportProtocol::Quic).await.0
 }
 
 /// Raw: `count` writes of `size` bytes on one stream; seconds until the
 /// reader has them all.
 async fn raw_stream(size: usize, count: usize) -> f64 {
-    let (server, mut accepted, server_id) = raw_pair().await;
-    let client = raw_client().await;
+    raw_stream_over(TransportProtocol::Quic, size, count).await
+}
+
+async fn raw_stream_over(protocol: TransportProtocol, size: usize, count: usize) -> f64 {
+    let (server, mut accepted, server_id) = raw_endpoint(protocol).await;
+    let client = raw_endpoint(protocol).await.0;
     let address = server.local_address().expect("bound");
     let mut out = client.dial(address, server_id).await.expect("dial");
     out.writer.write_all(b"w").await.expect("warm");
@@ -306,6 +326,19 @@ fn main() {
         let setup = netmachine_setup().await;
         let raw_setup = raw_setup().await;
 
+        let (ta, tb) = pair_over(TransportProtocol::TlsTcp).await;
+        let (mut tcp_bulks, mut raw_tcp_bulks, mut tcp_smalls, mut raw_tcp_smalls) = (vec![], vec![], vec![], vec![]);
+        for round in 0..ROUNDS {
+            tcp_bulks.push(netmachine_stream(&ta, &tb, &format!("tbulk{round}"), Bytes::from(vec![3u8; MIB]), BULK_MESSAGES, false).await);
+            raw_tcp_bulks.push(raw_stream_over(TransportProtocol::TlsTcp, MIB, BULK_MESSAGES).await);
+            tcp_smalls.push(netmachine_stream(&ta, &tb, &format!("tsmall{round}"), Bytes::from(vec![3u8; SMALL]), SMALL_MESSAGES, false).await);
+            raw_tcp_smalls.push(raw_stream_over(TransportProtocol::TlsTcp, SMALL, SMALL_MESSAGES).await);
+        }
+        ta.shutdown().await;
+        tb.shutdown().await;
+        let (tcp_bulk, raw_tcp_bulk) = (median(tcp_bulks), median(raw_tcp_bulks));
+        let (tcp_small, raw_tcp_small) = (median(tcp_smalls), median(raw_tcp_smalls));
+
         let gbit = |secs: f64| (BULK_MESSAGES * MIB * 8) as f64 / secs / 1e9;
         let rate = |n: usize, secs: f64| n as f64 / secs;
         let us = |d: Duration| d.as_secs_f64() * 1e6;
@@ -327,5 +360,15 @@ fn main() {
         println!("| (c) round trip p50, 64 bytes | {:.0} us | {:.0} us | {:.2} | <= 1.5x: {} |", us(rtt50), us(raw50), us(rtt50) / us(raw50), met(us(rtt50) <= 1.5 * us(raw50)));
         println!("| (c) round trip p99, 64 bytes | {:.0} us | {:.0} us | {:.2} | <= 1.5x: {} |", us(rtt99), us(raw99), us(rtt99) / us(raw99), met(us(rtt99) <= 1.5 * us(raw99)));
         println!("| (d) connection setup, p50 of {SETUP_ROUNDS} | {:.0} us | {:.0} us | {:.2} | <= 1.5x: {} |", us(setup), us(raw_setup), us(setup) / us(raw_setup), met(us(setup) <= 1.5 * us(raw_setup)));
+
+        let (tg, rtg) = (gbit(tcp_bulk), gbit(raw_tcp_bulk));
+        let (ts, rts) = (rate(SMALL_MESSAGES, tcp_small), rate(SMALL_MESSAGES, raw_tcp_small));
+        println!();
+        println!("TLS 1.3 over TCP on loopback (rustls, ring provider), beside raw tokio-rustls; median of {ROUNDS} alternating rounds");
+        println!();
+        println!("| measure | netmachine | raw tokio-rustls | ratio | target |");
+        println!("|---|---:|---:|---:|---|");
+        println!("| (a) bulk, {BULK_MESSAGES} x 1 MiB bodies | {tg:.2} Gbit/s | {rtg:.2} Gbit/s | {:.2} | >= 0.80: {} |", tg / rtg, met(tg / rtg >= 0.8));
+        println!("| (b) {SMALL}-byte bodies, channel-authenticated | {ts:.0} msg/s | {rts:.0} frames/s | {:.2} | report |", ts / rts);
     });
 }

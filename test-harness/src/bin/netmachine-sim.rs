@@ -292,9 +292,10 @@ fn calibrate(messages: u32, link_us: f64) -> ExitCode {
         Err(err) => return fail(err),
     };
     let (remote, local) = runtime.block_on(calibration::measure_cluster(messages));
-    let sim = calibration::simulate(messages, link_us, 0.0);
+    let real_setup = runtime.block_on(calibration::measure_setup());
+    let (sim, _) = calibration::simulate(messages, link_us, 0.0);
     let processing_us = ((remote.0 - local.0) * 1000.0 - link_us).max(0.0);
-    let fitted = calibration::simulate(messages, link_us, processing_us);
+    let (fitted, fitted_setup) = calibration::simulate(messages, link_us, processing_us);
     println!("message delivery latency, {messages} messages sent one at a time, p50 / p90 (ms)");
     println!();
     println!("| setting | p50 | p90 |");
@@ -314,6 +315,19 @@ fn calibrate(messages: u32, link_us: f64) -> ExitCode {
         processing_us / 1000.0,
         fitted.0,
         fitted.1
+    );
+    println!();
+    println!("connection setup, p50 (ms)");
+    println!();
+    println!("| setting | p50 |");
+    println!("|---|---:|");
+    println!(
+        "| real: first message to a peer never connected until it is delivered (QUIC and TLS handshakes, hello, delivery; 2 nodes in one process, loopback) | {:.3} |",
+        real_setup
+    );
+    println!(
+        "| simulated: dial until the connection is usable (secured stream, hello and reply), plus one link and the processing, with the fitted processing_ms | {:.3} |",
+        fitted_setup + (link_us + processing_us) / 1000.0
     );
     ExitCode::SUCCESS
 }
@@ -366,9 +380,51 @@ mod calibration {
         (remote, local)
     }
 
+    /// Time from the first message to a peer this node never connected to
+    /// until the peer's engine has it, p50 of 20, in ms.
+    pub async fn measure_setup() -> f64 {
+        use netmachine_adapters::crypto::Ed25519Keys;
+        use netmachine_adapters::networked::{NetworkedNode, NetworkedNodeConfig};
+        use netmachine_adapters::runtime::Inbound;
+        use netmachine_domain::{
+            DestinationIdentity, EngineIdentity, EngineName, ProtocolId, TransportAddress, WeightedAddress,
+        };
+        let node = || async {
+            let keys = Ed25519Keys::generate().expect("keys");
+            let address = TransportAddress::new(TransportProtocol::Quic, ([127, 0, 0, 1], 0).into());
+            NetworkedNode::start(NetworkedNodeConfig::new(keys, vec![WeightedAddress { address, weight: 1 }]))
+                .await
+                .expect("node")
+        };
+        let mut times = Vec::new();
+        for _ in 0..20 {
+            let (a, b) = (node().await, node().await);
+            a.node.offer_node_advert(b.node.advert().expect("advert")).await.expect("advert");
+            let mut tx = a.node.register_engine("setup-tx").expect("engine");
+            let mut rx = b.node.register_engine("setup-rx").expect("engine");
+            let to = EngineName::new("setup-rx").expect("valid");
+            let dst = DestinationIdentity::Engine(EngineIdentity::new(b.node.identity(), to));
+            let start = Instant::now();
+            tx.send(dst, ProtocolId::new("calibrate", 1).expect("valid"), &b"x"[..]).await.expect("sent");
+            loop {
+                match tokio::time::timeout(Duration::from_secs(30), rx.recv()).await {
+                    Ok(Some(Inbound::Message(_))) => break,
+                    Ok(Some(_)) => continue,
+                    other => panic!("no delivery: {other:?}"),
+                }
+            }
+            times.push(start.elapsed().as_secs_f64() * 1000.0);
+            a.shutdown().await;
+            b.shutdown().await;
+        }
+        times.sort_by(f64::total_cmp);
+        p(&times, 0.5)
+    }
+
     /// The same traffic in the simulator: node 0 sends to node 1 over
-    /// links of `link_us`, after the connection is up.
-    pub fn simulate(n: u32, link_us: f64, processing_us: f64) -> (f64, f64) {
+    /// links of `link_us`. Returns (delivery p50, p90) and the p50 of
+    /// connection setup, in ms.
+    pub fn simulate(n: u32, link_us: f64, processing_us: f64) -> ((f64, f64), f64) {
         let scenario = Scenario {
             name: "calibration".into(),
             description: String::new(),
@@ -388,6 +444,6 @@ mod calibration {
             buffers: Default::default(),
         };
         let results = Simulation::new(scenario).run(|_| {});
-        (results.unicast.latency.p50_ms, results.unicast.latency.p90_ms)
+        ((results.unicast.latency.p50_ms, results.unicast.latency.p90_ms), results.connection_setup.p50_ms)
     }
 }

@@ -85,6 +85,10 @@ pub struct Results {
     pub unicast: KindMetrics,
     pub pubsub: KindMetrics,
     pub connects: u64,
+    /// From a dial to the connection being usable (secured stream, hello
+    /// and reply), for the dialler.
+    #[serde(default)]
+    pub connection_setup: LatencySummary,
     pub connect_failures: u64,
     pub disconnects: u64,
     /// Messages refused on arrival (bad signature, impersonation) and the

@@ -131,6 +131,9 @@ pub struct Simulation {
     pubsub_delivered: HashMap<(u32, u64, u32), u32>,
     unicast_latency_us: Vec<u64>,
     pubsub_latency_us: Vec<u64>,
+    /// Dials under way, by dialler and peer: when each began.
+    dials_started: HashMap<(u32, NodeIdentity), u64>,
+    setup_us: Vec<u64>,
     results: Results,
     hash: std::hash::DefaultHasher,
     events: u64,
@@ -183,6 +186,8 @@ impl Simulation {
             pubsub_delivered: HashMap::new(),
             unicast_latency_us: Vec::new(),
             pubsub_latency_us: Vec::new(),
+            dials_started: HashMap::new(),
+            setup_us: Vec::new(),
             results: Results {
                 series: TimeSeries {
                     sent: vec![0; seconds],
@@ -332,7 +337,10 @@ impl Simulation {
             }
             match effect {
                 CoreEffect::Deliver { delivery, .. } => self.delivered(n, delivery),
-                CoreEffect::Dial { attempt, peer, address } => self.dial(n, attempt, peer, address),
+                CoreEffect::Dial { attempt, peer, address } => {
+                    self.dials_started.entry((n, peer)).or_insert(self.now_us);
+                    self.dial(n, attempt, peer, address)
+                }
                 CoreEffect::Write { conn, frame } => self.transmit(n, conn, frame),
                 CoreEffect::Close { conn, reason } => self.close(n, conn, reason),
                 CoreEffect::Persist(change) => {
@@ -340,7 +348,7 @@ impl Simulation {
                     node.disk.insert(change.record().key(), change.record().clone());
                     let _ = node.core.persisted(change, ms(self.now_us));
                 }
-                CoreEffect::Notice(event) => self.noticed(event),
+                CoreEffect::Notice(event) => self.noticed(n, event),
             }
         }
         self.note_buffers(n);
@@ -366,14 +374,20 @@ impl Simulation {
         }
     }
 
-    fn noticed(&mut self, event: TransportEvent) {
+    fn noticed(&mut self, n: u32, event: TransportEvent) {
         let second = self.second();
         match event {
-            TransportEvent::NodeConnected { .. } => {
+            TransportEvent::NodeConnected { peer, .. } => {
+                if let Some(started) = self.dials_started.remove(&(n, peer)) {
+                    self.setup_us.push(self.now_us - started);
+                }
                 self.results.connects += 1;
                 Self::bump(&mut self.results.series.connects, second);
             }
-            TransportEvent::NodeConnectFailed { .. } => self.results.connect_failures += 1,
+            TransportEvent::NodeConnectFailed { peer, .. } => {
+                self.dials_started.remove(&(n, peer));
+                self.results.connect_failures += 1
+            }
             TransportEvent::NodeDisconnected { .. } => {
                 self.results.disconnects += 1;
                 Self::bump(&mut self.results.series.disconnects, second);

@@ -65,6 +65,7 @@ impl Simulation {
         unicast.latency_cdf = cdf_points(&self.unicast_latency_us, 200);
         unicast.latency = LatencySummary::of(&mut self.unicast_latency_us);
 
+        let connection_setup = LatencySummary::of(&mut self.setup_us);
         let mut pubsub = KindMetrics::default();
         for ((publisher, id), (_, expected, topic)) in &self.events_published {
             pubsub.expected += expected;
@@ -115,6 +116,7 @@ impl Simulation {
             trace_hash: format!("{:016x}", self.hash.finish()),
             unicast,
             pubsub,
+            connection_setup,
             per_node,
             peak_rss_bytes_per_node: peak_rss_bytes() / u64::from(self.scenario.nodes.max(1)),
             violations,
