@@ -1,7 +1,7 @@
 //! The node core: every engine of one node, and the glue between them,
 //! written once. It owns the Router, the Transport and the Identity Store,
-//! the connection protocol of each connection, each peer's repeat filter
-//! and the address book of every peer whose advert the store holds. Its
+//! the connection protocol of each connection and each peer's repeat
+//! filter. Its
 //! host hands it what happened (a local engine sent, a dial ended, a frame
 //! arrived, a connection closed, a record reached the disk, time passed)
 //! and carries out the [`CoreEffect`]s it returns: deliver to a local
@@ -9,13 +9,14 @@
 //!
 //! What the glue does, in one place:
 //! - a message from a local engine is routed, and what leaves the node is
-//!   handed to the Transport (with the peer's addresses from the address
-//!   book, if the Transport forgot it);
+//!   handed to the Transport (with the peer's addresses from its advert in
+//!   the store, when the Transport does not track the peer);
 //! - a frame goes through the connection's protocol; a message is routed
 //!   inbound, a drop the sender should hear of is answered with a notice,
 //!   a violation closes the connection, an advert goes to the store;
 //! - a record the store accepted reaches the Router (bans, topics, domain
-//!   members), the Transport (addresses, permanence, bans) and the engines
+//!   members), the Transport (the addresses of the peers it tracks,
+//!   permanence, bans) and the engines
 //!   subscribed to identity updates, once its host says it is on disk;
 //! - a peer that connects gets this node's advert if it holds an older
 //!   one, the adverts of the topics created here, and this node's
@@ -30,7 +31,7 @@ use std::collections::{HashMap, VecDeque};
 
 use netmachine_domain::{
     DestinationIdentity, EngineMessage, EngineName, Frame, IdentityRecord, MessageId, NodeAdvert, NodeIdentity,
-    NodeMessage, NodePayload, Timestamp, TopicIdentity, WeightedAddress,
+    NodeMessage, NodePayload, Timestamp, TopicIdentity,
 };
 
 use crate::engine::Timed;
@@ -38,7 +39,7 @@ use crate::identity_store::{IdentityStore, IdentityUpdated, Persist};
 use crate::ports::{Signer, Verifier};
 use crate::router::{Routed, Router, SubscriptionOp, TopicError};
 use crate::transport::connection::{Connection, HandshakeOffer};
-use crate::transport::{CloseReason, ConnId, RecentIds, Transport, TransportEvent};
+use crate::transport::{CloseReason, ConnId, ConnMap, RecentIds, Transport, TransportEvent};
 use crate::RouteError;
 
 /// What a local engine receives.
@@ -137,9 +138,8 @@ pub struct NodeCore<A> {
     own_advert: Option<NodeAdvert>,
     /// Topics whose adverts this node gives every peer that connects.
     local_topics: Vec<TopicIdentity>,
-    phases: HashMap<ConnId, Phase>,
+    phases: ConnMap<Phase>,
     recent: HashMap<NodeIdentity, RecentIds>,
-    addresses: HashMap<NodeIdentity, Vec<WeightedAddress>>,
     effects: VecDeque<CoreEffect<A>>,
     counters: CoreCounters,
 }
@@ -173,9 +173,8 @@ impl<A: Clone> NodeCore<A> {
             verifier,
             own_advert: None,
             local_topics: Vec::new(),
-            phases: HashMap::new(),
+            phases: ConnMap::default(),
             recent: HashMap::new(),
-            addresses: HashMap::new(),
             effects: VecDeque::new(),
             counters: CoreCounters::default(),
         };
@@ -311,8 +310,9 @@ impl<A: Clone> NodeCore<A> {
         self.effects.push_back(CoreEffect::Deliver { to, delivery });
     }
 
-    /// Hands a message to the Transport, reminding it of the peer's
-    /// addresses if it forgot the peer while idle.
+    /// Hands a message to the Transport, giving it the peer's addresses
+    /// from the store if it does not track the peer (it tracks the peers in
+    /// use, and forgets idle ones).
     fn hand_to_transport(
         &mut self,
         message: NodeMessage,
@@ -320,8 +320,8 @@ impl<A: Clone> NodeCore<A> {
     ) -> Result<(), crate::transport::OutboundError> {
         let to = message.dst;
         if !self.transport.knows(&to) {
-            if let Some(addresses) = self.addresses.get(&to) {
-                self.transport.set_addresses(to, addresses.clone(), now);
+            if let Some(advert) = self.identities.node(&to).and_then(|r| r.advert.as_ref()) {
+                self.transport.set_addresses(to, advert.addrs.to_vec(), now);
             }
         }
         self.transport.send(to, message, now)?;
@@ -352,6 +352,10 @@ impl<A: Clone> NodeCore<A> {
                     self.effects.push_back(CoreEffect::Notice(event));
                 }
                 T::GiveUp { message, reason } => self.given_up(message, &reason.to_string()),
+                // A forgotten peer has nothing in flight: its repeat filter goes too.
+                T::Forgotten { peer } => {
+                    self.recent.remove(&peer);
+                }
             }
         }
     }
@@ -400,9 +404,6 @@ impl<A: Clone> Timed for NodeCore<A> {
 
     fn handle_timeout(&mut self, now: Timestamp) {
         self.transport.handle_timeout(now);
-        // A forgotten peer has nothing in flight: its repeat filter goes too.
-        let transport = &self.transport;
-        self.recent.retain(|peer, _| transport.knows(peer));
         self.pump(now);
     }
 }

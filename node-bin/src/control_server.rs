@@ -181,7 +181,13 @@ async fn serve(stream: UnixStream, context: &Context) -> std::io::Result<()> {
     }
     if line.len() > MAX_LINE_BYTES {
         let message = format!("a request line is at most {MAX_LINE_BYTES} bytes; bodies over 4 MiB cannot be sent");
-        return write_response(&mut writer, &error(message)).await;
+        write_response(&mut writer, &error(message)).await?;
+        // Read (and drop) what the client still sends, for a moment and up
+        // to one more line's worth: a socket closed with unread input is
+        // reset, and the client could lose the answer it was sent.
+        let mut rest = reader.into_inner().into_inner().take(MAX_LINE_BYTES as u64);
+        let _ = tokio::time::timeout(Duration::from_secs(1), tokio::io::copy(&mut rest, &mut tokio::io::sink())).await;
+        return Ok(());
     }
     let request: ControlRequest = match std::str::from_utf8(&line).map(|text| serde_json::from_str(text.trim_end())) {
         Ok(Ok(request)) => request,

@@ -53,6 +53,21 @@ fn the_same_seed_gives_the_same_run_and_another_seed_another() {
     assert!(a.unicast.expected > 100, "traffic flowed: {:?}", a.unicast);
 }
 
+/// Connections are set up by the real handshake: the secured stream (two
+/// one-way latencies), then the hello and its reply (two more).
+#[test]
+fn connection_setup_takes_the_stream_and_the_hello() {
+    let mut scenario = small(7);
+    scenario.faults.clear();
+    scenario.link.latency = Latency::Constant { ms: 20.0 };
+    scenario.link.jitter_ms = 0.0;
+    scenario.link.loss = 0.0;
+    let results = Simulation::new(scenario).run(|_| {});
+    let setup = &results.connection_setup;
+    assert!(setup.samples > 10, "{setup:?}");
+    assert!((setup.p50_ms - 80.0).abs() < 1.0, "four one-way latencies of 20 ms: {setup:?}");
+}
+
 fn scenarios_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios")
 }

@@ -305,6 +305,10 @@ fn with_state<T>(shared: &Arc<Shared>, input: impl FnOnce(&mut DriverState) -> T
                         }
                     }
                 }
+                // A forgotten peer has nothing in flight: its repeat filter goes too.
+                TransportEffect::Forgotten { peer } => {
+                    state.recent.remove(&peer);
+                }
                 TransportEffect::Close { conn, reason } => {
                     if let Some(close) = state.conns.get_mut(&conn).and_then(|h| h.close.take()) {
                         let _ = close.send(reason);
@@ -342,7 +346,7 @@ fn with_state<T>(shared: &Arc<Shared>, input: impl FnOnce(&mut DriverState) -> T
                     shared.runtime.spawn(async move { node.notify_undeliverable(&message, &reason.to_string()) });
                 }
             }
-            TransportEffect::Transmit { .. } | TransportEffect::Close { .. } => {}
+            TransportEffect::Transmit { .. } | TransportEffect::Close { .. } | TransportEffect::Forgotten { .. } => {}
         }
     }
     result
@@ -369,10 +373,6 @@ async fn run_timers(shared: std::sync::Weak<Shared>) {
         let Some(shared) = shared.upgrade() else { return };
         let now = shared.clock.now();
         with_engine(&shared, |engine| engine.handle_timeout(now));
-        // A forgotten peer has nothing in flight: its repeat filter goes too.
-        let mut state = shared.state.lock();
-        let DriverState { engine, recent, .. } = &mut *state;
-        recent.retain(|peer, _| engine.knows(peer));
     }
 }
 

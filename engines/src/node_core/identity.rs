@@ -74,11 +74,16 @@ impl<A: Clone> NodeCore<A> {
             IdentityRecord::Node(node) => {
                 let banned = node.trust.is_banned();
                 self.router.set_banned(node.id, banned);
-                if let Some(advert) = &node.advert {
-                    self.addresses.insert(node.id, advert.addrs.to_vec());
-                    self.transport.set_addresses(node.id, advert.addrs.to_vec(), now);
+                // The Transport tracks the peers in use: a permanent one, or
+                // one it already knows. Others' addresses stay in the store
+                // until a message is sent to them.
+                let permanent = node.permanence == Permanence::Permanent && !banned;
+                if permanent || self.transport.knows(&node.id) {
+                    if let Some(advert) = &node.advert {
+                        self.transport.set_addresses(node.id, advert.addrs.to_vec(), now);
+                    }
+                    self.transport.set_permanent(node.id, permanent, now);
                 }
-                self.transport.set_permanent(node.id, node.permanence == Permanence::Permanent && !banned, now);
                 if banned {
                     self.transport.ban(node.id);
                 }

@@ -177,8 +177,14 @@ fn a_restarted_node_relearns_its_records_from_its_own_disk() {
     b.core.set_trust(id(4), Trust(0)).expect("ban");
     b.run();
     let disk = b.disk.clone();
-    let restarted = Node::start(2, disk, 23);
-    assert!(restarted.core.transport().knows(&id(3)), "addresses came back from the store");
+    let mut restarted = Node::start(2, disk, 23);
+    // Its addresses came back from the store: a message to it dials.
+    let body = Body::new(vec![1]).expect("small");
+    let to = DestinationIdentity::Node(id(3));
+    let message = EngineMessage::new(restarted.app(), to, MessageId(1), ProtocolId::new("t", 1).expect("valid"), body);
+    restarted.core.send(message, T0).expect("routed");
+    restarted.run();
+    assert_eq!(restarted.dials.iter().map(|(_, peer)| *peer).collect::<Vec<_>>(), vec![id(3)]);
     assert!(restarted.core.router().is_banned(&id(4)), "the ban came back from the store");
 }
 

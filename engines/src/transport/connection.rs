@@ -186,6 +186,11 @@ impl Connection {
         let count = usize::try_from(received - self.acked).unwrap_or(usize::MAX);
         self.acked = received;
         let messages: Vec<NodeMessage> = self.unacked.drain(..count.min(self.unacked.len())).collect();
+        if self.unacked.is_empty() {
+            // A burst's buffer is not kept for the connection's life: most
+            // connections are idle most of the time.
+            self.unacked = VecDeque::new();
+        }
         let bytes = messages.iter().map(message_cost).sum();
         Ok(Incoming::Acknowledged { messages, bytes })
     }

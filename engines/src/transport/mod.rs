@@ -25,7 +25,8 @@ use netmachine_domain::{
 
 pub use recent::RecentIds;
 pub use types::{
-    CloseReason, ConnId, ConnectFailure, Direction, OutboundError, TransportEffect, TransportEvent, Undeliverable,
+    CloseReason, ConnId, ConnIdHasher, ConnMap, ConnectFailure, Direction, OutboundError, TransportEffect,
+    TransportEvent, Undeliverable,
 };
 
 use crate::engine::Timers;
@@ -180,7 +181,7 @@ pub struct Transport {
     config: TransportConfig,
     random: Box<dyn Randomness>,
     peers: HashMap<NodeIdentity, Peer>,
-    conns: HashMap<ConnId, Conn>,
+    conns: ConnMap<Conn>,
     next_conn: ConnId,
     effects: VecDeque<TransportEffect>,
     /// Redials, expiries, idle closes and forgetting, per peer.
@@ -230,7 +231,7 @@ impl Transport {
             config,
             random,
             peers: HashMap::new(),
-            conns: HashMap::new(),
+            conns: ConnMap::default(),
             next_conn: 1,
             effects: VecDeque::new(),
             timers: Timers::new(),

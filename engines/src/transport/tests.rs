@@ -408,7 +408,7 @@ proptest! {
                         if live == Some(conn) { live = None; }
                         t.closed(conn, CloseReason::Duplicate, returned, now);
                     }
-                    TransportEffect::Event(_) => {}
+                    TransportEffect::Event(_) | TransportEffect::Forgotten { .. } => {}
                 }
             }
             let queued: usize = t.peer_summaries().iter().map(|s| s.queued).sum();
@@ -502,6 +502,7 @@ fn idle_ephemeral_peers_are_forgotten_and_permanent_ones_kept() {
     let later = T0.saturating_add_millis(t.config().forget_after_ms + 1);
     t.handle_timeout(later);
     assert!(!t.knows(&ephemeral), "an idle ephemeral peer is forgotten");
+    assert!(drain(&mut t).contains(&TransportEffect::Forgotten { peer: ephemeral }), "and its host is told");
     assert!(t.knows(&permanent), "a permanent peer is kept");
     // A forgotten peer needs its address again before anything can be sent.
     assert_eq!(

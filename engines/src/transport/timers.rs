@@ -98,6 +98,7 @@ impl Transport {
         } else if peer.link == Link::Idle && !peer.permanent && peer.queue.is_empty() {
             self.peers.remove(&id);
             self.cancel_timers(id);
+            self.effects.push_back(TransportEffect::Forgotten { peer: id });
         } else {
             self.timers.set(PeerTimer::Forget(id), now.saturating_add_millis(forget_after));
         }

@@ -9,6 +9,30 @@ use thiserror::Error;
 /// engine.
 pub type ConnId = u64;
 
+/// A table keyed by connection. Connection numbers are this node's own
+/// counter, so no peer can choose them: a multiplicative hash is enough,
+/// and much cheaper than the default SipHash on every frame.
+pub type ConnMap<V> = std::collections::HashMap<ConnId, V, std::hash::BuildHasherDefault<ConnIdHasher>>;
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ConnIdHasher(u64);
+
+impl std::hash::Hasher for ConnIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = (self.0.rotate_left(5) ^ value).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum Direction {
     /// This node dialled.
@@ -130,6 +154,11 @@ pub enum TransportEffect {
     GiveUp {
         message: NodeMessage,
         reason: Undeliverable,
+    },
+    /// The engine forgot an idle peer: what the host keeps for it (its
+    /// repeat filter) can go too.
+    Forgotten {
+        peer: NodeIdentity,
     },
 }
 

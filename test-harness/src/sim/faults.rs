@@ -82,7 +82,7 @@ impl Simulation {
 
     /// The process dies: its memory is gone, its disk stays.
     fn crash(&mut self, n: u32) {
-        self.nodes[n as usize].alive = false;
+        self.nodes[n as usize].crash();
         self.drop_links_of(n);
     }
 

@@ -41,7 +41,7 @@ use netmachine_engines::engine::Timed;
 use netmachine_engines::node_core::{CoreEffect, Delivery};
 use netmachine_engines::ports::Randomness;
 use netmachine_engines::random::SplitMix;
-use netmachine_engines::transport::{CloseReason, ConnId, TransportEvent};
+use netmachine_engines::transport::{CloseReason, ConnId, ConnIdHasher, TransportEvent};
 
 use link::Link;
 use metrics::{Results, TimeSeries};
@@ -115,7 +115,8 @@ pub struct Simulation {
     /// Each node's index by identity.
     index_by_id: HashMap<NodeIdentity, u32>,
     links: Vec<Link>,
-    conn_index: HashMap<(u32, ConnId), (u64, u8)>,
+    /// Each open end of a link, by node and its connection number.
+    conn_index: HashMap<(u32, ConnId), (u64, u8), std::hash::BuildHasherDefault<ConnIdHasher>>,
     node_links: Vec<Vec<u64>>,
     free_links: Vec<u32>,
     random: SplitMix,
@@ -172,7 +173,7 @@ impl Simulation {
         let mut sim = Self {
             index_by_id: nodes.iter().enumerate().map(|(i, n)| (n.id, i as u32)).collect(),
             links: Vec::new(),
-            conn_index: HashMap::new(),
+            conn_index: HashMap::default(),
             node_links: vec![Vec::new(); total as usize],
             free_links: Vec::new(),
             random,
@@ -343,10 +344,9 @@ impl Simulation {
                 }
                 CoreEffect::Write { conn, frame } => self.transmit(n, conn, frame),
                 CoreEffect::Close { conn, reason } => self.close(n, conn, reason),
+                // Written at once (see `SimNode::disk`), then committed.
                 CoreEffect::Persist(change) => {
-                    let node = &mut self.nodes[n as usize];
-                    node.disk.insert(change.record().key(), change.record().clone());
-                    let _ = node.core.persisted(change, ms(self.now_us));
+                    let _ = self.nodes[n as usize].core.persisted(change, ms(self.now_us));
                 }
                 CoreEffect::Notice(event) => self.noticed(n, event),
             }

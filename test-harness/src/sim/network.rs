@@ -160,6 +160,12 @@ impl Simulation {
                     break;
                 }
                 let Some((_, frame, _)) = dir.in_flight.pop_front() else { break };
+                if dir.in_flight.is_empty() {
+                    // Most links are idle most of the time: an empty
+                    // stream holds no buffer (a burst's would otherwise
+                    // stay for the link's life, at 10,000 nodes gigabytes).
+                    dir.in_flight = std::collections::VecDeque::new();
+                }
                 let drained = !dir.in_flight.front().is_some_and(|f| f.2);
                 (frame, drained)
             };

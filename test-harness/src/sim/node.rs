@@ -27,7 +27,10 @@ pub struct SimNode {
     pub id: NodeIdentity,
     pub signer: TestSigner,
     pub core: NodeCore<u32>,
-    /// What its identity store wrote: read back at a restart.
+    /// What its identity store had written when it crashed: read back at
+    /// its restart. While it runs, its disk holds exactly what its store
+    /// holds (each change is written, then committed, at once), so the
+    /// simulator keeps one copy and takes the disk's at the crash.
     pub disk: BTreeMap<RecordKey, IdentityRecord>,
     /// Its current advert, as the simulator's directory hands it out.
     pub advert: NodeAdvert,
@@ -136,6 +139,7 @@ impl SimNode {
     pub fn restart(&mut self, seed: u64, config: TransportConfig) {
         self.repeats_dropped_before += self.core.counters().repeats_dropped;
         self.core = core_of(self.id, self.signer, seed, config, &self.disk);
+        self.disk.clear();
         self.wake_at_us = None;
         self.alive = true;
         self.generation += 1;
@@ -153,6 +157,12 @@ impl SimNode {
 
     fn advertised_address(&self) -> TransportAddress {
         self.advert.addrs.first().map(|w| w.address).unwrap_or_else(|| address_of(0))
+    }
+
+    /// The process dies; what its store holds is what is on its disk.
+    pub fn crash(&mut self) {
+        self.alive = false;
+        self.disk = self.core.identities().records().map(|r| (r.key(), r.clone())).collect();
     }
 
     pub fn repeats_dropped(&self) -> u64 {
