@@ -81,24 +81,25 @@ impl Mailbox {
     }
 
     /// Hands over a message from the network without waiting: into the
-    /// mailbox, or behind what already waits in the overflow. Returns false
-    /// when the overflow is full too (or the engine is gone): the message
-    /// was dropped.
-    pub fn offer_from_network(&self, inbound: Inbound) -> bool {
+    /// mailbox, or behind what already waits in the overflow.
+    pub fn offer_from_network(&self, inbound: Inbound) -> Offered {
         if self.overflow.pending.load(Ordering::Acquire) == 0 {
             match self.tx.try_send(inbound) {
-                Ok(()) => return true,
-                Err(TrySendError::Closed(_)) => return false,
+                Ok(()) => return Offered::Taken,
+                Err(TrySendError::Closed(_)) => return Offered::Gone,
                 Err(TrySendError::Full(inbound)) => return self.overflow(inbound),
             }
         }
         self.overflow(inbound)
     }
 
-    fn overflow(&self, inbound: Inbound) -> bool {
+    fn overflow(&self, inbound: Inbound) -> Offered {
         let mut waiting = self.overflow.waiting.lock();
-        if waiting.messages.len() >= self.overflow.capacity || self.tx.is_closed() {
-            return false;
+        if self.tx.is_closed() {
+            return Offered::Gone;
+        }
+        if waiting.messages.len() >= self.overflow.capacity {
+            return Offered::Full;
         }
         waiting.messages.push_back(inbound);
         self.overflow.pending.fetch_add(1, Ordering::AcqRel);
@@ -107,8 +108,19 @@ impl Mailbox {
             let (tx, overflow) = (self.tx.clone(), Arc::clone(&self.overflow));
             tokio::spawn(move_overflow(tx, overflow));
         }
-        true
+        Offered::Taken
     }
+}
+
+/// What became of a message from the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offered {
+    /// In the mailbox, or waiting in its overflow.
+    Taken,
+    /// Dropped: the mailbox and its overflow are full.
+    Full,
+    /// Dropped: the engine has gone.
+    Gone,
 }
 
 /// Moves an overflow into its mailbox as room appears, then ends.

@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use super::delivery::{Delivery, Watches};
 use super::error::{NodeError, SendError};
 use super::identity_actor::{spawn_identity_actor, IdentityCommand};
-use super::mailbox::{Inbound, Mailbox};
+use super::mailbox::{Inbound, Mailbox, Offered};
 use crate::clock::{Clock, SystemClock};
 use crate::crypto::{Ed25519Keys, RingVerifier};
 use crate::outbound::{OutboundError, OutboundTransport};
@@ -564,22 +564,27 @@ impl Node {
                 };
                 let is_notice = !matches!(inbound, Inbound::Message(_));
                 match to.offer_from_network(inbound) {
-                    true => {
+                    Offered::Taken => {
                         counters.local_delivered.fetch_add(1, Ordering::Relaxed);
                         false
                     }
-                    false => {
+                    Offered::Full => {
                         counters.undeliverable.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!("a message from the network dropped: its engine's mailbox is full");
                         !is_notice
+                    }
+                    // The engine left; its name is free, and nothing waits for it.
+                    Offered::Gone => {
+                        counters.undeliverable.fetch_add(1, Ordering::Relaxed);
+                        false
                     }
                 }
             }
             Routed::Topic { to, message, .. } => {
                 for mailbox in to {
                     let counter = match mailbox.offer_from_network(Inbound::Message(message.clone())) {
-                        true => &counters.local_delivered,
-                        false => &counters.undeliverable,
+                        Offered::Taken => &counters.local_delivered,
+                        Offered::Full | Offered::Gone => &counters.undeliverable,
                     };
                     counter.fetch_add(1, Ordering::Relaxed);
                 }

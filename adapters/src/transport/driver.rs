@@ -243,7 +243,10 @@ impl TransportDriver {
     /// `peer` was banned: its connection closes, what waits for it is given
     /// up, and it is neither dialled nor sent to again.
     pub fn ban(&self, peer: NodeIdentity) {
-        with_engine(&self.shared, |engine| engine.ban(peer));
+        with_state(&self.shared, |state| {
+            state.recent.remove(&peer);
+            state.engine.ban(peer);
+        });
     }
 
     /// Sends a frame (an advert) to every connected peer, best effort: a

@@ -173,15 +173,23 @@ impl<A: Clone> NodeCore<A> {
             self.effects.push_back(CoreEffect::Close { conn, reason });
             return;
         }
-        if connection.ack_wanted(drained) {
-            if let Some(received) = connection.ack_owed() {
-                self.effects.push_back(CoreEffect::Write { conn, frame: Frame::Ack(Ack { received }) });
-                connection.ack_written(received);
+        let ack_wanted = connection.ack_wanted(drained);
+        // Back in its place before the Transport's effects are carried
+        // out: they may write on this connection.
+        self.phases.insert(conn, Phase::Established(connection));
+        if ack_wanted {
+            // What this frame made the node send back (a drop notice) goes
+            // out before the acknowledgement that covers it.
+            self.pump(now);
+            if let Some(Phase::Established(connection)) = self.phases.get_mut(&conn) {
+                if let Some(received) = connection.ack_owed() {
+                    self.effects.push_back(CoreEffect::Write { conn, frame: Frame::Ack(Ack { received }) });
+                    connection.ack_written(received);
+                }
             }
             // The peer is in use, whichever way the traffic flows.
             self.transport.activity(peer, now);
         }
-        self.phases.insert(conn, Phase::Established(connection));
     }
 
     /// Routes a message from `peer`. A rejection that means the peer broke

@@ -85,6 +85,7 @@ impl<A: Clone> NodeCore<A> {
                     self.transport.set_permanent(node.id, permanent, now);
                 }
                 if banned {
+                    self.recent.remove(&node.id);
                     self.transport.ban(node.id);
                 }
             }

@@ -226,3 +226,27 @@ fn a_message_given_up_is_reported_to_its_sender() {
         .iter()
         .any(|(to, d)| *to == "app" && matches!(d, Delivery::Undeliverable { id: MessageId(5), .. })));
 }
+
+#[test]
+fn a_drop_notice_goes_out_before_the_acknowledgement_that_covers_its_message() {
+    let mut a = Node::start(1, BTreeMap::new(), 11);
+    let mut b = Node::start(2, BTreeMap::new(), 22);
+    a.core.offer_advert(AdvertUpdate::Node(advert(2)), T0).expect("valid advert");
+    a.run();
+    a.core.send(a.message_to(&b, 1), T0).expect("routed");
+    a.run();
+    let (_, b_conn) = connect(&mut a, &mut b);
+    let mut expired = a.message_to(&b, 2);
+    expired.expiry = Some(T0);
+    b.core.frame(b_conn, Frame::Node(NodeMessage::carrying(id(1), id(2), expired)), true, T0);
+    b.run();
+    let kinds: Vec<&'static str> = take_writes(&mut b, b_conn)
+        .iter()
+        .map(|f| match f {
+            Frame::Node(_) => "notice",
+            Frame::Ack(_) => "ack",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(kinds, vec!["notice", "ack"]);
+}

@@ -186,6 +186,9 @@ pub struct Transport {
     effects: VecDeque<TransportEffect>,
     /// Redials, expiries, idle closes and forgetting, per peer.
     timers: Timers<PeerTimer>,
+    /// Set by `shutdown`: what comes back from closing connections is given
+    /// up, and nothing is dialled.
+    stopping: bool,
 }
 
 impl std::fmt::Debug for Transport {
@@ -235,6 +238,7 @@ impl Transport {
             next_conn: 1,
             effects: VecDeque::new(),
             timers: Timers::new(),
+            stopping: false,
         }
     }
 
@@ -664,8 +668,10 @@ impl Transport {
             HandshakeStatus::Ok
         };
         if status == HandshakeStatus::Ok {
-            if !self.peers.contains_key(&peer) {
-                self.add_peer(peer, now);
+            match self.peers.get_mut(&peer) {
+                // In use again: not to be forgotten before it is adopted.
+                Some(known) => known.last_activity = now,
+                None => self.add_peer(peer, now),
             }
             self.conns.insert(
                 conn,
@@ -756,6 +762,14 @@ impl Transport {
             }
             return;
         };
+        let returned = if self.stopping {
+            for message in returned {
+                self.effects.push_back(TransportEffect::GiveUp { message, reason: Undeliverable::Shutdown });
+            }
+            Vec::new()
+        } else {
+            returned
+        };
         let mut expired = Vec::new();
         for message in returned.into_iter().rev() {
             if is_expired(&message, now) {
@@ -800,8 +814,25 @@ impl Transport {
                 self.back_off(peer_id, until);
             }
         } else {
-            // The survivor of a duplicate pair takes the returned messages.
+            // The survivor of a duplicate pair takes the returned messages;
+            // if none survived, they wait for the next connection.
             self.flush(peer_id, now);
+            self.rearm_waiting(peer_id, now);
+        }
+    }
+
+    /// A peer with messages waiting and no connection: their expiry is
+    /// watched, and an idle peer is dialled.
+    fn rearm_waiting(&mut self, peer_id: NodeIdentity, now: Timestamp) {
+        let Some(peer) = self.peers.get(&peer_id) else { return };
+        if matches!(peer.link, Link::Connected { .. }) || peer.queue.is_empty() {
+            return;
+        }
+        if let Some(first) = peer.queue.iter().filter_map(expiry_of).min() {
+            self.timers.set_earliest(PeerTimer::Expire(peer_id), first);
+        }
+        if peer.link == Link::Idle && !self.stopping {
+            self.timers.set(PeerTimer::Redial(peer_id), now);
         }
     }
 
@@ -837,6 +868,7 @@ impl Transport {
 
     /// Closes every connection and gives up every queued message.
     pub fn shutdown(&mut self) {
+        self.stopping = true;
         let conns: Vec<ConnId> = self.conns.keys().copied().collect();
         for conn in conns {
             self.effects.push_back(TransportEffect::Close { conn, reason: CloseReason::Shutdown });

@@ -821,3 +821,70 @@ fn a_banned_peer_loses_its_queue_and_connection_and_is_not_dialled_again() {
     assert_eq!(drain(&mut t), vec![TransportEffect::Close { conn: d[0].0, reason: CloseReason::Duplicate }]);
     assert!(!t.is_connected(&peer));
 }
+
+/// Messages that come back from a connection that had already lost its
+/// place (the peer restarted and dialled in) are not stranded when the
+/// connection that replaced it has died too: the peer is dialled again.
+#[test]
+fn messages_returned_by_a_replaced_connection_are_sent_on_the_next() {
+    let mut t = transport(1);
+    let peer = node(2);
+    t.set_addresses(peer, vec![addr("quic://127.0.0.1:1", 1)], T0);
+    t.send(peer, message(node(1), peer, 1, None), T0).expect("queued");
+    let first = dials(&drain(&mut t))[0].0;
+    t.dial_succeeded(first, 1111, T0);
+    assert_eq!(transmitted(&drain(&mut t)), vec![1]);
+    let (second, status) = t.admit_inbound(peer, None, PROTOCOL_VERSIONS, 2222, false, T0);
+    assert_eq!(status, HandshakeStatus::Ok);
+    t.inbound_established(second, T0);
+    assert!(drain(&mut t).contains(&TransportEffect::Close { conn: first, reason: CloseReason::Duplicate }));
+    t.closed(second, CloseReason::Lost("reset".into()), Vec::new(), T0);
+    drain(&mut t);
+    t.closed(first, CloseReason::Duplicate, vec![message(node(1), peer, 1, None)], T0);
+    drain(&mut t);
+    t.handle_timeout(T0);
+    let d = dials(&drain(&mut t));
+    assert_eq!(d.len(), 1, "dialled again for the returned message");
+    t.dial_succeeded(d[0].0, 2222, T0);
+    assert_eq!(transmitted(&drain(&mut t)), vec![1]);
+}
+
+/// Zero idle and forget times close and forget at once; a timer set again
+/// while firing is never due in the same round.
+#[test]
+fn zero_timeouts_do_not_spin() {
+    let config = TransportConfig { idle_timeout_ms: 0, forget_after_ms: 0, ..TransportConfig::default() };
+    let mut t = Transport::new(node(1), config, Box::new(SeededRandom::new(7)));
+    let peer = node(2);
+    t.set_addresses(peer, vec![addr("quic://127.0.0.1:1", 1)], T0);
+    t.send(peer, message(node(1), peer, 1, None), T0).expect("queued");
+    let d = dials(&drain(&mut t));
+    t.dial_succeeded(d[0].0, 42, T0);
+    drain(&mut t);
+    // The message is in flight: the connection is in use.
+    t.handle_timeout(T0);
+    assert!(t.poll_timeout().is_some_and(|due| due > T0), "nothing left due now");
+    assert!(t.is_connected(&peer));
+}
+
+/// Once the node is stopping, what closing connections hand back is given
+/// up, and nothing is dialled.
+#[test]
+fn a_stopping_node_gives_up_what_comes_back_and_dials_nothing() {
+    let mut t = transport(1);
+    let peer = node(2);
+    t.set_addresses(peer, vec![addr("quic://127.0.0.1:1", 1)], T0);
+    t.send(peer, message(node(1), peer, 1, None), T0).expect("queued");
+    let conn = dials(&drain(&mut t))[0].0;
+    t.dial_succeeded(conn, 42, T0);
+    drain(&mut t);
+    t.shutdown();
+    drain(&mut t);
+    t.closed(conn, CloseReason::Shutdown, vec![message(node(1), peer, 1, None)], T0);
+    let effects = drain(&mut t);
+    assert!(effects.iter().any(
+        |e| matches!(e, TransportEffect::GiveUp { message, reason: Undeliverable::Shutdown } if id_of(message) == 1)
+    ));
+    t.handle_timeout(T0.saturating_add_millis(60_000));
+    assert!(dials(&drain(&mut t)).is_empty(), "no dial while stopping");
+}

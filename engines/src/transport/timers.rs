@@ -78,7 +78,7 @@ impl Transport {
         let in_use = !peer.queue.is_empty() || self.conns.get(&conn).is_some_and(|c| c.inflight > 0);
         let quiet_until = peer.last_activity.saturating_add_millis(idle_timeout);
         if in_use {
-            self.timers.set(PeerTimer::Idle(id), now.saturating_add_millis(idle_timeout));
+            self.timers.set(PeerTimer::Idle(id), later(now, idle_timeout));
         } else if now < quiet_until {
             self.timers.set(PeerTimer::Idle(id), quiet_until);
         } else {
@@ -100,7 +100,13 @@ impl Transport {
             self.cancel_timers(id);
             self.effects.push_back(TransportEffect::Forgotten { peer: id });
         } else {
-            self.timers.set(PeerTimer::Forget(id), now.saturating_add_millis(forget_after));
+            self.timers.set(PeerTimer::Forget(id), later(now, forget_after));
         }
     }
+}
+
+/// `ms` after `now`, and never `now` itself: a timer set again while it
+/// fires must not be due in the same round (a setting of 0 would spin).
+fn later(now: Timestamp, ms: u64) -> Timestamp {
+    now.saturating_add_millis(ms.max(1))
 }

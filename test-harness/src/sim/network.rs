@@ -120,11 +120,13 @@ impl Simulation {
         let (from, to) = (l.ends[from_side as usize], l.ends[to_side as usize]);
         let conn = l.conns[to_side as usize];
         // A frame already on the wire when its sender crashed still arrives
-        // (if nothing on the way needs resending); one from an end that
-        // closed does not.
+        // (if nothing on the way needs resending: that end no longer can).
+        // One from an end that closed does not: its connection protocol
+        // has taken back what it had not had acknowledged.
         let sender_crashed = !self.nodes[from as usize].alive
             || l.generations[from_side as usize] != self.nodes[from as usize].generation;
-        if !l.open[to_side as usize] || (!l.open[from_side as usize] && !sender_crashed) {
+        let sender_gone = !l.open[from_side as usize];
+        if !l.open[to_side as usize] || (sender_gone && !sender_crashed) {
             return;
         }
         if l.generations[to_side as usize] != self.nodes[to as usize].generation {
@@ -222,7 +224,7 @@ impl Simulation {
         l.open[side as usize] = false;
         let node = l.ends[side as usize];
         let conn = l.conns[side as usize];
-        l.dirs[side as usize].in_flight.clear();
+        // What this end wrote before closing stays on the wire.
         self.conn_index.remove(&(node, conn));
         if !l.open[0] && !l.open[1] {
             l.dirs = [Direction::default(), Direction::default()];

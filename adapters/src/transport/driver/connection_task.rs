@@ -19,8 +19,8 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::{
-    node_of, with_engine, ConnHandle, Outgoing, Shared, ACK_DELAY, CONTROL_QUEUE, DIAL_TIMEOUT, HANDSHAKE_TIMEOUT,
-    WRITE_BATCH_BYTES,
+    node_of, with_engine, with_state, ConnHandle, Outgoing, Shared, ACK_DELAY, CONTROL_QUEUE, DIAL_TIMEOUT,
+    HANDSHAKE_TIMEOUT, WRITE_BATCH_BYTES,
 };
 use crate::codec::ChannelEnds;
 use crate::runtime::Node;
@@ -214,13 +214,14 @@ async fn run_established(
         }
     }
     let now = shared.clock.now();
-    {
-        let mut state = shared.state.lock();
+    // One step: a send between the two would be written to a connection
+    // whose handle is gone, and lost.
+    with_state(&shared, |state| {
         if let Some(handle) = state.conns.remove(&conn) {
             returned.extend(handle.orphans);
         }
-    }
-    with_engine(&shared, |engine| engine.closed(conn, reason, returned, now));
+        state.engine.closed(conn, reason, returned, now);
+    });
     shared.room.notify_waiters();
 }
 
