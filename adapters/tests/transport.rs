@@ -34,14 +34,6 @@ impl Net {
     }
 
     async fn node_with_keys(&mut self, keys: Ed25519Keys) -> NetworkedNode {
-        self.node_configured(keys, |_| {}).await
-    }
-
-    async fn node_configured(
-        &mut self,
-        keys: Ed25519Keys,
-        adjust: impl FnOnce(&mut NetworkedNodeConfig),
-    ) -> NetworkedNode {
         self.next_port += 1;
         let (protocol, port) = match self.kind {
             Kind::Memory => (TransportProtocol::Quic, self.next_port),
@@ -53,7 +45,6 @@ impl Net {
         if let Kind::Memory = self.kind {
             config.memory = Some(self.memory.clone());
         }
-        adjust(&mut config);
         NetworkedNode::start(config).await.expect("node starts")
     }
 }
@@ -715,48 +706,3 @@ over_every_kind!(
     a_confirmed_send_hears_the_outcome_over_quic,
     a_confirmed_send_hears_the_outcome_over_tls_tcp
 );
-
-/// An engine that does not read must not hold up its connection's traffic
-/// to the other engines of its node: what its mailbox cannot take waits in
-/// its overflow, and beyond that is dropped and the sender told.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slow_engine_does_not_hold_up_the_others_on_its_connection() {
-    let mut net = Net::new(Kind::Memory);
-    let a = net.node().await;
-    let keys = Ed25519Keys::generate().expect("keys");
-    let b = net.node_configured(keys, |config| config.mailbox_capacity = 4).await;
-    introduce(&[&a, &b]).await;
-    let mut sender = a.node.register_engine("sender").expect("engine");
-    let mut slow = b.node.register_engine("slow").expect("engine");
-    let mut fast = b.node.register_engine("fast").expect("engine");
-    for i in 0..20u32 {
-        sender.send(engine_dst(&b, "slow"), proto(), i.to_be_bytes().to_vec()).await.expect("sent");
-    }
-    // The slow engine's mailbox and overflow are full; the fast one is
-    // served all along.
-    for i in 0..20u32 {
-        sender.send(engine_dst(&b, "fast"), proto(), i.to_be_bytes().to_vec()).await.expect("sent");
-        let m = next_message(&mut fast).await;
-        assert_eq!(&m.body.as_bytes()[..], &i.to_be_bytes(), "the fast engine gets everything, in order");
-    }
-    // 4 in the mailbox, 4 in the overflow, 12 dropped with a notice each.
-    let mut notices = 0;
-    while notices < 12 {
-        let wait = tokio::time::timeout(Duration::from_secs(30), sender.recv()).await.expect("a notice within 30 s");
-        match wait {
-            Some(Inbound::Undeliverable { reason, .. }) => {
-                assert!(reason.contains("busy"), "{reason}");
-                notices += 1;
-            }
-            other => panic!("expected a notice, got {other:?}"),
-        }
-    }
-    for i in 0..8u32 {
-        let m = next_message(&mut slow).await;
-        assert_eq!(&m.body.as_bytes()[..], &i.to_be_bytes(), "the first eight, in order");
-    }
-    assert!(slow.try_recv().is_none(), "nothing beyond the mailbox and its overflow");
-    assert!(sender.try_recv().is_none(), "no more notices");
-    a.shutdown().await;
-    b.shutdown().await;
-}

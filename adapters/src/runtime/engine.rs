@@ -41,8 +41,8 @@ pub struct EngineHandle {
     identity: EngineIdentity,
     inbox: mpsc::Receiver<Inbound>,
     /// Taken from the mailbox in one go, newest first. Taking several at
-    /// once frees their room at once, so a sender (or the overflow) waiting
-    /// on a full mailbox wakes once per batch instead of once per message.
+    /// once frees their room at once, so a connection reader blocked on a
+    /// full mailbox wakes once per batch instead of once per message.
     taken: Vec<Inbound>,
     next_id: u64,
 }
@@ -298,8 +298,8 @@ impl Node {
     /// its bounded mailbox and the means to send, publish and subscribe.
     pub fn register_engine(&self, name: &str) -> Result<EngineHandle, NodeError> {
         let name = EngineName::new(name)?;
-        let (mailbox, rx) = super::mailbox::Mailbox::bounded(self.inner.mailbox_capacity);
-        self.inner.router.write().register_engine(name.clone(), mailbox)?;
+        let (tx, rx) = mpsc::channel(self.inner.mailbox_capacity);
+        self.inner.router.write().register_engine(name.clone(), tx)?;
         Ok(EngineHandle::new(self.clone(), EngineIdentity::new(self.identity(), name), rx))
     }
 

@@ -10,7 +10,8 @@ mod node;
 pub use delivery::{Delivery, MAX_WAITING_SENDERS};
 pub use engine::{EngineHandle, SendOptions};
 pub use error::{NodeError, SendError};
-pub use mailbox::{Inbound, Mailbox, Offered};
+pub use mailbox::{Inbound, Mailbox};
+pub(crate) use node::Pending;
 pub use node::{
     IdentityHook, NoTransport, Node, NodeBuilder, NodeStats, WeakNode, DEFAULT_MAILBOX_CAPACITY, IDENTITY_DB_FILE,
 };

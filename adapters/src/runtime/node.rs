@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use super::delivery::{Delivery, Watches};
 use super::error::{NodeError, SendError};
 use super::identity_actor::{spawn_identity_actor, IdentityCommand};
-use super::mailbox::{Inbound, Mailbox, Offered};
+use super::mailbox::{Inbound, Mailbox};
 use crate::clock::{Clock, SystemClock};
 use crate::crypto::{Ed25519Keys, RingVerifier};
 use crate::outbound::{OutboundError, OutboundTransport};
@@ -508,15 +508,22 @@ impl Node {
 
     /// Routes a message that arrived from `peer` over an authenticated
     /// connection. A rejection that `disconnects_peer()` tells the
-    /// transport to drop that peer. It never waits: a message for an engine
-    /// whose mailbox is full goes to the engine's overflow, or is dropped
-    /// and its sender told (see [`Mailbox`]).
+    /// transport to drop that peer.
     pub async fn deliver_inbound(&self, peer: NodeIdentity, message: NodeMessage) -> Result<(), InboundRejection> {
-        self.deliver_inbound_now(peer, message)
+        let pending = self.deliver_inbound_now(peer, message)?;
+        self.finish_inbound(pending).await;
+        Ok(())
     }
 
-    /// [`Node::deliver_inbound`] without a future, for a connection's reader.
-    pub(crate) fn deliver_inbound_now(&self, peer: NodeIdentity, message: NodeMessage) -> Result<(), InboundRejection> {
+    /// [`Node::deliver_inbound`] without waiting: what found a full mailbox
+    /// is returned, for [`Node::finish_inbound`]. A connection's reader
+    /// takes this path so that a message costs no future unless it has to
+    /// wait.
+    pub(crate) fn deliver_inbound_now(
+        &self,
+        peer: NodeIdentity,
+        message: NodeMessage,
+    ) -> Result<Pending, InboundRejection> {
         // Who to tell if the message has to be dropped here.
         let origin = match &message.payload {
             NodePayload::Engine(inner) => Some((inner.src.clone(), inner.id, inner.protocol.clone())),
@@ -526,13 +533,15 @@ impl Node {
         match routed {
             Ok(routed) => {
                 self.inner.counters.inbound_delivered.fetch_add(1, Ordering::Relaxed);
-                let dropped = self.dispatch_inbound(routed);
-                if let (Some((source, id, protocol)), true) = (origin, dropped) {
-                    let reason = netmachine_engines::router::DropReason::Busy;
-                    let notice = self.inner.router.read().drop_notice(&source, id, &protocol, reason, self.now());
-                    self.send_control(notice.into_iter().collect());
+                match self.dispatch_now(routed) {
+                    Ok(pending) => Ok(pending),
+                    Err(_) => {
+                        // A closed local mailbox means the engine left; the
+                        // message has nowhere to go.
+                        self.inner.counters.undeliverable.fetch_add(1, Ordering::Relaxed);
+                        Ok(Pending::default())
+                    }
                 }
-                Ok(())
             }
             Err(rejection) => {
                 self.inner.counters.inbound_rejected.fetch_add(1, Ordering::Relaxed);
@@ -547,55 +556,10 @@ impl Node {
         }
     }
 
-    /// Hands a message from the network to its mailboxes without waiting.
-    /// Returns whether a unicast was dropped for want of room (its sender
-    /// is then told); an event a full subscriber cannot take is dropped
-    /// for that subscriber alone, and counted.
-    fn dispatch_inbound(&self, routed: Routed<Mailbox>) -> bool {
-        let counters = &self.inner.counters;
-        match routed {
-            Routed::Local { to, message } => {
-                let inbound = match notice_of(&message) {
-                    Some(notice) => {
-                        self.settle_from_notice(&message, &notice);
-                        notice
-                    }
-                    None => Inbound::Message(message),
-                };
-                let is_notice = !matches!(inbound, Inbound::Message(_));
-                match to.offer_from_network(inbound) {
-                    Offered::Taken => {
-                        counters.local_delivered.fetch_add(1, Ordering::Relaxed);
-                        false
-                    }
-                    Offered::Full => {
-                        counters.undeliverable.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!("a message from the network dropped: its engine's mailbox is full");
-                        !is_notice
-                    }
-                    // The engine left; its name is free, and nothing waits for it.
-                    Offered::Gone => {
-                        counters.undeliverable.fetch_add(1, Ordering::Relaxed);
-                        false
-                    }
-                }
-            }
-            Routed::Topic { to, message, .. } => {
-                for mailbox in to {
-                    let counter = match mailbox.offer_from_network(Inbound::Message(message.clone())) {
-                        Offered::Taken => &counters.local_delivered,
-                        Offered::Full | Offered::Gone => &counters.undeliverable,
-                    };
-                    counter.fetch_add(1, Ordering::Relaxed);
-                }
-                false
-            }
-            other => {
-                if let Ok(pending) = self.dispatch_now(other) {
-                    debug_assert!(pending.is_empty(), "only local deliveries wait");
-                }
-                false
-            }
+    /// Waits for room in the mailboxes an inbound message found full.
+    pub(crate) async fn finish_inbound(&self, pending: Pending) {
+        if self.wait_for_room(pending).await.is_err() {
+            self.inner.counters.undeliverable.fetch_add(1, Ordering::Relaxed);
         }
     }
 

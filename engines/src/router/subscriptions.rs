@@ -61,8 +61,6 @@ pub const UNDELIVERABLE_PROTOCOL: &str = "netmachine/undeliverable";
 pub enum DropReason {
     Expired,
     NoRoute,
-    /// The engine's mailbox and its overflow were full.
-    Busy,
 }
 
 impl DropReason {
@@ -70,7 +68,6 @@ impl DropReason {
         match self {
             Self::Expired => "expired before it reached its destination",
             Self::NoRoute => "no such engine at the destination node",
-            Self::Busy => "the destination engine was too busy to take it (its mailbox was full)",
         }
     }
 }
@@ -80,7 +77,6 @@ pub fn encode_notice(reason: DropReason, id: u64) -> Vec<u8> {
     let mut body = vec![match reason {
         DropReason::Expired => 1,
         DropReason::NoRoute => 2,
-        DropReason::Busy => 3,
     }];
     body.extend_from_slice(&id.to_be_bytes());
     body
@@ -91,7 +87,6 @@ pub fn decode_notice(body: &[u8]) -> Option<(DropReason, u64)> {
     let reason = match reason {
         1 => DropReason::Expired,
         2 => DropReason::NoRoute,
-        3 => DropReason::Busy,
         _ => return None,
     };
     let id: [u8; 8] = id.try_into().ok()?;

@@ -23,7 +23,7 @@ use super::{
     HANDSHAKE_TIMEOUT, WRITE_BATCH_BYTES,
 };
 use crate::codec::ChannelEnds;
-use crate::runtime::Node;
+use crate::runtime::{Node, Pending};
 use crate::transport::framing::{encode_channel_frame_into, encode_frame_into, FrameReader, FramingError};
 use crate::transport::stream::{BoxReader, BoxWriter, DialError, SecuredStream};
 
@@ -386,10 +386,12 @@ impl ConnectionIo {
             match incoming {
                 Err(reason) => return reason,
                 Ok(Incoming::Message(message)) => {
-                    // Never waits: a full mailbox must not hold up the
-                    // connection's traffic for every other engine.
-                    if let Err(reason) = self.deliver(message) {
-                        return reason;
+                    match self.deliver(message) {
+                        Ok(pending) if pending.is_empty() => {}
+                        // A full mailbox holds up this connection's reader
+                        // only: the backpressure reaches this peer and no other.
+                        Ok(pending) => self.node.finish_inbound(pending).await,
+                        Err(reason) => return reason,
                     }
                     self.machine.lock().taken();
                 }
@@ -429,11 +431,14 @@ impl ConnectionIo {
         self.shared.room.notify_waiters();
     }
 
-    fn deliver(&self, message: NodeMessage) -> Result<(), CloseReason> {
+    /// Delivers without a future; what found a full mailbox is returned
+    /// for the reader to wait on.
+    fn deliver(&self, message: NodeMessage) -> Result<Pending, CloseReason> {
         match self.node.deliver_inbound_now(self.ends.peer, message) {
+            Ok(pending) => Ok(pending),
             Err(rejection) if rejection.disconnects_peer() => Err(CloseReason::Violation(rejection.to_string())),
             // Other rejections (no route, expired) drop the message only.
-            _ => Ok(()),
+            Err(_) => Ok(Pending::default()),
         }
     }
 }
