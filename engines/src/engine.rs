@@ -27,11 +27,15 @@ pub trait Timed {
 pub struct Timers<K> {
     by_deadline: BTreeSet<(Timestamp, K)>,
     deadline_of: HashMap<K, Timestamp>,
+    /// Whether a deadline was set sooner than every other since
+    /// [`Timers::take_sooner`] was last asked: a host that sleeps until the
+    /// next deadline must then wake to look again.
+    sooner: bool,
 }
 
 impl<K> Default for Timers<K> {
     fn default() -> Self {
-        Self { by_deadline: BTreeSet::new(), deadline_of: HashMap::new() }
+        Self { by_deadline: BTreeSet::new(), deadline_of: HashMap::new(), sooner: false }
     }
 }
 
@@ -42,10 +46,19 @@ impl<K: Ord + Hash + Clone> Timers<K> {
 
     /// Sets `key`'s deadline to `at`, replacing any earlier setting.
     pub fn set(&mut self, key: K, at: Timestamp) {
+        // Sooner than what a host sleeping on the next deadline waits for.
+        if self.by_deadline.first().is_none_or(|(first, _)| at < *first) {
+            self.sooner = true;
+        }
         if let Some(old) = self.deadline_of.insert(key.clone(), at) {
             self.by_deadline.remove(&(old, key.clone()));
         }
         self.by_deadline.insert((at, key));
+    }
+
+    /// Whether the next deadline moved sooner since this was last asked.
+    pub fn take_sooner(&mut self) -> bool {
+        std::mem::take(&mut self.sooner)
     }
 
     /// Sets `key`'s deadline to `at` unless it is already due sooner.
@@ -119,7 +132,10 @@ mod tests {
     fn setting_a_key_again_replaces_its_deadline() {
         let mut timers = Timers::new();
         timers.set("a", Timestamp(10));
+        assert!(timers.take_sooner(), "the first deadline is the soonest");
+        assert!(!timers.take_sooner(), "told once");
         timers.set("a", Timestamp(50));
+        assert!(!timers.take_sooner(), "later than the one held");
         assert_eq!(timers.len(), 1);
         assert_eq!(timers.pop_due(Timestamp(20)), None, "the earlier deadline is gone");
         timers.set_earliest("a", Timestamp(60));

@@ -289,9 +289,8 @@ fn with_state<T>(shared: &Arc<Shared>, input: impl FnOnce(&mut DriverState) -> T
     let mut later = Vec::new();
     let result = {
         let mut state = shared.state.lock();
-        let due_before = state.engine.poll_timeout();
         let result = input(&mut state);
-        if state.engine.poll_timeout().is_some_and(|due| due_before.is_none_or(|before| due < before)) {
+        if state.engine.take_sooner_timeout() {
             shared.timer_wake.notify_one();
         }
         while let Some(effect) = state.engine.poll_effect() {

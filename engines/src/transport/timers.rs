@@ -29,6 +29,12 @@ impl Timed for Transport {
 }
 
 impl Transport {
+    /// Whether the engine's next timeout moved sooner since this was last
+    /// asked: a host sleeping until [`Timed::poll_timeout`] must look again.
+    pub fn take_sooner_timeout(&mut self) -> bool {
+        self.timers.take_sooner()
+    }
+
     pub(super) fn cancel_timers(&mut self, peer: NodeIdentity) {
         for timer in [PeerTimer::Redial(peer), PeerTimer::Expire(peer), PeerTimer::Idle(peer), PeerTimer::Forget(peer)]
         {

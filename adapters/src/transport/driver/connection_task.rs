@@ -393,7 +393,13 @@ impl ConnectionIo {
                         Ok(pending) => self.node.finish_inbound(pending).await,
                         Err(reason) => return reason,
                     }
-                    self.machine.lock().taken();
+                    let mut machine = self.machine.lock();
+                    machine.taken();
+                    if machine.ack_wanted(reader.is_drained()) {
+                        drop(machine);
+                        self.ack_due(ack_wanted);
+                    }
+                    continue;
                 }
                 Ok(Incoming::Repeat) => {
                     self.shared.counters.duplicates_dropped.fetch_add(1, Ordering::Relaxed);
@@ -406,13 +412,17 @@ impl ConnectionIo {
                 }
             }
             if self.machine.lock().ack_wanted(reader.is_drained()) {
-                ack_wanted.notify_one();
-                // The peer is in use: its connection is not idle, whichever
-                // way the traffic flows.
-                let (now, peer) = (self.shared.clock.now(), self.ends.peer);
-                with_engine(&self.shared, |engine| engine.activity(peer, now));
+                self.ack_due(ack_wanted);
             }
         }
+    }
+
+    /// Asks the writer for an acknowledgement. The peer is in use: its
+    /// connection is not idle, whichever way the traffic flows.
+    fn ack_due(&self, ack_wanted: &Notify) {
+        ack_wanted.notify_one();
+        let (now, peer) = (self.shared.clock.now(), self.ends.peer);
+        with_engine(&self.shared, |engine| engine.activity(peer, now));
     }
 
     /// The peer took `messages`: their room in the window is free again,
