@@ -102,11 +102,6 @@ impl<K: Ord + Hash + Clone> Timers<K> {
     pub fn is_empty(&self) -> bool {
         self.deadline_of.is_empty()
     }
-
-    pub fn clear(&mut self) {
-        self.by_deadline.clear();
-        self.deadline_of.clear();
-    }
 }
 
 #[cfg(test)]
@@ -117,7 +112,9 @@ mod tests {
     #[test]
     fn timers_fire_in_deadline_order_and_only_when_due() {
         let mut timers = Timers::new();
+        assert!(timers.is_empty());
         timers.set("b", Timestamp(20));
+        assert!(!timers.is_empty());
         timers.set("a", Timestamp(10));
         timers.set("c", Timestamp(30));
         assert_eq!(timers.next_deadline(), Some(Timestamp(10)));
@@ -136,6 +133,11 @@ mod tests {
         assert!(!timers.take_sooner(), "told once");
         timers.set("a", Timestamp(50));
         assert!(!timers.take_sooner(), "later than the one held");
+        timers.set("b", Timestamp(50));
+        assert!(!timers.take_sooner(), "no sooner than the next deadline");
+        timers.set("b", Timestamp(20));
+        assert!(timers.take_sooner(), "sooner than every other");
+        timers.cancel(&"b");
         assert_eq!(timers.len(), 1);
         assert_eq!(timers.pop_due(Timestamp(20)), None, "the earlier deadline is gone");
         timers.set_earliest("a", Timestamp(60));

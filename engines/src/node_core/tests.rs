@@ -250,3 +250,169 @@ fn a_drop_notice_goes_out_before_the_acknowledgement_that_covers_its_message() {
         .collect();
     assert_eq!(kinds, vec!["notice", "ack"]);
 }
+
+fn topic_advert(seed: u8, publisher: NodeIdentity) -> TopicAdvert {
+    let signer = TestSigner::node(seed);
+    let body =
+        TopicAdvertBody::new(TopicIdentity::new(signer.0), vec![publisher], vec![], vec!["t"], 1, T0).expect("valid");
+    let sig = signer.sign(&TopicAdvert::signing_bytes_of(&body));
+    Advert::from_parts(body, sig)
+}
+
+#[test]
+fn a_dial_is_awaited_until_it_ends() {
+    let mut a = Node::start(1, BTreeMap::new(), 11);
+    let b = Node::start(2, BTreeMap::new(), 22);
+    a.core.offer_advert(AdvertUpdate::Node(advert(2)), T0).expect("valid advert");
+    a.run();
+    a.core.send(a.message_to(&b, 1), T0).expect("routed");
+    a.run();
+    let (attempt, _) = a.dials[0];
+    assert!(a.core.is_dialling(attempt));
+    // The core wakes when its Transport needs to (here: to forget b).
+    assert!(a.core.poll_timeout().is_some_and(|due| due > T0));
+    assert_eq!(a.core.poll_timeout(), a.core.transport().poll_timeout());
+    a.core.dialled(attempt, Ok(()), T0);
+    assert!(!a.core.is_dialling(attempt), "the stream is open: the handshake runs");
+    assert!(!a.core.is_dialling(attempt + 100));
+}
+
+#[test]
+fn the_first_local_subscriber_asks_the_publisher_and_a_connecting_peer_learns_the_topic() {
+    let mut a = Node::start(1, BTreeMap::new(), 11);
+    let mut b = Node::start(2, BTreeMap::new(), 22);
+    let app = EngineName::new("app").expect("valid");
+    // A creates a topic it publishes; B knows A and the topic.
+    let advert = topic_advert(40, id(1));
+    let topic = advert.topic;
+    a.core.router_mut().create_topic(&app, advert.clone(), &TestVerifier).expect("created");
+    a.core.created_topic(topic);
+    a.core.created_topic(topic);
+    b.core.offer_advert(AdvertUpdate::Node(advert_of_a()), T0).expect("valid advert");
+    b.core.offer_advert(AdvertUpdate::Topic(advert), T0).expect("valid advert");
+    b.run();
+    assert!(b.core.subscribe(&EngineName::new("ghost").expect("valid"), &topic, T0).is_err(), "no such engine");
+    b.core.subscribe(&app, &topic, T0).expect("subscribed");
+    b.run();
+    assert_eq!(b.dials.len(), 1, "the first subscriber asks the publisher node");
+    let sent_before = b.core.counters().sent_remote;
+    assert_eq!(sent_before, 1);
+    // A second local engine subscribing asks nothing more.
+    b.core.router_mut().register_engine(EngineName::new("other").expect("valid"), "other").expect("fresh");
+    b.core.subscribe(&EngineName::new("other").expect("valid"), &topic, T0).expect("subscribed");
+    b.run();
+    assert_eq!(b.core.counters().sent_remote, sent_before);
+    let (b_conn, a_conn) = connect(&mut b, &mut a);
+    let _ = (b_conn, a_conn);
+    // A took the request and gave B the topic's advert once.
+    assert_eq!(a.core.router().remote_subscribers(&topic), vec![id(2)]);
+    let published = a.message_to_topic(topic, 9);
+    a.core.send(published, T0).expect("published");
+    a.run();
+    shuttle(&mut b, b_conn, &mut a, a_conn);
+    assert_eq!(messages(&b).iter().filter(|id| **id == 9).count(), 2, "both local subscribers");
+    assert!(b.core.counters().local_delivered >= 2);
+}
+
+fn advert_of_a() -> NodeAdvert {
+    advert_version(1, 11)
+}
+
+impl Node {
+    fn message_to_topic(&self, topic: TopicIdentity, n: u64) -> EngineMessage {
+        let body = Body::new(n.to_be_bytes().to_vec()).expect("small");
+        EngineMessage::new(
+            self.app(),
+            DestinationIdentity::Topic(topic),
+            MessageId(n),
+            ProtocolId::new("t", 1).expect("valid"),
+            body,
+        )
+    }
+}
+
+#[test]
+fn a_peer_that_connects_learns_the_topics_created_here() {
+    let mut a = Node::start(1, BTreeMap::new(), 11);
+    let mut c = Node::start(3, BTreeMap::new(), 33);
+    let app = EngineName::new("app").expect("valid");
+    let advert = topic_advert(41, id(1));
+    let topic = advert.topic;
+    a.core.router_mut().create_topic(&app, advert, &TestVerifier).expect("created");
+    a.core.created_topic(topic);
+    c.core.offer_advert(AdvertUpdate::Node(advert_of_a()), T0).expect("valid advert");
+    c.run();
+    c.core.send(c.message_to(&a, 1), T0).expect("routed");
+    c.run();
+    connect(&mut c, &mut a);
+    assert!(c.core.identities().lookup(&RecordKey::Topic(topic)).is_some(), "learned in the handshake");
+    assert!(c.core.router().topic_advert(&topic).is_some());
+}
+
+#[test]
+fn counters_say_what_happened() {
+    let mut a = Node::start(1, BTreeMap::new(), 11);
+    let mut b = Node::start(2, BTreeMap::new(), 22);
+    a.core.offer_advert(AdvertUpdate::Node(advert(2)), T0).expect("valid advert");
+    a.run();
+    a.core.send(a.message_to(&b, 1), T0).expect("routed");
+    a.run();
+    let (_, b_conn) = connect(&mut a, &mut b);
+    let repeat = a.message_to(&b, 1);
+    b.core.frame(b_conn, Frame::Node(NodeMessage::carrying(id(1), id(2), repeat)), true, T0);
+    let mut expired = a.message_to(&b, 2);
+    expired.expiry = Some(T0);
+    b.core.frame(b_conn, Frame::Node(NodeMessage::carrying(id(1), id(2), expired)), true, T0);
+    b.run();
+    let counters = b.core.counters();
+    assert_eq!((counters.inbound_delivered, counters.repeats_dropped, counters.inbound_rejected), (1, 1, 1));
+    // A stream whose first frame is not a hello is a violation.
+    let stray = b.core.accepted(id(9), None);
+    b.core.frame(stray, Frame::Ack(Ack { received: 0 }), true, T0);
+    b.run();
+    assert_eq!(b.core.counters().violations, 1);
+    assert!(matches!(b.closes.last(), Some((c, CloseReason::Violation(_))) if *c == stray));
+}
+
+#[test]
+fn a_closed_connection_gives_back_what_it_had_not_had_acknowledged() {
+    let mut a = Node::start(1, BTreeMap::new(), 11);
+    let mut b = Node::start(2, BTreeMap::new(), 22);
+    a.core.offer_advert(AdvertUpdate::Node(advert(2)), T0).expect("valid advert");
+    a.run();
+    a.core.send(a.message_to(&b, 1), T0).expect("routed");
+    a.run();
+    let (a_conn, _) = connect(&mut a, &mut b);
+    // Written, then the connection is lost before it arrives.
+    a.core.send(a.message_to(&b, 2), T0).expect("routed");
+    a.run();
+    assert!(!take_writes(&mut a, a_conn).is_empty());
+    a.core.closed(a_conn, CloseReason::Lost("reset".into()), T0);
+    a.run();
+    assert!(!a.core.transport().is_connected(&id(2)));
+    assert_eq!(a.core.transport().peer_summaries()[0].queued, 1, "back in the queue to be sent again");
+    // Shutting down gives it up, and its sender hears so.
+    a.core.shutdown(T0);
+    a.run();
+    assert!(a.inbox.iter().any(|(_, d)| matches!(d, Delivery::Undeliverable { id: MessageId(2), .. })));
+    assert_eq!(a.core.counters().undeliverable, 1);
+}
+
+#[test]
+fn a_permanent_peer_is_dialled_unless_banned_and_watchers_hear_of_it() {
+    let mut a = Node::start(1, BTreeMap::new(), 11);
+    assert!(a.core.subscribe_identity_updates(EngineName::new("app").expect("valid")));
+    a.core.offer_advert(AdvertUpdate::Node(advert(2)), T0).expect("valid advert");
+    a.run();
+    assert!(a.dials.is_empty(), "an ephemeral peer is not dialled for nothing");
+    assert!(a.inbox.iter().any(|(to, d)| *to == "app" && matches!(d, Delivery::IdentityUpdated(_))));
+    a.core.set_permanence(id(2), Permanence::Permanent).expect("stored");
+    a.run();
+    assert_eq!(a.dials.iter().map(|(_, p)| *p).collect::<Vec<_>>(), vec![id(2)]);
+    // A banned permanent peer is not dialled.
+    a.core.offer_advert(AdvertUpdate::Node(advert(3)), T0).expect("valid advert");
+    a.core.set_trust(id(3), Trust(0)).expect("stored");
+    a.core.set_permanence(id(3), Permanence::Permanent).expect("stored");
+    a.run();
+    assert!(!a.dials.iter().any(|(_, p)| *p == id(3)));
+}

@@ -607,6 +607,10 @@ fn an_ephemeral_peer_is_not_dialled_for_nothing() {
     assert!(drain(&mut t).iter().all(|e| matches!(e, TransportEffect::GiveUp { .. })));
     t.handle_timeout(T0.saturating_add_millis(60_000));
     assert!(dials(&drain(&mut t)).is_empty(), "the queue is empty: no redial");
+    // Its backoff over and nothing to send, the peer is idle, and forgotten
+    // once quiet for long enough.
+    t.handle_timeout(T0.saturating_add_millis(2 * t.config().forget_after_ms));
+    assert!(!t.knows(&peer));
 }
 
 /// A permanent peer whose connection ended without a backoff (this side
@@ -887,4 +891,38 @@ fn a_stopping_node_gives_up_what_comes_back_and_dials_nothing() {
     ));
     t.handle_timeout(T0.saturating_add_millis(60_000));
     assert!(dials(&drain(&mut t)).is_empty(), "no dial while stopping");
+}
+
+#[test]
+fn the_host_hears_when_the_next_timeout_moves_sooner_and_a_banned_peer_leaves_no_timers() {
+    let mut t = transport(1);
+    let peer = node(2);
+    assert!(!t.take_sooner_timeout());
+    t.set_addresses(peer, vec![addr("quic://127.0.0.1:1", 1)], T0);
+    assert!(t.take_sooner_timeout(), "a first timer");
+    assert!(!t.take_sooner_timeout(), "told once");
+    t.send(peer, message(node(1), peer, 1, Some(T0.0 + 50)), T0).expect("queued");
+    assert!(t.take_sooner_timeout(), "the message's expiry is sooner than forgetting the peer");
+    t.ban(peer);
+    assert!(t.timers.is_empty(), "nothing is scheduled for a banned peer");
+}
+
+#[test]
+fn an_ephemeral_connection_in_use_stays_open_and_an_idle_one_closes_on_time() {
+    let mut t = transport(1);
+    let peer = node(2);
+    let conn = connect(&mut t, peer);
+    let idle = t.config().idle_timeout_ms;
+    t.send(peer, message(node(1), peer, 1, None), T0).expect("sent");
+    drain(&mut t);
+    t.handle_timeout(T0.saturating_add_millis(idle + 1));
+    assert!(drain(&mut t).is_empty(), "a message in flight: in use");
+    // Acknowledged at idle + 1: quiet from then on, closed exactly one idle
+    // time later.
+    let acked_at = T0.saturating_add_millis(idle + 1);
+    t.acked(conn, 1, message_cost(&message(node(1), peer, 1, None)), acked_at);
+    t.handle_timeout(acked_at.saturating_add_millis(idle - 1));
+    assert!(drain(&mut t).is_empty());
+    t.handle_timeout(acked_at.saturating_add_millis(idle));
+    assert_eq!(drain(&mut t), vec![TransportEffect::Close { conn, reason: CloseReason::Idle }]);
 }

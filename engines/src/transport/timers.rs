@@ -46,8 +46,9 @@ impl Transport {
         // What expired while waiting is not worth a dial.
         self.expiry_due(id, now);
         let Some(peer) = self.peers.get_mut(&id) else { return };
+        // A peer enters its backoff with this timer set to the backoff's
+        // end, so a backoff found here is over.
         match peer.link {
-            Link::Backoff { until } if now < until => self.timers.set(PeerTimer::Redial(id), until),
             Link::Backoff { .. } if peer.wants_connection() => self.start_dial(id, now),
             Link::Backoff { .. } => peer.link = Link::Idle,
             Link::Idle if peer.wants_connection() && !peer.addresses.is_empty() => self.start_dial(id, now),

@@ -28,6 +28,8 @@ fn the_handshake_agrees_and_says_who_needs_an_advert() {
     assert_eq!(listener.agreed_with(&hello), Agreed { peer_boot: 7, send_own_advert: true });
     let agreed = dialler.accept_reply(listener.reply(HandshakeStatus::Ok)).expect("agreed");
     assert_eq!(agreed, Agreed { peer_boot: 7, send_own_advert: false }, "the listener holds version 5 already");
+    let up_to_date = expect_hello(offer(1, 9).hello()).expect("a hello");
+    assert!(!listener.agreed_with(&up_to_date).send_own_advert, "the dialler holds version 9, the one sent");
 }
 
 #[test]
@@ -51,6 +53,7 @@ fn acknowledgements_release_messages_in_order_and_may_not_lie() {
     for id in 1..=3 {
         c.wrote(message(id));
     }
+    assert_eq!(c.unacknowledged(), 3);
     let mut recent = RecentIds::new(16);
     match c.receive(Frame::Ack(Ack { received: 2 }), &mut recent) {
         Ok(Incoming::Acknowledged { messages, bytes }) => {
