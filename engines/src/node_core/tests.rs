@@ -297,6 +297,9 @@ fn the_first_local_subscriber_asks_the_publisher_and_a_connecting_peer_learns_th
     assert_eq!(b.dials.len(), 1, "the first subscriber asks the publisher node");
     let sent_before = b.core.counters().sent_remote;
     assert_eq!(sent_before, 1);
+    b.core.subscribe(&app, &topic, T0).expect("subscribed again");
+    b.run();
+    assert_eq!(b.core.counters().sent_remote, sent_before, "subscribing again asks nothing more");
     // A second local engine subscribing asks nothing more.
     b.core.router_mut().register_engine(EngineName::new("other").expect("valid"), "other").expect("fresh");
     b.core.subscribe(&EngineName::new("other").expect("valid"), &topic, T0).expect("subscribed");

@@ -926,3 +926,26 @@ fn an_ephemeral_connection_in_use_stays_open_and_an_idle_one_closes_on_time() {
     t.handle_timeout(acked_at.saturating_add_millis(idle));
     assert_eq!(drain(&mut t), vec![TransportEffect::Close { conn, reason: CloseReason::Idle }]);
 }
+
+/// Messages handed back with no connection left are dialled for only
+/// while they are worth sending: expired by the time the redial is due,
+/// they are given up and nothing is dialled.
+#[test]
+fn returned_messages_that_expire_before_the_redial_are_given_up_not_dialled_for() {
+    let mut t = transport(1);
+    let peer = node(2);
+    t.set_addresses(peer, vec![addr("quic://127.0.0.1:1", 1)], T0);
+    t.send(peer, message(node(1), peer, 1, None), T0).expect("queued");
+    let first = dials(&drain(&mut t))[0].0;
+    t.dial_succeeded(first, 1111, T0);
+    drain(&mut t);
+    let (second, _) = t.admit_inbound(peer, None, PROTOCOL_VERSIONS, 2222, false, T0);
+    t.inbound_established(second, T0);
+    t.closed(second, CloseReason::Lost("reset".into()), Vec::new(), T0);
+    t.closed(first, CloseReason::Duplicate, vec![message(node(1), peer, 2, Some(T0.0 + 10))], T0);
+    drain(&mut t);
+    t.handle_timeout(T0.saturating_add_millis(20));
+    let effects = drain(&mut t);
+    assert!(dials(&effects).is_empty(), "{effects:?}");
+    assert!(effects.iter().any(|e| matches!(e, TransportEffect::GiveUp { reason: Undeliverable::Expired, .. })));
+}
