@@ -47,7 +47,9 @@ use crate::RouteError;
 pub enum Delivery {
     Message(EngineMessage),
     IdentityUpdated(IdentityUpdated),
-    /// A message this engine sent was not delivered.
+    /// A message this engine sent was not delivered: its expiry passed
+    /// before a connection could take it, the node stopped, or the
+    /// destination node dropped it and said why.
     Undeliverable {
         id: MessageId,
         dst: DestinationIdentity,

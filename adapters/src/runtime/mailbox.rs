@@ -1,22 +1,10 @@
-//! What an engine's mailbox carries.
+//! What an engine's mailbox carries: what the node core delivers to a
+//! local engine (`node_core::Delivery`), under the embedding API's name.
 
-use netmachine_domain::{DestinationIdentity, EngineMessage, MessageId};
-use netmachine_engines::identity_store::IdentityUpdated;
 use tokio::sync::mpsc;
 
 /// What arrives in an engine's mailbox.
-#[derive(Debug, Clone)]
-pub enum Inbound {
-    Message(EngineMessage),
-    IdentityUpdated(IdentityUpdated),
-    /// A message this engine sent was given up: its expiry passed before a
-    /// connection could take it, or the node stopped.
-    Undeliverable {
-        id: MessageId,
-        dst: DestinationIdentity,
-        reason: String,
-    },
-}
+pub use netmachine_engines::node_core::Delivery as Inbound;
 
 /// The sending side of an engine's bounded mailbox.
 pub type Mailbox = mpsc::Sender<Inbound>;

@@ -140,6 +140,19 @@ fn take_writes(node: &mut Node, conn: ConnId) -> Vec<Frame> {
     mine.into_iter().map(|(_, f)| f).collect()
 }
 
+/// Two nodes, `a` told of `b`, after a's message 1 to b has crossed a real
+/// handshake: (a, b, a's connection, b's connection).
+fn connected_pair() -> (Node, Node, ConnId, ConnId) {
+    let mut a = Node::start(1, BTreeMap::new(), 11);
+    let mut b = Node::start(2, BTreeMap::new(), 22);
+    a.core.offer_advert(AdvertUpdate::Node(advert(2)), T0).expect("valid advert");
+    a.run();
+    a.core.send(a.message_to(&b, 1), T0).expect("routed");
+    a.run();
+    let (a_conn, b_conn) = connect(&mut a, &mut b);
+    (a, b, a_conn, b_conn)
+}
+
 fn messages(node: &Node) -> Vec<u64> {
     node.inbox
         .iter()
@@ -152,22 +165,14 @@ fn messages(node: &Node) -> Vec<u64> {
 
 #[test]
 fn a_message_crosses_a_real_handshake_and_is_acknowledged() {
-    let mut a = Node::start(1, BTreeMap::new(), 11);
-    let mut b = Node::start(2, BTreeMap::new(), 22);
-    a.core.offer_advert(AdvertUpdate::Node(advert(2)), T0).expect("valid advert");
-    a.run();
-    let message = a.message_to(&b, 7);
-    a.core.send(message, T0).expect("routed");
-    a.run();
-    let (a_conn, _) = connect(&mut a, &mut b);
-    assert_eq!(messages(&b), vec![7]);
+    let (a, b, _, _) = connected_pair();
+    assert_eq!(messages(&b), vec![1]);
     let summary = a.core.transport().peer_summaries();
     assert_eq!(summary[0].inflight, 0, "acknowledged");
     assert!(a.core.transport().is_connected(&id(2)));
     // b holds no advert of a: a sent it in the handshake.
     assert!(b.core.identities().node(&id(1)).and_then(|r| r.advert.as_ref()).is_some());
     assert!(a.closes.is_empty() && b.closes.is_empty());
-    let _ = a_conn;
 }
 
 #[test]
@@ -190,13 +195,7 @@ fn a_restarted_node_relearns_its_records_from_its_own_disk() {
 
 #[test]
 fn a_peer_that_impersonates_another_is_disconnected_and_its_sender_not_told() {
-    let mut a = Node::start(1, BTreeMap::new(), 11);
-    let mut b = Node::start(2, BTreeMap::new(), 22);
-    a.core.offer_advert(AdvertUpdate::Node(advert(2)), T0).expect("valid advert");
-    a.run();
-    a.core.send(a.message_to(&b, 1), T0).expect("routed");
-    a.run();
-    let (_, b_conn) = connect(&mut a, &mut b);
+    let (a, mut b, _, b_conn) = connected_pair();
     let mut forged = a.message_to(&b, 2);
     forged.src.node = id(9);
     b.core.frame(b_conn, Frame::Node(NodeMessage::carrying(id(1), id(2), forged)), true, T0);
@@ -229,13 +228,7 @@ fn a_message_given_up_is_reported_to_its_sender() {
 
 #[test]
 fn a_drop_notice_goes_out_before_the_acknowledgement_that_covers_its_message() {
-    let mut a = Node::start(1, BTreeMap::new(), 11);
-    let mut b = Node::start(2, BTreeMap::new(), 22);
-    a.core.offer_advert(AdvertUpdate::Node(advert(2)), T0).expect("valid advert");
-    a.run();
-    a.core.send(a.message_to(&b, 1), T0).expect("routed");
-    a.run();
-    let (_, b_conn) = connect(&mut a, &mut b);
+    let (a, mut b, _, b_conn) = connected_pair();
     let mut expired = a.message_to(&b, 2);
     expired.expiry = Some(T0);
     b.core.frame(b_conn, Frame::Node(NodeMessage::carrying(id(1), id(2), expired)), true, T0);
@@ -306,7 +299,6 @@ fn the_first_local_subscriber_asks_the_publisher_and_a_connecting_peer_learns_th
     b.run();
     assert_eq!(b.core.counters().sent_remote, sent_before);
     let (b_conn, a_conn) = connect(&mut b, &mut a);
-    let _ = (b_conn, a_conn);
     // A took the request and gave B the topic's advert once.
     assert_eq!(a.core.router().remote_subscribers(&topic), vec![id(2)]);
     let published = a.message_to_topic(topic, 9);
@@ -354,13 +346,7 @@ fn a_peer_that_connects_learns_the_topics_created_here() {
 
 #[test]
 fn counters_say_what_happened() {
-    let mut a = Node::start(1, BTreeMap::new(), 11);
-    let mut b = Node::start(2, BTreeMap::new(), 22);
-    a.core.offer_advert(AdvertUpdate::Node(advert(2)), T0).expect("valid advert");
-    a.run();
-    a.core.send(a.message_to(&b, 1), T0).expect("routed");
-    a.run();
-    let (_, b_conn) = connect(&mut a, &mut b);
+    let (a, mut b, _, b_conn) = connected_pair();
     let repeat = a.message_to(&b, 1);
     b.core.frame(b_conn, Frame::Node(NodeMessage::carrying(id(1), id(2), repeat)), true, T0);
     let mut expired = a.message_to(&b, 2);
@@ -379,13 +365,7 @@ fn counters_say_what_happened() {
 
 #[test]
 fn a_closed_connection_gives_back_what_it_had_not_had_acknowledged() {
-    let mut a = Node::start(1, BTreeMap::new(), 11);
-    let mut b = Node::start(2, BTreeMap::new(), 22);
-    a.core.offer_advert(AdvertUpdate::Node(advert(2)), T0).expect("valid advert");
-    a.run();
-    a.core.send(a.message_to(&b, 1), T0).expect("routed");
-    a.run();
-    let (a_conn, _) = connect(&mut a, &mut b);
+    let (mut a, b, a_conn, _) = connected_pair();
     // Written, then the connection is lost before it arrives.
     a.core.send(a.message_to(&b, 2), T0).expect("routed");
     a.run();

@@ -260,11 +260,6 @@ impl Transport {
         self.conns.len()
     }
 
-    /// The peer of a connection or dial attempt.
-    pub fn peer_of(&self, conn: ConnId) -> Option<NodeIdentity> {
-        self.conns.get(&conn).map(|c| c.peer)
-    }
-
     /// Whether the engine holds any state for `peer`.
     pub fn knows(&self, peer: &NodeIdentity) -> bool {
         self.peers.contains_key(peer)
