@@ -24,7 +24,6 @@ pub mod control;
 pub mod crypto;
 pub mod keyfile;
 pub mod networked;
-pub mod outbound;
 pub mod random;
 pub mod runtime;
 pub mod store;

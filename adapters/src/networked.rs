@@ -12,7 +12,6 @@ use netmachine_engines::RouterConfig;
 use thiserror::Error;
 use tokio::sync::mpsc;
 
-use crate::clock::{Clock, SystemClock};
 use crate::crypto::Ed25519Keys;
 use crate::random::system_seed;
 use crate::runtime::{Node, NodeError, DEFAULT_MAILBOX_CAPACITY};
@@ -104,8 +103,7 @@ impl NetworkedNode {
         prepare: impl FnOnce(&Node) -> Result<T, NodeError>,
     ) -> Result<(Self, T), NetworkedNodeError> {
         let identity = config.keys.node_identity();
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let driver = TransportDriver::new(identity, config.transport, Arc::clone(&clock), system_seed());
+        let driver = TransportDriver::new(identity, config.transport, system_seed());
         let (accepted_tx, accepted_rx) = mpsc::channel(ACCEPT_QUEUE);
         let tls = TlsConfigs::new(&config.keys)?;
         let mut advertised = Vec::new();
@@ -153,22 +151,6 @@ impl NetworkedNode {
         let node = builder.start().await?;
         let prepared = prepare(&node)?;
         driver.attach(&node, accepted_rx);
-        // A peer that (re)connects gets this node's subscriptions again: it
-        // may have restarted and forgotten them.
-        let mut events = driver.events();
-        let weak = node.downgrade();
-        tokio::spawn(async move {
-            loop {
-                match events.recv().await {
-                    Ok(netmachine_engines::transport::TransportEvent::NodeConnected { peer, .. }) => {
-                        let Some(node) = weak.upgrade() else { return };
-                        node.resubscribe_with(peer);
-                    }
-                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                }
-            }
-        });
         Ok((Self { node, transport: driver }, prepared))
     }
 

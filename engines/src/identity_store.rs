@@ -8,6 +8,13 @@
 //! disk, and which applies it in memory and says whom to announce it to.
 //! A record is therefore on disk before anyone hears of it, and a write
 //! that fails leaves the store as it was.
+//!
+//! Several changes may wait for the disk at once. Each is checked against
+//! the newest change staged for its key, not only against what is
+//! committed, so two adverts of one node cannot both pass against the same
+//! old version, and a trust change made while an advert waits keeps that
+//! advert. The host persists and commits changes in the order they were
+//! made; one it cannot persist it hands back to [`IdentityStore::abandon`].
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -49,6 +56,8 @@ pub enum UpdateError {
     Banned { key: RecordKey },
     #[error("the identity store is full ({max} records); {key} was not added")]
     Full { key: RecordKey, max: usize },
+    #[error("{max} identity changes already wait for the disk; {key} was not changed: try again shortly")]
+    Busy { key: RecordKey, max: usize },
     #[error("{key} is this node's own identity and cannot be changed from outside")]
     OwnRecord { key: RecordKey },
 }
@@ -82,6 +91,10 @@ pub struct Accepted {
     pub notify: Vec<EngineName>,
 }
 
+/// Changes that may wait for the disk at once; more are refused until
+/// some are committed. A slow disk bounds memory here, not later.
+pub const MAX_STAGED: usize = 1024;
+
 #[derive(Debug, Clone)]
 pub struct IdentityStoreConfig {
     pub max_records: usize,
@@ -99,6 +112,8 @@ pub struct IdentityStore {
     own: NodeIdentity,
     config: IdentityStoreConfig,
     records: HashMap<RecordKey, IdentityRecord>,
+    /// The newest checked change of each key still waiting for the disk.
+    staged: HashMap<RecordKey, IdentityRecord>,
     subscribers: BTreeSet<EngineName>,
 }
 
@@ -106,7 +121,7 @@ impl IdentityStore {
     /// Opens the store with the records its host loaded from disk.
     pub fn open(own: NodeIdentity, config: IdentityStoreConfig, records: Vec<IdentityRecord>) -> Self {
         let records = records.into_iter().map(|r| (r.key(), r)).collect();
-        Self { own, config, records, subscribers: BTreeSet::new() }
+        Self { own, config, records, staged: HashMap::new(), subscribers: BTreeSet::new() }
     }
 
     pub fn len(&self) -> usize {
@@ -137,6 +152,24 @@ impl IdentityStore {
         self.trust(id).is_banned()
     }
 
+    /// What a new change of `key` builds on: the newest staged change, or
+    /// the committed record.
+    fn current(&self, key: &RecordKey) -> Option<&IdentityRecord> {
+        self.staged.get(key).or_else(|| self.records.get(key))
+    }
+
+    fn current_node(&self, id: &NodeIdentity) -> Option<&NodeRecord> {
+        match self.current(&RecordKey::Node(*id)) {
+            Some(IdentityRecord::Node(record)) => Some(record),
+            _ => None,
+        }
+    }
+
+    /// Changes checked and not yet committed or abandoned.
+    pub fn staged_count(&self) -> usize {
+        self.staged.len()
+    }
+
     pub fn records(&self) -> impl Iterator<Item = &IdentityRecord> {
         self.records.values()
     }
@@ -158,7 +191,7 @@ impl IdentityStore {
     /// than the one held, it is not from the future, and its subject is not
     /// banned.
     pub fn apply_advert(
-        &self,
+        &mut self,
         update: AdvertUpdate,
         now: Timestamp,
         verifier: &dyn Verifier,
@@ -166,21 +199,22 @@ impl IdentityStore {
         let key = update.key();
         let record = match update {
             AdvertUpdate::Node(advert) => {
-                if advert.id == self.own && self.node(&self.own).and_then(|r| r.advert.as_ref()).is_some() {
+                if advert.id == self.own && self.current_node(&self.own).and_then(|r| r.advert.as_ref()).is_some() {
                     // Our own advert is made here; a peer may echo it back
                     // but never replace it, even with a higher version.
                     return Err(UpdateError::OwnRecord { key });
                 }
-                if self.is_banned(&advert.id) {
+                if self.current_node(&advert.id).is_some_and(|r| r.trust.is_banned()) {
                     return Err(UpdateError::Banned { key });
                 }
-                self.check_advert(&key, &advert, self.node(&advert.id).and_then(|r| r.advert.as_ref()), now, verifier)?;
-                let mut record = self.node(&advert.id).cloned().unwrap_or_else(|| NodeRecord::new(advert.id));
+                let held = self.current_node(&advert.id).and_then(|r| r.advert.as_ref());
+                self.check_advert(&key, &advert, held, now, verifier)?;
+                let mut record = self.current_node(&advert.id).cloned().unwrap_or_else(|| NodeRecord::new(advert.id));
                 record.advert = Some(advert);
                 IdentityRecord::Node(record)
             }
             AdvertUpdate::Topic(advert) => {
-                let held = match self.records.get(&key) {
+                let held = match self.current(&key) {
                     Some(IdentityRecord::Topic(held)) => Some(held),
                     _ => None,
                 };
@@ -188,7 +222,7 @@ impl IdentityStore {
                 IdentityRecord::Topic(advert)
             }
             AdvertUpdate::Domain(advert) => {
-                let held = match self.records.get(&key) {
+                let held = match self.current(&key) {
                     Some(IdentityRecord::Domain(held)) => Some(held),
                     _ => None,
                 };
@@ -201,17 +235,17 @@ impl IdentityStore {
 
     /// Records this node's own advert, with trust 255. Only the node itself
     /// calls this, with an advert it has just signed.
-    pub fn set_own_advert(&self, advert: NodeAdvert, verifier: &dyn Verifier) -> Result<Persist, UpdateError> {
+    pub fn set_own_advert(&mut self, advert: NodeAdvert, verifier: &dyn Verifier) -> Result<Persist, UpdateError> {
         let key = RecordKey::Node(self.own);
         if advert.id != self.own {
             return Err(UpdateError::OwnRecord { key: RecordKey::Node(advert.id) });
         }
         verify_signed(verifier, &advert).map_err(|source| UpdateError::Signature { key: key.clone(), source })?;
-        if let Some(held) = self.node(&self.own).and_then(|r| r.advert.as_ref()) {
+        if let Some(held) = self.current_node(&self.own).and_then(|r| r.advert.as_ref()) {
             check_version_rises(held.version, advert.version)
                 .map_err(|source| UpdateError::Rule { key: key.clone(), source })?;
         }
-        let mut record = self.node(&self.own).cloned().unwrap_or_else(|| NodeRecord::new(self.own));
+        let mut record = self.current_node(&self.own).cloned().unwrap_or_else(|| NodeRecord::new(self.own));
         record.advert = Some(advert);
         record.trust = Trust::OWN;
         record.permanence = Permanence::Permanent;
@@ -219,23 +253,23 @@ impl IdentityStore {
     }
 
     /// Sets a node's trust (0 bans it). Works before any advert is known.
-    pub fn set_trust(&self, node: NodeIdentity, trust: Trust) -> Result<Persist, UpdateError> {
+    pub fn set_trust(&mut self, node: NodeIdentity, trust: Trust) -> Result<Persist, UpdateError> {
         self.edit_node(node, |r| r.trust = trust)
     }
 
-    pub fn set_permanence(&self, node: NodeIdentity, permanence: Permanence) -> Result<Persist, UpdateError> {
+    pub fn set_permanence(&mut self, node: NodeIdentity, permanence: Permanence) -> Result<Persist, UpdateError> {
         self.edit_node(node, |r| r.permanence = permanence)
     }
 
     /// Records a local engine (engines have no adverts: the node speaks for
     /// them unless they carry a key of their own).
-    pub fn put_engine(&self, record: EngineRecord) -> Result<Persist, UpdateError> {
+    pub fn put_engine(&mut self, record: EngineRecord) -> Result<Persist, UpdateError> {
         let key = RecordKey::Engine(record.engine.clone());
         self.stage(key, IdentityRecord::Engine(record))
     }
 
-    fn edit_node(&self, node: NodeIdentity, edit: impl FnOnce(&mut NodeRecord)) -> Result<Persist, UpdateError> {
-        let mut record = self.node(&node).cloned().unwrap_or_else(|| NodeRecord::new(node));
+    fn edit_node(&mut self, node: NodeIdentity, edit: impl FnOnce(&mut NodeRecord)) -> Result<Persist, UpdateError> {
+        let mut record = self.current_node(&node).cloned().unwrap_or_else(|| NodeRecord::new(node));
         edit(&mut record);
         self.stage(RecordKey::Node(node), IdentityRecord::Node(record))
     }
@@ -257,20 +291,44 @@ impl IdentityStore {
         Ok(())
     }
 
-    /// A change that fits: a new record needs room in the table.
-    fn stage(&self, key: RecordKey, record: IdentityRecord) -> Result<Persist, UpdateError> {
-        if !self.records.contains_key(&key) && self.records.len() >= self.config.max_records {
-            return Err(UpdateError::Full { key, max: self.config.max_records });
+    /// A change that fits: a new record needs room in the table, counting
+    /// the new records staged before it.
+    fn stage(&mut self, key: RecordKey, record: IdentityRecord) -> Result<Persist, UpdateError> {
+        if self.staged.len() >= MAX_STAGED && !self.staged.contains_key(&key) {
+            return Err(UpdateError::Busy { key, max: MAX_STAGED });
         }
+        if self.current(&key).is_none() {
+            let new_staged = self.staged.keys().filter(|k| !self.records.contains_key(k)).count();
+            if self.records.len() + new_staged >= self.config.max_records {
+                return Err(UpdateError::Full { key, max: self.config.max_records });
+            }
+        }
+        self.staged.insert(key, record.clone());
         Ok(Persist { record })
     }
 
+    /// Forgets the staged change of `key` if `record` is still the newest.
+    fn unstage(&mut self, key: &RecordKey, record: &IdentityRecord) {
+        if self.staged.get(key) == Some(record) {
+            self.staged.remove(key);
+        }
+    }
+
+    /// A change its host could not make durable: it never takes effect.
+    pub fn abandon(&mut self, change: &Persist) {
+        self.unstage(&change.record.key(), &change.record);
+    }
+
     /// Applies a change its host has made durable, and says whom to tell.
-    /// Commit each change right after persisting it: a change staged
-    /// before another was committed may no longer fit, and is refused.
+    /// A new record that no longer fits (the table filled meanwhile) is
+    /// refused.
     pub fn commit(&mut self, change: Persist) -> Result<Accepted, UpdateError> {
         let key = change.record.key();
-        let record = self.stage(key.clone(), change.record)?.record;
+        self.unstage(&key, &change.record);
+        if !self.records.contains_key(&key) && self.records.len() >= self.config.max_records {
+            return Err(UpdateError::Full { key, max: self.config.max_records });
+        }
+        let record = change.record;
         self.records.insert(key.clone(), record.clone());
         Ok(Accepted { event: IdentityUpdated { key, record }, notify: self.subscribers.iter().cloned().collect() })
     }

@@ -31,7 +31,7 @@ use std::collections::{HashMap, VecDeque};
 
 use netmachine_domain::{
     DestinationIdentity, EngineMessage, EngineName, Frame, IdentityRecord, MessageId, NodeAdvert, NodeIdentity,
-    NodeMessage, NodePayload, Timestamp, TopicIdentity,
+    NodeMessage, NodePayload, Timestamp, TopicIdentity, TransportAddress,
 };
 
 use crate::engine::Timed;
@@ -69,7 +69,7 @@ pub enum CoreEffect<A> {
     Dial {
         attempt: ConnId,
         peer: NodeIdentity,
-        address: netmachine_domain::TransportAddress,
+        address: TransportAddress,
     },
     /// Write a frame on a connection, after those asked for before.
     Write {
@@ -85,6 +85,12 @@ pub enum CoreEffect<A> {
     Persist(Persist),
     /// Connectivity, for whoever watches it.
     Notice(TransportEvent),
+    /// `by` took these messages, which local engines sent (reported only
+    /// while [`NodeCore::report_acknowledgements`] is on).
+    Acknowledged {
+        by: NodeIdentity,
+        messages: Vec<(EngineName, MessageId)>,
+    },
 }
 
 /// Counters for status displays and the simulator's results.
@@ -113,13 +119,13 @@ enum Phase {
     /// This node dialled; the stream is being opened.
     Dialling {
         peer: NodeIdentity,
-        address: netmachine_domain::TransportAddress,
+        address: TransportAddress,
     },
     /// This node sent its hello and waits for the reply.
     AwaitingReply {
         peer: NodeIdentity,
         offer: HandshakeOffer,
-        address: netmachine_domain::TransportAddress,
+        address: TransportAddress,
     },
     /// The peer dialled; its hello has not come yet.
     AwaitingHello {
@@ -144,6 +150,7 @@ pub struct NodeCore<A> {
     recent: HashMap<NodeIdentity, RecentIds>,
     effects: VecDeque<CoreEffect<A>>,
     counters: CoreCounters,
+    report_acks: bool,
 }
 
 impl<A> std::fmt::Debug for NodeCore<A> {
@@ -179,6 +186,7 @@ impl<A: Clone> NodeCore<A> {
             recent: HashMap::new(),
             effects: VecDeque::new(),
             counters: CoreCounters::default(),
+            report_acks: false,
         };
         // In a fixed order, so that a restart is a pure function of the disk.
         let mut held: Vec<IdentityRecord> = core.identities.records().cloned().collect();
@@ -214,6 +222,35 @@ impl<A: Clone> NodeCore<A> {
         self.counters
     }
 
+    /// This node's own advert, once set.
+    pub fn own_advert(&self) -> Option<&NodeAdvert> {
+        self.own_advert.as_ref()
+    }
+
+    /// Whether acknowledgements of local engines' messages are reported
+    /// ([`CoreEffect::Acknowledged`]); off by default, as they cost an
+    /// effect per batch and most hosts have nobody waiting for them.
+    pub fn report_acknowledgements(&mut self, on: bool) {
+        self.report_acks = on;
+    }
+
+    /// Whether an input since the last call moved the next timeout
+    /// earlier: a host sleeping until the old one must wake.
+    pub fn take_sooner_timeout(&mut self) -> bool {
+        self.transport.take_sooner_timeout()
+    }
+
+    /// Closes the connection to `peer`, if there is one: it was removed.
+    pub fn disconnect(&mut self, peer: NodeIdentity, now: Timestamp) {
+        self.transport.disconnect(peer, CloseReason::Removed);
+        self.pump(now);
+    }
+
+    /// How long it took to open a secured stream to `peer` at `address`.
+    pub fn record_rtt(&mut self, peer: NodeIdentity, address: TransportAddress, micros: u32) {
+        self.transport.record_rtt(peer, address, micros);
+    }
+
     /// Whether `attempt` is a dial this core still waits on.
     pub fn is_dialling(&self, attempt: ConnId) -> bool {
         matches!(self.phases.get(&attempt), Some(Phase::Dialling { .. }))
@@ -246,6 +283,24 @@ impl<A: Clone> NodeCore<A> {
         }
         self.pump(now);
         Ok(())
+    }
+
+    /// Unsubscribes a local engine; returns whether it was subscribed. The
+    /// last local subscriber leaving tells the publisher nodes to stop.
+    pub fn unsubscribe(
+        &mut self,
+        engine: &EngineName,
+        topic: &TopicIdentity,
+        now: Timestamp,
+    ) -> Result<bool, TopicError> {
+        let was = self.router.unsubscribe(engine, topic)?;
+        if was && self.router.local_subscriber_count(topic) == 0 {
+            for request in self.router.subscription_requests(topic, SubscriptionOp::Unsubscribe, now) {
+                self.send_control(request, now);
+            }
+        }
+        self.pump(now);
+        Ok(was)
     }
 
     /// A topic created by a local engine: its advert is given to every

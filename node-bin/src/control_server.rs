@@ -276,10 +276,10 @@ fn status(context: &Context) -> StatusInfo {
         inbound_delivered: stats.inbound_delivered,
         inbound_rejected: stats.inbound_rejected,
         undeliverable: stats.undeliverable,
-        frames_sent: counters.frames_sent.load(Ordering::Relaxed),
-        frames_received: counters.frames_received.load(Ordering::Relaxed),
-        duplicates_dropped: counters.duplicates_dropped.load(Ordering::Relaxed),
-        violations: counters.violations.load(Ordering::Relaxed),
+        frames_sent: counters.frames_sent,
+        frames_received: counters.frames_received,
+        duplicates_dropped: counters.duplicates_dropped,
+        violations: counters.violations,
     }
 }
 

@@ -1,7 +1,6 @@
 //! An engine's handle on its node: its bounded mailbox, and the means to
 //! send, publish, subscribe and create topics.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -10,14 +9,13 @@ use netmachine_domain::{
     Signed, TopicAdvert, TopicAdvertBody, TopicIdentity, TransportPrefs,
 };
 use netmachine_engines::ports::Signer;
-use netmachine_engines::router::SubscriptionOp;
 use netmachine_engines::transport::OutboundError;
 use netmachine_engines::RouteError;
 use tokio::sync::mpsc;
 
 use super::delivery::Delivery;
 use super::error::{NodeError, SendError};
-use super::mailbox::Inbound;
+use super::mailbox::{Inbound, Mailbox};
 use super::node::Node;
 use crate::crypto::Ed25519Keys;
 
@@ -137,6 +135,7 @@ impl EngineHandle {
             .watches
             .watch(self.identity.name.clone(), message.id, to)
             .ok_or(SendError::TooManyWaiting { max: super::delivery::MAX_WAITING_SENDERS })?;
+        self.node.inner.with_core(|core, _| core.report_acknowledgements(true)).1.discard();
         let id = self.send_built(message).await?;
         let outcome = match tokio::time::timeout(wait, &mut watch.outcome).await {
             Ok(Ok(outcome)) => outcome,
@@ -148,26 +147,32 @@ impl EngineHandle {
 
     async fn send_built(&mut self, message: EngineMessage) -> Result<MessageId, SendError> {
         let id = message.id;
+        let host = &self.node.inner;
+        let remote = match &message.dst {
+            DestinationIdentity::Engine(engine) => engine.node != host.identity,
+            DestinationIdentity::Node(node) => *node != host.identity,
+            _ => false,
+        };
+        if remote && !host.has_transport() {
+            let source = OutboundError::NoTransport;
+            return Err(SendError::Route(RouteError::Outbound { dst: message.dst, source }));
+        }
         // A full transport queue is backpressure, not failure: wait for
         // room and try again, until the message expires (or 30 s pass).
         let deadline = message.expiry.unwrap_or_else(|| self.node.now().saturating_add_millis(30_000));
         loop {
-            let room = Arc::clone(&self.node.inner.outbound_room);
-            let waiting = room.notified();
-            // Routed without a future; one is built only to wait for room
-            // in a full local mailbox.
-            let routed = match self.node.route_local_now(message.clone()) {
-                Ok(pending) if pending.is_empty() => Ok(()),
-                Ok(pending) => self.node.wait_for_room(pending).await,
-                Err(e) => Err(e),
-            };
+            let room = host.room.notified();
+            let (routed, pending) = host.with_core(|core, now| core.send(message.clone(), now));
+            // A future is awaited only if a local mailbox is full.
+            let delivered = if pending.is_empty() { Ok(()) } else { host.finish(pending).await };
             match routed {
-                Err(SendError::Route(RouteError::Outbound { source: OutboundError::QueueFull { .. }, .. }))
+                Err(RouteError::Outbound { source: OutboundError::QueueFull { .. }, .. })
                     if self.node.now() < deadline =>
                 {
-                    let _ = tokio::time::timeout(Duration::from_millis(100), waiting).await;
+                    let _ = tokio::time::timeout(Duration::from_millis(100), room).await;
                 }
-                other => return other.map(|()| id),
+                Err(err) => return Err(err.into()),
+                Ok(()) => return delivered.map(|()| id),
             }
         }
     }
@@ -227,11 +232,14 @@ impl EngineHandle {
         )?;
         let sig = keys.sign(&TopicAdvert::signing_bytes_of(&body));
         let advert: TopicAdvert = Advert::from_parts(body, sig);
-        self.node.inner.router.write().create_topic(
-            &self.identity.name,
-            advert.clone(),
-            &crate::crypto::RingVerifier,
-        )?;
+        let name = &self.identity.name;
+        let (created, pending) = self.node.inner.with_core(|core, _| {
+            core.router_mut().create_topic(name, advert.clone(), &crate::crypto::RingVerifier)?;
+            core.created_topic(topic);
+            Ok::<(), NodeError>(())
+        });
+        pending.discard();
+        created?;
         self.node.inner.topic_keys.lock().insert(topic, keys);
         self.node.offer_topic_advert(advert).await?;
         Ok(topic)
@@ -239,7 +247,10 @@ impl EngineHandle {
 
     /// Deletes a topic this engine created.
     pub fn delete_topic(&self, topic: &TopicIdentity) -> Result<(), NodeError> {
-        self.node.inner.router.write().delete_topic(&self.identity.name, topic)?;
+        let (deleted, pending) =
+            self.node.inner.with_core(|core, _| core.router_mut().delete_topic(&self.identity.name, topic));
+        pending.discard();
+        deleted?;
         self.node.inner.topic_keys.lock().remove(topic);
         Ok(())
     }
@@ -248,48 +259,38 @@ impl EngineHandle {
     /// The first local subscriber of a topic published elsewhere makes
     /// this node ask the publisher nodes for its events.
     pub fn subscribe(&self, topic: &TopicIdentity) -> Result<(), NodeError> {
-        let requests = {
-            let mut router = self.node.inner.router.write();
-            let before = router.local_subscriber_count(topic);
-            router.subscribe(&self.identity.name, topic)?;
-            if before == 0 && router.local_subscriber_count(topic) == 1 {
-                router.subscription_requests(topic, SubscriptionOp::Subscribe, self.node.now())
-            } else {
-                Vec::new()
-            }
-        };
-        self.node.send_control(requests);
-        Ok(())
+        let (subscribed, pending) =
+            self.node.inner.with_core(|core, now| core.subscribe(&self.identity.name, topic, now));
+        pending.discard();
+        Ok(subscribed?)
     }
 
     /// Returns whether this engine was subscribed. The last local
     /// subscriber leaving tells the publisher nodes to stop.
     pub fn unsubscribe(&self, topic: &TopicIdentity) -> Result<bool, NodeError> {
-        let (was, requests) = {
-            let mut router = self.node.inner.router.write();
-            let was = router.unsubscribe(&self.identity.name, topic)?;
-            let requests = if was && router.local_subscriber_count(topic) == 0 {
-                router.subscription_requests(topic, SubscriptionOp::Unsubscribe, self.node.now())
-            } else {
-                Vec::new()
-            };
-            (was, requests)
-        };
-        self.node.send_control(requests);
-        Ok(was)
+        let (was, pending) = self.node.inner.with_core(|core, now| core.unsubscribe(&self.identity.name, topic, now));
+        pending.discard();
+        Ok(was?)
     }
 
     /// Asks for an `IdentityUpdated` notice after every accepted change to
     /// the identity store.
     pub async fn subscribe_identity_updates(&self) -> Result<bool, NodeError> {
-        self.node.subscribe_identity_updates(self.identity.name.clone()).await
+        let name = self.identity.name.clone();
+        let (subscribed, pending) = self.node.inner.with_core(|core, _| core.subscribe_identity_updates(name));
+        pending.discard();
+        Ok(subscribed)
     }
 }
 
 impl Drop for EngineHandle {
     fn drop(&mut self) {
-        self.node.inner.router.write().unregister_engine(&self.identity.name);
-        self.node.unsubscribe_identity_updates(self.identity.name.clone());
+        let name = &self.identity.name;
+        let ((), pending) = self.node.inner.with_core(|core, _| {
+            core.router_mut().unregister_engine(name);
+            core.unsubscribe_identity_updates(name);
+        });
+        pending.discard();
     }
 }
 
@@ -299,7 +300,11 @@ impl Node {
     pub fn register_engine(&self, name: &str) -> Result<EngineHandle, NodeError> {
         let name = EngineName::new(name)?;
         let (tx, rx) = mpsc::channel(self.inner.mailbox_capacity);
-        self.inner.router.write().register_engine(name.clone(), tx)?;
+        let mailbox = Mailbox { name: name.clone(), tx };
+        let (registered, pending) =
+            self.inner.with_core(|core, _| core.router_mut().register_engine(name.clone(), mailbox));
+        pending.discard();
+        registered?;
         Ok(EngineHandle::new(self.clone(), EngineIdentity::new(self.identity(), name), rx))
     }
 

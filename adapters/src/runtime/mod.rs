@@ -1,17 +1,16 @@
-//! The tokio runtime that hosts a node's engines, and the embedding API.
+//! The tokio runtime that hosts a node's core, and the embedding API.
 
 mod delivery;
+mod disk;
 mod engine;
 mod error;
-mod identity_actor;
+mod host;
 mod mailbox;
 mod node;
 
 pub use delivery::{Delivery, MAX_WAITING_SENDERS};
 pub use engine::{EngineHandle, SendOptions};
 pub use error::{NodeError, SendError};
+pub(crate) use host::{ConnHandle, DialRequest};
 pub use mailbox::{Inbound, Mailbox};
-pub(crate) use node::Pending;
-pub use node::{
-    IdentityHook, NoTransport, Node, NodeBuilder, NodeStats, WeakNode, DEFAULT_MAILBOX_CAPACITY, IDENTITY_DB_FILE,
-};
+pub use node::{Node, NodeBuilder, NodeStats, WeakNode, DEFAULT_MAILBOX_CAPACITY, IDENTITY_DB_FILE};

@@ -23,7 +23,7 @@ fn open(disk: &Disk) -> IdentityStore {
 fn persist(
     ids: &mut IdentityStore,
     disk: &mut Disk,
-    change: impl FnOnce(&IdentityStore) -> Result<Persist, UpdateError>,
+    change: impl FnOnce(&mut IdentityStore) -> Result<Persist, UpdateError>,
 ) -> Result<Accepted, UpdateError> {
     let change = change(ids)?;
     disk.insert(change.record().key(), change.record().clone());
@@ -169,9 +169,11 @@ fn nothing_changes_or_is_announced_until_the_change_is_committed() {
     let change = ids.apply_advert(AdvertUpdate::Node(advert.clone()), NOW, &TestVerifier).expect("valid");
     assert!(ids.is_empty(), "a checked change is not applied before it is persisted");
     assert_eq!(change.record().key(), RecordKey::Node(advert.id));
-    // The host's write failed: it drops the change, and the store is as it was.
-    drop(change);
+    // The host's write failed: it hands the change back, and the store is
+    // as it was.
+    ids.abandon(&change);
     assert!(ids.is_empty());
+    assert_eq!(ids.staged_count(), 0);
     let change = ids.apply_advert(AdvertUpdate::Node(advert.clone()), NOW, &TestVerifier).expect("valid");
     let accepted = ids.commit(change).expect("fits");
     assert_eq!(accepted.notify, vec![EngineName::new("watcher").expect("valid")]);
@@ -179,14 +181,47 @@ fn nothing_changes_or_is_announced_until_the_change_is_committed() {
 }
 
 #[test]
-fn a_change_staged_before_the_table_filled_is_refused_at_commit() {
+fn new_records_waiting_for_the_disk_count_against_the_table() {
     let config = IdentityStoreConfig { max_records: 1, ..Default::default() };
     let mut ids = IdentityStore::open(own(), config, Vec::new());
     let first = ids.apply_advert(AdvertUpdate::Node(node_advert(2, 1)), NOW, &TestVerifier).expect("fits");
-    let second = ids.apply_advert(AdvertUpdate::Node(node_advert(3, 1)), NOW, &TestVerifier).expect("fits now");
-    ids.commit(first).expect("first");
-    assert!(matches!(ids.commit(second), Err(UpdateError::Full { max: 1, .. })));
+    let second = ids.apply_advert(AdvertUpdate::Node(node_advert(3, 1)), NOW, &TestVerifier);
+    assert!(matches!(second, Err(UpdateError::Full { max: 1, .. })), "{second:?}");
+    // The first never reached the disk: its room is free again.
+    ids.abandon(&first);
+    assert_eq!(ids.staged_count(), 0);
+    let third = ids.apply_advert(AdvertUpdate::Node(node_advert(3, 1)), NOW, &TestVerifier).expect("fits now");
+    ids.commit(third).expect("commits");
     assert_eq!(ids.len(), 1);
+}
+
+#[test]
+fn a_change_builds_on_the_changes_still_waiting_for_the_disk() {
+    let mut ids = IdentityStore::open(own(), IdentityStoreConfig::default(), Vec::new());
+    let advert = node_advert(2, 5);
+    let first = ids.apply_advert(AdvertUpdate::Node(advert.clone()), NOW, &TestVerifier).expect("new");
+    // The same version again, before the first is committed: stale.
+    let again = ids.apply_advert(AdvertUpdate::Node(advert.clone()), NOW, &TestVerifier);
+    assert!(matches!(again, Err(UpdateError::Rule { .. })), "{again:?}");
+    // A trust change made meanwhile keeps the advert waiting before it.
+    let trust = ids.set_trust(advert.id, Trust(7)).expect("trust");
+    ids.commit(first).expect("first");
+    ids.commit(trust).expect("trust");
+    let held = ids.node(&advert.id).expect("held");
+    assert_eq!(held.advert.as_ref(), Some(&advert));
+    assert_eq!(held.trust, Trust(7));
+    assert_eq!(ids.staged_count(), 0, "committed changes wait no more");
+}
+
+#[test]
+fn committed_state_is_what_readers_see() {
+    let mut ids = IdentityStore::open(own(), IdentityStoreConfig::default(), Vec::new());
+    let advert = node_advert(2, 5);
+    let change = ids.apply_advert(AdvertUpdate::Node(advert.clone()), NOW, &TestVerifier).expect("new");
+    assert!(ids.node(&advert.id).is_none(), "not on disk yet, so not announced or read");
+    ids.abandon(&change);
+    let again = ids.apply_advert(AdvertUpdate::Node(advert), NOW, &TestVerifier);
+    assert!(again.is_ok(), "an abandoned change does not block the same one later");
 }
 
 #[test]

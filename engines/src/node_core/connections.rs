@@ -4,12 +4,14 @@
 use std::net::IpAddr;
 
 use netmachine_domain::{
-    Ack, Frame, HandshakeStatus, NodeIdentity, NodeMessage, NodePayload, Timestamp, TransportAddress,
+    Ack, EngineName, Frame, HandshakeStatus, MessageId, NodeIdentity, NodeMessage, NodePayload, Timestamp,
+    TransportAddress,
 };
 
 use super::{CoreEffect, NodeCore, Phase};
 use crate::transport::connection::{expect_hello, Agreed, Connection, HandshakeOffer, Incoming};
 use crate::transport::{CloseReason, ConnId, ConnectFailure, RecentIds};
+use crate::InboundRejection;
 
 impl<A: Clone> NodeCore<A> {
     /// What this node offers `peer` in a handshake.
@@ -47,6 +49,24 @@ impl<A: Clone> NodeCore<A> {
         let conn = self.transport.reserve_conn_id();
         self.phases.insert(conn, Phase::AwaitingHello { peer, ip });
         conn
+    }
+
+    /// Whether `conn` is open and its handshake not yet done.
+    pub fn is_handshaking(&self, conn: ConnId) -> bool {
+        matches!(self.phases.get(&conn), Some(Phase::AwaitingHello { .. } | Phase::AwaitingReply { .. }))
+    }
+
+    /// A message the host was asked to write on `conn` could not be framed
+    /// and never reached the wire: the peer will not count it, its room in
+    /// the window is free again, and its sender hears why.
+    pub fn unwritable(&mut self, conn: ConnId, message: NodeMessage, reason: &str, now: Timestamp) {
+        if let Some(Phase::Established(connection)) = self.phases.get_mut(&conn) {
+            if connection.unwrote(&message) {
+                self.transport.acked(conn, 1, crate::transport::message_cost(&message), now);
+            }
+        }
+        self.given_up(message, reason);
+        self.pump(now);
     }
 
     /// A frame arrived on `conn`. `drained` says whether the host has no
@@ -156,6 +176,9 @@ impl<A: Clone> NodeCore<A> {
             Ok(Incoming::Acknowledged { messages, bytes }) => {
                 if !messages.is_empty() {
                     self.transport.acked(conn, messages.len() as u64, bytes, now);
+                    if self.report_acks {
+                        self.report_acked(peer, &messages);
+                    }
                 }
                 None
             }
@@ -192,10 +215,44 @@ impl<A: Clone> NodeCore<A> {
         }
     }
 
-    /// Routes a message from `peer`. A rejection that means the peer broke
-    /// the rules comes back as the reason to close its connection; the
-    /// source of a message dropped for other reasons hears of it.
+    fn report_acked(&mut self, by: NodeIdentity, messages: &[NodeMessage]) {
+        let ours: Vec<(EngineName, MessageId)> = messages
+            .iter()
+            .filter_map(|m| match &m.payload {
+                NodePayload::Engine(inner) if inner.src.node == self.node => Some((inner.src.name.clone(), inner.id)),
+                _ => None,
+            })
+            .collect();
+        if !ours.is_empty() {
+            self.effects.push_back(CoreEffect::Acknowledged { by, messages: ours });
+        }
+    }
+
+    /// A rejection that means the peer broke the rules comes back as the
+    /// reason to close its connection.
     fn inbound(&mut self, peer: NodeIdentity, message: NodeMessage, now: Timestamp) -> Result<(), CloseReason> {
+        match self.route_from(peer, message, now) {
+            Err(rejection) if rejection.disconnects_peer() => Err(CloseReason::Violation(rejection.to_string())),
+            _ => Ok(()),
+        }
+    }
+
+    /// Routes a message that came from `peer` over an authenticated channel
+    /// (a host with a channel of its own, outside the connections the core
+    /// runs, hands them here). The source of a message dropped here hears
+    /// why.
+    pub fn receive_from(
+        &mut self,
+        peer: NodeIdentity,
+        message: NodeMessage,
+        now: Timestamp,
+    ) -> Result<(), InboundRejection> {
+        let outcome = self.route_from(peer, message, now);
+        self.pump(now);
+        outcome
+    }
+
+    fn route_from(&mut self, peer: NodeIdentity, message: NodeMessage, now: Timestamp) -> Result<(), InboundRejection> {
         let origin = match &message.payload {
             NodePayload::Engine(inner) => Some((inner.src.clone(), inner.id, inner.protocol.clone())),
             NodePayload::Relay(_) => None,
@@ -217,10 +274,7 @@ impl<A: Clone> NodeCore<A> {
                 self.send_control(notice, now);
             }
         }
-        match rejection.disconnects_peer() {
-            true => Err(CloseReason::Violation(rejection.to_string())),
-            false => Ok(()),
-        }
+        Err(rejection)
     }
 
     /// A connection ended (closed by either end, or lost). What it had

@@ -42,6 +42,15 @@ impl<A: Clone> NodeCore<A> {
         self.identities.subscribe(engine)
     }
 
+    pub fn unsubscribe_identity_updates(&mut self, engine: &EngineName) {
+        self.identities.unsubscribe(engine);
+    }
+
+    /// A change could not be made durable: it never takes effect.
+    pub fn persist_failed(&mut self, change: &Persist) {
+        self.identities.abandon(change);
+    }
+
     /// A change is on disk: it takes effect and is announced.
     pub fn persisted(&mut self, change: Persist, now: Timestamp) -> Result<(), UpdateError> {
         let accepted = self.identities.commit(change)?;

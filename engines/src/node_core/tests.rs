@@ -79,7 +79,7 @@ impl Node {
                     self.disk.insert(change.record().key(), change.record().clone());
                     self.core.persisted(change, T0).expect("fits");
                 }
-                CoreEffect::Notice(_) => {}
+                CoreEffect::Notice(_) | CoreEffect::Acknowledged { .. } => {}
             }
         }
     }

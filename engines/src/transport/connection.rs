@@ -148,6 +148,19 @@ impl Connection {
         self.sent += 1;
     }
 
+    /// A message handed to [`Connection::wrote`] never reached the wire
+    /// (its host could not frame it): the peer will not count it.
+    pub fn unwrote(&mut self, message: &NodeMessage) -> bool {
+        match self.unacked.iter().rposition(|m| m == message) {
+            Some(at) => {
+                self.unacked.remove(at);
+                self.sent -= 1;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Messages written and not yet acknowledged.
     pub fn unacknowledged(&self) -> usize {
         self.unacked.len()

@@ -349,6 +349,8 @@ impl Simulation {
                     let _ = self.nodes[n as usize].core.persisted(change, ms(self.now_us));
                 }
                 CoreEffect::Notice(event) => self.noticed(n, event),
+                // Nobody in the simulator waits for acknowledgements.
+                CoreEffect::Acknowledged { .. } => {}
             }
         }
         self.note_buffers(n);
