@@ -705,3 +705,55 @@ over_every_kind!(
     a_confirmed_send_hears_the_outcome_over_quic,
     a_confirmed_send_hears_the_outcome_over_tls_tcp
 );
+
+/// One engine that never reads does not hold up a peer's traffic to
+/// another engine on the same node: the reader parks what finds the slow
+/// engine's mailbox full, up to a bound, and the sender hears of each
+/// message dropped beyond it. What was parked arrives, in order, once the
+/// slow engine reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_engine_does_not_stall_a_fast_one_beside_it() {
+    const CAPACITY: usize = 4;
+    const SENT: u8 = 20;
+    let mut net = Net::new(Kind::Memory);
+    net.next_port += 300;
+    let keys = Ed25519Keys::generate().expect("keys");
+    net.next_port += 1;
+    let address = TransportAddress::new(TransportProtocol::Quic, SocketAddr::from(([127, 0, 0, 1], net.next_port)));
+    let mut config = NetworkedNodeConfig::new(keys, vec![WeightedAddress { address, weight: 1 }]);
+    config.memory = Some(net.memory.clone());
+    config.mailbox_capacity = CAPACITY;
+    let a = NetworkedNode::start(config).await.expect("node");
+    let b = net.node().await;
+    introduce(&[&a, &b]).await;
+    let mut slow = a.node.register_engine("slow").expect("engine");
+    let mut fast = a.node.register_engine("fast").expect("engine");
+    let mut sender = b.node.register_engine("app").expect("engine");
+    // In lockstep: the fast engine gets each message while the slow one,
+    // sent to first over the same connection, reads nothing.
+    for i in 0..SENT {
+        sender.send(engine_dst(&a, "slow"), proto(), vec![i]).await.expect("sent");
+        sender.send(engine_dst(&a, "fast"), proto(), vec![i]).await.expect("sent");
+        assert_eq!(&next_message(&mut fast).await.body.as_bytes()[..], &[i]);
+    }
+    // The slow one's mailbox and its overflow held 2 x CAPACITY; the
+    // sender heard of every other message.
+    let kept = 2 * CAPACITY;
+    let mut told = 0;
+    while told < usize::from(SENT) - kept {
+        match tokio::time::timeout(Duration::from_secs(30), sender.recv()).await.expect("a notice within 30 s") {
+            Some(Inbound::Undeliverable { reason, .. }) => {
+                assert!(reason.contains("mailbox was full"), "{reason}");
+                told += 1;
+            }
+            other => panic!("expected a drop notice, got {other:?}"),
+        }
+    }
+    for i in 0..kept {
+        let expected = u8::try_from(i).expect("small");
+        assert_eq!(&next_message(&mut slow).await.body.as_bytes()[..], &[expected]);
+    }
+    assert!(slow.try_recv().is_none(), "nothing beyond the bound was kept");
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -27,6 +27,7 @@ use super::delivery::{Delivery, Watches};
 use super::disk::{DiskJob, DiskQueue, Reply};
 use super::error::{NodeError, SendError};
 use super::mailbox::{Inbound, Mailbox};
+use super::overflow::Overflow;
 use crate::clock::Clock;
 use crate::crypto::Ed25519Keys;
 use crate::store::StoreError;
@@ -115,6 +116,7 @@ pub(crate) struct Host {
     dialer: OnceLock<mpsc::UnboundedSender<DialRequest>>,
     pub wire: WireCounters,
     stopped: AtomicBool,
+    overflow: Arc<Overflow>,
 }
 
 impl std::fmt::Debug for Host {
@@ -149,6 +151,7 @@ impl Host {
             dialer: OnceLock::new(),
             wire: WireCounters::default(),
             stopped: AtomicBool::new(false),
+            overflow: Arc::default(),
         }
     }
 
@@ -187,6 +190,41 @@ impl Host {
     /// Hands the core an input and carries out what it asks for.
     pub(crate) fn with_core<T>(&self, input: impl FnOnce(&mut NodeCore<Mailbox>, Timestamp) -> T) -> (T, Pending) {
         self.with_state(|state, now| input(&mut state.core, now), None)
+    }
+
+    /// [`Host::with_core`] for a frame from a peer: a message for an
+    /// engine whose mailbox is full is parked, not waited for, so one slow
+    /// engine never holds up the connection's traffic to the others.
+    pub(crate) fn with_core_for_peer<T>(&self, input: impl FnOnce(&mut NodeCore<Mailbox>, Timestamp) -> T) -> T {
+        let now = self.clock.now();
+        let mut state = self.state.lock();
+        let out = input(&mut state.core, now);
+        let pending = self.carry_out(&mut state, now, None);
+        let pending = self.park(&mut state, now, pending);
+        if state.core.take_sooner_timeout() {
+            self.timer_wake.notify_one();
+        }
+        drop(state);
+        pending.discard();
+        out
+    }
+
+    /// Parks what found a full mailbox; what does not fit is dropped, and
+    /// its sender told.
+    fn park(&self, state: &mut HostState, now: Timestamp, mut pending: Pending) -> Pending {
+        loop {
+            for (to, message) in std::mem::take(&mut pending.waiting) {
+                if let Some(Inbound::Message(message)) = self.overflow.park(&to, message, self.mailbox_capacity) {
+                    tracing::info!(engine = %to.name, src = %message.src, "message dropped: mailbox and overflow full");
+                    state.core.mailbox_full(&message, now);
+                }
+            }
+            // Telling the senders may deliver more (a notice to a local engine).
+            pending = self.carry_out(state, now, None);
+            if pending.waiting.is_empty() {
+                return pending;
+            }
+        }
     }
 
     /// [`Host::with_core`] for inputs that also touch the connection table.
@@ -277,6 +315,11 @@ impl Host {
     }
 
     fn deliver(&self, to: Mailbox, delivery: Inbound, pending: &mut Pending) {
+        if matches!(delivery, Inbound::Message(_)) && self.overflow.holds(&to.name) {
+            // Behind the messages parked for this engine, not before them.
+            pending.waiting.push((to, delivery));
+            return;
+        }
         if let Inbound::Undeliverable { id, dst, reason } = &delivery {
             // Only the node the message went to may settle it.
             let from = match dst {

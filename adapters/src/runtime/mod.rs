@@ -7,6 +7,7 @@ mod error;
 mod host;
 mod mailbox;
 mod node;
+mod overflow;
 
 pub use delivery::{Delivery, MAX_WAITING_SENDERS};
 pub use engine::{EngineHandle, SendOptions};
@@ -14,3 +15,4 @@ pub use error::{NodeError, SendError};
 pub(crate) use host::{ConnHandle, DialRequest};
 pub use mailbox::{Inbound, Mailbox};
 pub use node::{Node, NodeBuilder, NodeStats, WeakNode, DEFAULT_MAILBOX_CAPACITY, IDENTITY_DB_FILE};
+pub use overflow::{MAX_PARKED_BYTES, MAX_PARKED_BYTES_PER_ENGINE};

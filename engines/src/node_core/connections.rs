@@ -277,6 +277,18 @@ impl<A: Clone> NodeCore<A> {
         Err(rejection)
     }
 
+    /// A message from a peer that its host could not hand to its engine:
+    /// the engine's mailbox, and what the host may hold beside it, were
+    /// full. Its source hears why.
+    pub fn mailbox_full(&mut self, message: &netmachine_domain::EngineMessage, now: Timestamp) {
+        self.counters.undeliverable += 1;
+        let reason = crate::router::DropReason::MailboxFull;
+        if let Some(notice) = self.router.drop_notice(&message.src, message.id, &message.protocol, reason, now) {
+            self.send_control(notice, now);
+        }
+        self.pump(now);
+    }
+
     /// A connection ended (closed by either end, or lost). What it had
     /// sent and not had acknowledged goes back to the Transport.
     pub fn closed(&mut self, conn: ConnId, reason: CloseReason, now: Timestamp) {

@@ -61,6 +61,8 @@ pub const UNDELIVERABLE_PROTOCOL: &str = "netmachine/undeliverable";
 pub enum DropReason {
     Expired,
     NoRoute,
+    /// The destination engine's mailbox and its overflow were full.
+    MailboxFull,
 }
 
 impl DropReason {
@@ -68,6 +70,7 @@ impl DropReason {
         match self {
             Self::Expired => "expired before it reached its destination",
             Self::NoRoute => "no such engine at the destination node",
+            Self::MailboxFull => "the destination engine's mailbox was full",
         }
     }
 }
@@ -77,6 +80,7 @@ pub fn encode_notice(reason: DropReason, id: u64) -> Vec<u8> {
     let mut body = vec![match reason {
         DropReason::Expired => 1,
         DropReason::NoRoute => 2,
+        DropReason::MailboxFull => 3,
     }];
     body.extend_from_slice(&id.to_be_bytes());
     body
@@ -87,6 +91,7 @@ pub fn decode_notice(body: &[u8]) -> Option<(DropReason, u64)> {
     let reason = match reason {
         1 => DropReason::Expired,
         2 => DropReason::NoRoute,
+        3 => DropReason::MailboxFull,
         _ => return None,
     };
     let id: [u8; 8] = id.try_into().ok()?;

@@ -166,7 +166,8 @@ impl ConnectionIo {
             host.wire.frames_received.fetch_add(1, Ordering::Relaxed);
             let acknowledgement = matches!(frame, Frame::Ack(_));
             let drained = reader.is_drained();
-            let (established, pending) = host.with_core(|core, now| {
+            // A message for a full mailbox is parked, not waited for.
+            let established = host.with_core_for_peer(|core, now| {
                 core.frame(conn, frame, drained, now);
                 handshaking && !core.is_handshaking(conn)
             });
@@ -174,11 +175,6 @@ impl ConnectionIo {
                 // Both ends are proven now: messages travel in the channel form.
                 reader.enter_channel(self.ends);
                 handshaking = false;
-            }
-            if !pending.is_empty() {
-                // A full mailbox holds up this connection's reader only: the
-                // backpressure reaches this peer and no other.
-                let _ = host.finish(pending).await;
             }
             if acknowledgement {
                 host.room.notify_waiters();
