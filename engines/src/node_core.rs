@@ -57,40 +57,39 @@ pub enum Delivery {
     },
 }
 
+/// Which message of which connection a delivery carries: a host that
+/// cannot hand it to its engine at once [`NodeCore::hold`]s it, and the
+/// peer is told of nothing from it on until it is
+/// [`NodeCore::release`]d. The peer's window so bounds what waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Receipt {
+    pub conn: ConnId,
+    pub number: u64,
+}
+
 /// What the host must do for the core.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CoreEffect<A> {
     Deliver {
         to: A,
         delivery: Delivery,
+        /// For a message from a peer: hold it if it must wait.
+        receipt: Option<Receipt>,
     },
     /// Open a secured stream to `peer` at `address`; report with
     /// [`NodeCore::dialled`].
-    Dial {
-        attempt: ConnId,
-        peer: NodeIdentity,
-        address: TransportAddress,
-    },
+    Dial { attempt: ConnId, peer: NodeIdentity, address: TransportAddress },
     /// Write a frame on a connection, after those asked for before.
-    Write {
-        conn: ConnId,
-        frame: Frame,
-    },
+    Write { conn: ConnId, frame: Frame },
     /// Close a connection; report with [`NodeCore::closed`].
-    Close {
-        conn: ConnId,
-        reason: CloseReason,
-    },
+    Close { conn: ConnId, reason: CloseReason },
     /// Make a record durable, then hand the change to [`NodeCore::persisted`].
     Persist(Persist),
     /// Connectivity, for whoever watches it.
     Notice(TransportEvent),
     /// `by` took these messages, which local engines sent (reported only
     /// while [`NodeCore::report_acknowledgements`] is on).
-    Acknowledged {
-        by: NodeIdentity,
-        messages: Vec<(EngineName, MessageId)>,
-    },
+    Acknowledged { by: NodeIdentity, messages: Vec<(EngineName, MessageId)> },
 }
 
 /// Counters for status displays and the simulator's results.
@@ -149,6 +148,9 @@ pub struct NodeCore<A> {
     phases: ConnMap<Phase>,
     recent: HashMap<NodeIdentity, RecentIds>,
     effects: VecDeque<CoreEffect<A>>,
+    /// Connections that owe the peer an acknowledgement, written once the
+    /// other effects are out (a delivery may be held first).
+    acks_due: Vec<ConnId>,
     counters: CoreCounters,
     report_acks: bool,
 }
@@ -185,6 +187,7 @@ impl<A: Clone> NodeCore<A> {
             phases: ConnMap::default(),
             recent: HashMap::new(),
             effects: VecDeque::new(),
+            acks_due: Vec::new(),
             counters: CoreCounters::default(),
             report_acks: false,
         };
@@ -256,9 +259,18 @@ impl<A: Clone> NodeCore<A> {
         matches!(self.phases.get(&attempt), Some(Phase::Dialling { .. }))
     }
 
-    /// The next thing the host must do.
+    /// The next thing the host must do. Acknowledgements come last, so
+    /// that a delivery the host holds is not acknowledged.
     pub fn poll_effect(&mut self) -> Option<CoreEffect<A>> {
-        self.effects.pop_front()
+        if let Some(effect) = self.effects.pop_front() {
+            return Some(effect);
+        }
+        while let Some(conn) = self.acks_due.pop() {
+            if let Some(ack) = self.ack(conn) {
+                return Some(ack);
+            }
+        }
+        None
     }
 
     // ---- local engines ------------------------------------------------------
@@ -266,7 +278,7 @@ impl<A: Clone> NodeCore<A> {
     /// Routes a message from a local engine.
     pub fn send(&mut self, message: EngineMessage, now: Timestamp) -> Result<(), RouteError> {
         let routed = self.router.route_local(message, now, self.signer.as_ref())?;
-        let outcome = self.dispatch(routed, now);
+        let outcome = self.dispatch(routed, now, None);
         self.pump(now);
         outcome
     }
@@ -316,13 +328,13 @@ impl<A: Clone> NodeCore<A> {
     fn send_control(&mut self, message: EngineMessage, now: Timestamp) {
         let dst = message.dst.clone();
         let routed = self.router.route_local(message, now, self.signer.as_ref());
-        if let Err(err) = routed.and_then(|routed| self.dispatch(routed, now)) {
+        if let Err(err) = routed.and_then(|routed| self.dispatch(routed, now, None)) {
             tracing::debug!(%dst, %err, "control message not sent");
         }
     }
 
     /// Carries out a routing decision.
-    fn dispatch(&mut self, routed: Routed<A>, now: Timestamp) -> Result<(), RouteError> {
+    fn dispatch(&mut self, routed: Routed<A>, now: Timestamp, receipt: Option<Receipt>) -> Result<(), RouteError> {
         match routed {
             Routed::Local { to, message } => {
                 let delivery = match crate::router::undeliverable_notice_of(&message) {
@@ -333,11 +345,11 @@ impl<A: Clone> NodeCore<A> {
                     },
                     None => Delivery::Message(message),
                 };
-                self.deliver(to, delivery);
+                self.deliver(to, delivery, receipt);
             }
             Routed::Topic { to, message, remote } => {
                 for address in to {
-                    self.deliver(address, Delivery::Message(message.clone()));
+                    self.deliver(address, Delivery::Message(message.clone()), receipt);
                 }
                 for outbound in remote {
                     let subscriber = outbound.dst;
@@ -362,9 +374,9 @@ impl<A: Clone> NodeCore<A> {
         Ok(())
     }
 
-    fn deliver(&mut self, to: A, delivery: Delivery) {
+    fn deliver(&mut self, to: A, delivery: Delivery, receipt: Option<Receipt>) {
         self.counters.local_delivered += 1;
-        self.effects.push_back(CoreEffect::Deliver { to, delivery });
+        self.effects.push_back(CoreEffect::Deliver { to, delivery, receipt });
     }
 
     /// Hands a message to the Transport, giving it the peer's addresses
@@ -439,7 +451,7 @@ impl<A: Clone> NodeCore<A> {
         match self.router.engine_address(&inner.src.name).cloned() {
             Some(address) => {
                 let delivery = Delivery::Undeliverable { id: inner.id, dst: inner.dst, reason: reason.to_string() };
-                self.effects.push_back(CoreEffect::Deliver { to: address, delivery });
+                self.effects.push_back(CoreEffect::Deliver { to: address, delivery, receipt: None });
             }
             None => {
                 tracing::info!(engine = %inner.src.name, id = inner.id.0, %reason, "undeliverable; its sender is gone")

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ use netmachine_domain::TransportProtocol;
 use netmachine_domain::{DestinationIdentity, Frame, NodeIdentity, Timestamp, TopicIdentity, TransportAddress};
 use netmachine_engines::engine::Timed;
 use netmachine_engines::identity_store::{Persist, UpdateError};
-use netmachine_engines::node_core::{CoreEffect, NodeCore};
+use netmachine_engines::node_core::{CoreEffect, NodeCore, Receipt};
 use netmachine_engines::transport::{CloseReason, ConnId, ConnMap, ConnectFailure, TransportEvent};
 use parking_lot::Mutex;
 use tokio::sync::{broadcast, mpsc, oneshot, Notify};
@@ -36,6 +36,16 @@ use crate::store::StoreError;
 /// jumps is noticed within this).
 const MAX_TIMER_SLEEP: Duration = Duration::from_secs(1);
 
+/// Adverts waiting in one connection's writer queue, at most; more are
+/// not sent to that peer (they are best effort: the peer learns the
+/// newest version later).
+pub const MAX_QUEUED_ADVERTS: usize = 256;
+
+/// Whether a frame is an advert (not part of the message window).
+pub(crate) fn is_advert(frame: &Frame) -> bool {
+    matches!(frame, Frame::NodeAdvert(_) | Frame::TopicAdvert(_) | Frame::DomainAdvert(_))
+}
+
 /// A dial the core asked for, for the transport driver.
 #[derive(Debug)]
 pub(crate) struct DialRequest {
@@ -51,6 +61,10 @@ pub(crate) struct ConnHandle {
     /// bounded by the Transport's window; other frames by the handshake,
     /// acknowledgements and adverts the core writes.
     pub writes: mpsc::UnboundedSender<Frame>,
+    /// Adverts in `writes`, which the writer counts down as it writes
+    /// them: the spread of topic adverts must not grow the queue of a
+    /// peer that does not read.
+    pub adverts_queued: Arc<AtomicUsize>,
     pub close: Option<oneshot::Sender<CloseReason>>,
     pub peer: NodeIdentity,
     pub protocol: TransportProtocol,
@@ -155,8 +169,15 @@ impl Host {
         }
     }
 
-    /// Starts the disk writer; it reports each write back to this host.
-    pub(crate) fn start_disk(self: &Arc<Self>, disk: Box<dyn crate::store::RecordStore>) -> std::io::Result<()> {
+    /// Starts the disk writer, which reports each write back to this
+    /// host, and connects the overflow's releases to the core.
+    pub(crate) fn start(self: &Arc<Self>, disk: Box<dyn crate::store::RecordStore>) -> std::io::Result<()> {
+        let host = Arc::downgrade(self);
+        self.overflow.on_released(Box::new(move |receipt| {
+            if let Some(host) = host.upgrade() {
+                host.with_core(|core, _| core.release(receipt)).1.discard();
+            }
+        }));
         let host = Arc::downgrade(self);
         self.disk.start(
             disk,
@@ -190,41 +211,6 @@ impl Host {
     /// Hands the core an input and carries out what it asks for.
     pub(crate) fn with_core<T>(&self, input: impl FnOnce(&mut NodeCore<Mailbox>, Timestamp) -> T) -> (T, Pending) {
         self.with_state(|state, now| input(&mut state.core, now), None)
-    }
-
-    /// [`Host::with_core`] for a frame from a peer: a message for an
-    /// engine whose mailbox is full is parked, not waited for, so one slow
-    /// engine never holds up the connection's traffic to the others.
-    pub(crate) fn with_core_for_peer<T>(&self, input: impl FnOnce(&mut NodeCore<Mailbox>, Timestamp) -> T) -> T {
-        let now = self.clock.now();
-        let mut state = self.state.lock();
-        let out = input(&mut state.core, now);
-        let pending = self.carry_out(&mut state, now, None);
-        let pending = self.park(&mut state, now, pending);
-        if state.core.take_sooner_timeout() {
-            self.timer_wake.notify_one();
-        }
-        drop(state);
-        pending.discard();
-        out
-    }
-
-    /// Parks what found a full mailbox; what does not fit is dropped, and
-    /// its sender told.
-    fn park(&self, state: &mut HostState, now: Timestamp, mut pending: Pending) -> Pending {
-        loop {
-            for (to, message) in std::mem::take(&mut pending.waiting) {
-                if let Some(Inbound::Message(message)) = self.overflow.park(&to, message, self.mailbox_capacity) {
-                    tracing::info!(engine = %to.name, src = %message.src, "message dropped: mailbox and overflow full");
-                    state.core.mailbox_full(&message, now);
-                }
-            }
-            // Telling the senders may deliver more (a notice to a local engine).
-            pending = self.carry_out(state, now, None);
-            if pending.waiting.is_empty() {
-                return pending;
-            }
-        }
     }
 
     /// [`Host::with_core`] for inputs that also touch the connection table.
@@ -265,11 +251,20 @@ impl Host {
         let mut pending = Pending::default();
         while let Some(effect) = state.core.poll_effect() {
             match effect {
-                CoreEffect::Deliver { to, delivery } => self.deliver(to, delivery, &mut pending),
+                CoreEffect::Deliver { to, delivery, receipt } => {
+                    self.deliver(state, now, to, delivery, receipt, &mut pending)
+                }
                 CoreEffect::Write { conn, frame } => {
                     // No handle: the connection has closed, and the core
                     // hears of it from its task.
                     if let Some(handle) = state.conns.get(&conn) {
+                        if is_advert(&frame) {
+                            if handle.adverts_queued.load(Ordering::Acquire) >= MAX_QUEUED_ADVERTS {
+                                tracing::debug!(peer = %handle.peer, "advert not queued: the peer's writer is behind");
+                                continue;
+                            }
+                            handle.adverts_queued.fetch_add(1, Ordering::AcqRel);
+                        }
                         let _ = handle.writes.send(frame);
                     }
                 }
@@ -314,12 +309,15 @@ impl Host {
         pending
     }
 
-    fn deliver(&self, to: Mailbox, delivery: Inbound, pending: &mut Pending) {
-        if matches!(delivery, Inbound::Message(_)) && self.overflow.holds(&to.name) {
-            // Behind the messages parked for this engine, not before them.
-            pending.waiting.push((to, delivery));
-            return;
-        }
+    fn deliver(
+        &self,
+        state: &mut HostState,
+        now: Timestamp,
+        to: Mailbox,
+        delivery: Inbound,
+        receipt: Option<Receipt>,
+        pending: &mut Pending,
+    ) {
         if let Inbound::Undeliverable { id, dst, reason } = &delivery {
             // Only the node the message went to may settle it.
             let from = match dst {
@@ -329,9 +327,20 @@ impl Host {
             };
             self.watches.settle(&to.name, *id, from, Delivery::Undeliverable { reason: reason.clone() });
         }
+        if let Some(receipt) = receipt {
+            if matches!(delivery, Inbound::Message(_)) && self.overflow.holds(&to.name) {
+                // Behind the messages parked for this engine, not before them.
+                return self.park(state, now, to, delivery, receipt);
+            }
+        }
         match to.tx.try_send(delivery) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(message @ Inbound::Message(_))) => pending.waiting.push((to, message)),
+            Err(mpsc::error::TrySendError::Full(message @ Inbound::Message(_))) => match receipt {
+                // From a peer: parked, so the connection's reader reads on.
+                Some(receipt) => self.park(state, now, to, message, receipt),
+                // From a local sender: it waits for room.
+                None => pending.waiting.push((to, message)),
+            },
             // A notice must not hold up whoever caused it (the identity
             // store, a timer): one to a saturated engine is dropped.
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -343,6 +352,20 @@ impl Host {
                 }
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    /// Parks a message from a peer; the core holds back its
+    /// acknowledgement until it reaches the engine. Beyond the budget it
+    /// is dropped, and its sender told.
+    fn park(&self, state: &mut HostState, now: Timestamp, to: Mailbox, message: Inbound, receipt: Receipt) {
+        match self.overflow.park(&to, message, receipt) {
+            None => state.core.hold(receipt),
+            Some(Inbound::Message(message)) => {
+                tracing::info!(engine = %to.name, src = %message.src, "message dropped: mailbox and overflow full");
+                state.core.mailbox_full(&message, now);
+            }
+            Some(_) => {}
         }
     }
 

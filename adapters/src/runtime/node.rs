@@ -184,7 +184,7 @@ impl NodeBuilder {
             clock.now(),
         );
         let host = Arc::new(Host::new(core, keys, Arc::clone(&clock), self.mailbox_capacity, DiskQueue::default()));
-        host.start_disk(disk).map_err(NodeError::Thread)?;
+        host.start(disk).map_err(NodeError::Thread)?;
         tokio::spawn(run_timers(Arc::downgrade(&host)));
         let node = Node { inner: host };
         // Before the first input: what the core already asks for (dials

@@ -8,7 +8,7 @@ use netmachine_domain::{
     TransportAddress,
 };
 
-use super::{CoreEffect, NodeCore, Phase};
+use super::{CoreEffect, NodeCore, Phase, Receipt};
 use crate::transport::connection::{expect_hello, Agreed, Connection, HandshakeOffer, Incoming};
 use crate::transport::{CloseReason, ConnId, ConnectFailure, RecentIds};
 use crate::InboundRejection;
@@ -165,9 +165,8 @@ impl<A: Clone> NodeCore<A> {
         let violation = match incoming {
             Err(reason) => Some(reason),
             Ok(Incoming::Message(message)) => {
-                let outcome = self.inbound(peer, message, now);
-                connection.taken();
-                outcome.err()
+                let receipt = Receipt { conn, number: connection.taken() };
+                self.inbound(peer, message, now, receipt).err()
             }
             Ok(Incoming::Repeat) => {
                 self.counters.repeats_dropped += 1;
@@ -201,17 +200,45 @@ impl<A: Clone> NodeCore<A> {
         // out: they may write on this connection.
         self.phases.insert(conn, Phase::Established(connection));
         if ack_wanted {
-            // What this frame made the node send back (a drop notice) goes
-            // out before the acknowledgement that covers it.
-            self.pump(now);
-            if let Some(Phase::Established(connection)) = self.phases.get_mut(&conn) {
-                if let Some(received) = connection.ack_owed() {
-                    self.effects.push_back(CoreEffect::Write { conn, frame: Frame::Ack(Ack { received }) });
-                    connection.ack_written(received);
-                }
-            }
+            // Written once every other effect is out: what this frame made
+            // the node send back (a drop notice) goes first, and a delivery
+            // the host holds is not acknowledged.
+            self.ack_due(conn);
             // The peer is in use, whichever way the traffic flows.
             self.transport.activity(peer, now);
+        }
+    }
+
+    fn ack_due(&mut self, conn: ConnId) {
+        if !self.acks_due.contains(&conn) {
+            self.acks_due.push(conn);
+        }
+    }
+
+    /// The acknowledgement `conn` owes its peer, if any; it counts as
+    /// written.
+    pub(super) fn ack(&mut self, conn: ConnId) -> Option<CoreEffect<A>> {
+        let Some(Phase::Established(connection)) = self.phases.get_mut(&conn) else { return None };
+        let received = connection.ack_owed()?;
+        connection.ack_written(received);
+        Some(CoreEffect::Write { conn, frame: Frame::Ack(Ack { received }) })
+    }
+
+    /// A delivery its host cannot make yet (the engine's mailbox is full):
+    /// the peer is told of nothing from this message on until it is
+    /// released, so the peer's window bounds what the host holds.
+    pub fn hold(&mut self, receipt: Receipt) {
+        if let Some(Phase::Established(connection)) = self.phases.get_mut(&receipt.conn) {
+            connection.hold(receipt.number);
+        }
+    }
+
+    /// A delivery the host held reached its engine.
+    pub fn release(&mut self, receipt: Receipt) {
+        if let Some(Phase::Established(connection)) = self.phases.get_mut(&receipt.conn) {
+            if connection.release(receipt.number) {
+                self.ack_due(receipt.conn);
+            }
         }
     }
 
@@ -230,8 +257,14 @@ impl<A: Clone> NodeCore<A> {
 
     /// A rejection that means the peer broke the rules comes back as the
     /// reason to close its connection.
-    fn inbound(&mut self, peer: NodeIdentity, message: NodeMessage, now: Timestamp) -> Result<(), CloseReason> {
-        match self.route_from(peer, message, now) {
+    fn inbound(
+        &mut self,
+        peer: NodeIdentity,
+        message: NodeMessage,
+        now: Timestamp,
+        receipt: Receipt,
+    ) -> Result<(), CloseReason> {
+        match self.route_from(peer, message, now, Some(receipt)) {
             Err(rejection) if rejection.disconnects_peer() => Err(CloseReason::Violation(rejection.to_string())),
             _ => Ok(()),
         }
@@ -247,12 +280,18 @@ impl<A: Clone> NodeCore<A> {
         message: NodeMessage,
         now: Timestamp,
     ) -> Result<(), InboundRejection> {
-        let outcome = self.route_from(peer, message, now);
+        let outcome = self.route_from(peer, message, now, None);
         self.pump(now);
         outcome
     }
 
-    fn route_from(&mut self, peer: NodeIdentity, message: NodeMessage, now: Timestamp) -> Result<(), InboundRejection> {
+    fn route_from(
+        &mut self,
+        peer: NodeIdentity,
+        message: NodeMessage,
+        now: Timestamp,
+        receipt: Option<Receipt>,
+    ) -> Result<(), InboundRejection> {
         let origin = match &message.payload {
             NodePayload::Engine(inner) => Some((inner.src.clone(), inner.id, inner.protocol.clone())),
             NodePayload::Relay(_) => None,
@@ -260,7 +299,7 @@ impl<A: Clone> NodeCore<A> {
         let rejection = match self.router.route_inbound(peer, message, now, self.verifier.as_ref()) {
             Ok(routed) => {
                 self.counters.inbound_delivered += 1;
-                if let Err(err) = self.dispatch(routed, now) {
+                if let Err(err) = self.dispatch(routed, now, receipt) {
                     tracing::debug!(%peer, %err, "inbound message not passed on");
                 }
                 return Ok(());

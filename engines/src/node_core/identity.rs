@@ -69,7 +69,7 @@ impl<A: Clone> NodeCore<A> {
         for engine in &accepted.notify {
             if let Some(to) = self.router.engine_address(engine).cloned() {
                 let delivery = Delivery::IdentityUpdated(accepted.event.clone());
-                self.effects.push_back(CoreEffect::Deliver { to, delivery });
+                self.effects.push_back(CoreEffect::Deliver { to, delivery, receipt: None });
             }
         }
         self.pump(now);

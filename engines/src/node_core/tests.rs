@@ -47,6 +47,10 @@ struct Node {
     dials: Vec<(ConnId, NodeIdentity)>,
     writes: Vec<(ConnId, Frame)>,
     closes: Vec<(ConnId, CloseReason)>,
+    /// Whether this host holds every message from a peer (as if every
+    /// mailbox were full), and what it holds.
+    hold_deliveries: bool,
+    held: Vec<Receipt>,
 }
 
 impl Node {
@@ -59,8 +63,17 @@ impl Node {
         let config = CoreConfig { boot, repeat_window: 64 };
         let core =
             NodeCore::new(config, router, transport, identities, Box::new(signer(seed)), Box::new(TestVerifier), T0);
-        let mut node =
-            Self { seed, core, disk, inbox: Vec::new(), dials: Vec::new(), writes: Vec::new(), closes: Vec::new() };
+        let mut node = Self {
+            seed,
+            core,
+            disk,
+            inbox: Vec::new(),
+            dials: Vec::new(),
+            writes: Vec::new(),
+            closes: Vec::new(),
+            hold_deliveries: false,
+            held: Vec::new(),
+        };
         // A restart signs a newer advert, as the node does.
         node.core.set_own_advert(advert_version(seed, boot)).expect("own advert");
         node.run();
@@ -71,7 +84,13 @@ impl Node {
     fn run(&mut self) {
         while let Some(effect) = self.core.poll_effect() {
             match effect {
-                CoreEffect::Deliver { to, delivery } => self.inbox.push((to, delivery)),
+                CoreEffect::Deliver { to, delivery, receipt } => {
+                    if let (true, Some(receipt)) = (self.hold_deliveries, receipt) {
+                        self.core.hold(receipt);
+                        self.held.push(receipt);
+                    }
+                    self.inbox.push((to, delivery));
+                }
                 CoreEffect::Dial { attempt, peer, .. } => self.dials.push((attempt, peer)),
                 CoreEffect::Write { conn, frame } => self.writes.push((conn, frame)),
                 CoreEffect::Close { conn, reason } => self.closes.push((conn, reason)),
@@ -398,4 +417,27 @@ fn a_permanent_peer_is_dialled_unless_banned_and_watchers_hear_of_it() {
     a.core.set_permanence(id(3), Permanence::Permanent).expect("stored");
     a.run();
     assert!(!a.dials.iter().any(|(_, p)| *p == id(3)));
+}
+
+#[test]
+fn a_held_delivery_is_acknowledged_only_once_it_and_all_before_it_are_released() {
+    let (mut a, mut b, a_conn, b_conn) = connected_pair();
+    b.hold_deliveries = true;
+    for n in [2, 3] {
+        a.core.send(a.message_to(&b, n), T0).expect("routed");
+        a.run();
+    }
+    shuttle(&mut a, a_conn, &mut b, b_conn);
+    assert_eq!(messages(&b), vec![1, 2, 3]);
+    let inflight = |a: &Node| a.core.transport().peer_summaries()[0].inflight;
+    assert_eq!(inflight(&a), 2, "both held, neither acknowledged");
+    let held = std::mem::take(&mut b.held);
+    b.core.release(held[1]);
+    b.run();
+    shuttle(&mut a, a_conn, &mut b, b_conn);
+    assert_eq!(inflight(&a), 2, "the first held one still holds back the count");
+    b.core.release(held[0]);
+    b.run();
+    shuttle(&mut a, a_conn, &mut b, b_conn);
+    assert_eq!(inflight(&a), 0, "both released: acknowledged");
 }

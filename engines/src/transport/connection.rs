@@ -12,7 +12,7 @@
 //! connection ends goes back to the Transport engine to be sent again;
 //! the peer's repeat filter drops the copies it already had.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use netmachine_domain::{
     Ack, Frame, HandshakeStatus, Hello, HelloReply, NodeIdentity, NodeMessage, NodePayload, VersionRange,
@@ -131,11 +131,25 @@ pub struct Connection {
     acked_to_peer: u64,
     /// Messages taken since an acknowledgement was last asked for.
     since_ack_wanted: u64,
+    /// Messages taken but held by the host (their engine's mailbox was
+    /// full), by number, with how many deliveries of each wait (a topic
+    /// event may wait for several engines). The peer is told of nothing
+    /// from the first of them on, so its window bounds what is held.
+    held: BTreeMap<u64, u32>,
 }
 
 impl Connection {
     pub fn new(peer: NodeIdentity) -> Self {
-        Self { peer, unacked: VecDeque::new(), sent: 0, acked: 0, taken: 0, acked_to_peer: 0, since_ack_wanted: 0 }
+        Self {
+            peer,
+            unacked: VecDeque::new(),
+            sent: 0,
+            acked: 0,
+            taken: 0,
+            acked_to_peer: 0,
+            since_ack_wanted: 0,
+            held: BTreeMap::new(),
+        }
     }
 
     pub fn peer(&self) -> NodeIdentity {
@@ -209,10 +223,33 @@ impl Connection {
     }
 
     /// The message [`Connection::receive`] handed out was delivered or
-    /// dropped: the peer may be told it was taken.
-    pub fn taken(&mut self) {
+    /// dropped: the peer may be told it was taken. Returns its number on
+    /// this connection (1 for the first message), for [`Connection::hold`].
+    pub fn taken(&mut self) -> u64 {
         self.taken += 1;
         self.since_ack_wanted += 1;
+        self.taken
+    }
+
+    /// Message `number` waits for room in its engine's mailbox: the peer
+    /// is not told of it, nor of any later message, until it is released.
+    pub fn hold(&mut self, number: u64) {
+        if number > self.acked_to_peer && number <= self.taken {
+            *self.held.entry(number).or_insert(0) += 1;
+        }
+    }
+
+    /// Message `number` reached its engine. Returns whether the peer may
+    /// now be told of more.
+    pub fn release(&mut self, number: u64) -> bool {
+        let Some(count) = self.held.get_mut(&number) else { return false };
+        *count -= 1;
+        if *count > 0 {
+            return false;
+        }
+        let first = self.held.keys().next() == Some(&number);
+        self.held.remove(&number);
+        first
     }
 
     /// The acknowledgement policy: ask for one every [`ACK_EVERY`]
@@ -231,7 +268,8 @@ impl Connection {
     /// whatever the node wrote back about a message (a drop notice) before
     /// taking it is then written no later than its acknowledgement.
     pub fn ack_owed(&self) -> Option<u64> {
-        (self.taken > self.acked_to_peer).then_some(self.taken)
+        let upto = self.held.keys().next().map_or(self.taken, |first| first - 1);
+        (upto > self.acked_to_peer).then_some(upto)
     }
 
     /// The acknowledgement of `received` messages was written.

@@ -4,7 +4,7 @@
 //! are the core's business; this task moves frames, batches writes, and
 //! times out a handshake that does not finish.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,7 +14,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::codec::{CborCodec, ChannelEnds};
-use crate::runtime::{ConnHandle, DialRequest, Node};
+use crate::runtime::{is_advert, ConnHandle, DialRequest, Node};
 use crate::transport::framing::{encode_channel_frame_into, encode_frame_into, FrameReader, FramingError};
 use crate::transport::stream::{BoxReader, BoxWriter, Connector, DialError, SecuredStream};
 
@@ -77,7 +77,9 @@ async fn run(node: Node, codec: CborCodec, stream: SecuredStream, start: Start) 
     let host = Arc::clone(&node.inner);
     let (writes, writes_rx) = mpsc::unbounded_channel();
     let (close, close_rx) = oneshot::channel();
-    let handle = ConnHandle { writes, close: Some(close), peer, protocol, remote };
+    let adverts_queued = Arc::new(AtomicUsize::new(0));
+    let handle =
+        ConnHandle { writes, adverts_queued: Arc::clone(&adverts_queued), close: Some(close), peer, protocol, remote };
     // The handle is in place before the core can write on the connection.
     let (conn, pending) = host.with_state(
         |state, now| match start {
@@ -102,7 +104,7 @@ async fn run(node: Node, codec: CborCodec, stream: SecuredStream, start: Start) 
     pending.discard();
     let Some(conn) = conn else { return };
 
-    let io = ConnectionIo { node, codec, conn, ends: ChannelEnds { local: host.identity, peer } };
+    let io = ConnectionIo { node, codec, conn, ends: ChannelEnds { local: host.identity, peer }, adverts_queued };
     let (mut writer, mut writes_rx) = (writer, writes_rx);
     let (reason, closed_here) = tokio::select! {
         reason = io.read_loop(FrameReader::new(reader, codec)) => (reason, false),
@@ -138,6 +140,8 @@ struct ConnectionIo {
     conn: ConnId,
     /// This node and the peer: what channel messages leave out.
     ends: ChannelEnds,
+    /// Adverts queued for this writer (see `MAX_QUEUED_ADVERTS`).
+    adverts_queued: Arc<AtomicUsize>,
 }
 
 impl ConnectionIo {
@@ -167,10 +171,11 @@ impl ConnectionIo {
             let acknowledgement = matches!(frame, Frame::Ack(_));
             let drained = reader.is_drained();
             // A message for a full mailbox is parked, not waited for.
-            let established = host.with_core_for_peer(|core, now| {
+            let (established, pending) = host.with_core(|core, now| {
                 core.frame(conn, frame, drained, now);
                 handshaking && !core.is_handshaking(conn)
             });
+            pending.discard();
             if established {
                 // Both ends are proven now: messages travel in the channel form.
                 reader.enter_channel(self.ends);
@@ -252,6 +257,9 @@ impl ConnectionIo {
 
     /// Appends one frame to `buf`; says whether it was.
     fn encode(&self, frame: Frame, buf: &mut Vec<u8>) -> Result<bool, CloseReason> {
+        if is_advert(&frame) {
+            self.adverts_queued.fetch_sub(1, Ordering::AcqRel);
+        }
         match frame {
             Frame::Node(message) => {
                 let frame = Frame::Node(message);
