@@ -173,9 +173,14 @@ impl Host {
     /// host, and connects the overflow's releases to the core.
     pub(crate) fn start(self: &Arc<Self>, disk: Box<dyn crate::store::RecordStore>) -> std::io::Result<()> {
         let host = Arc::downgrade(self);
-        self.overflow.on_released(Box::new(move |receipt| {
+        self.overflow.on_released(Box::new(move |receipts| {
             if let Some(host) = host.upgrade() {
-                host.with_core(|core, _| core.release(receipt)).1.discard();
+                let ((), pending) = host.with_core(|core, _| {
+                    for receipt in receipts {
+                        core.release(receipt);
+                    }
+                });
+                pending.discard();
             }
         }));
         let host = Arc::downgrade(self);
@@ -329,8 +334,15 @@ impl Host {
         }
         if let Some(receipt) = receipt {
             if matches!(delivery, Inbound::Message(_)) && self.overflow.holds(&to.name) {
-                // Behind the messages parked for this engine, not before them.
-                return self.park(state, now, to, delivery, receipt);
+                // Behind the messages parked for this engine, not before
+                // them: those go first, as far as the mailbox has room.
+                let (moved, emptied) = self.overflow.move_on(&to);
+                for receipt in moved {
+                    state.core.release(receipt);
+                }
+                if !emptied {
+                    return self.park(state, now, to, delivery, receipt);
+                }
             }
         }
         match to.tx.try_send(delivery) {

@@ -10,6 +10,7 @@
 //! and its sender told (the caller sends the notice).
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use netmachine_domain::EngineName;
@@ -24,8 +25,12 @@ pub const MAX_PARKED_BYTES_PER_ENGINE: usize = 64 * 1024 * 1024;
 /// Bytes of messages parked on a node, at most.
 pub const MAX_PARKED_BYTES: usize = 256 * 1024 * 1024;
 
-/// Told when a parked message has reached its engine (or its engine left).
-pub(crate) type Released = Box<dyn Fn(Receipt) + Send + Sync>;
+/// Told when parked messages have reached their engine (or it left).
+pub(crate) type Released = Box<dyn Fn(Vec<Receipt>) + Send + Sync>;
+
+/// Parked messages moved into a mailbox in one go, at most: one lock and
+/// one report to the core per batch, not per message.
+const MOVE_AT_ONCE: usize = 64;
 
 #[derive(Debug, Default)]
 struct Parked {
@@ -43,6 +48,9 @@ struct Table {
 #[derive(Default)]
 pub(crate) struct Overflow {
     table: Mutex<Table>,
+    /// Engines with parked messages: read without the lock for every
+    /// message from a peer, and nearly always 0.
+    engines: AtomicUsize,
     released: OnceLock<Released>,
 }
 
@@ -64,16 +72,52 @@ impl Overflow {
         let _ = self.released.set(released);
     }
 
-    fn release(&self, receipt: Receipt) {
+    fn release(&self, receipts: Vec<Receipt>) {
         if let Some(released) = self.released.get() {
-            released(receipt);
+            released(receipts);
         }
     }
 
     /// Whether messages for `engine` wait here: a new one must queue
     /// behind them, or it would overtake them.
     pub(crate) fn holds(&self, engine: &EngineName) -> bool {
-        self.table.lock().by_engine.contains_key(engine)
+        self.engines.load(Ordering::Acquire) > 0 && self.table.lock().by_engine.contains_key(engine)
+    }
+
+    fn count_engines(&self, table: &Table) {
+        self.engines.store(table.by_engine.len(), Ordering::Release);
+    }
+
+    /// Moves what is parked for `to` into its mailbox while it has room,
+    /// as the forwarding task would: a connection's reader does so before
+    /// it parks more, which saves a hand-off per message while the engine
+    /// keeps up. Returns the receipts of the messages moved, and whether
+    /// nothing is parked for `to` any more.
+    pub(crate) fn move_on(&self, to: &Mailbox) -> (Vec<Receipt>, bool) {
+        let mut table = self.table.lock();
+        let mut moved = Vec::new();
+        let mut bytes = 0;
+        let emptied = match table.by_engine.get_mut(&to.name) {
+            Some(parked) => {
+                while !parked.messages.is_empty() {
+                    let Ok(slot) = to.tx.try_reserve() else { break };
+                    let Some((message, receipt)) = parked.messages.pop_front() else { break };
+                    let size = weight(&message);
+                    parked.bytes -= size;
+                    bytes += size;
+                    slot.send(message);
+                    moved.push(receipt);
+                }
+                parked.messages.is_empty()
+            }
+            None => true,
+        };
+        table.bytes -= bytes;
+        if emptied {
+            table.by_engine.remove(&to.name);
+            self.count_engines(&table);
+        }
+        (moved, emptied)
     }
 
     /// Parks a message for `to`, whose mailbox is full or has messages
@@ -93,6 +137,7 @@ impl Overflow {
         parked.messages.push_back((message, receipt));
         parked.bytes += size;
         table.bytes += size;
+        self.count_engines(&table);
         drop(table);
         if first {
             tokio::spawn(Arc::clone(self).forward(to.clone()));
@@ -111,33 +156,49 @@ impl Overflow {
                     let mut table = self.table.lock();
                     let parked = table.by_engine.remove(&to.name).unwrap_or_default();
                     table.bytes -= parked.bytes;
+                    self.count_engines(&table);
                     parked
                 };
-                for (_, receipt) in parked.messages {
-                    self.release(receipt);
-                }
+                self.release(parked.messages.into_iter().map(|(_, receipt)| receipt).collect());
                 return;
             };
-            let popped = {
+            let mut moved = Vec::new();
+            let emptied = {
                 let mut table = self.table.lock();
-                let popped = table.by_engine.get_mut(&to.name).and_then(|parked| {
-                    let (message, receipt) = parked.messages.pop_front()?;
-                    parked.bytes -= weight(&message);
-                    Some((message, receipt))
-                });
-                match &popped {
-                    Some((message, _)) => table.bytes -= weight(message),
-                    // Empty: new messages for the engine go straight to its
-                    // mailbox again.
-                    None => {
-                        table.by_engine.remove(&to.name);
+                let mut permit = Some(permit);
+                let mut bytes = 0;
+                let emptied = match table.by_engine.get_mut(&to.name) {
+                    Some(parked) => {
+                        while let Some(slot) = permit.take().or_else(|| to.tx.try_reserve().ok()) {
+                            let Some((message, receipt)) = parked.messages.pop_front() else { break };
+                            let size = weight(&message);
+                            parked.bytes -= size;
+                            bytes += size;
+                            slot.send(message);
+                            moved.push(receipt);
+                            if moved.len() >= MOVE_AT_ONCE {
+                                break;
+                            }
+                        }
+                        parked.messages.is_empty()
                     }
+                    None => true,
+                };
+                table.bytes -= bytes;
+                // Empty: new messages for the engine go straight to its
+                // mailbox again.
+                if emptied {
+                    table.by_engine.remove(&to.name);
+                    self.count_engines(&table);
                 }
-                popped
+                emptied
             };
-            let Some((message, receipt)) = popped else { return };
-            permit.send(message);
-            self.release(receipt);
+            if !moved.is_empty() {
+                self.release(moved);
+            }
+            if emptied {
+                return;
+            }
         }
     }
 }

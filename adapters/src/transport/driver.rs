@@ -45,6 +45,8 @@ struct Shared {
     codec: CborCodec,
     connectors: Mutex<HashMap<TransportProtocol, Arc<dyn Connector>>>,
     node: OnceLock<WeakNode>,
+    /// Dials asked for before [`TransportDriver::attach`].
+    dials: Mutex<Option<mpsc::UnboundedReceiver<DialRequest>>>,
 }
 
 /// The transport of a node: its connectors, and the connections to its
@@ -72,6 +74,7 @@ impl TransportDriver {
                 codec: CborCodec::default(),
                 connectors: Mutex::new(HashMap::new()),
                 node: OnceLock::new(),
+                dials: Mutex::new(None),
             }),
         }
     }
@@ -85,8 +88,22 @@ impl TransportDriver {
         self.shared.connectors.lock().values().filter_map(|c| c.local_address().map(|a| (c.protocol(), a))).collect()
     }
 
-    /// Starts serving the inbound streams of the node's listeners.
+    /// Starts serving: the dials the node asked for since it started, and
+    /// the inbound streams of its listeners. Until then no connection
+    /// opens, so engines registered before this miss no message.
     pub fn attach(&self, node: &Node, mut accepted: mpsc::Receiver<SecuredStream>) {
+        if let Some(dials) = self.shared.dials.lock().take() {
+            let shared = Arc::clone(&self.shared);
+            let weak = node.downgrade();
+            tokio::spawn(async move {
+                let mut dials = dials;
+                while let Some(dial) = dials.recv().await {
+                    let Some(node) = weak.upgrade() else { return };
+                    let connector = shared.connectors.lock().get(&dial.address.protocol).cloned();
+                    tokio::spawn(connection_task::outbound(node, shared.codec, connector, dial));
+                }
+            });
+        }
         let node = node.downgrade();
         let codec = self.shared.codec;
         tokio::spawn(async move {
@@ -102,20 +119,13 @@ impl TransportDriver {
         self.shared.node.get().and_then(WeakNode::upgrade)
     }
 
-    /// Dials what the node's core asks for, from a task of its own.
-    fn serve_dials(&self, node: &Node) {
+    /// Takes the dials the node's core asks for; they wait for
+    /// [`TransportDriver::attach`].
+    fn take_dials(&self, node: &Node) {
         let _ = self.shared.node.set(node.downgrade());
-        let (tx, mut rx) = mpsc::unbounded_channel::<DialRequest>();
+        let (tx, rx) = mpsc::unbounded_channel::<DialRequest>();
         node.inner.set_dialer(tx);
-        let shared = Arc::clone(&self.shared);
-        let weak = node.downgrade();
-        tokio::spawn(async move {
-            while let Some(dial) = rx.recv().await {
-                let Some(node) = weak.upgrade() else { return };
-                let connector = shared.connectors.lock().get(&dial.address.protocol).cloned();
-                tokio::spawn(connection_task::outbound(node, shared.codec, connector, dial));
-            }
-        });
+        *self.shared.dials.lock() = Some(rx);
     }
 
     pub fn local_identity(&self) -> NodeIdentity {
@@ -189,6 +199,6 @@ impl NodeBuilder {
         let driver = driver.clone();
         self.transport_config(driver.shared.config.clone())
             .seed(driver.shared.seed)
-            .on_start(Box::new(move |node| driver.serve_dials(node)))
+            .on_start(Box::new(move |node| driver.take_dials(node)))
     }
 }

@@ -239,17 +239,20 @@ impl Connection {
         }
     }
 
-    /// Message `number` reached its engine. Returns whether the peer may
-    /// now be told of more.
+    /// Message `number` reached its engine. Returns whether an
+    /// acknowledgement is due: nothing is held any more, or the held
+    /// messages let [`ACK_EVERY`] more be acknowledged.
     pub fn release(&mut self, number: u64) -> bool {
         let Some(count) = self.held.get_mut(&number) else { return false };
         *count -= 1;
         if *count > 0 {
             return false;
         }
-        let first = self.held.keys().next() == Some(&number);
         self.held.remove(&number);
-        first
+        match self.ack_owed() {
+            Some(upto) => self.held.is_empty() || upto - self.acked_to_peer >= ACK_EVERY,
+            None => false,
+        }
     }
 
     /// The acknowledgement policy: ask for one every [`ACK_EVERY`]

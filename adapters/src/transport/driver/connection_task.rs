@@ -211,6 +211,7 @@ impl ConnectionIo {
             // Only the newest acknowledgement of a batch is written, last:
             // it covers the others, and what the core wrote before it.
             let mut ack = None;
+            let mut waited = false;
             let mut next = Some(first);
             while let Some(frame) = next.take() {
                 match frame {
@@ -225,10 +226,11 @@ impl ConnectionIo {
                 }
                 next = match rx.try_recv() {
                     Ok(frame) => Some(frame),
-                    // A lone acknowledgement waits a moment for a message (a
-                    // reply, typically) to ride with, rather than cost a
-                    // write of its own.
-                    Err(_) if buf.is_empty() && ack.is_some() => {
+                    // A lone acknowledgement waits a moment, once, for a
+                    // message (a reply, typically) to ride with, rather
+                    // than cost a write of its own.
+                    Err(_) if buf.is_empty() && ack.is_some() && !waited => {
+                        waited = true;
                         match tokio::time::timeout(ACK_DELAY, rx.recv()).await {
                             Ok(Some(frame)) => Some(frame),
                             Ok(None) => return CloseReason::Shutdown,
