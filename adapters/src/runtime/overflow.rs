@@ -16,6 +16,7 @@ use std::sync::{Arc, OnceLock};
 use netmachine_domain::EngineName;
 use netmachine_engines::node_core::Receipt;
 use parking_lot::Mutex;
+use tokio::sync::mpsc::Permit;
 
 use super::mailbox::{Inbound, Mailbox};
 
@@ -94,13 +95,26 @@ impl Overflow {
     /// keeps up. Returns the receipts of the messages moved, and whether
     /// nothing is parked for `to` any more.
     pub(crate) fn move_on(&self, to: &Mailbox) -> (Vec<Receipt>, bool) {
+        self.move_parked(to, None, usize::MAX)
+    }
+
+    /// Moves up to `at_most` of `to`'s parked messages into its mailbox, in
+    /// order, into `first` and then whatever room it has. Returns their
+    /// receipts, and whether nothing is parked for `to` any more (its entry
+    /// then goes, so new messages go straight to its mailbox again).
+    fn move_parked(
+        &self,
+        to: &Mailbox,
+        mut first: Option<Permit<'_, Inbound>>,
+        at_most: usize,
+    ) -> (Vec<Receipt>, bool) {
         let mut table = self.table.lock();
         let mut moved = Vec::new();
         let mut bytes = 0;
         let emptied = match table.by_engine.get_mut(&to.name) {
             Some(parked) => {
-                while !parked.messages.is_empty() {
-                    let Ok(slot) = to.tx.try_reserve() else { break };
+                while moved.len() < at_most && !parked.messages.is_empty() {
+                    let Some(slot) = first.take().or_else(|| to.tx.try_reserve().ok()) else { break };
                     let Some((message, receipt)) = parked.messages.pop_front() else { break };
                     let size = weight(&message);
                     parked.bytes -= size;
@@ -162,37 +176,7 @@ impl Overflow {
                 self.release(parked.messages.into_iter().map(|(_, receipt)| receipt).collect());
                 return;
             };
-            let mut moved = Vec::new();
-            let emptied = {
-                let mut table = self.table.lock();
-                let mut permit = Some(permit);
-                let mut bytes = 0;
-                let emptied = match table.by_engine.get_mut(&to.name) {
-                    Some(parked) => {
-                        while let Some(slot) = permit.take().or_else(|| to.tx.try_reserve().ok()) {
-                            let Some((message, receipt)) = parked.messages.pop_front() else { break };
-                            let size = weight(&message);
-                            parked.bytes -= size;
-                            bytes += size;
-                            slot.send(message);
-                            moved.push(receipt);
-                            if moved.len() >= MOVE_AT_ONCE {
-                                break;
-                            }
-                        }
-                        parked.messages.is_empty()
-                    }
-                    None => true,
-                };
-                table.bytes -= bytes;
-                // Empty: new messages for the engine go straight to its
-                // mailbox again.
-                if emptied {
-                    table.by_engine.remove(&to.name);
-                    self.count_engines(&table);
-                }
-                emptied
-            };
+            let (moved, emptied) = self.move_parked(&to, Some(permit), MOVE_AT_ONCE);
             if !moved.is_empty() {
                 self.release(moved);
             }
