@@ -315,8 +315,9 @@ impl<A: Clone> NodeCore<A> {
         Ok(was)
     }
 
-    /// A topic created by a local engine: its advert is given to every
-    /// peer that connects.
+    /// A topic created by a local engine: its advert, once the host has
+    /// offered it to the store and it is on disk, is given to every peer
+    /// that connects.
     pub fn created_topic(&mut self, topic: TopicIdentity) {
         if !self.local_topics.contains(&topic) {
             self.local_topics.push(topic);

@@ -4,8 +4,8 @@
 use std::net::IpAddr;
 
 use netmachine_domain::{
-    Ack, EngineName, Frame, HandshakeStatus, MessageId, NodeIdentity, NodeMessage, NodePayload, Timestamp,
-    TransportAddress,
+    Ack, EngineName, Frame, HandshakeStatus, IdentityRecord, MessageId, NodeIdentity, NodeMessage, NodePayload,
+    RecordKey, Timestamp, TransportAddress,
 };
 
 use super::{CoreEffect, NodeCore, Phase, Receipt};
@@ -143,9 +143,14 @@ impl<A: Clone> NodeCore<A> {
                 self.effects.push_back(CoreEffect::Write { conn, frame: Frame::NodeAdvert(advert) });
             }
         }
+        // Only what the store holds: an advert still on its way to the
+        // disk is spread to every peer once it is there. Sent earlier, it
+        // could come back from the peer before this node's own copy
+        // commits, and that copy would be refused as stale.
         for topic in self.local_topics.clone() {
-            if let Some(advert) = self.router.topic_advert(&topic).cloned() {
-                self.effects.push_back(CoreEffect::Write { conn, frame: Frame::TopicAdvert(advert) });
+            if let Some(IdentityRecord::Topic(advert)) = self.identities.lookup(&RecordKey::Topic(topic)) {
+                let frame = Frame::TopicAdvert(advert.clone());
+                self.effects.push_back(CoreEffect::Write { conn, frame });
             }
         }
     }

@@ -352,8 +352,12 @@ fn a_peer_that_connects_learns_the_topics_created_here() {
     let app = EngineName::new("app").expect("valid");
     let advert = topic_advert(41, id(1));
     let topic = advert.topic;
-    a.core.router_mut().create_topic(&app, advert, &TestVerifier).expect("created");
+    a.core.router_mut().create_topic(&app, advert.clone(), &TestVerifier).expect("created");
     a.core.created_topic(topic);
+    // As both hosts do: the advert goes to the store too, and is given to
+    // peers once it is on disk.
+    a.core.offer_advert(AdvertUpdate::Topic(advert), T0).expect("valid advert");
+    a.run();
     c.core.offer_advert(AdvertUpdate::Node(advert_of_a()), T0).expect("valid advert");
     c.run();
     c.core.send(c.message_to(&a, 1), T0).expect("routed");
