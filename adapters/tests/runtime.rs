@@ -314,3 +314,63 @@ async fn after_shutdown_identity_requests_fail_cleanly() {
     node.shutdown().await;
     assert!(matches!(node.identity_records().await, Err(NodeError::Stopped)));
 }
+
+/// An engine the embedder hosts in the node core: it answers each command
+/// with the command's body reversed, after a timer of 20 ms.
+struct Reverser {
+    protocol: ProtocolId,
+    waiting: Vec<(Timestamp, EngineName, MessageId, Vec<u8>)>,
+    ready: Vec<netmachine_engines::engine::Effect>,
+}
+
+impl netmachine_engines::engine::Timed for Reverser {
+    fn poll_timeout(&self) -> Option<Timestamp> {
+        self.waiting.iter().map(|(at, ..)| *at).min()
+    }
+
+    fn handle_timeout(&mut self, now: Timestamp) {
+        let (due, later) = self.waiting.drain(..).partition(|(at, ..)| *at <= now);
+        self.waiting = later;
+        for (_, to, id, mut bytes) in due {
+            bytes.reverse();
+            let body = Body::new(bytes).expect("as small as it came");
+            self.ready.push(netmachine_engines::engine::Effect::Deliver { to, reply_to: Some(id), body });
+        }
+    }
+}
+
+impl netmachine_engines::engine::ProtocolEngine for Reverser {
+    fn protocol(&self) -> &ProtocolId {
+        &self.protocol
+    }
+
+    fn handle(&mut self, input: netmachine_engines::engine::Input, now: Timestamp) {
+        if let netmachine_engines::engine::Input::Command { from, message } = input {
+            let at = now.saturating_add_millis(20);
+            self.waiting.push((at, from, message.id, message.body.as_bytes().to_vec()));
+        }
+    }
+
+    fn poll_effect(&mut self) -> Option<netmachine_engines::engine::Effect> {
+        self.ready.pop()
+    }
+}
+
+#[tokio::test]
+async fn an_engine_the_embedder_hosts_in_the_core_answers_on_its_own_timer() {
+    let node = Node::builder().start().await.expect("start");
+    let protocol = ProtocolId::new("test/reverse", 1).expect("valid");
+    let reverser = || Box::new(Reverser { protocol: protocol.clone(), waiting: Vec::new(), ready: Vec::new() });
+    node.add_engine(reverser()).await.expect("a fresh protocol");
+    assert!(
+        matches!(node.add_engine(reverser()).await, Err(NodeError::Registry(_))),
+        "one engine per protocol"
+    );
+    let mut app = node.register_engine("app").expect("app");
+    let own = DestinationIdentity::Node(node.identity());
+    let asked = app.send(own, protocol.clone(), &b"abc"[..]).await.expect("sent");
+    let answer = next_message(&mut app).await;
+    assert_eq!(answer.reply_to, Some(asked));
+    assert_eq!(&answer.body.as_bytes()[..], b"cba");
+    node.shutdown().await;
+}

@@ -134,6 +134,30 @@ over_every_kind!(
     unicast_both_ways_over_tls_tcp
 );
 
+/// The ping engine the node core hosts answers a local engine's request
+/// with the peer's pong: the same engine the simulator's nodes run.
+async fn ping_a_peer(kind: Kind) {
+    use netmachine_engines::ping::{self, Outcome, PING_PROTOCOL, PING_VERSION};
+    let mut net = Net::new(kind);
+    let a = net.node().await;
+    let b = net.node().await;
+    introduce(&[&a, &b]).await;
+    let mut ea = a.node.register_engine("app").expect("engine");
+    let protocol = ProtocolId::new(PING_PROTOCOL, PING_VERSION).expect("valid");
+    let own_node = DestinationIdentity::Node(a.node.identity());
+    let asked = ea.send(own_node, protocol, ping::request(b.node.identity()).as_bytes().clone()).await.expect("sent");
+    let answer = next_message(&mut ea).await;
+    assert_eq!(answer.reply_to, Some(asked));
+    match Outcome::decode(&answer.body) {
+        Some(Outcome::Answered { peer, .. }) => assert_eq!(peer, b.node.identity()),
+        other => panic!("expected a pong, got {other:?}"),
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+over_every_kind!(ping_a_peer, ping_a_peer_in_memory, ping_a_peer_over_quic, ping_a_peer_over_tls_tcp);
+
 async fn wrong_identity_is_refused(kind: Kind) {
     let mut net = Net::new(kind);
     let a = net.node().await;

@@ -12,7 +12,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::hash::Hash;
 
-use netmachine_domain::Timestamp;
+use netmachine_domain::{Body, EngineMessage, EngineName, MessageId, NodeIdentity, ProtocolId, Timestamp};
 
 /// An engine with timers.
 pub trait Timed {
@@ -20,6 +20,62 @@ pub trait Timed {
     fn poll_timeout(&self) -> Option<Timestamp>;
     /// Fires every timer due at `now`.
     fn handle_timeout(&mut self, now: Timestamp);
+}
+
+/// An engine the node core hosts: it serves one protocol, and takes the
+/// messages addressed to this node (not to a named engine) under that
+/// protocol's name. It never performs an effect itself: the core polls
+/// [`ProtocolEngine::poll_effect`] after every input and timer, builds the
+/// messages and carries them out. Engines are listed in
+/// [`crate::registry`].
+pub trait ProtocolEngine: Timed + Send {
+    /// The protocol it serves; the core picks it by the name.
+    fn protocol(&self) -> &ProtocolId;
+    fn handle(&mut self, input: Input, now: Timestamp);
+    fn poll_effect(&mut self) -> Option<Effect>;
+}
+
+/// What reaches a [`ProtocolEngine`] (a timer that fired comes through
+/// [`Timed::handle_timeout`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// A message from a peer, whose node identity its connection proved.
+    FromPeer {
+        peer: NodeIdentity,
+        message: EngineMessage,
+    },
+    /// A message from a local engine of this node.
+    Command {
+        from: EngineName,
+        message: EngineMessage,
+    },
+    Notice(Notice),
+}
+
+/// What happened elsewhere in the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice {
+    PeerConnected(NodeIdentity),
+    PeerGone(NodeIdentity),
+}
+
+/// What a [`ProtocolEngine`] asks its node core to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Send `body` to the engine serving the same protocol on `peer`.
+    SendToPeer { peer: NodeIdentity, body: Body },
+    /// Deliver `body` to a local engine, as its answer to `reply_to`.
+    Deliver { to: EngineName, reply_to: Option<MessageId>, body: Body },
+    /// Close the connection to `peer`, for the reason given.
+    Disconnect { peer: NodeIdentity, why: String },
+}
+
+/// What an engine is built with.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineSetup {
+    pub node: NodeIdentity,
+    /// Seeds the engine's generator: a seeded node replays.
+    pub seed: u64,
 }
 
 /// Deadlines by key, earliest first.

@@ -6,8 +6,10 @@
 pub mod engine;
 pub mod identity_store;
 pub mod node_core;
+pub mod ping;
 pub mod ports;
 pub mod random;
+pub mod registry;
 pub mod router;
 pub mod transport;
 

@@ -25,6 +25,7 @@
 //! - a message the Transport gives up is reported to its sender.
 
 mod connections;
+mod hosted;
 mod identity;
 
 use std::collections::{HashMap, VecDeque};
@@ -34,7 +35,7 @@ use netmachine_domain::{
     NodeMessage, NodePayload, Timestamp, TopicIdentity, TransportAddress,
 };
 
-use crate::engine::Timed;
+use crate::engine::{EngineSetup, Notice, Timed};
 use crate::identity_store::{IdentityStore, IdentityUpdated, Persist};
 use crate::ports::{Signer, Verifier};
 use crate::router::{Routed, Router, SubscriptionOp, TopicError};
@@ -110,6 +111,8 @@ pub struct CoreConfig {
     pub boot: u64,
     /// Messages each peer's repeat filter remembers.
     pub repeat_window: usize,
+    /// Seeds the hosted engines' generators.
+    pub seed: u64,
 }
 
 /// Where a connection stands.
@@ -153,6 +156,7 @@ pub struct NodeCore<A> {
     acks_due: Vec<ConnId>,
     counters: CoreCounters,
     report_acks: bool,
+    hosted: hosted::Hosted,
 }
 
 impl<A> std::fmt::Debug for NodeCore<A> {
@@ -190,7 +194,17 @@ impl<A: Clone> NodeCore<A> {
             acks_due: Vec::new(),
             counters: CoreCounters::default(),
             report_acks: false,
+            hosted: hosted::Hosted::default(),
         };
+        // A stream of its own, apart from the Transport's from the same seed.
+        let seed = crate::ports::Randomness::next_u64(&mut crate::random::SplitMix::new(config.seed));
+        let setup = EngineSetup { node: core.node, seed };
+        for engine in crate::registry::protocol_engines(&setup) {
+            let protocol = engine.protocol().clone();
+            if let Err(err) = core.add_engine(engine) {
+                tracing::error!(%protocol, %err, "engine not hosted: the registry lists its protocol twice");
+            }
+        }
         // In a fixed order, so that a restart is a pure function of the disk.
         let mut held: Vec<IdentityRecord> = core.identities.records().cloned().collect();
         held.sort_by_key(IdentityRecord::key);
@@ -240,7 +254,9 @@ impl<A: Clone> NodeCore<A> {
     /// Whether an input since the last call moved the next timeout
     /// earlier: a host sleeping until the old one must wake.
     pub fn take_sooner_timeout(&mut self) -> bool {
-        self.transport.take_sooner_timeout()
+        // Both asked, so that neither keeps a stale flag.
+        let transport = self.transport.take_sooner_timeout();
+        self.hosted.take_sooner() || transport
     }
 
     /// Closes the connection to `peer`, if there is one: it was removed.
@@ -364,6 +380,7 @@ impl<A: Clone> NodeCore<A> {
                     tracing::info!(%peer, %topic, %err, "remote subscription refused");
                 }
             }
+            Routed::Protocol(input) => self.hand_to_engine(input, now),
             Routed::Remote(outbound) => {
                 let dst = match &outbound.payload {
                     NodePayload::Engine(inner) => inner.dst.clone(),
@@ -399,9 +416,20 @@ impl<A: Clone> NodeCore<A> {
         Ok(())
     }
 
+    /// Carries out what the Transport and the hosted engines asked for,
+    /// until neither asks for more.
+    fn pump(&mut self, now: Timestamp) {
+        loop {
+            self.pump_transport(now);
+            if !self.pump_engines(now) {
+                break;
+            }
+        }
+    }
+
     /// Turns what the Transport asked for into the core's effects, and
     /// acts on its events.
-    fn pump(&mut self, now: Timestamp) {
+    fn pump_transport(&mut self, now: Timestamp) {
         use crate::transport::TransportEffect as T;
         while let Some(effect) = self.transport.poll_effect() {
             match effect {
@@ -412,12 +440,19 @@ impl<A: Clone> NodeCore<A> {
                 T::Transmit { conn, message } => self.transmit(conn, message, now),
                 T::Close { conn, reason } => self.effects.push_back(CoreEffect::Close { conn, reason }),
                 T::Event(event) => {
-                    if let TransportEvent::NodeConnected { peer, .. } = &event {
-                        // It may have restarted and forgotten this node's
-                        // subscriptions.
-                        for request in self.router.resubscriptions_for(peer, now) {
-                            self.send_control(request, now);
+                    match &event {
+                        TransportEvent::NodeConnected { peer, .. } => {
+                            // It may have restarted and forgotten this node's
+                            // subscriptions.
+                            for request in self.router.resubscriptions_for(peer, now) {
+                                self.send_control(request, now);
+                            }
+                            self.hosted.notify(Notice::PeerConnected(*peer));
                         }
+                        TransportEvent::NodeDisconnected { peer, .. } => {
+                            self.hosted.notify(Notice::PeerGone(*peer));
+                        }
+                        TransportEvent::NodeConnectFailed { .. } => {}
                     }
                     self.effects.push_back(CoreEffect::Notice(event));
                 }
@@ -469,11 +504,15 @@ impl<A: Clone> NodeCore<A> {
 
 impl<A: Clone> Timed for NodeCore<A> {
     fn poll_timeout(&self) -> Option<Timestamp> {
-        self.transport.poll_timeout()
+        match (self.transport.poll_timeout(), self.engines_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn handle_timeout(&mut self, now: Timestamp) {
         self.transport.handle_timeout(now);
+        self.engines_handle_timeout(now);
         self.pump(now);
     }
 }

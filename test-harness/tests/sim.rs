@@ -68,6 +68,34 @@ fn connection_setup_takes_the_stream_and_the_hello() {
     assert!((setup.p50_ms - 80.0).abs() < 1.0, "four one-way latencies of 20 ms: {setup:?}");
 }
 
+/// The ping engine each node core hosts answers across the simulated
+/// network, with no code for it in the simulator beyond the workload.
+#[test]
+fn the_ping_engines_the_cores_host_answer_across_the_network_and_time_out_on_crashed_nodes() {
+    let mut scenario = small(7);
+    scenario.faults.clear();
+    scenario.link.latency = Latency::Constant { ms: 20.0 };
+    scenario.link.jitter_ms = 0.0;
+    scenario.link.loss = 0.0;
+    scenario.workload = Workload { unicast_per_node_per_s: 0.0, pings_per_node_per_s: 0.5, ..scenario.workload };
+    let results = Simulation::new(scenario.clone()).run(|_| {});
+    let pings = &results.pings;
+    assert!(pings.asked > 200, "{pings:?}");
+    assert_eq!(pings.answered, pings.asked, "{pings:?}");
+    assert!(
+        pings.rtt.p50_ms >= 40.0 && pings.rtt.p50_ms < 130.0,
+        "two one-way latencies, and a setup at most: {pings:?}"
+    );
+    // Crashed for longer than a ping waits: some pings time out, and every
+    // ping ends.
+    scenario.faults = vec![Fault { at_s: 5.0, kind: FaultKind::Crash { nodes: 5, restart_after_s: Some(20.0) } }];
+    let results = Simulation::new(scenario).run(|_| {});
+    let pings = &results.pings;
+    assert!(pings.timed_out > 0, "{pings:?}");
+    assert_eq!(pings.answered + pings.timed_out + pings.refused, pings.asked, "{pings:?}");
+    assert!(results.violations.is_empty(), "{:?}", results.violations);
+}
+
 fn scenarios_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios")
 }

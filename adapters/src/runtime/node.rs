@@ -8,6 +8,7 @@ use netmachine_domain::{
     Advert, DomainAdvert, IdentityRecord, NodeAdvert, NodeAdvertBody, NodeIdentity, NodeMessage, Permanence, RecordKey,
     Timestamp, TopicAdvert, TopicIdentity, Trust, WeightedAddress,
 };
+use netmachine_engines::engine::ProtocolEngine;
 use netmachine_engines::identity_store::{AdvertUpdate, IdentityStore, IdentityStoreConfig, UpdateError};
 use netmachine_engines::node_core::{CoreConfig, NodeCore};
 use netmachine_engines::ports::Signer;
@@ -171,7 +172,7 @@ impl NodeBuilder {
         let seed = self.seed.unwrap_or_else(system_seed);
         // Each peer's repeat filter spans two windows: a peer that
         // reconnects resends at most one window.
-        let config = CoreConfig { boot: boot_id(seed), repeat_window: self.transport.window * 2 };
+        let config = CoreConfig { boot: boot_id(seed), repeat_window: self.transport.window * 2, seed };
         let transport = Transport::new(identity, self.transport, Box::new(SplitMix::new(seed)));
         let signer = Ed25519Keys::from_pkcs8(keys.pkcs8())?;
         let core = NodeCore::new(
@@ -316,6 +317,17 @@ impl Node {
             true => Err(NodeError::Stopped),
             false => Ok(()),
         }
+    }
+
+    /// Hosts an engine of the embedder's own beside those of
+    /// `netmachine_engines::registry`: messages to this node under its
+    /// protocol go to it from now on, and its effects and timers are the
+    /// node core's.
+    pub async fn add_engine(&self, engine: Box<dyn ProtocolEngine>) -> Result<(), NodeError> {
+        self.running()?;
+        let (added, pending) = self.inner.with_core(|core, _| core.add_engine(engine));
+        let _ = self.inner.finish(pending).await;
+        Ok(added?)
     }
 
     /// Routes a message that arrived from `peer` over a channel that

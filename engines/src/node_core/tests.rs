@@ -60,7 +60,7 @@ impl Node {
         let transport = Transport::new(id(seed), TransportConfig::default(), Box::new(SplitMix::new(boot)));
         let identities =
             IdentityStore::open(id(seed), IdentityStoreConfig::default(), disk.values().cloned().collect());
-        let config = CoreConfig { boot, repeat_window: 64 };
+        let config = CoreConfig { boot, repeat_window: 64, seed: boot };
         let core =
             NodeCore::new(config, router, transport, identities, Box::new(signer(seed)), Box::new(TestVerifier), T0);
         let mut node = Self {
@@ -444,4 +444,165 @@ fn a_held_delivery_is_acknowledged_only_once_it_and_all_before_it_are_released()
     b.run();
     shuttle(&mut a, a_conn, &mut b, b_conn);
     assert_eq!(inflight(&a), 0, "both released: acknowledged");
+}
+
+// ---- hosted engines ---------------------------------------------------------
+
+mod hosted {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::engine::{Effect, Input, Notice, ProtocolEngine};
+    use crate::ping::{self, Outcome, PING_PROTOCOL, PING_VERSION};
+    use crate::RegistryError;
+
+    fn ping_request(from: &Node, peer: NodeIdentity, n: u64) -> EngineMessage {
+        let protocol = ProtocolId::new(PING_PROTOCOL, PING_VERSION).expect("valid");
+        EngineMessage::new(
+            from.app(),
+            DestinationIdentity::Node(id(from.seed)),
+            MessageId(n),
+            protocol,
+            ping::request(peer),
+        )
+    }
+
+    fn ping_outcomes(node: &Node) -> Vec<(Option<MessageId>, Outcome)> {
+        node.inbox
+            .iter()
+            .filter_map(|(to, d)| match d {
+                Delivery::Message(m) if *to == "app" && m.protocol.name.as_str() == PING_PROTOCOL => {
+                    Some((m.reply_to, Outcome::decode(&m.body).expect("an outcome")))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_local_engine_pings_a_peer_through_the_engines_both_cores_host() {
+        let (mut a, mut b, a_conn, b_conn) = connected_pair();
+        a.core.send(ping_request(&a, id(2), 70), T0).expect("routed to the ping engine");
+        a.run();
+        shuttle(&mut a, a_conn, &mut b, b_conn);
+        assert_eq!(ping_outcomes(&a), vec![(Some(MessageId(70)), Outcome::Answered { peer: id(2), rtt_ms: 0 })]);
+        assert!(ping_outcomes(&b).is_empty(), "b's engine answered its peer, not a local engine");
+        let ping_deadline = T0.saturating_add_millis(10_000);
+        assert!(a.core.poll_timeout().is_none_or(|at| at > ping_deadline), "the answered ping's timer is gone");
+    }
+
+    #[test]
+    fn a_ping_of_an_unreachable_peer_times_out_on_the_cores_timer() {
+        let mut a = Node::start(1, BTreeMap::new(), 11);
+        a.core.offer_advert(AdvertUpdate::Node(advert(2)), T0).expect("valid advert");
+        a.run();
+        let _ = a.core.take_sooner_timeout();
+        a.core.send(ping_request(&a, id(2), 5), T0).expect("routed");
+        a.run();
+        assert!(a.core.take_sooner_timeout(), "the ping's timer is the soonest; a sleeping host must wake");
+        let deadline = T0.saturating_add_millis(10_000);
+        assert!(a.core.poll_timeout().is_some_and(|at| at <= deadline));
+        for _ in 0..64 {
+            let Some(at) = a.core.poll_timeout().filter(|at| *at <= deadline) else { break };
+            a.core.handle_timeout(at);
+            a.run();
+        }
+        assert_eq!(ping_outcomes(&a), vec![(Some(MessageId(5)), Outcome::TimedOut { peer: id(2) })]);
+    }
+
+    /// Records what reaches it; answers every message from a peer with a
+    /// disconnect, and sets a timer 5 ms on for every command.
+    struct Recorder {
+        protocol: ProtocolId,
+        seen: Arc<Mutex<Vec<Input>>>,
+        effects: Vec<Effect>,
+        timer: Option<Timestamp>,
+    }
+
+    impl crate::engine::Timed for Recorder {
+        fn poll_timeout(&self) -> Option<Timestamp> {
+            self.timer
+        }
+        fn handle_timeout(&mut self, now: Timestamp) {
+            if self.timer.is_some_and(|at| at <= now) {
+                self.timer = None;
+            }
+        }
+    }
+
+    impl ProtocolEngine for Recorder {
+        fn protocol(&self) -> &ProtocolId {
+            &self.protocol
+        }
+        fn handle(&mut self, input: Input, now: Timestamp) {
+            match &input {
+                Input::FromPeer { peer, .. } => {
+                    self.effects.push(Effect::Disconnect { peer: *peer, why: "recorded".into() });
+                }
+                Input::Command { .. } => self.timer = Some(now.saturating_add_millis(5)),
+                Input::Notice(_) => {}
+            }
+            self.seen.lock().expect("not poisoned").push(input);
+        }
+        fn poll_effect(&mut self) -> Option<Effect> {
+            self.effects.pop()
+        }
+    }
+
+    fn recorder(name: &str) -> (Box<Recorder>, Arc<Mutex<Vec<Input>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let protocol = ProtocolId::new(name, 1).expect("valid");
+        (Box::new(Recorder { protocol, seen: seen.clone(), effects: Vec::new(), timer: None }), seen)
+    }
+
+    #[test]
+    fn an_added_engine_hears_of_peers_and_takes_its_protocols_messages() {
+        let mut a = Node::start(1, BTreeMap::new(), 11);
+        let (engine, seen) = recorder("test/record");
+        a.core.add_engine(engine).expect("a fresh protocol");
+        let (twice, _) = recorder("test/record");
+        assert!(matches!(a.core.add_engine(twice), Err(RegistryError::ProtocolTaken(_))));
+        let (ping_again, _) = recorder(PING_PROTOCOL);
+        assert!(matches!(a.core.add_engine(ping_again), Err(RegistryError::ProtocolTaken(_))), "the registry's");
+        let mut b = Node::start(2, BTreeMap::new(), 22);
+        a.core.offer_advert(AdvertUpdate::Node(advert(2)), T0).expect("valid advert");
+        a.run();
+        a.core.send(a.message_to(&b, 1), T0).expect("routed");
+        a.run();
+        let (a_conn, b_conn) = connect(&mut a, &mut b);
+        assert_eq!(*seen.lock().expect("not poisoned"), vec![Input::Notice(Notice::PeerConnected(id(2)))]);
+        // b sends under the recorder's protocol to node a as a whole.
+        let body = Body::new(vec![7]).expect("small");
+        let protocol = ProtocolId::new("test/record", 1).expect("valid");
+        let to_a = EngineMessage::new(b.app(), DestinationIdentity::Node(id(1)), MessageId(3), protocol, body);
+        b.core.send(to_a.clone(), T0).expect("routed");
+        b.run();
+        shuttle(&mut a, a_conn, &mut b, b_conn);
+        assert_eq!(seen.lock().expect("not poisoned").get(1), Some(&Input::FromPeer { peer: id(2), message: to_a }));
+        // Its disconnect closed the connection, for its reason.
+        assert!(matches!(a.closes.as_slice(), [(c, CloseReason::Dropped(why))] if *c == a_conn && why == "recorded"));
+        a.core.closed(a_conn, CloseReason::Dropped("recorded".into()), T0);
+        a.run();
+        assert_eq!(seen.lock().expect("not poisoned").get(2), Some(&Input::Notice(Notice::PeerGone(id(2)))));
+    }
+
+    #[test]
+    fn an_engines_timer_wakes_the_host_and_fires_when_due() {
+        let mut a = Node::start(1, BTreeMap::new(), 11);
+        let (engine, _) = recorder("test/record");
+        a.core.add_engine(engine).expect("a fresh protocol");
+        let _ = a.core.take_sooner_timeout();
+        let protocol = ProtocolId::new("test/record", 1).expect("valid");
+        let body = Body::new(vec![1]).expect("small");
+        let command = EngineMessage::new(a.app(), DestinationIdentity::Node(id(1)), MessageId(9), protocol, body);
+        a.core.send(command, T0).expect("routed to the engine");
+        a.run();
+        let due = T0.saturating_add_millis(5);
+        assert!(a.core.take_sooner_timeout(), "nothing else changed: the engine's timer is what moved");
+        assert_eq!(a.core.poll_timeout(), Some(due));
+        a.core.handle_timeout(T0.saturating_add_millis(4));
+        assert_eq!(a.core.poll_timeout(), Some(due), "not due yet");
+        a.core.handle_timeout(due);
+        assert!(a.core.poll_timeout().is_none_or(|at| at > due), "fired");
+    }
 }

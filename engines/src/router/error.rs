@@ -72,6 +72,8 @@ pub enum RegistryError {
     NameTaken(EngineName),
     #[error("this node is at its limit of {0} engines")]
     Full(usize),
+    #[error("protocol {0} is already served by another engine on this node")]
+    ProtocolTaken(String),
 }
 
 /// A topic operation failed.

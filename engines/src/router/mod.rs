@@ -24,6 +24,7 @@ pub use subscriptions::{
     UNDELIVERABLE_PROTOCOL,
 };
 
+use crate::engine::Input;
 use crate::ports::{verify_if_signed, verify_signed, Signer, Verifier};
 use topics::TopicTable;
 
@@ -70,6 +71,8 @@ pub enum Routed<A> {
     Subscription { peer: NodeIdentity, topic: TopicIdentity, op: SubscriptionOp },
     /// To another node: hand it to the transport for `message.dst`.
     Remote(NodeMessage),
+    /// To the engine the node core hosts for the message's protocol.
+    Protocol(Input),
 }
 
 /// The kind of place a destination resolves to on this node.
@@ -90,6 +93,9 @@ pub struct Router<A> {
     domain_members: HashMap<DomainIdentity, HashSet<NodeIdentity>>,
     banned: HashSet<NodeIdentity>,
     remote_subscribers: HashMap<TopicIdentity, BTreeSet<NodeIdentity>>,
+    /// Protocols whose messages to this node go to an engine the node core
+    /// hosts.
+    served: HashSet<String>,
     control_ids: AtomicU64,
 }
 
@@ -104,6 +110,7 @@ impl<A: Clone> Router<A> {
             domain_members: HashMap::new(),
             banned: HashSet::new(),
             remote_subscribers: HashMap::new(),
+            served: HashSet::new(),
             control_ids: AtomicU64::new(0),
         }
     }
@@ -223,6 +230,16 @@ impl<A: Clone> Router<A> {
         }
     }
 
+    /// Routes messages addressed to this node under `protocol` to the
+    /// engine that serves it ([`Routed::Protocol`]).
+    pub fn serve_protocol(&mut self, protocol: &str) -> Result<(), RegistryError> {
+        let reserved = [SUBSCRIPTION_PROTOCOL, UNDELIVERABLE_PROTOCOL].contains(&protocol);
+        if reserved || !self.served.insert(protocol.to_string()) {
+            return Err(RegistryError::ProtocolTaken(protocol.to_string()));
+        }
+        Ok(())
+    }
+
     // ---- routing ----------------------------------------------------------
 
     /// Routes a message sent by a local engine.
@@ -241,6 +258,9 @@ impl<A: Clone> Router<A> {
         }
         let remote = match self.target_of(&message.dst) {
             Target::LocalEngine(name) => return self.to_local_engine(&name, message),
+            Target::NodeEngine if self.served.contains(message.protocol.name.as_str()) => {
+                return Ok(Routed::Protocol(Input::Command { from: message.src.name.clone(), message }))
+            }
             Target::NodeEngine => return self.to_node_engine(message),
             Target::Topic(topic) => return self.publish(topic, message, signer),
             Target::Remote(node) => node,
@@ -303,6 +323,9 @@ impl<A: Clone> Router<A> {
                     Some((op, topic)) => Ok(Routed::Subscription { peer, topic, op }),
                     None => Err(InboundRejection::Unsupported { peer, what: "a malformed subscription request" }),
                 }
+            }
+            Target::NodeEngine if self.served.contains(engine_message.protocol.name.as_str()) => {
+                Ok(Routed::Protocol(Input::FromPeer { peer, message: engine_message }))
             }
             Target::NodeEngine => {
                 let dst = engine_message.dst.clone();
@@ -490,14 +513,17 @@ impl<A: Clone> Router<A> {
         reason: DropReason,
         now: Timestamp,
     ) -> Option<EngineMessage> {
+        // The node's own engines (control messages, hosted protocols) hear
+        // of no drop: nobody waits on them, and a notice could answer a
+        // notice.
+        let own_engines = source.name.as_str() == NODE_ENGINE_NAME;
         let control = [SUBSCRIPTION_PROTOCOL, UNDELIVERABLE_PROTOCOL].contains(&protocol.name.as_str());
-        if control || source.node == self.node {
+        if own_engines || control || source.node == self.node {
             return None;
         }
-        let mut notice = self.control_message(source.node, subscriptions::encode_notice(reason, id.0), now);
-        notice.dst = DestinationIdentity::Engine(source.clone());
-        notice.protocol = ProtocolId::new(UNDELIVERABLE_PROTOCOL, 1).ok()?;
-        Some(notice)
+        let protocol = ProtocolId::new(UNDELIVERABLE_PROTOCOL, 1).ok()?;
+        let body = Body::new(subscriptions::encode_notice(reason, id.0)).ok()?;
+        Some(self.node_message(DestinationIdentity::Engine(source.clone()), protocol, body, now))
     }
 
     /// Subscriptions to renew with `peer` (after it connects, it may have
@@ -520,6 +546,21 @@ impl<A: Clone> Router<A> {
     }
 
     fn control_message(&self, to: NodeIdentity, body: Vec<u8>, now: Timestamp) -> EngineMessage {
+        let protocol = ProtocolId::new(SUBSCRIPTION_PROTOCOL, SUBSCRIPTION_VERSION)
+            .unwrap_or_else(|_| unreachable!("a valid constant protocol"));
+        let body = Body::new(body).unwrap_or_else(|_| unreachable!("34 bytes fit"));
+        self.node_message(DestinationIdentity::Node(to), protocol, body, now)
+    }
+
+    /// A message the node sends as a whole (its control messages, and what
+    /// the engines the node core hosts send), valid for a minute.
+    pub fn node_message(
+        &self,
+        dst: DestinationIdentity,
+        protocol: ProtocolId,
+        body: Body,
+        now: Timestamp,
+    ) -> EngineMessage {
         // Ids rise with the clock so that a restarted node never repeats one
         // its peers still remember.
         let n = self.control_ids.fetch_add(1, Ordering::Relaxed);
@@ -528,10 +569,7 @@ impl<A: Clone> Router<A> {
             self.node,
             EngineName::new(NODE_ENGINE_NAME).unwrap_or_else(|_| unreachable!("a valid constant name")),
         );
-        let protocol = ProtocolId::new(SUBSCRIPTION_PROTOCOL, SUBSCRIPTION_VERSION)
-            .unwrap_or_else(|_| unreachable!("a valid constant protocol"));
-        let body = Body::new(body).unwrap_or_else(|_| unreachable!("34 bytes fit"));
-        let mut message = EngineMessage::new(src, DestinationIdentity::Node(to), MessageId(id), protocol, body);
+        let mut message = EngineMessage::new(src, dst, MessageId(id), protocol, body);
         message.expiry = Some(now.saturating_add_millis(60_000));
         message
     }

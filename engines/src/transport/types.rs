@@ -57,6 +57,8 @@ pub enum CloseReason {
     Shutdown,
     /// This node's operator removed or banned the peer.
     Removed,
+    /// An engine of this node let the peer go, and said why.
+    Dropped(String),
 }
 
 impl fmt::Display for CloseReason {
@@ -68,6 +70,7 @@ impl fmt::Display for CloseReason {
             Self::Violation(why) => write!(f, "protocol violation: {why}"),
             Self::Shutdown => f.write_str("shutting down"),
             Self::Removed => f.write_str("the peer was removed or banned"),
+            Self::Dropped(why) => write!(f, "dropped by an engine: {why}"),
         }
     }
 }

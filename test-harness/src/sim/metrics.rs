@@ -60,6 +60,16 @@ pub struct PerNode {
     pub peak_buffered_bytes: Vec<u64>,
 }
 
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PingMetrics {
+    pub asked: u64,
+    pub answered: u64,
+    pub timed_out: u64,
+    pub refused: u64,
+    /// Round trips as the ping engines measured them (whole milliseconds).
+    pub rtt: LatencySummary,
+}
+
 /// One value per simulated second.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TimeSeries {
@@ -84,6 +94,9 @@ pub struct Results {
     pub trace_hash: String,
     pub unicast: KindMetrics,
     pub pubsub: KindMetrics,
+    /// Pings asked of the nodes' ping engines, and how they ended.
+    #[serde(default)]
+    pub pings: PingMetrics,
     pub connects: u64,
     /// From a dial to the connection being usable (secured stream, hello
     /// and reply), for the dialler.

@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod model;
 pub mod network;
 pub mod node;
+mod pings;
 pub mod plot;
 pub mod queue;
 pub mod report;
@@ -39,6 +40,7 @@ use std::hash::Hasher;
 use netmachine_domain::{DestinationIdentity, NodeIdentity, Timestamp, TopicIdentity, TransportAddress};
 use netmachine_engines::engine::Timed;
 use netmachine_engines::node_core::{CoreEffect, Delivery};
+use netmachine_engines::ping::PING_PROTOCOL;
 use netmachine_engines::ports::Randomness;
 use netmachine_engines::random::SplitMix;
 use netmachine_engines::transport::{CloseReason, ConnId, ConnIdHasher, TransportEvent};
@@ -65,6 +67,7 @@ pub(crate) enum Event {
     Timeout(u32),
     Unicast(u32),
     Publish(u32),
+    Ping(u32),
     DialDone {
         node: u32,
         generation: u64,
@@ -132,6 +135,7 @@ pub struct Simulation {
     pubsub_delivered: HashMap<(u32, u64, u32), u32>,
     unicast_latency_us: Vec<u64>,
     pubsub_latency_us: Vec<u64>,
+    ping_rtt_us: Vec<u64>,
     /// Dials under way, by dialler and peer: when each began.
     dials_started: HashMap<(u32, NodeIdentity), u64>,
     setup_us: Vec<u64>,
@@ -186,6 +190,7 @@ impl Simulation {
             subscribers: Vec::new(),
             pubsub_delivered: HashMap::new(),
             unicast_latency_us: Vec::new(),
+            ping_rtt_us: Vec::new(),
             pubsub_latency_us: Vec::new(),
             dials_started: HashMap::new(),
             setup_us: Vec::new(),
@@ -246,6 +251,7 @@ impl Simulation {
             self.queue.push((fault.at_s * 1e6) as u64, Event::Fault(i as u32));
         }
         self.setup_topics();
+        self.schedule_pings();
     }
 
     /// Runs to the end; `progress` is called with the fraction done.
@@ -285,6 +291,7 @@ impl Simulation {
             Event::Fault(i) => (9, u64::from(i), 0),
             Event::Restart(n) => (10, u64::from(n), 0),
             Event::Heal(p) => (11, u64::from(p), 0),
+            Event::Ping(n) => (12, u64::from(n), 0),
         };
         self.hash.write_u64(kind);
         self.hash.write_u64(a);
@@ -315,6 +322,7 @@ impl Simulation {
             }
             Event::Unicast(n) => self.unicast(n),
             Event::Publish(t) => self.publish(t),
+            Event::Ping(n) => self.ping(n),
             Event::DialDone { node, generation, attempt, target, address, ok } => {
                 self.dial_done(node, generation, attempt, target, address, ok)
             }
@@ -360,6 +368,9 @@ impl Simulation {
     /// What node `n`'s application engine received.
     fn delivered(&mut self, n: u32, delivery: Delivery) {
         match delivery {
+            Delivery::Message(message) if message.protocol.name.as_str() == PING_PROTOCOL => {
+                self.ping_answered(&message.body)
+            }
             Delivery::Message(message) => {
                 let from = self.index_by_id.get(&message.src.node).copied().unwrap_or(u32::MAX);
                 match message.dst {

@@ -55,6 +55,14 @@ impl Simulation {
                 }
             }
         }
+        // Every ping ends (answered, timed out or refused) once the quiet
+        // tail outlasts a ping's timeout.
+        let pings = &self.results.pings;
+        let ended = pings.answered + pings.timed_out + pings.refused;
+        let tail_ms = (self.scenario.workload.quiet_tail_s * 1000.0) as u64;
+        if ended != pings.asked && tail_ms > netmachine_engines::ping::PingConfig::default().timeout_ms {
+            violations.push(format!("{} of {} pings never ended", pings.asked.saturating_sub(ended), pings.asked));
+        }
         if unicast.delivered_after_expiry > 0 {
             violations.push(format!("{} messages delivered after their expiry", unicast.delivered_after_expiry));
         }
@@ -66,6 +74,7 @@ impl Simulation {
         unicast.latency = LatencySummary::of(&mut self.unicast_latency_us);
 
         let connection_setup = LatencySummary::of(&mut self.setup_us);
+        self.results.pings.rtt = LatencySummary::of(&mut self.ping_rtt_us);
         let mut pubsub = KindMetrics::default();
         for ((publisher, id), (_, expected, topic)) in &self.events_published {
             pubsub.expected += expected;

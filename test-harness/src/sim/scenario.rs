@@ -76,6 +76,10 @@ pub struct Workload {
     /// Events each topic's publisher publishes per second.
     #[serde(default)]
     pub events_per_topic_per_s: f64,
+    /// Pings each node's application asks its ping engine for, per second
+    /// (Poisson), each of a node chosen at random.
+    #[serde(default)]
+    pub pings_per_node_per_s: f64,
     /// Traffic stops this long before the end, so what is in flight can land.
     #[serde(default = "default_quiet")]
     pub quiet_tail_s: f64,
@@ -103,6 +107,7 @@ impl Default for Workload {
             topics: 0,
             subscribers_per_topic: 0,
             events_per_topic_per_s: 0.0,
+            pings_per_node_per_s: 0.0,
             quiet_tail_s: default_quiet(),
         }
     }

@@ -1,0 +1,131 @@
+//! The protocol engines the core hosts (listed in [`crate::registry`]):
+//! each takes the messages to this node under its protocol's name, the
+//! commands local engines send it, and the peers' comings and goings; the
+//! core builds and carries out what it asks for.
+
+use std::collections::HashMap;
+
+use netmachine_domain::{DestinationIdentity, EngineIdentity, ProtocolId, Timestamp};
+
+use super::NodeCore;
+use crate::engine::{Effect, Input, Notice, ProtocolEngine};
+use crate::transport::CloseReason;
+use crate::RegistryError;
+
+#[derive(Default)]
+pub(super) struct Hosted {
+    engines: Vec<Box<dyn ProtocolEngine>>,
+    by_protocol: HashMap<String, usize>,
+    /// Notices not yet handed to every engine.
+    notices: Vec<Notice>,
+    /// Whether an engine's next timeout moved sooner since the host last
+    /// asked.
+    sooner: bool,
+}
+
+impl Hosted {
+    /// Calls `f` on engine `index`, noting whether its next timeout moved
+    /// sooner (a host sleeping on the old one must wake).
+    fn call(&mut self, index: usize, f: impl FnOnce(&mut dyn ProtocolEngine)) {
+        let Some(engine) = self.engines.get_mut(index) else { return };
+        let before = engine.poll_timeout();
+        f(engine.as_mut());
+        let after = engine.poll_timeout();
+        if after.is_some_and(|after| before.is_none_or(|before| after < before)) {
+            self.sooner = true;
+        }
+    }
+
+    pub(super) fn take_sooner(&mut self) -> bool {
+        std::mem::take(&mut self.sooner)
+    }
+
+    pub(super) fn poll_timeout(&self) -> Option<Timestamp> {
+        self.engines.iter().filter_map(|engine| engine.poll_timeout()).min()
+    }
+
+    pub(super) fn notify(&mut self, notice: Notice) {
+        if !self.engines.is_empty() {
+            self.notices.push(notice);
+        }
+    }
+
+    /// Hands the waiting notices to every engine, and takes what the
+    /// engines ask for, with the protocol of each.
+    fn take_effects(&mut self, now: Timestamp) -> Vec<(ProtocolId, Effect)> {
+        for notice in std::mem::take(&mut self.notices) {
+            for index in 0..self.engines.len() {
+                self.call(index, |engine| engine.handle(Input::Notice(notice), now));
+            }
+        }
+        let mut taken = Vec::new();
+        for engine in &mut self.engines {
+            while let Some(effect) = engine.poll_effect() {
+                taken.push((engine.protocol().clone(), effect));
+            }
+        }
+        taken
+    }
+}
+
+impl<A: Clone> NodeCore<A> {
+    /// Hosts an engine beside those of [`crate::registry`]: messages to
+    /// this node under its protocol go to it from now on.
+    pub fn add_engine(&mut self, engine: Box<dyn ProtocolEngine>) -> Result<(), RegistryError> {
+        let name = engine.protocol().name.as_str().to_string();
+        self.router.serve_protocol(&name)?;
+        self.hosted.by_protocol.insert(name, self.hosted.engines.len());
+        self.hosted.engines.push(engine);
+        Ok(())
+    }
+
+    /// Hands a routed input to the engine serving its protocol.
+    pub(super) fn hand_to_engine(&mut self, input: Input, now: Timestamp) {
+        let protocol = match &input {
+            Input::FromPeer { message, .. } | Input::Command { message, .. } => message.protocol.name.as_str(),
+            Input::Notice(_) => return,
+        };
+        let Some(&index) = self.hosted.by_protocol.get(protocol) else {
+            tracing::debug!(protocol, "no engine serves this protocol");
+            return;
+        };
+        self.hosted.call(index, |engine| engine.handle(input, now));
+    }
+
+    /// Carries out what the hosted engines asked for. Returns whether
+    /// there was anything, which may have given the Transport work.
+    pub(super) fn pump_engines(&mut self, now: Timestamp) -> bool {
+        let effects = self.hosted.take_effects(now);
+        let any = !effects.is_empty();
+        for (protocol, effect) in effects {
+            match effect {
+                Effect::SendToPeer { peer, body } => {
+                    let message = self.router.node_message(DestinationIdentity::Node(peer), protocol, body, now);
+                    self.send_control(message, now);
+                }
+                Effect::Deliver { to, reply_to, body } => {
+                    let dst = DestinationIdentity::Engine(EngineIdentity::new(self.node, to));
+                    let mut message = self.router.node_message(dst, protocol, body, now);
+                    message.reply_to = reply_to;
+                    self.send_control(message, now);
+                }
+                Effect::Disconnect { peer, why } => self.transport.disconnect(peer, CloseReason::Dropped(why)),
+            }
+        }
+        any
+    }
+
+    pub(super) fn engines_timeout(&self) -> Option<Timestamp> {
+        self.hosted.poll_timeout()
+    }
+
+    /// Fires the hosted engines' timers due at `now`.
+    pub(super) fn engines_handle_timeout(&mut self, now: Timestamp) {
+        for index in 0..self.hosted.engines.len() {
+            let due = self.hosted.engines[index].poll_timeout().is_some_and(|at| at <= now);
+            if due {
+                self.hosted.call(index, |engine| engine.handle_timeout(now));
+            }
+        }
+    }
+}

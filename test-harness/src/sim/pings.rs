@@ -1,0 +1,69 @@
+//! Pings in the workload: each node's application asks the node's ping
+//! engine (hosted by the node core, as in a real node) to ping a node
+//! chosen at random, and counts how each ping ended.
+
+use netmachine_domain::{Body, DestinationIdentity, EngineIdentity, EngineMessage, EngineName, MessageId, ProtocolId};
+use netmachine_engines::ping::{self, Outcome, PING_PROTOCOL, PING_VERSION};
+use netmachine_engines::ports::Randomness;
+
+use super::node::APP_NAME;
+use super::{ms, Event, Simulation};
+
+impl Simulation {
+    pub(super) fn schedule_pings(&mut self) {
+        let rate = self.scenario.workload.pings_per_node_per_s;
+        if rate <= 0.0 {
+            return;
+        }
+        for n in 0..self.nodes.len() as u32 {
+            if self.nodes[n as usize].present {
+                let first = self.exponential_us(rate);
+                self.queue.push(first, Event::Ping(n));
+            }
+        }
+    }
+
+    pub(super) fn ping(&mut self, n: u32) {
+        let next = self.exponential_us(self.scenario.workload.pings_per_node_per_s);
+        if self.now_us + next < self.traffic_end_us {
+            self.queue.push(self.now_us + next, Event::Ping(n));
+        }
+        if !self.nodes[n as usize].alive || !self.nodes[n as usize].present {
+            return;
+        }
+        let total = self.nodes.len() as u64;
+        let mut to = (self.random.next_u64() % total) as u32;
+        if to == n {
+            to = (to + 1) % total as u32;
+        }
+        let (Ok(app), Ok(protocol)) = (EngineName::new(APP_NAME), ProtocolId::new(PING_PROTOCOL, PING_VERSION)) else {
+            return;
+        };
+        let node = &mut self.nodes[n as usize];
+        let id = node.next_message_id;
+        node.next_message_id += 1;
+        let src = EngineIdentity::new(node.id, app);
+        let own = DestinationIdentity::Node(node.id);
+        let peer = self.nodes[to as usize].id;
+        let request = EngineMessage::new(src, own, MessageId(id), protocol, ping::request(peer));
+        self.results.pings.asked += 1;
+        self.introduce(n, to);
+        if self.nodes[n as usize].core.send(request, ms(self.now_us)).is_err() {
+            self.results.pings.refused += 1;
+        }
+        self.drain(n);
+    }
+
+    /// What a node's ping engine answered its application.
+    pub(super) fn ping_answered(&mut self, body: &Body) {
+        let pings = &mut self.results.pings;
+        match Outcome::decode(body) {
+            Some(Outcome::Answered { rtt_ms, .. }) => {
+                pings.answered += 1;
+                self.ping_rtt_us.push(rtt_ms.saturating_mul(1000));
+            }
+            Some(Outcome::TimedOut { .. }) => pings.timed_out += 1,
+            Some(Outcome::Refused { .. }) | None => pings.refused += 1,
+        }
+    }
+}
