@@ -153,7 +153,15 @@ impl EngineHandle {
             DestinationIdentity::Node(node) => *node != host.identity,
             _ => false,
         };
-        if remote && !host.has_transport() {
+        if !remote {
+            // Only a peer's queue can be full: a local send routes once,
+            // and the message moves into the core without a copy.
+            let (routed, pending) = host.with_core(|core, now| core.send(message, now));
+            let delivered = if pending.is_empty() { Ok(()) } else { host.finish(pending).await };
+            routed?;
+            return delivered.map(|()| id);
+        }
+        if !host.has_transport() {
             let source = OutboundError::NoTransport;
             return Err(SendError::Route(RouteError::Outbound { dst: message.dst, source }));
         }
@@ -300,7 +308,7 @@ impl Node {
     pub fn register_engine(&self, name: &str) -> Result<EngineHandle, NodeError> {
         let name = EngineName::new(name)?;
         let (tx, rx) = mpsc::channel(self.inner.mailbox_capacity);
-        let mailbox = Mailbox { name: name.clone(), tx };
+        let mailbox = Mailbox::new(name.clone(), tx);
         let (registered, pending) =
             self.inner.with_core(|core, _| core.router_mut().register_engine(name.clone(), mailbox));
         pending.discard();

@@ -2,6 +2,8 @@
 //! (`node_core::Delivery`), under the embedding API's name, and the
 //! bounded channel it arrives by.
 
+use std::sync::Arc;
+
 use netmachine_domain::EngineName;
 use tokio::sync::mpsc;
 
@@ -9,9 +11,28 @@ use tokio::sync::mpsc;
 pub use netmachine_engines::node_core::Delivery as Inbound;
 
 /// The sending side of an engine's bounded mailbox, with the engine's name
-/// (a sender waiting for an outcome is found by it).
+/// (a sender waiting for an outcome is found by it). Shared: the Router
+/// hands out a copy for every delivery, and one reference count is
+/// cheaper than the channel's and the name's.
 #[derive(Debug, Clone)]
-pub struct Mailbox {
+pub struct Mailbox(Arc<MailboxEnds>);
+
+#[derive(Debug)]
+pub struct MailboxEnds {
     pub name: EngineName,
     pub tx: mpsc::Sender<Inbound>,
+}
+
+impl Mailbox {
+    pub fn new(name: EngineName, tx: mpsc::Sender<Inbound>) -> Self {
+        Self(Arc::new(MailboxEnds { name, tx }))
+    }
+}
+
+impl std::ops::Deref for Mailbox {
+    type Target = MailboxEnds;
+
+    fn deref(&self) -> &MailboxEnds {
+        &self.0
+    }
 }
