@@ -362,10 +362,7 @@ async fn an_engine_the_embedder_hosts_in_the_core_answers_on_its_own_timer() {
     let protocol = ProtocolId::new("test/reverse", 1).expect("valid");
     let reverser = || Box::new(Reverser { protocol: protocol.clone(), waiting: Vec::new(), ready: Vec::new() });
     node.add_engine(reverser()).await.expect("a fresh protocol");
-    assert!(
-        matches!(node.add_engine(reverser()).await, Err(NodeError::Registry(_))),
-        "one engine per protocol"
-    );
+    assert!(matches!(node.add_engine(reverser()).await, Err(NodeError::Registry(_))), "one engine per protocol");
     let mut app = node.register_engine("app").expect("app");
     let own = DestinationIdentity::Node(node.identity());
     let asked = app.send(own, protocol.clone(), &b"abc"[..]).await.expect("sent");

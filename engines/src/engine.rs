@@ -29,7 +29,8 @@ pub trait Timed {
 /// messages and carries them out. Engines are listed in
 /// [`crate::registry`].
 pub trait ProtocolEngine: Timed + Send {
-    /// The protocol it serves; the core picks it by the name.
+    /// The protocol it serves; the core picks it by the name, and hands
+    /// it every version of that name (the engine decides which it speaks).
     fn protocol(&self) -> &ProtocolId;
     fn handle(&mut self, input: Input, now: Timestamp);
     fn poll_effect(&mut self) -> Option<Effect>;
@@ -74,8 +75,19 @@ pub enum Effect {
 #[derive(Debug, Clone, Copy)]
 pub struct EngineSetup {
     pub node: NodeIdentity,
-    /// Seeds the engine's generator: a seeded node replays.
+    /// The node's seed for its hosted engines: a seeded node replays.
     pub seed: u64,
+}
+
+impl EngineSetup {
+    /// The seed of the engine serving `protocol`: each engine draws from a
+    /// stream of its own.
+    pub fn seed_for(&self, protocol: &str) -> u64 {
+        // FNV-1a over the name, folded into the node's seed.
+        let name =
+            protocol.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        self.seed ^ name
+    }
 }
 
 /// Deadlines by key, earliest first.

@@ -22,7 +22,10 @@
 //!   one, the adverts of the topics created here, and this node's
 //!   subscriptions to topics it publishes (it may have restarted and
 //!   forgotten them);
-//! - a message the Transport gives up is reported to its sender.
+//! - a message the Transport gives up is reported to its sender;
+//! - a message to this node under a protocol a hosted engine serves (see
+//!   [`crate::registry`]) goes to that engine, with the peers' comings and
+//!   goings, and what the engine asks for is built and routed here.
 
 mod connections;
 mod hosted;
@@ -201,7 +204,7 @@ impl<A: Clone> NodeCore<A> {
         let setup = EngineSetup { node: core.node, seed };
         for engine in crate::registry::protocol_engines(&setup) {
             let protocol = engine.protocol().clone();
-            if let Err(err) = core.add_engine(engine) {
+            if let Err(err) = core.add_engine(engine, now) {
                 tracing::error!(%protocol, %err, "engine not hosted: the registry lists its protocol twice");
             }
         }

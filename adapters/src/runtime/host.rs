@@ -180,7 +180,7 @@ impl Host {
                         core.release(receipt);
                     }
                 });
-                pending.discard();
+                host.finish_later(pending);
             }
         }));
         let host = Arc::downgrade(self);
@@ -404,8 +404,9 @@ impl Host {
     }
 
     /// Finishes pending deliveries from a task of their own, for callers
-    /// that must not wait (the disk writer, the timer).
-    fn finish_later(self: &Arc<Self>, pending: Pending) {
+    /// that must not wait (the disk writer, the timer, a connection's
+    /// reader: a hosted engine's answer to a full mailbox waits there).
+    pub(crate) fn finish_later(self: &Arc<Self>, pending: Pending) {
         if pending.is_empty() {
             return;
         }

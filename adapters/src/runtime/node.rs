@@ -325,7 +325,7 @@ impl Node {
     /// node core's.
     pub async fn add_engine(&self, engine: Box<dyn ProtocolEngine>) -> Result<(), NodeError> {
         self.running()?;
-        let (added, pending) = self.inner.with_core(|core, _| core.add_engine(engine));
+        let (added, pending) = self.inner.with_core(|core, now| core.add_engine(engine, now));
         let _ = self.inner.finish(pending).await;
         Ok(added?)
     }

@@ -180,14 +180,16 @@ impl TransportDriver {
     /// Closes the connection to `peer`, if there is one: it was removed.
     pub fn disconnect(&self, peer: NodeIdentity) {
         if let Some(node) = self.node() {
-            node.inner.with_core(|core, now| core.disconnect(peer, now)).1.discard();
+            let ((), pending) = node.inner.with_core(|core, now| core.disconnect(peer, now));
+            node.inner.finish_later(pending);
         }
     }
 
     /// Closes every connection; queued messages are given up.
     pub fn shutdown(&self) {
         if let Some(node) = self.node() {
-            node.inner.with_core(|core, now| core.shutdown(now)).1.discard();
+            let ((), pending) = node.inner.with_core(|core, now| core.shutdown(now));
+            node.inner.finish_later(pending);
         }
     }
 }

@@ -70,12 +70,34 @@ impl Hosted {
 
 impl<A: Clone> NodeCore<A> {
     /// Hosts an engine beside those of [`crate::registry`]: messages to
-    /// this node under its protocol go to it from now on.
-    pub fn add_engine(&mut self, engine: Box<dyn ProtocolEngine>) -> Result<(), RegistryError> {
+    /// this node under its protocol go to it from now on, and it hears of
+    /// the peers connected already.
+    pub fn add_engine(&mut self, engine: Box<dyn ProtocolEngine>, now: Timestamp) -> Result<(), RegistryError> {
         let name = engine.protocol().name.as_str().to_string();
         self.router.serve_protocol(&name)?;
-        self.hosted.by_protocol.insert(name, self.hosted.engines.len());
+        let index = self.hosted.engines.len();
+        self.hosted.by_protocol.insert(name, index);
+        if engine.poll_timeout().is_some() {
+            self.hosted.sooner = true;
+        }
         self.hosted.engines.push(engine);
+        let mut peers: Vec<_> = self
+            .phases
+            .values()
+            .filter_map(|phase| match phase {
+                super::Phase::Established(connection) => Some(connection.peer()),
+                _ => None,
+            })
+            .collect();
+        // In order, so that the same state always tells the same way.
+        peers.sort_unstable();
+        peers.dedup();
+        self.hosted.call(index, |engine| {
+            for peer in peers {
+                engine.handle(Input::Notice(Notice::PeerConnected(peer)), now);
+            }
+        });
+        self.pump(now);
         Ok(())
     }
 
@@ -99,6 +121,11 @@ impl<A: Clone> NodeCore<A> {
         let any = !effects.is_empty();
         for (protocol, effect) in effects {
             match effect {
+                // Its own node is no peer: a message to it would come back
+                // to the engine as a command, and could loop.
+                Effect::SendToPeer { peer, .. } if peer == self.node => {
+                    tracing::warn!(%protocol, "an engine's message to its own node dropped");
+                }
                 Effect::SendToPeer { peer, body } => {
                     let message = self.router.node_message(DestinationIdentity::Node(peer), protocol, body, now);
                     self.send_control(message, now);

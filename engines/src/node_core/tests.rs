@@ -51,6 +51,9 @@ struct Node {
     /// mailbox were full), and what it holds.
     hold_deliveries: bool,
     held: Vec<Receipt>,
+    /// Whether this host keeps records off the disk for now, and which.
+    hold_persists: bool,
+    held_persists: Vec<Persist>,
 }
 
 impl Node {
@@ -73,6 +76,8 @@ impl Node {
             closes: Vec::new(),
             hold_deliveries: false,
             held: Vec::new(),
+            hold_persists: false,
+            held_persists: Vec::new(),
         };
         // A restart signs a newer advert, as the node does.
         node.core.set_own_advert(advert_version(seed, boot)).expect("own advert");
@@ -94,6 +99,7 @@ impl Node {
                 CoreEffect::Dial { attempt, peer, .. } => self.dials.push((attempt, peer)),
                 CoreEffect::Write { conn, frame } => self.writes.push((conn, frame)),
                 CoreEffect::Close { conn, reason } => self.closes.push((conn, reason)),
+                CoreEffect::Persist(change) if self.hold_persists => self.held_persists.push(change),
                 CoreEffect::Persist(change) => {
                     self.disk.insert(change.record().key(), change.record().clone());
                     self.core.persisted(change, T0).expect("fits");
@@ -368,6 +374,33 @@ fn a_peer_that_connects_learns_the_topics_created_here() {
 }
 
 #[test]
+fn a_topic_advert_still_on_its_way_to_the_disk_reaches_a_peer_once_it_is_there() {
+    let mut a = Node::start(1, BTreeMap::new(), 11);
+    let mut c = Node::start(3, BTreeMap::new(), 33);
+    let app = EngineName::new("app").expect("valid");
+    let advert = topic_advert(41, id(1));
+    let topic = advert.topic;
+    a.core.router_mut().create_topic(&app, advert.clone(), &TestVerifier).expect("created");
+    a.core.created_topic(topic);
+    a.hold_persists = true;
+    a.core.offer_advert(AdvertUpdate::Topic(advert), T0).expect("valid advert");
+    a.run();
+    c.core.offer_advert(AdvertUpdate::Node(advert_of_a()), T0).expect("valid advert");
+    c.run();
+    c.core.send(c.message_to(&a, 1), T0).expect("routed");
+    c.run();
+    let (c_conn, a_conn) = connect(&mut c, &mut a);
+    let learned = |c: &Node| c.core.identities().lookup(&RecordKey::Topic(topic)).is_some();
+    assert!(!learned(&c), "not sent before a holds it: it could come back and make a's own copy stale");
+    for change in std::mem::take(&mut a.held_persists) {
+        a.core.persisted(change, T0).expect("commits");
+    }
+    a.run();
+    shuttle(&mut c, c_conn, &mut a, a_conn);
+    assert!(learned(&c), "spread once on disk");
+}
+
+#[test]
 fn counters_say_what_happened() {
     let (a, mut b, _, b_conn) = connected_pair();
     let repeat = a.message_to(&b, 1);
@@ -559,11 +592,11 @@ mod hosted {
     fn an_added_engine_hears_of_peers_and_takes_its_protocols_messages() {
         let mut a = Node::start(1, BTreeMap::new(), 11);
         let (engine, seen) = recorder("test/record");
-        a.core.add_engine(engine).expect("a fresh protocol");
+        a.core.add_engine(engine, T0).expect("a fresh protocol");
         let (twice, _) = recorder("test/record");
-        assert!(matches!(a.core.add_engine(twice), Err(RegistryError::ProtocolTaken(_))));
+        assert!(matches!(a.core.add_engine(twice, T0), Err(RegistryError::ProtocolTaken(_))));
         let (ping_again, _) = recorder(PING_PROTOCOL);
-        assert!(matches!(a.core.add_engine(ping_again), Err(RegistryError::ProtocolTaken(_))), "the registry's");
+        assert!(matches!(a.core.add_engine(ping_again, T0), Err(RegistryError::ProtocolTaken(_))), "the registry's");
         let mut b = Node::start(2, BTreeMap::new(), 22);
         a.core.offer_advert(AdvertUpdate::Node(advert(2)), T0).expect("valid advert");
         a.run();
@@ -587,10 +620,18 @@ mod hosted {
     }
 
     #[test]
+    fn an_engine_added_later_hears_of_the_peers_connected_already() {
+        let (mut a, _b, _, _) = connected_pair();
+        let (engine, seen) = recorder("test/record");
+        a.core.add_engine(engine, T0).expect("a fresh protocol");
+        assert_eq!(*seen.lock().expect("not poisoned"), vec![Input::Notice(Notice::PeerConnected(id(2)))]);
+    }
+
+    #[test]
     fn an_engines_timer_wakes_the_host_and_fires_when_due() {
         let mut a = Node::start(1, BTreeMap::new(), 11);
         let (engine, _) = recorder("test/record");
-        a.core.add_engine(engine).expect("a fresh protocol");
+        a.core.add_engine(engine, T0).expect("a fresh protocol");
         let _ = a.core.take_sooner_timeout();
         let protocol = ProtocolId::new("test/record", 1).expect("valid");
         let body = Body::new(vec![1]).expect("small");

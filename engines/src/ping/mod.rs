@@ -69,7 +69,7 @@ impl Ping {
             protocol: ProtocolId::new(PING_PROTOCOL, PING_VERSION)
                 .unwrap_or_else(|_| unreachable!("a valid constant protocol")),
             config,
-            nonces: SplitMix::new(setup.seed),
+            nonces: SplitMix::new(setup.seed_for(PING_PROTOCOL)),
             pending: HashMap::new(),
             timers: Timers::new(),
             effects: VecDeque::new(),
@@ -140,6 +140,12 @@ impl ProtocolEngine for Ping {
     fn handle(&mut self, input: Input, now: Timestamp) {
         match input {
             Input::Command { from, message } => self.command(from, message.id, &message.body, now),
+            Input::FromPeer { message, .. } if message.protocol.version != PING_VERSION => {
+                tracing::debug!(
+                    version = message.protocol.version,
+                    "ping of a version this node does not speak ignored"
+                )
+            }
             Input::FromPeer { peer, message } => self.peer_said(peer, &message.body, now),
             // A lost connection may come back before the timeout, and the
             // transport sends the ping again on it.

@@ -797,3 +797,69 @@ fn control_messages_sent_in_one_millisecond_have_consecutive_ids() {
     assert_eq!(second[0].id.0, first[0].id.0 + 1);
     assert_eq!(first[0].id.0 >> 16, NOW.as_millis(), "the id starts from the clock");
 }
+
+/// A message from `peer` to this node as a whole, under `protocol`.
+fn to_node_from(peer: NodeIdentity, me: NodeIdentity, protocol: &str) -> NodeMessage {
+    let mut message = inbound_from(peer, me, "unused", 7);
+    if let NodePayload::Engine(inner) = &mut message.payload {
+        inner.dst = DestinationIdentity::Node(me);
+        inner.protocol = ProtocolId::new(protocol, 1).expect("valid");
+    }
+    message
+}
+
+#[test]
+fn a_served_protocol_goes_to_its_engine_after_every_inbound_check() {
+    let mut f = Fixture::new(&["a"]);
+    let peer = NodeIdentity::ed25519([9; 32]);
+    // Not served: a message to the node goes to the engine named `router`,
+    // and with none, nowhere.
+    let unserved = to_node_from(peer, f.node(), "test/served");
+    assert!(matches!(
+        f.router.route_inbound(peer, unserved.clone(), NOW, &TestVerifier),
+        Err(InboundRejection::NoRoute { .. })
+    ));
+    f.router.serve_protocol("test/served").expect("fresh");
+    assert_eq!(f.router.serve_protocol("test/served"), Err(RegistryError::ProtocolTaken("test/served".into())));
+    for reserved in [SUBSCRIPTION_PROTOCOL, UNDELIVERABLE_PROTOCOL] {
+        assert!(f.router.serve_protocol(reserved).is_err(), "{reserved} is the Router's own");
+    }
+    match f.router.route_inbound(peer, unserved.clone(), NOW, &TestVerifier) {
+        Ok(Routed::Protocol(Input::FromPeer { peer: from, message })) => {
+            assert_eq!(from, peer);
+            assert_eq!(message.protocol.name.as_str(), "test/served");
+        }
+        other => panic!("expected the served engine, got {other:?}"),
+    }
+    // A local engine's message to its own node under it is a command.
+    let mut command = f.message("a", DestinationIdentity::Node(f.node()), 3);
+    command.protocol = ProtocolId::new("test/served", 1).expect("valid");
+    assert!(matches!(f.route(command), Ok(Routed::Protocol(Input::Command { from, .. })) if from == name("a")));
+    // The checks every inbound message gets still come first.
+    let mut forged = unserved.clone();
+    if let NodePayload::Engine(inner) = &mut forged.payload {
+        inner.src.node = NodeIdentity::ed25519([8; 32]);
+    }
+    assert!(matches!(
+        f.router.route_inbound(peer, forged, NOW, &TestVerifier),
+        Err(InboundRejection::Impersonation { .. })
+    ));
+    let mut expired = unserved.clone();
+    if let NodePayload::Engine(inner) = &mut expired.payload {
+        inner.expiry = Some(Timestamp(NOW.0 - 1));
+    }
+    assert!(matches!(f.router.route_inbound(peer, expired, NOW, &TestVerifier), Err(InboundRejection::Expired { .. })));
+    f.router.set_banned(peer, true);
+    assert!(matches!(f.router.route_inbound(peer, unserved, NOW, &TestVerifier), Err(InboundRejection::Banned { .. })));
+}
+
+#[test]
+fn the_nodes_own_engines_hear_of_no_drop() {
+    let f = Fixture::new(&["a"]);
+    let peer = NodeIdentity::ed25519([9; 32]);
+    let protocol = ProtocolId::new("test/served", 1).expect("valid");
+    let own = EngineIdentity::new(peer, name(NODE_ENGINE_NAME));
+    assert_eq!(f.router.drop_notice(&own, MessageId(1), &protocol, DropReason::MailboxFull, NOW), None);
+    let app = EngineIdentity::new(peer, name("app"));
+    assert!(f.router.drop_notice(&app, MessageId(1), &protocol, DropReason::MailboxFull, NOW).is_some());
+}

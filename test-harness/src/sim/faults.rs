@@ -64,6 +64,7 @@ impl Simulation {
                         let first = self.now_us + self.exponential_us(rate);
                         self.queue.push(first, Event::Unicast(n));
                     }
+                    self.start_pinging(n);
                 }
             }
             FaultKind::Adversary { nodes, behaviour } => {
@@ -83,6 +84,7 @@ impl Simulation {
     /// The process dies: its memory is gone, its disk stays.
     fn crash(&mut self, n: u32) {
         self.nodes[n as usize].crash();
+        self.pings_lost_in_crash(n);
         self.drop_links_of(n);
     }
 

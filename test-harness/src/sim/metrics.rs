@@ -66,6 +66,8 @@ pub struct PingMetrics {
     pub answered: u64,
     pub timed_out: u64,
     pub refused: u64,
+    /// Waiting when the asking node crashed: its engine is gone.
+    pub lost_in_crash: u64,
     /// Round trips as the ping engines measured them (whole milliseconds).
     pub rtt: LatencySummary,
 }

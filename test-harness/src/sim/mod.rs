@@ -136,6 +136,8 @@ pub struct Simulation {
     unicast_latency_us: Vec<u64>,
     pubsub_latency_us: Vec<u64>,
     ping_rtt_us: Vec<u64>,
+    /// Pings each node's engine waits on.
+    open_pings: Vec<u64>,
     /// Dials under way, by dialler and peer: when each began.
     dials_started: HashMap<(u32, NodeIdentity), u64>,
     setup_us: Vec<u64>,
@@ -191,6 +193,7 @@ impl Simulation {
             pubsub_delivered: HashMap::new(),
             unicast_latency_us: Vec::new(),
             ping_rtt_us: Vec::new(),
+            open_pings: vec![0; total as usize],
             pubsub_latency_us: Vec::new(),
             dials_started: HashMap::new(),
             setup_us: Vec::new(),
@@ -369,7 +372,7 @@ impl Simulation {
     fn delivered(&mut self, n: u32, delivery: Delivery) {
         match delivery {
             Delivery::Message(message) if message.protocol.name.as_str() == PING_PROTOCOL => {
-                self.ping_answered(&message.body)
+                self.ping_answered(n, &message.body)
             }
             Delivery::Message(message) => {
                 let from = self.index_by_id.get(&message.src.node).copied().unwrap_or(u32::MAX);

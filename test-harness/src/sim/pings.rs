@@ -10,16 +10,28 @@ use super::node::APP_NAME;
 use super::{ms, Event, Simulation};
 
 impl Simulation {
+    /// Starts the pings of every node present at the start.
     pub(super) fn schedule_pings(&mut self) {
-        let rate = self.scenario.workload.pings_per_node_per_s;
-        if rate <= 0.0 {
-            return;
-        }
         for n in 0..self.nodes.len() as u32 {
             if self.nodes[n as usize].present {
-                let first = self.exponential_us(rate);
-                self.queue.push(first, Event::Ping(n));
+                self.start_pinging(n);
             }
+        }
+    }
+
+    /// Node `n` starts pinging (at the start, or when it joins).
+    pub(super) fn start_pinging(&mut self, n: u32) {
+        let rate = self.scenario.workload.pings_per_node_per_s;
+        if rate > 0.0 {
+            let first = self.now_us + self.exponential_us(rate);
+            self.queue.push(first, Event::Ping(n));
+        }
+    }
+
+    /// Node `n` crashed: the pings its engine waited on are gone with it.
+    pub(super) fn pings_lost_in_crash(&mut self, n: u32) {
+        if let Some(open) = self.open_pings.get_mut(n as usize) {
+            self.results.pings.lost_in_crash += std::mem::take(open);
         }
     }
 
@@ -50,12 +62,17 @@ impl Simulation {
         self.introduce(n, to);
         if self.nodes[n as usize].core.send(request, ms(self.now_us)).is_err() {
             self.results.pings.refused += 1;
+        } else if let Some(open) = self.open_pings.get_mut(n as usize) {
+            *open += 1;
         }
         self.drain(n);
     }
 
-    /// What a node's ping engine answered its application.
-    pub(super) fn ping_answered(&mut self, body: &Body) {
+    /// What node `n`'s ping engine answered its application.
+    pub(super) fn ping_answered(&mut self, n: u32, body: &Body) {
+        if let Some(open) = self.open_pings.get_mut(n as usize) {
+            *open = open.saturating_sub(1);
+        }
         let pings = &mut self.results.pings;
         match Outcome::decode(body) {
             Some(Outcome::Answered { rtt_ms, .. }) => {

@@ -58,7 +58,7 @@ impl Simulation {
         // Every ping ends (answered, timed out or refused) once the quiet
         // tail outlasts a ping's timeout.
         let pings = &self.results.pings;
-        let ended = pings.answered + pings.timed_out + pings.refused;
+        let ended = pings.answered + pings.timed_out + pings.refused + pings.lost_in_crash;
         let tail_ms = (self.scenario.workload.quiet_tail_s * 1000.0) as u64;
         if ended != pings.asked && tail_ms > netmachine_engines::ping::PingConfig::default().timeout_ms {
             violations.push(format!("{} of {} pings never ended", pings.asked.saturating_sub(ended), pings.asked));

@@ -40,7 +40,8 @@ enum Start {
 pub(super) async fn outbound(node: Node, codec: CborCodec, connector: Option<Arc<dyn Connector>>, dial: DialRequest) {
     let DialRequest { attempt, peer, address } = dial;
     let fail = |failure: ConnectFailure| {
-        node.inner.with_core(|core, now| core.dialled(attempt, Err(failure), now)).1.discard();
+        let ((), pending) = node.inner.with_core(|core, now| core.dialled(attempt, Err(failure), now));
+        node.inner.finish_later(pending);
     };
     let Some(connector) = connector else {
         fail(ConnectFailure::Unreachable(DialError::Unsupported(address.protocol).to_string()));
@@ -101,7 +102,7 @@ async fn run(node: Node, codec: CborCodec, stream: SecuredStream, start: Start) 
         },
         None,
     );
-    pending.discard();
+    host.finish_later(pending);
     let Some(conn) = conn else { return };
 
     let io = ConnectionIo { node, codec, conn, ends: ChannelEnds { local: host.identity, peer }, adverts_queued };
@@ -130,7 +131,7 @@ async fn run(node: Node, codec: CborCodec, stream: SecuredStream, start: Start) 
         },
         None,
     );
-    pending.discard();
+    host.finish_later(pending);
     host.room.notify_waiters();
 }
 
@@ -175,7 +176,7 @@ impl ConnectionIo {
                 core.frame(conn, frame, drained, now);
                 handshaking && !core.is_handshaking(conn)
             });
-            pending.discard();
+            host.finish_later(pending);
             if established {
                 // Both ends are proven now: messages travel in the channel form.
                 reader.enter_channel(self.ends);
@@ -270,7 +271,9 @@ impl ConnectionIo {
                 // the connection's: the core gives it up and carries on.
                 if let Frame::Node(message) = frame {
                     let (conn, reason) = (self.conn, err.to_string());
-                    self.node.inner.with_core(|core, now| core.unwritable(conn, message, &reason, now)).1.discard();
+                    let ((), pending) =
+                        self.node.inner.with_core(|core, now| core.unwritable(conn, message, &reason, now));
+                    self.node.inner.finish_later(pending);
                 }
                 Ok(false)
             }
