@@ -166,6 +166,7 @@ impl<A: Clone> NodeCore<A> {
         let peer = connection.peer();
         let window = self.config.repeat_window;
         let recent = self.recent.entry(peer).or_insert_with(|| RecentIds::new(window));
+        connection.keep_acknowledged(self.report_acks);
         let incoming = connection.receive(frame, recent);
         let violation = match incoming {
             Err(reason) => Some(reason),
@@ -177,9 +178,9 @@ impl<A: Clone> NodeCore<A> {
                 self.counters.repeats_dropped += 1;
                 None
             }
-            Ok(Incoming::Acknowledged { messages, bytes }) => {
-                if !messages.is_empty() {
-                    self.transport.acked(conn, messages.len() as u64, bytes, now);
+            Ok(Incoming::Acknowledged { count, bytes, messages }) => {
+                if count > 0 {
+                    self.transport.acked(conn, count as u64, bytes, now);
                     if self.report_acks {
                         self.report_acked(peer, &messages);
                     }

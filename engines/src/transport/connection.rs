@@ -110,9 +110,10 @@ pub enum Incoming {
     /// A message this node already took from the peer (over this
     /// connection or an earlier one): dropped, and counted as taken.
     Repeat,
-    /// The peer took these messages, oldest first; together they weigh
-    /// `bytes` (as [`message_cost`] counts).
-    Acknowledged { messages: Vec<NodeMessage>, bytes: usize },
+    /// The peer took `count` more messages, which together weigh `bytes`
+    /// (as [`message_cost`] counts); `messages` holds them, oldest first,
+    /// while [`Connection::keep_acknowledged`] is on.
+    Acknowledged { count: usize, bytes: usize, messages: Vec<NodeMessage> },
     /// An advert to offer to the identity store.
     Advert(AdvertUpdate),
 }
@@ -136,7 +137,14 @@ pub struct Connection {
     /// event may wait for several engines). The peer is told of nothing
     /// from the first of them on, so its window bounds what is held.
     held: BTreeMap<u64, u32>,
+    /// Whether acknowledged messages are handed back, or dropped where
+    /// they lie (nobody waits for them).
+    keep_acknowledged: bool,
 }
+
+/// Unacknowledged messages a connection keeps room for once a burst is
+/// over; a larger buffer is given back.
+const KEPT_ROOM: usize = 256;
 
 impl Connection {
     pub fn new(peer: NodeIdentity) -> Self {
@@ -149,7 +157,14 @@ impl Connection {
             acked_to_peer: 0,
             since_ack_wanted: 0,
             held: BTreeMap::new(),
+            keep_acknowledged: true,
         }
+    }
+
+    /// Whether [`Incoming::Acknowledged`] hands back the messages (on by
+    /// default).
+    pub fn keep_acknowledged(&mut self, on: bool) {
+        self.keep_acknowledged = on;
     }
 
     pub fn peer(&self) -> NodeIdentity {
@@ -210,16 +225,24 @@ impl Connection {
         if received > self.sent || received < self.acked {
             return Err(CloseReason::Violation(format!("acknowledged {received} messages, {} were sent", self.sent)));
         }
-        let count = usize::try_from(received - self.acked).unwrap_or(usize::MAX);
+        let count = usize::try_from(received - self.acked).unwrap_or(usize::MAX).min(self.unacked.len());
         self.acked = received;
-        let messages: Vec<NodeMessage> = self.unacked.drain(..count.min(self.unacked.len())).collect();
-        if self.unacked.is_empty() {
-            // A burst's buffer is not kept for the connection's life: most
-            // connections are idle most of the time.
-            self.unacked = VecDeque::new();
+        let bytes = self.unacked.range(..count).map(message_cost).sum();
+        let messages = match self.keep_acknowledged {
+            true => self.unacked.drain(..count).collect(),
+            false => {
+                // Dropped in place: a message is not moved only to be freed.
+                self.unacked.drain(..count);
+                Vec::new()
+            }
+        };
+        if self.unacked.is_empty() && self.unacked.capacity() > KEPT_ROOM {
+            // A burst's large buffer is not kept for the connection's
+            // life (most connections are idle most of the time), but a
+            // small one is, so that a steady stream does not regrow it.
+            self.unacked.shrink_to(KEPT_ROOM);
         }
-        let bytes = messages.iter().map(message_cost).sum();
-        Ok(Incoming::Acknowledged { messages, bytes })
+        Ok(Incoming::Acknowledged { count, bytes, messages })
     }
 
     /// The message [`Connection::receive`] handed out was delivered or

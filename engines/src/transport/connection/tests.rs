@@ -56,7 +56,8 @@ fn acknowledgements_release_messages_in_order_and_may_not_lie() {
     assert_eq!(c.unacknowledged(), 3);
     let mut recent = RecentIds::new(16);
     match c.receive(Frame::Ack(Ack { received: 2 }), &mut recent) {
-        Ok(Incoming::Acknowledged { messages, bytes }) => {
+        Ok(Incoming::Acknowledged { count, messages, bytes }) => {
+            assert_eq!(count, 2);
             assert_eq!(messages, vec![message(1), message(2)]);
             assert_eq!(bytes, 2 * message_cost(&message(1)));
         }
@@ -67,9 +68,27 @@ fn acknowledgements_release_messages_in_order_and_may_not_lie() {
     assert!(matches!(c.receive(Frame::Ack(Ack { received: 4 }), &mut recent), Err(CloseReason::Violation(_))));
     assert!(matches!(
         c.receive(Frame::Ack(Ack { received: 2 }), &mut recent),
-        Ok(Incoming::Acknowledged { messages, bytes: 0 }) if messages.is_empty()
+        Ok(Incoming::Acknowledged { count: 0, messages, bytes: 0 }) if messages.is_empty()
     ));
     assert_eq!(c.into_unacknowledged(), vec![message(3)]);
+}
+
+#[test]
+fn acknowledged_messages_nobody_waits_for_are_counted_and_dropped() {
+    let mut c = Connection::new(node(2));
+    c.keep_acknowledged(false);
+    for id in 1..=3 {
+        c.wrote(message(id));
+    }
+    let mut recent = RecentIds::new(16);
+    match c.receive(Frame::Ack(Ack { received: 2 }), &mut recent) {
+        Ok(Incoming::Acknowledged { count, messages, bytes }) => {
+            assert_eq!((count, messages.len()), (2, 0));
+            assert_eq!(bytes, 2 * message_cost(&message(1)));
+        }
+        other => panic!("expected an acknowledgement, got {other:?}"),
+    }
+    assert_eq!(c.into_unacknowledged(), vec![message(3)], "the two acknowledged are gone, the third kept");
 }
 
 #[test]
