@@ -142,10 +142,6 @@ pub struct Connection {
     keep_acknowledged: bool,
 }
 
-/// Unacknowledged messages a connection keeps room for once a burst is
-/// over; a larger buffer is given back.
-const KEPT_ROOM: usize = 256;
-
 impl Connection {
     pub fn new(peer: NodeIdentity) -> Self {
         Self {
@@ -236,11 +232,10 @@ impl Connection {
                 Vec::new()
             }
         };
-        if self.unacked.is_empty() && self.unacked.capacity() > KEPT_ROOM {
-            // A burst's large buffer is not kept for the connection's
-            // life (most connections are idle most of the time), but a
-            // small one is, so that a steady stream does not regrow it.
-            self.unacked.shrink_to(KEPT_ROOM);
+        if self.unacked.is_empty() {
+            // A burst's buffer is not kept for the connection's life: most
+            // connections are idle most of the time.
+            self.unacked = VecDeque::new();
         }
         Ok(Incoming::Acknowledged { count, bytes, messages })
     }
