@@ -23,6 +23,7 @@ fn small(seed: u64) -> Scenario {
             loss: 0.02,
             bandwidth_bps: None,
             processing_ms: 0.0,
+            handshake_ms: 0.0,
         },
         workload: Workload {
             unicast_per_node_per_s: 2.0,
@@ -62,10 +63,14 @@ fn connection_setup_takes_the_stream_and_the_hello() {
     scenario.link.latency = Latency::Constant { ms: 20.0 };
     scenario.link.jitter_ms = 0.0;
     scenario.link.loss = 0.0;
-    let results = Simulation::new(scenario).run(|_| {});
+    let results = Simulation::new(scenario.clone()).run(|_| {});
     let setup = &results.connection_setup;
     assert!(setup.samples > 10, "{setup:?}");
     assert!((setup.p50_ms - 80.0).abs() < 1.0, "four one-way latencies of 20 ms: {setup:?}");
+    // The handshakes' own cost comes on top (calibrate fits it).
+    scenario.link.handshake_ms = 5.0;
+    let setup = Simulation::new(scenario).run(|_| {}).connection_setup;
+    assert!((setup.p50_ms - 85.0).abs() < 1.0, "and 5 ms of handshakes: {setup:?}");
 }
 
 /// The ping engine each node core hosts answers across the simulated
@@ -228,6 +233,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                 loss,
                 bandwidth_bps: None,
                 processing_ms: 0.0,
+                handshake_ms: 0.0,
             },
             workload: Workload {
                 unicast_per_node_per_s: rate,

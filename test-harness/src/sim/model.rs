@@ -33,6 +33,13 @@ pub struct LinkModel {
     /// loopback (see `netmachine-sim calibrate`); negligible across a WAN.
     #[serde(default)]
     pub processing_ms: f64,
+    /// Time the two nodes spend opening a secured stream besides the link
+    /// crossings (the QUIC and TLS handshakes' cryptography, both
+    /// certificates checked): a few tenths of a millisecond on this
+    /// machine's loopback (see `netmachine-sim calibrate`); small next to
+    /// a WAN's round trips.
+    #[serde(default)]
+    pub handshake_ms: f64,
 }
 
 impl Default for LinkModel {
@@ -43,6 +50,7 @@ impl Default for LinkModel {
             loss: 0.0,
             bandwidth_bps: None,
             processing_ms: 0.0,
+            handshake_ms: 0.0,
         }
     }
 }
@@ -70,6 +78,11 @@ impl LinkModel {
         };
         let jitter = self.jitter_ms * unit(random);
         ((ms + jitter + self.processing_ms).max(0.001) * 1000.0) as u64
+    }
+
+    /// The handshakes' own cost, in microseconds.
+    pub fn handshake_us(&self) -> u64 {
+        (self.handshake_ms.max(0.0) * 1000.0) as u64
     }
 
     /// The typical one-way latency, for timeouts.

@@ -12,13 +12,15 @@ use super::{ms, Event, Simulation, CONNECT_TIMEOUT_US, IDLE_TIMEOUT_US};
 
 impl Simulation {
     /// Node `n` dials `peer` at `address`: the secured stream is open after
-    /// a round trip, or fails after the connect timeout.
+    /// a round trip and the handshakes' own cost, or fails after the
+    /// connect timeout.
     pub(super) fn dial(&mut self, n: u32, attempt: ConnId, peer: NodeIdentity, address: TransportAddress) {
         let target = index_of(&address).filter(|t| (*t as usize) < self.nodes.len());
         let generation = self.nodes[n as usize].generation;
         let (at, target, ok) = match target {
             Some(target) if self.reachable(n, target) => {
-                (self.now_us + 2 * self.latency_us(), target, self.nodes[target as usize].id == peer)
+                let open = 2 * self.latency_us() + self.scenario.link.handshake_us();
+                (self.now_us + open, target, self.nodes[target as usize].id == peer)
             }
             _ => (self.now_us + CONNECT_TIMEOUT_US, target.unwrap_or(u32::MAX), false),
         };
