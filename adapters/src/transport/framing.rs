@@ -5,7 +5,7 @@
 use crate::codec::{Codec, CodecError};
 use netmachine_domain::Frame;
 use thiserror::Error;
-use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncRead, AsyncReadExt, BufReader};
 
 use crate::codec::{frame_to_cbor, CborCodec, ChannelEnds, NameCache, FORMAT_VERSION};
 
@@ -116,6 +116,26 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             self.body = body;
         }
         decoded.map(Some)
+    }
+
+    /// The next frame if it is wholly in the read buffer already, decoded
+    /// in place (no wait, no copy); `None` when it needs a read. Lets a
+    /// reader hand the core every frame one read brought, at once.
+    pub fn buffered_frame(&mut self) -> Option<Result<Frame, FramingError>> {
+        let buffered = self.inner.buffer();
+        let prefix: [u8; LENGTH_PREFIX] = buffered.get(..LENGTH_PREFIX)?.try_into().ok()?;
+        let len = u32::from_be_bytes(prefix) as usize;
+        if len > self.codec.max_frame() {
+            return Some(Err(FramingError::TooLarge { len, max: self.codec.max_frame() }));
+        }
+        let body = buffered.get(LENGTH_PREFIX..LENGTH_PREFIX + len)?;
+        let decoded = match &mut self.channel {
+            Some((ends, names)) => self.codec.decode_on_channel(body, *ends, names),
+            None => self.codec.decode(body),
+        }
+        .map_err(FramingError::from);
+        std::pin::Pin::new(&mut self.inner).consume(LENGTH_PREFIX + len);
+        Some(decoded)
     }
 
     /// Whether the next frame would need a read from the stream: a good
@@ -229,5 +249,69 @@ mod tests {
         let err =
             runtime().block_on(FrameReader::new(&garbage[..], CborCodec::default()).next_frame()).expect_err("garbage");
         assert!(matches!(err, FramingError::Codec(_)));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        /// Frames that one read brought are decoded from the buffer in
+        /// place, exactly as an awaited read decodes them, and a frame not
+        /// wholly there is left for the next read.
+        #[test]
+        fn buffered_frames_are_the_frames_the_stream_holds(
+            frames in proptest::collection::vec(strategies::frame(), 2..8),
+            cut in 1usize..64,
+        ) {
+            let codec = CborCodec::default();
+            let mut bytes = Vec::new();
+            for frame in &frames {
+                encode_frame_into(&codec, frame, &mut bytes).expect("encodes");
+            }
+            // The stream ends inside the last frame's encoding, or at a
+            // frame's end if it is shorter than the cut.
+            let last_start = bytes.len() - {
+                let mut one = Vec::new();
+                encode_frame_into(&codec, frames.last().expect("one at least"), &mut one).expect("encodes");
+                one.len()
+            };
+            bytes.truncate(bytes.len() - cut.min(bytes.len() - last_start - 1));
+            // Awaited reads and buffered frames, mixed as the connection's
+            // reader mixes them, until the cut.
+            let (decoded, buffered, end) = runtime().block_on(async {
+                let mut reader = FrameReader::new(&bytes[..], codec);
+                let (mut out, mut buffered) = (Vec::new(), 0);
+                for _ in 0..frames.len() + 1 {
+                    while let Some(frame) = reader.buffered_frame() {
+                        out.push(frame.expect("valid"));
+                        buffered += 1;
+                    }
+                    match reader.next_frame().await {
+                        Ok(Some(frame)) => out.push(frame),
+                        end => return (out, buffered, end),
+                    }
+                }
+                (out, buffered, Ok(None))
+            });
+            prop_assert_eq!(&decoded[..], &frames[..frames.len() - 1]);
+            prop_assert!(matches!(end, Err(FramingError::Truncated)), "the cut frame is left: {:?}", end);
+            // Small frames arrive in one read: all but the first are
+            // taken from the buffer.
+            if bytes.len() < 60_000 {
+                prop_assert_eq!(buffered, frames.len() - 2);
+            }
+        }
+    }
+
+    #[test]
+    fn a_buffered_frame_over_the_limit_is_refused_before_it_is_read() {
+        let codec = CborCodec::with_max_frame(1000);
+        let mut bytes = Vec::new();
+        encode_frame_into(&codec, &Frame::Ack(netmachine_domain::Ack { received: 1 }), &mut bytes).expect("encodes");
+        bytes.extend_from_slice(&5000u32.to_be_bytes());
+        let err = runtime().block_on(async {
+            let mut reader = FrameReader::new(&bytes[..], codec);
+            reader.next_frame().await.expect("valid").expect("a frame");
+            reader.buffered_frame()
+        });
+        assert!(matches!(err, Some(Err(FramingError::TooLarge { len: 5000, max: 1000 }))));
     }
 }

@@ -27,6 +27,8 @@ const ACK_DELAY: Duration = Duration::from_millis(1);
 const CLOSE_FLUSH: Duration = Duration::from_secs(1);
 /// Bytes of frames gathered into one write.
 const WRITE_BATCH_BYTES: usize = 256 * 1024;
+/// Frames already in the read buffer handed to the core under one lock.
+const READ_BATCH: usize = 32;
 
 /// How a connection began.
 enum Start {
@@ -150,6 +152,7 @@ impl ConnectionIo {
         let host = &self.node.inner;
         let conn = self.conn;
         let mut handshaking = true;
+        let mut batch = Vec::with_capacity(READ_BATCH);
         loop {
             let next = match handshaking {
                 true => match tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.next_frame()).await {
@@ -168,15 +171,37 @@ impl ConnectionIo {
                     return CloseReason::Violation(err.to_string());
                 }
             };
-            host.wire.frames_received.fetch_add(1, Ordering::Relaxed);
-            let acknowledgement = matches!(frame, Frame::Ack(_));
+            // Once the handshake is done, every frame this read brought
+            // goes to the core under one lock (during it, the reply
+            // changes how what follows is read).
+            batch.push(frame);
+            let mut broken = None;
+            while !handshaking && batch.len() < READ_BATCH {
+                match reader.buffered_frame() {
+                    Some(Ok(frame)) => batch.push(frame),
+                    Some(Err(err)) => {
+                        broken = Some(err);
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            host.wire.frames_received.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            let acknowledgement = batch.iter().any(|frame| matches!(frame, Frame::Ack(_)));
             let drained = reader.is_drained();
             // A message for a full mailbox is parked, not waited for.
             let (established, pending) = host.with_core(|core, now| {
-                core.frame(conn, frame, drained, now);
+                let last = batch.len();
+                for (n, frame) in batch.drain(..).enumerate() {
+                    core.frame(conn, frame, drained && n + 1 == last, now);
+                }
                 handshaking && !core.is_handshaking(conn)
             });
             host.finish_later(pending);
+            if let Some(err) = broken {
+                host.wire.violations.fetch_add(1, Ordering::Relaxed);
+                return CloseReason::Violation(err.to_string());
+            }
             if established {
                 // Both ends are proven now: messages travel in the channel form.
                 reader.enter_channel(self.ends);
