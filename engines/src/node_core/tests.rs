@@ -544,7 +544,8 @@ mod hosted {
     }
 
     /// Records what reaches it; answers every message from a peer with a
-    /// disconnect, and sets a timer 5 ms on for every command.
+    /// disconnect, and sets its one timer as many ms on as a command's
+    /// first byte says; a command of 0 asks it to send to its own node.
     struct Recorder {
         protocol: ProtocolId,
         seen: Arc<Mutex<Vec<Input>>>,
@@ -572,7 +573,10 @@ mod hosted {
                 Input::FromPeer { peer, .. } => {
                     self.effects.push(Effect::Disconnect { peer: *peer, why: "recorded".into() });
                 }
-                Input::Command { .. } => self.timer = Some(now.saturating_add_millis(5)),
+                Input::Command { message, .. } => match message.body.as_bytes().first().copied().unwrap_or(5) {
+                    0 => self.effects.push(Effect::SendToPeer { peer: message.src.node, body: message.body.clone() }),
+                    after => self.timer = Some(now.saturating_add_millis(u64::from(after))),
+                },
                 Input::Notice(_) => {}
             }
             self.seen.lock().expect("not poisoned").push(input);
@@ -633,14 +637,26 @@ mod hosted {
         let (engine, _) = recorder("test/record");
         a.core.add_engine(engine, T0).expect("a fresh protocol");
         let _ = a.core.take_sooner_timeout();
-        let protocol = ProtocolId::new("test/record", 1).expect("valid");
-        let body = Body::new(vec![1]).expect("small");
-        let command = EngineMessage::new(a.app(), DestinationIdentity::Node(id(1)), MessageId(9), protocol, body);
-        a.core.send(command, T0).expect("routed to the engine");
-        a.run();
+        let app = a.app();
+        let command = |after: u8| {
+            let protocol = ProtocolId::new("test/record", 1).expect("valid");
+            let body = Body::new(vec![after]).expect("small");
+            EngineMessage::new(app.clone(), DestinationIdentity::Node(id(1)), MessageId(9), protocol, body)
+        };
+        // Nothing else changes here: whether the host must wake is the
+        // engine's timer moving sooner, and only that.
+        for (after, sooner) in [(5, true), (5, false), (9, false), (5, true)] {
+            a.core.send(command(after), T0).expect("routed to the engine");
+            a.run();
+            assert_eq!(a.core.take_sooner_timeout(), sooner, "a timer {after} ms on");
+        }
         let due = T0.saturating_add_millis(5);
-        assert!(a.core.take_sooner_timeout(), "nothing else changed: the engine's timer is what moved");
         assert_eq!(a.core.poll_timeout(), Some(due));
+        // An engine's message to its own node is dropped: it would come
+        // back to the engine as a command, and could loop.
+        a.core.send(command(0), T0).expect("routed to the engine");
+        a.run();
+        assert!(a.dials.is_empty() && a.writes.is_empty(), "nothing leaves the node");
         a.core.handle_timeout(T0.saturating_add_millis(4));
         assert_eq!(a.core.poll_timeout(), Some(due), "not due yet");
         a.core.handle_timeout(due);

@@ -57,6 +57,7 @@ fn from_peer(ping: &mut Ping, peer: NodeIdentity, wire: Wire, now: Timestamp) {
 fn a_pong_from_the_pinged_peer_answers_the_asker_with_the_round_trip() {
     let mut ping = engine(8);
     ask(&mut ping, node(2), 41, T0);
+    assert_eq!(ping.pending(), 1);
     let nonce = sent_nonce(&effects(&mut ping), node(2));
     assert_eq!(ping.poll_timeout(), Some(T0.saturating_add_millis(1_000)));
     // Another node's pong with the same nonce answers nothing.
@@ -76,6 +77,15 @@ fn a_ping_from_a_peer_is_answered_with_its_nonce_and_keeps_no_state() {
     from_peer(&mut ping, node(4), Wire::Ping(99), T0);
     assert_eq!(effects(&mut ping), vec![Effect::SendToPeer { peer: node(4), body: Wire::Pong(99).encode() }]);
     assert_eq!((ping.pending(), ping.poll_timeout()), (0, None));
+}
+
+#[test]
+fn a_ping_of_a_version_this_node_does_not_speak_is_not_answered() {
+    let mut ping = engine(8);
+    let mut newer = message(Wire::Ping(5).encode(), 0);
+    newer.protocol = ProtocolId::new(PING_PROTOCOL, PING_VERSION + 1).expect("valid");
+    ping.handle(Input::FromPeer { peer: node(4), message: newer }, T0);
+    assert!(effects(&mut ping).is_empty());
 }
 
 #[test]
@@ -103,6 +113,16 @@ fn pings_beyond_the_budget_and_pings_of_itself_are_refused_with_a_reason() {
     ask(&mut ping, node(1), 3, T0);
     assert!(matches!(outcome(&effects(&mut ping)).1, Outcome::Refused { peer, .. } if peer == node(1)));
     assert_eq!(ping.pending(), 0);
+}
+
+#[test]
+fn an_outcome_with_bytes_past_its_end_is_not_read() {
+    let mut long = Outcome::TimedOut { peer: node(2) }.encode().as_bytes().to_vec();
+    long.push(0);
+    assert_eq!(Outcome::decode(&Body::new(long).expect("small")), None);
+    let mut short = Outcome::Answered { peer: node(2), rtt_ms: 3 }.encode().as_bytes().to_vec();
+    short.pop();
+    assert_eq!(Outcome::decode(&Body::new(short).expect("small")), None);
 }
 
 #[test]
