@@ -54,15 +54,21 @@ fn the_same_seed_gives_the_same_run_and_another_seed_another() {
     assert!(a.unicast.expected > 100, "traffic flowed: {:?}", a.unicast);
 }
 
-/// Connections are set up by the real handshake: the secured stream (two
-/// one-way latencies), then the hello and its reply (two more).
-#[test]
-fn connection_setup_takes_the_stream_and_the_hello() {
-    let mut scenario = small(7);
+/// [`small`] with no faults, and links of exactly 20 ms that lose nothing.
+fn steady(seed: u64) -> Scenario {
+    let mut scenario = small(seed);
     scenario.faults.clear();
     scenario.link.latency = Latency::Constant { ms: 20.0 };
     scenario.link.jitter_ms = 0.0;
     scenario.link.loss = 0.0;
+    scenario
+}
+
+/// Connections are set up by the real handshake: the secured stream (two
+/// one-way latencies), then the hello and its reply (two more).
+#[test]
+fn connection_setup_takes_the_stream_and_the_hello() {
+    let mut scenario = steady(7);
     let results = Simulation::new(scenario.clone()).run(|_| {});
     let setup = &results.connection_setup;
     assert!(setup.samples > 10, "{setup:?}");
@@ -77,11 +83,7 @@ fn connection_setup_takes_the_stream_and_the_hello() {
 /// network, with no code for it in the simulator beyond the workload.
 #[test]
 fn the_ping_engines_the_cores_host_answer_across_the_network_and_time_out_on_crashed_nodes() {
-    let mut scenario = small(7);
-    scenario.faults.clear();
-    scenario.link.latency = Latency::Constant { ms: 20.0 };
-    scenario.link.jitter_ms = 0.0;
-    scenario.link.loss = 0.0;
+    let mut scenario = steady(7);
     scenario.workload = Workload { unicast_per_node_per_s: 0.0, pings_per_node_per_s: 0.5, ..scenario.workload };
     let results = Simulation::new(scenario.clone()).run(|_| {});
     let pings = &results.pings;

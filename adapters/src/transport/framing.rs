@@ -66,6 +66,20 @@ pub fn encode_channel_frame_into(
     finish_prefix(codec, start, out)
 }
 
+/// A frame's body (after its length), in the channel form once the
+/// handshake set one.
+fn decode_body(
+    codec: &CborCodec,
+    channel: &mut Option<(ChannelEnds, NameCache)>,
+    body: &[u8],
+) -> Result<Frame, FramingError> {
+    match channel {
+        Some((ends, names)) => codec.decode_on_channel(body, *ends, names),
+        None => codec.decode(body),
+    }
+    .map_err(FramingError::from)
+}
+
 /// Reads frames from a stream, at most `codec.max_frame()` bytes each.
 #[derive(Debug)]
 pub struct FrameReader<R> {
@@ -104,13 +118,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         let mut body = std::mem::take(&mut self.body);
         body.resize(len, 0);
         let read = self.read_exact(&mut body).await;
-        let decoded = read.and_then(|()| {
-            match &mut self.channel {
-                Some((ends, names)) => self.codec.decode_on_channel(&body, *ends, names),
-                None => self.codec.decode(&body),
-            }
-            .map_err(FramingError::from)
-        });
+        let decoded = read.and_then(|()| decode_body(&self.codec, &mut self.channel, &body));
         // Keep a modest buffer for the next frame; give back a huge one.
         if body.capacity() <= 256 * 1024 {
             self.body = body;
@@ -129,11 +137,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             return Some(Err(FramingError::TooLarge { len, max: self.codec.max_frame() }));
         }
         let body = buffered.get(LENGTH_PREFIX..LENGTH_PREFIX + len)?;
-        let decoded = match &mut self.channel {
-            Some((ends, names)) => self.codec.decode_on_channel(body, *ends, names),
-            None => self.codec.decode(body),
-        }
-        .map_err(FramingError::from);
+        let decoded = decode_body(&self.codec, &mut self.channel, body);
         std::pin::Pin::new(&mut self.inner).consume(LENGTH_PREFIX + len);
         Some(decoded)
     }
@@ -266,8 +270,8 @@ mod tests {
             for frame in &frames {
                 encode_frame_into(&codec, frame, &mut bytes).expect("encodes");
             }
-            // The stream ends inside the last frame's encoding, or at a
-            // frame's end if it is shorter than the cut.
+            // The stream ends inside the last frame's encoding: between
+            // 1 and 63 of its bytes are cut, never all of them.
             let last_start = bytes.len() - {
                 let mut one = Vec::new();
                 encode_frame_into(&codec, frames.last().expect("one at least"), &mut one).expect("encodes");

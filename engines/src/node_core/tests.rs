@@ -301,10 +301,8 @@ fn the_first_local_subscriber_asks_the_publisher_and_a_connecting_peer_learns_th
     let mut b = Node::start(2, BTreeMap::new(), 22);
     let app = EngineName::new("app").expect("valid");
     // A creates a topic it publishes; B knows A and the topic.
-    let advert = topic_advert(40, id(1));
+    let advert = a.create_topic(40);
     let topic = advert.topic;
-    a.core.router_mut().create_topic(&app, advert.clone(), &TestVerifier).expect("created");
-    a.core.created_topic(topic);
     a.core.created_topic(topic);
     b.core.offer_advert(AdvertUpdate::Node(advert_of_a()), T0).expect("valid advert");
     b.core.offer_advert(AdvertUpdate::Topic(advert), T0).expect("valid advert");
@@ -324,7 +322,7 @@ fn the_first_local_subscriber_asks_the_publisher_and_a_connecting_peer_learns_th
     b.run();
     assert_eq!(b.core.counters().sent_remote, sent_before);
     let (b_conn, a_conn) = connect(&mut b, &mut a);
-    // A took the request and gave B the topic's advert once.
+    // A took the request.
     assert_eq!(a.core.router().remote_subscribers(&topic), vec![id(2)]);
     let published = a.message_to_topic(topic, 9);
     a.core.send(published, T0).expect("published");
@@ -339,6 +337,33 @@ fn advert_of_a() -> NodeAdvert {
 }
 
 impl Node {
+    /// Its `app` creates a topic it publishes, as both hosts do: in the
+    /// Router, as created here, and its advert offered to the store.
+    fn create_topic(&mut self, seed: u8) -> TopicAdvert {
+        let advert = topic_advert(seed, id(self.seed));
+        let app = EngineName::new("app").expect("valid");
+        self.core.router_mut().create_topic(&app, advert.clone(), &TestVerifier).expect("created");
+        self.core.created_topic(advert.topic);
+        self.core.offer_advert(AdvertUpdate::Topic(advert.clone()), T0).expect("valid advert");
+        self.run();
+        advert
+    }
+
+    /// Learns node `a`'s advert and sends it message 1, which dials it.
+    fn reach_a(&mut self) {
+        self.core.offer_advert(AdvertUpdate::Node(advert_of_a()), T0).expect("valid advert");
+        self.run();
+        let to_a = EngineMessage::new(
+            self.app(),
+            DestinationIdentity::Engine(EngineIdentity::new(id(1), EngineName::new("app").expect("valid"))),
+            MessageId(1),
+            ProtocolId::new("t", 1).expect("valid"),
+            Body::new(1u64.to_be_bytes().to_vec()).expect("small"),
+        );
+        self.core.send(to_a, T0).expect("routed");
+        self.run();
+    }
+
     fn message_to_topic(&self, topic: TopicIdentity, n: u64) -> EngineMessage {
         let body = Body::new(n.to_be_bytes().to_vec()).expect("small");
         EngineMessage::new(
@@ -355,19 +380,8 @@ impl Node {
 fn a_peer_that_connects_learns_the_topics_created_here() {
     let mut a = Node::start(1, BTreeMap::new(), 11);
     let mut c = Node::start(3, BTreeMap::new(), 33);
-    let app = EngineName::new("app").expect("valid");
-    let advert = topic_advert(41, id(1));
-    let topic = advert.topic;
-    a.core.router_mut().create_topic(&app, advert.clone(), &TestVerifier).expect("created");
-    a.core.created_topic(topic);
-    // As both hosts do: the advert goes to the store too, and is given to
-    // peers once it is on disk.
-    a.core.offer_advert(AdvertUpdate::Topic(advert), T0).expect("valid advert");
-    a.run();
-    c.core.offer_advert(AdvertUpdate::Node(advert_of_a()), T0).expect("valid advert");
-    c.run();
-    c.core.send(c.message_to(&a, 1), T0).expect("routed");
-    c.run();
+    let topic = a.create_topic(41).topic;
+    c.reach_a();
     connect(&mut c, &mut a);
     assert!(c.core.identities().lookup(&RecordKey::Topic(topic)).is_some(), "learned in the handshake");
     assert!(c.core.router().topic_advert(&topic).is_some());
@@ -377,18 +391,9 @@ fn a_peer_that_connects_learns_the_topics_created_here() {
 fn a_topic_advert_still_on_its_way_to_the_disk_reaches_a_peer_once_it_is_there() {
     let mut a = Node::start(1, BTreeMap::new(), 11);
     let mut c = Node::start(3, BTreeMap::new(), 33);
-    let app = EngineName::new("app").expect("valid");
-    let advert = topic_advert(41, id(1));
-    let topic = advert.topic;
-    a.core.router_mut().create_topic(&app, advert.clone(), &TestVerifier).expect("created");
-    a.core.created_topic(topic);
     a.hold_persists = true;
-    a.core.offer_advert(AdvertUpdate::Topic(advert), T0).expect("valid advert");
-    a.run();
-    c.core.offer_advert(AdvertUpdate::Node(advert_of_a()), T0).expect("valid advert");
-    c.run();
-    c.core.send(c.message_to(&a, 1), T0).expect("routed");
-    c.run();
+    let topic = a.create_topic(41).topic;
+    c.reach_a();
     let (c_conn, a_conn) = connect(&mut c, &mut a);
     let learned = |c: &Node| c.core.identities().lookup(&RecordKey::Topic(topic)).is_some();
     assert!(!learned(&c), "not sent before a holds it: it could come back and make a's own copy stale");

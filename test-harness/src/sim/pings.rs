@@ -4,7 +4,6 @@
 
 use netmachine_domain::{Body, DestinationIdentity, EngineIdentity, EngineMessage, EngineName, MessageId, ProtocolId};
 use netmachine_engines::ping::{self, Outcome, PING_PROTOCOL, PING_VERSION};
-use netmachine_engines::ports::Randomness;
 
 use super::node::APP_NAME;
 use super::{ms, Event, Simulation};
@@ -43,11 +42,7 @@ impl Simulation {
         if !self.nodes[n as usize].alive || !self.nodes[n as usize].present {
             return;
         }
-        let total = self.nodes.len() as u64;
-        let mut to = (self.random.next_u64() % total) as u32;
-        if to == n {
-            to = (to + 1) % total as u32;
-        }
+        let to = self.random_peer_of(n);
         let (Ok(app), Ok(protocol)) = (EngineName::new(APP_NAME), ProtocolId::new(PING_PROTOCOL, PING_VERSION)) else {
             return;
         };

@@ -89,6 +89,17 @@ impl Simulation {
         self.drain(n);
     }
 
+    /// A node other than `n`, chosen at random.
+    pub(super) fn random_peer_of(&mut self, n: u32) -> u32 {
+        let total = self.nodes.len() as u64;
+        let to = (self.random.next_u64() % total) as u32;
+        if to == n {
+            (to + 1) % total as u32
+        } else {
+            to
+        }
+    }
+
     pub(super) fn unicast(&mut self, n: u32) {
         let rate = self.scenario.workload.unicast_per_node_per_s;
         let flood = self.nodes[n as usize].behaviour == Some(Behaviour::Flood);
@@ -100,11 +111,7 @@ impl Simulation {
         if !node.alive || !node.present {
             return;
         }
-        let total = self.nodes.len() as u64;
-        let mut to = (self.random.next_u64() % total) as u32;
-        if to == n {
-            to = (to + 1) % total as u32;
-        }
+        let to = self.random_peer_of(n);
         let Ok(app) = EngineName::new(APP_NAME) else { return };
         let ttl = self.scenario.workload.ttl_ms;
         let expiry = ms(self.now_us).saturating_add_millis(ttl);
