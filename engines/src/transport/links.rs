@@ -7,8 +7,8 @@ use netmachine_domain::{HandshakeStatus, NodeIdentity, NodeMessage, Timestamp, V
 
 use super::types::PeerTimer;
 use super::{
-    expiry_of, is_expired, message_cost, preferred_dialler, CloseReason, Conn, ConnId, Direction, Link, Peer,
-    Transport, TransportEffect, TransportEvent, Undeliverable,
+    expiry_of, is_expired, message_cost, preferred_dialler, CloseReason, Conn, ConnId, Direction, Link, Transport,
+    TransportEffect, TransportEvent, Undeliverable,
 };
 
 impl Transport {
@@ -192,7 +192,7 @@ impl Transport {
                 peer: peer_id,
                 reason: reason.clone(),
             }));
-            let wants = self.peers.get(&peer_id).is_some_and(Peer::wants_connection);
+            let wants = self.peers.get(&peer_id).is_some_and(|p| p.wants_connection());
             if wants && reason == CloseReason::Shutdown {
                 // Closed from this side without a fault: dial again at once.
                 self.timers.set(PeerTimer::Redial(peer_id), now);

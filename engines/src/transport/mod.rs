@@ -103,10 +103,16 @@ struct AddressStats {
     rtt_micros: Option<u32>,
 }
 
+/// Addresses of one peer whose dial outcomes are remembered.
+const MAX_ADDRESS_STATS: usize = 16;
+
 #[derive(Debug)]
 struct Peer {
     addresses: Vec<WeightedAddress>,
-    stats: HashMap<TransportAddress, AddressStats>,
+    /// What this node measured of each address it dialled: a short list
+    /// (a peer advertises a handful), not a map, as most peers sit idle in
+    /// the table and a map costs a few hundred bytes even for one.
+    stats: Vec<(TransportAddress, AddressStats)>,
     link: Link,
     /// Addresses left to try in the current dial round.
     candidates: VecDeque<TransportAddress>,
@@ -122,7 +128,7 @@ impl Peer {
     fn new(now: Timestamp) -> Self {
         Self {
             addresses: Vec::new(),
-            stats: HashMap::new(),
+            stats: Vec::new(),
             link: Link::Idle,
             candidates: VecDeque::new(),
             last_dial_error: None,
@@ -132,6 +138,26 @@ impl Peer {
             failures: 0,
             last_activity: now,
         }
+    }
+
+    fn stats_of(&self, address: &TransportAddress) -> AddressStats {
+        self.stats.iter().find(|(a, _)| a == address).map(|(_, s)| *s).unwrap_or_default()
+    }
+
+    /// The stats of `address`, made if missing; the oldest is dropped past
+    /// [`MAX_ADDRESS_STATS`].
+    fn stats_mut(&mut self, address: TransportAddress) -> &mut AddressStats {
+        let index = match self.stats.iter().position(|(a, _)| *a == address) {
+            Some(index) => index,
+            None => {
+                if self.stats.len() >= MAX_ADDRESS_STATS {
+                    self.stats.remove(0);
+                }
+                self.stats.push((address, AddressStats::default()));
+                self.stats.len() - 1
+            }
+        };
+        &mut self.stats[index].1
     }
 
     fn wants_connection(&self) -> bool {
@@ -181,7 +207,9 @@ pub struct Transport {
     local: NodeIdentity,
     config: TransportConfig,
     random: Box<dyn Randomness>,
-    peers: HashMap<NodeIdentity, Peer>,
+    /// Boxed: the table keeps spare slots, and a slot of a boxed peer
+    /// weighs 40 bytes where the peer itself weighs some 200.
+    peers: HashMap<NodeIdentity, Box<Peer>>,
     conns: ConnMap<Conn>,
     next_conn: ConnId,
     effects: VecDeque<TransportEffect>,
@@ -298,12 +326,12 @@ impl Transport {
             }
             self.add_peer(peer, now);
         }
-        self.peers.get_mut(&peer)
+        self.peers.get_mut(&peer).map(|p| &mut **p)
     }
 
     /// A new entry in the peer table, with its forget timer running.
     fn add_peer(&mut self, peer: NodeIdentity, now: Timestamp) {
-        self.peers.insert(peer, Peer::new(now));
+        self.peers.insert(peer, Box::new(Peer::new(now)));
         self.timers.set(PeerTimer::Forget(peer), now.saturating_add_millis(self.config.forget_after_ms));
     }
 
@@ -348,7 +376,7 @@ impl Transport {
     /// local measurement that orders addresses of equal weight.
     pub fn record_rtt(&mut self, peer: NodeIdentity, address: TransportAddress, rtt_micros: u32) {
         if let Some(entry) = self.peers.get_mut(&peer) {
-            entry.stats.entry(address).or_default().rtt_micros = Some(rtt_micros);
+            entry.stats_mut(address).rtt_micros = Some(rtt_micros);
         }
     }
 
@@ -450,6 +478,12 @@ impl Transport {
             c.take(cost);
             self.effects.push_back(TransportEffect::Transmit { conn, message });
         }
+        if peer.queue.is_empty() && peer.queue.capacity() > 0 {
+            // Most peers are idle most of the time: an empty queue keeps no
+            // buffer (a burst's would otherwise stay for the peer's life,
+            // a kilobyte and more per peer).
+            peer.queue = VecDeque::new();
+        }
     }
 
     // ---- dialling ----------------------------------------------------------
@@ -465,7 +499,7 @@ impl Transport {
         let preferred = wanted.or(self.config.preferred_protocol);
         let mut addresses = peer.addresses.clone();
         addresses.sort_by_key(|w| {
-            let stats = peer.stats.get(&w.address).copied().unwrap_or_default();
+            let stats = peer.stats_of(&w.address);
             (
                 preferred.is_some_and(|p| p != w.address.protocol),
                 std::cmp::Reverse(w.weight),
@@ -571,7 +605,7 @@ impl Transport {
         let peer = conn.peer;
         if let Some(p) = self.peers.get_mut(&peer) {
             p.failures = 0;
-            p.candidates.clear();
+            p.candidates = VecDeque::new();
         }
         self.adopt(attempt, peer, now);
     }
@@ -592,7 +626,7 @@ impl Transport {
             return;
         };
         if let Some(address) = address {
-            peer.stats.entry(address).or_default().failures += 1;
+            peer.stats_mut(address).failures += 1;
         }
         if peer.link != (Link::Dialling { attempt }) {
             return;
@@ -601,7 +635,7 @@ impl Transport {
             // A refusal or a wrong identity will not change with another
             // address of the same node.
             ConnectFailure::Refused(_) | ConnectFailure::WrongIdentity => {
-                peer.candidates.clear();
+                peer.candidates = VecDeque::new();
                 self.connect_failed(peer_id, failure, now);
             }
             other => {
