@@ -129,6 +129,37 @@ fn every_shipped_scenario_holds_the_invariants() {
     assert!(ran >= 4, "the four scenarios for what exists now");
 }
 
+/// `scale-100k` scaled down to 1,000 nodes and its first 150 s: views with
+/// churn (crashes for good, joins) keep the invariants, the ledger settles
+/// as it goes, and most traffic stays within the views.
+#[test]
+fn the_scale_100k_workload_holds_the_invariants_at_a_thousand_nodes() {
+    let mut scenario = Scenario::load(&scenarios_dir().join("scale-100k.toml")).expect("parses");
+    assert_eq!(scenario.nodes, 100_000);
+    assert_eq!(scenario.workload.view_size, 20);
+    scenario.nodes = 1000;
+    scenario.duration_s = 150.0;
+    scenario.workload.unicast_per_node_per_s = 0.5;
+    for fault in &mut scenario.faults {
+        if let FaultKind::Crash { nodes, .. } | FaultKind::Join { nodes } = &mut fault.kind {
+            *nodes /= 100;
+        }
+    }
+    let results = Simulation::new(scenario).run(|_| {});
+    assert!(results.violations.is_empty(), "{:?}", results.violations);
+    let unicast = &results.unicast;
+    assert!(unicast.delivered > 50_000, "{unicast:?}");
+    assert_eq!(unicast.lost, 0);
+    // Crashes for good: messages to crashed nodes are excused or reported.
+    assert!(unicast.excused + unicast.told_undeliverable > 0, "{unicast:?}");
+    // A 30 s expiry settles records long before the end: the ledger held
+    // far fewer than were sent.
+    assert!(results.peak_open_records < unicast.expected / 2, "{} of {}", results.peak_open_records, unicast.expected);
+    // With 90% of the traffic to 20 peers, a node keeps few connections.
+    let degree = results.per_node.in_degree.iter().sum::<u64>() as f64 / 1000.0;
+    assert!(degree < 40.0, "{degree}");
+}
+
 #[test]
 fn the_cli_writes_results_and_plots_and_compares_runs() {
     let bin = env!("CARGO_BIN_EXE_netmachine-sim");

@@ -137,8 +137,8 @@ fn print_summary(r: &Results) {
         );
     }
     println!(
-        "connections: {} made, {} failed, {} lost; {} messages rejected; peak RSS per node {} bytes",
-        r.connects, r.connect_failures, r.disconnects, r.rejected, r.peak_rss_bytes_per_node
+        "connections: {} made, {} failed, {} lost; {} messages rejected; peak RSS per node {} bytes; at most {} unicast records open",
+        r.connects, r.connect_failures, r.disconnects, r.rejected, r.peak_rss_bytes_per_node, r.peak_open_records
     );
 }
 

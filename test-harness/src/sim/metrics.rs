@@ -114,6 +114,10 @@ pub struct Results {
     /// Bytes of simulator state per node at the end (engines, links, queue),
     /// an estimate from the process's resident memory.
     pub peak_rss_bytes_per_node: u64,
+    /// Unicast records open at once, at most (each is settled once its
+    /// message's expiry has passed: see `ledger.rs`).
+    #[serde(default)]
+    pub peak_open_records: u64,
     /// Unicast messages between honest nodes that never crashed, across the
     /// last partition's cut, sent at least 5 s after it healed.
     pub across_healed_cut: Crossing,

@@ -22,6 +22,7 @@
 //! for event.
 
 pub mod faults;
+mod ledger;
 mod link;
 pub mod metrics;
 pub mod model;
@@ -32,12 +33,13 @@ pub mod plot;
 pub mod queue;
 pub mod report;
 pub mod scenario;
+mod views;
 pub mod workload;
 
 use std::collections::HashMap;
 use std::hash::Hasher;
 
-use netmachine_domain::{DestinationIdentity, NodeIdentity, Timestamp, TopicIdentity, TransportAddress};
+use netmachine_domain::{DestinationIdentity, NodeIdentity, Timestamp, TopicIdentity};
 use netmachine_engines::engine::Timed;
 use netmachine_engines::node_core::{CoreEffect, Delivery};
 use netmachine_engines::ping::PING_PROTOCOL;
@@ -73,7 +75,6 @@ pub(crate) enum Event {
         generation: u64,
         attempt: ConnId,
         target: u32,
-        address: TransportAddress,
         ok: bool,
     },
     Arrive {
@@ -92,15 +93,6 @@ pub(crate) enum Event {
     Restart(u32),
     /// Ends partition number N, if it is still the current one.
     Heal(u32),
-}
-
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Sent {
-    at_us: u64,
-    to: u32,
-    expiry_ms: u64,
-    delivered: u32,
-    told: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -128,7 +120,7 @@ pub struct Simulation {
     partitions: u32,
     /// When the last partition healed, and where it cut.
     last_heal: Option<(u64, u32)>,
-    unicasts: HashMap<(u32, u64), Sent>,
+    ledger: ledger::Ledger,
     events_published: HashMap<(u32, u64), (u64, u64, u32)>,
     topics: Vec<Topic>,
     subscribers: Vec<Vec<u32>>,
@@ -136,6 +128,7 @@ pub struct Simulation {
     unicast_latency_us: Vec<u64>,
     pubsub_latency_us: Vec<u64>,
     ping_rtt_us: Vec<u64>,
+    views: views::Views,
     /// Pings each node's engine waits on.
     open_pings: Vec<u64>,
     /// Dials under way, by dialler and peer: when each began.
@@ -173,6 +166,7 @@ impl Simulation {
                 node
             })
             .collect();
+        let views = views::Views::new(total, scenario.workload.view_size, &mut random);
         let end_us = (scenario.duration_s * 1e6) as u64;
         let traffic_end_us = end_us.saturating_sub((scenario.workload.quiet_tail_s * 1e6) as u64);
         let seconds = scenario.duration_s.ceil() as usize + 1;
@@ -186,13 +180,14 @@ impl Simulation {
             partition_cut: None,
             partitions: 0,
             last_heal: None,
-            unicasts: HashMap::new(),
+            ledger: ledger::Ledger::default(),
             events_published: HashMap::new(),
             topics: Vec::new(),
             subscribers: Vec::new(),
             pubsub_delivered: HashMap::new(),
             unicast_latency_us: Vec::new(),
             ping_rtt_us: Vec::new(),
+            views,
             open_pings: vec![0; total as usize],
             pubsub_latency_us: Vec::new(),
             dials_started: HashMap::new(),
@@ -307,6 +302,7 @@ impl Simulation {
     fn handle(&mut self, event: Event) {
         match event {
             Event::Sample => {
+                self.settle_due();
                 let open = self.links.iter().filter(|l| l.open[0] && l.open[1]).count() as u64;
                 let second = self.second();
                 if let Some(slot) = self.results.series.open_connections.get_mut(second) {
@@ -326,8 +322,8 @@ impl Simulation {
             Event::Unicast(n) => self.unicast(n),
             Event::Publish(t) => self.publish(t),
             Event::Ping(n) => self.ping(n),
-            Event::DialDone { node, generation, attempt, target, address, ok } => {
-                self.dial_done(node, generation, attempt, target, address, ok)
+            Event::DialDone { node, generation, attempt, target, ok } => {
+                self.dial_done(node, generation, attempt, target, ok)
             }
             Event::Arrive { link, from_side, seq } => self.arrive(link, from_side, seq),
             Event::LinkCheck { link } => self.link_check(link),
@@ -382,7 +378,7 @@ impl Simulation {
                 }
             }
             Delivery::Undeliverable { id, .. } => {
-                if let Some(sent) = self.unicasts.get_mut(&(n, id.0)) {
+                if let Some(sent) = self.ledger.get_mut(n, id.0) {
                     sent.told = true;
                 }
             }

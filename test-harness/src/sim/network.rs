@@ -24,18 +24,10 @@ impl Simulation {
             }
             _ => (self.now_us + CONNECT_TIMEOUT_US, target.unwrap_or(u32::MAX), false),
         };
-        self.queue.push(at, Event::DialDone { node: n, generation, attempt, target, address, ok });
+        self.queue.push(at, Event::DialDone { node: n, generation, attempt, target, ok });
     }
 
-    pub(super) fn dial_done(
-        &mut self,
-        n: u32,
-        generation: u64,
-        attempt: ConnId,
-        target: u32,
-        _address: TransportAddress,
-        ok: bool,
-    ) {
+    pub(super) fn dial_done(&mut self, n: u32, generation: u64, attempt: ConnId, target: u32, ok: bool) {
         let now = ms(self.now_us);
         if self.nodes[n as usize].generation != generation || !self.nodes[n as usize].alive {
             return;

@@ -137,7 +137,6 @@ impl SimNode {
     /// A restart: the identity and the disk stay, the process is new. It
     /// signs a newer advert, as a real node does at every start.
     pub fn restart(&mut self, seed: u64, config: TransportConfig) {
-        self.repeats_dropped_before += self.core.counters().repeats_dropped;
         self.core = core_of(self.id, self.signer, seed, config, &self.disk);
         self.disk.clear();
         self.wake_at_us = None;
@@ -159,10 +158,13 @@ impl SimNode {
         self.advert.addrs.first().map(|w| w.address).unwrap_or_else(|| address_of(0))
     }
 
-    /// The process dies; what its store holds is what is on its disk.
-    pub fn crash(&mut self) {
+    /// The process dies; what its store holds is what is on its disk. Its
+    /// memory goes: an empty core stands in until it restarts.
+    pub fn crash(&mut self, config: TransportConfig) {
         self.alive = false;
         self.disk = self.core.identities().records().map(|r| (r.key(), r.clone())).collect();
+        self.repeats_dropped_before += self.core.counters().repeats_dropped;
+        self.core = core_of(self.id, self.signer, self.boot, config, &BTreeMap::new());
     }
 
     pub fn repeats_dropped(&self) -> u64 {

@@ -8,53 +8,10 @@ use super::Simulation;
 
 impl Simulation {
     pub(super) fn finish(mut self, wall_s: f64) -> Results {
-        let mut unicast = KindMetrics::default();
+        self.settle_all();
+        let mut unicast = std::mem::take(&mut self.ledger.tally);
+        let mut violations = std::mem::take(&mut self.ledger.violations);
         let adversarial = |n: u32| self.nodes[n as usize].behaviour.is_some();
-        let mut violations = Vec::new();
-        for ((from, id), sent) in &self.unicasts {
-            unicast.expected += 1;
-            if sent.delivered >= 1 {
-                unicast.delivered += 1;
-            }
-            if sent.delivered > 1 {
-                unicast.duplicates += u64::from(sent.delivered - 1);
-                violations.push(format!("message {id} from node {from} delivered {} times", sent.delivered));
-            }
-            if sent.told {
-                unicast.told_undeliverable += 1;
-            }
-            if sent.delivered == 0 && !sent.told {
-                let excused = !self.reachable(*from, sent.to)
-                    || adversarial(*from)
-                    || adversarial(sent.to)
-                    || self.nodes[*from as usize].generation > 0;
-                if excused {
-                    unicast.excused += 1;
-                } else {
-                    unicast.lost += 1;
-                    if violations.len() < 20 {
-                        violations.push(format!(
-                            "message {id} from node {from} to node {} neither delivered nor reported",
-                            sent.to
-                        ));
-                    }
-                }
-            }
-        }
-        if let Some((healed_at, cut)) = self.last_heal {
-            for ((from, _), sent) in &self.unicasts {
-                let crosses = (*from < cut) != (sent.to < cut);
-                let honest = !adversarial(*from) && !adversarial(sent.to);
-                let up = |n: u32| self.nodes[n as usize].alive && self.nodes[n as usize].generation == 0;
-                let never_crashed = up(*from) && up(sent.to);
-                if crosses && honest && never_crashed && sent.at_us >= healed_at + 5_000_000 {
-                    self.results.across_healed_cut.sent += 1;
-                    if sent.delivered > 0 {
-                        self.results.across_healed_cut.delivered += 1;
-                    }
-                }
-            }
-        }
         // Every ping ends (answered, timed out or refused) once the quiet
         // tail outlasts a ping's timeout.
         let pings = &self.results.pings;
@@ -63,10 +20,10 @@ impl Simulation {
         if ended != pings.asked && tail_ms > netmachine_engines::ping::PingConfig::default().timeout_ms {
             violations.push(format!("{} of {} pings never ended", pings.asked.saturating_sub(ended), pings.asked));
         }
+        unicast.delivered_after_expiry += self.results.unicast.delivered_after_expiry;
         if unicast.delivered_after_expiry > 0 {
             violations.push(format!("{} messages delivered after their expiry", unicast.delivered_after_expiry));
         }
-        unicast.delivered_after_expiry += self.results.unicast.delivered_after_expiry;
         unicast.repeats_dropped = self.nodes.iter().map(|n| n.repeats_dropped()).sum();
         unicast.delivery_ratio = ratio(unicast.delivered, unicast.expected);
         self.unicast_latency_us.sort_unstable();
@@ -128,6 +85,7 @@ impl Simulation {
             connection_setup,
             per_node,
             peak_rss_bytes_per_node: peak_rss_bytes() / u64::from(self.scenario.nodes.max(1)),
+            peak_open_records: self.ledger.peak_open as u64,
             violations,
             ..std::mem::take(&mut self.results)
         }

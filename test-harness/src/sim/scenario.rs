@@ -80,6 +80,13 @@ pub struct Workload {
     /// (Poisson), each of a node chosen at random.
     #[serde(default)]
     pub pings_per_node_per_s: f64,
+    /// Each node's partial view: this many peers drawn at random, to which
+    /// it sends `view_share` of its unicasts (0: every unicast goes to a
+    /// node drawn from all of them).
+    #[serde(default)]
+    pub view_size: u32,
+    #[serde(default = "default_view_share")]
+    pub view_share: f64,
     /// Traffic stops this long before the end, so what is in flight can land.
     #[serde(default = "default_quiet")]
     pub quiet_tail_s: f64,
@@ -93,6 +100,9 @@ fn default_body() -> usize {
 }
 fn default_ttl() -> u64 {
     30_000
+}
+fn default_view_share() -> f64 {
+    0.9
 }
 fn default_quiet() -> f64 {
     40.0
@@ -108,6 +118,8 @@ impl Default for Workload {
             subscribers_per_topic: 0,
             events_per_topic_per_s: 0.0,
             pings_per_node_per_s: 0.0,
+            view_size: 0,
+            view_share: default_view_share(),
             quiet_tail_s: default_quiet(),
         }
     }
@@ -182,6 +194,9 @@ impl Scenario {
         }
         if !(0.0..1.0).contains(&scenario.link.loss) {
             return Err(invalid("link.loss must be in [0, 1)".into()));
+        }
+        if !(0.0..=1.0).contains(&scenario.workload.view_share) {
+            return Err(invalid("workload.view_share must be in [0, 1]".into()));
         }
         if scenario.sample_ms == 0 {
             return Err(invalid("sample_ms must be at least 1".into()));

@@ -11,10 +11,11 @@ use netmachine_engines::identity_store::AdvertUpdate;
 use netmachine_engines::ports::{Randomness, Signer};
 use netmachine_engines::testing::{TestSigner, TestVerifier};
 
+use super::ledger::{Sent, SETTLE_GRACE_US};
 use super::model::unit;
 use super::node::APP_NAME;
 use super::scenario::Behaviour;
-use super::{ms, Event, Sent, Simulation, Topic};
+use super::{ms, Event, Simulation, Topic};
 
 impl Simulation {
     pub(super) fn exponential_us(&mut self, per_second: f64) -> u64 {
@@ -111,7 +112,7 @@ impl Simulation {
         if !node.alive || !node.present {
             return;
         }
-        let to = self.random_peer_of(n);
+        let to = self.destination_of(n);
         let Ok(app) = EngineName::new(APP_NAME) else { return };
         let ttl = self.scenario.workload.ttl_ms;
         let expiry = ms(self.now_us).saturating_add_millis(ttl);
@@ -127,7 +128,9 @@ impl Simulation {
         if self.nodes[n as usize].behaviour == Some(Behaviour::BadSignatures) {
             message.sig = Some(Signature::Ed25519(Box::new([0x66; 64])));
         }
-        self.unicasts.insert((n, id), Sent { at_us: self.now_us, to, expiry_ms: expiry.0, delivered: 0, told: false });
+        let sent = Sent { at_us: self.now_us, to, expiry_ms: expiry.0, delivered: 0, told: false };
+        let settle_at = expiry.0.saturating_mul(1000).saturating_add(SETTLE_GRACE_US);
+        self.ledger.open(n, id, sent, settle_at);
         let second = self.second();
         Self::bump(&mut self.results.series.sent, second);
         self.introduce(n, to);
@@ -166,7 +169,7 @@ impl Simulation {
     fn send(&mut self, n: u32, message: EngineMessage) {
         let key = (n, message.id.0);
         if self.nodes[n as usize].core.send(message, ms(self.now_us)).is_err() {
-            if let Some(sent) = self.unicasts.get_mut(&key) {
+            if let Some(sent) = self.ledger.get_mut(key.0, key.1) {
                 sent.told = true;
             }
         }
@@ -174,7 +177,11 @@ impl Simulation {
     }
 
     pub(super) fn unicast_delivered(&mut self, from: u32, id: u64) {
-        let Some(sent) = self.unicasts.get_mut(&(from, id)) else { return };
+        let Some(sent) = self.ledger.get_mut(from, id) else {
+            // Its record was settled, which is only done past its expiry.
+            self.results.unicast.delivered_after_expiry += 1;
+            return;
+        };
         sent.delivered += 1;
         if self.now_us / 1000 >= sent.expiry_ms {
             self.results.unicast.delivered_after_expiry += 1;
