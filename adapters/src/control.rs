@@ -109,6 +109,26 @@ pub struct StatusInfo {
     pub frames_received: u64,
     pub duplicates_dropped: u64,
     pub violations: u64,
+    /// Where the node serves `/metrics`, when it does.
+    #[serde(default)]
+    pub metrics: Option<String>,
+    #[serde(default)]
+    pub connections_established: u64,
+    #[serde(default)]
+    pub connections_handshaking: u64,
+    #[serde(default)]
+    pub connections_dialling: u64,
+    /// Messages queued for peers, and on connections unacknowledged.
+    #[serde(default)]
+    pub queued_messages: u64,
+    #[serde(default)]
+    pub window_messages: u64,
+    /// Deliveries waiting in (or for room in) the engines' mailboxes.
+    #[serde(default)]
+    pub mailbox_depth: u64,
+    /// Messages dropped, for every reason (`/metrics` has them by reason).
+    #[serde(default)]
+    pub drops: u64,
 }
 
 /// A message as the control API shows it.

@@ -23,6 +23,7 @@ pub mod codec;
 pub mod control;
 pub mod crypto;
 pub mod keyfile;
+pub mod metrics;
 pub mod networked;
 pub mod random;
 pub mod runtime;

@@ -5,6 +5,7 @@
 
 pub mod engine;
 pub mod identity_store;
+pub mod metrics;
 pub mod node_core;
 pub mod ping;
 pub mod ports;

@@ -30,6 +30,7 @@
 mod connections;
 mod hosted;
 mod identity;
+mod metering;
 
 use std::collections::{HashMap, VecDeque};
 
@@ -158,6 +159,7 @@ pub struct NodeCore<A> {
     /// other effects are out (a delivery may be held first).
     acks_due: Vec<ConnId>,
     counters: CoreCounters,
+    metrics: crate::metrics::CoreMetrics,
     report_acks: bool,
     hosted: hosted::Hosted,
 }
@@ -196,6 +198,7 @@ impl<A: Clone> NodeCore<A> {
             effects: VecDeque::new(),
             acks_due: Vec::new(),
             counters: CoreCounters::default(),
+            metrics: crate::metrics::CoreMetrics::default(),
             report_acks: false,
             hosted: hosted::Hosted::default(),
         };
@@ -296,6 +299,7 @@ impl<A: Clone> NodeCore<A> {
 
     /// Routes a message from a local engine.
     pub fn send(&mut self, message: EngineMessage, now: Timestamp) -> Result<(), RouteError> {
+        self.count_local_send(&message.src.name);
         let routed = self.router.route_local(message, now, self.signer.as_ref())?;
         let outcome = self.dispatch(routed, now, None);
         self.pump(now);
@@ -363,11 +367,15 @@ impl<A: Clone> NodeCore<A> {
                         dst: DestinationIdentity::Node(message.src.node),
                         reason: format!("{} at {}", reason.describe(), message.src.node),
                     },
-                    None => Delivery::Message(message),
+                    None => {
+                        self.count_delivery(&message.dst);
+                        Delivery::Message(message)
+                    }
                 };
                 self.deliver(to, delivery, receipt);
             }
             Routed::Topic { to, message, remote } => {
+                self.count_topic_delivery(&message.dst, to.len());
                 for address in to {
                     self.deliver(address, Delivery::Message(message.clone()), receipt);
                 }
@@ -414,8 +422,15 @@ impl<A: Clone> NodeCore<A> {
                 self.transport.set_addresses(to, advert.addrs.to_vec(), now);
             }
         }
-        self.transport.send(to, message, now)?;
+        if let Err(err) = self.transport.send(to, message, now) {
+            if let Some(reason) = crate::metrics::DropReason::of_outbound(&err) {
+                self.metrics.count_drop(reason);
+            }
+            return Err(err);
+        }
         self.counters.sent_remote += 1;
+        let class = self.class_of(&to);
+        self.metrics.count_out(class);
         Ok(())
     }
 
@@ -459,7 +474,10 @@ impl<A: Clone> NodeCore<A> {
                     }
                     self.effects.push_back(CoreEffect::Notice(event));
                 }
-                T::GiveUp { message, reason } => self.given_up(message, &reason.to_string()),
+                T::GiveUp { message, reason } => {
+                    self.metrics.count_drop(crate::metrics::DropReason::from(&reason));
+                    self.given_up(message, &reason.to_string())
+                }
                 // A forgotten peer has nothing in flight: its repeat filter goes too.
                 T::Forgotten { peer } => {
                     self.recent.remove(&peer);

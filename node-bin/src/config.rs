@@ -108,6 +108,9 @@ pub struct Config {
     /// Connections in total (default 1024) and per IP address (default 32).
     pub max_connections: Option<usize>,
     pub max_connections_per_ip: Option<usize>,
+    /// Where to serve metrics (Prometheus text format, at `/metrics`), a
+    /// loopback address such as "127.0.0.1:9464"; off when unset.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// The default port for both transports.
@@ -176,6 +179,14 @@ impl Config {
                         "{} listens on every interface; add `advertise = \"...\"` with the address peers should dial",
                         entry.address.0
                     ),
+                ));
+            }
+        }
+        if let Some(address) = self.metrics {
+            if !address.ip().is_loopback() {
+                return Err(invalid(
+                    "metrics",
+                    format!("{address} is not a loopback address: metrics are served to this machine only"),
                 ));
             }
         }

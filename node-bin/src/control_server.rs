@@ -67,10 +67,16 @@ struct Context {
     owner: mpsc::Sender<OwnerRequest>,
     next_engine: AtomicU64,
     streams: SubscriptionStreams,
+    metrics_address: Option<std::net::SocketAddr>,
 }
 
 impl ControlServer {
-    pub async fn start(path: &Path, networked: NetworkedNode, inbox: Inbox) -> Result<Self, ControlServerError> {
+    pub async fn start(
+        path: &Path,
+        networked: NetworkedNode,
+        inbox: Inbox,
+        metrics_address: Option<std::net::SocketAddr>,
+    ) -> Result<Self, ControlServerError> {
         if UnixStream::connect(path).await.is_ok() {
             return Err(ControlServerError::InUse(path.to_path_buf()));
         }
@@ -98,6 +104,7 @@ impl ControlServer {
             owner: owner_tx,
             next_engine: AtomicU64::new(1),
             streams: SubscriptionStreams::default(),
+            metrics_address,
         });
         let (stop_tx, mut stop_rx) = oneshot::channel();
         let clients = Arc::new(tokio::sync::Semaphore::new(MAX_CLIENTS));
@@ -255,6 +262,9 @@ fn status(context: &Context) -> StatusInfo {
     let stats = node.stats();
     let advert = node.advert();
     let counters = transport.counters();
+    let metrics = node.metrics();
+    let core = &metrics.core;
+    let drops = netmachine_engines::metrics::DropReason::ALL.iter().map(|r| core.counts.drops(*r)).sum();
     StatusInfo {
         node: node.identity().to_string(),
         name: advert.as_ref().and_then(|a| a.name.as_ref().map(ToString::to_string)),
@@ -280,6 +290,14 @@ fn status(context: &Context) -> StatusInfo {
         frames_received: counters.frames_received,
         duplicates_dropped: counters.duplicates_dropped,
         violations: counters.violations,
+        metrics: context.metrics_address.map(|a| format!("http://{a}/metrics")),
+        connections_established: core.connections.established,
+        connections_handshaking: core.connections.handshaking,
+        connections_dialling: core.connections.dialling,
+        queued_messages: core.permanent.queued_messages + core.ephemeral.queued_messages,
+        window_messages: core.permanent.inflight_messages + core.ephemeral.inflight_messages,
+        mailbox_depth: metrics.mailboxes.iter().map(|m| m.queued + m.parked).sum(),
+        drops,
     }
 }
 

@@ -73,6 +73,8 @@ pub async fn run(
             name: Some(format!("node-{index}")),
             listen: vec![ListenEntry { address, weight: 100, advertise: None }],
             control_socket: Some(dir.join(format!("node-{index}.sock"))),
+            // Port 0: the system picks a free one, printed below.
+            metrics: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             ..Config::default()
         };
         let host = Host::start(&config, Ed25519Keys::generate()?, None)
@@ -120,6 +122,9 @@ pub async fn run(
         println!("  {me} --control {} peers", node0.display());
         println!("  {me} --control {} send {} hello", node0.display(), identities[1]);
         println!("  {me} --control {} inbox", dir.join("node-1.sock").display());
+        if let Some(metrics) = hosts[0].metrics_address {
+            println!("  curl http://{metrics}/metrics");
+        }
     }
     let stop = crate::signals::wait_for_stop_signal();
     tokio::pin!(stop);

@@ -1,6 +1,7 @@
 //! A node as the binary runs it: the networked node, its `inbox` engine,
 //! the peers from the configuration, and the control API.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use netmachine_adapters::crypto::Ed25519Keys;
@@ -24,6 +25,8 @@ pub enum HostError {
     Node(#[from] NodeError),
     #[error(transparent)]
     Control(#[from] ControlServerError),
+    #[error(transparent)]
+    Metrics(#[from] netmachine_adapters::metrics::http::MetricsServerError),
     #[error("peer {index} in the config: {reason}")]
     Peer { index: usize, reason: String },
 }
@@ -33,7 +36,10 @@ pub enum HostError {
 pub struct Host {
     pub networked: NetworkedNode,
     pub control_socket: PathBuf,
+    /// Where `/metrics` is served, when it is.
+    pub metrics_address: Option<SocketAddr>,
     control: ControlServer,
+    metrics: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Host {
@@ -69,12 +75,25 @@ impl Host {
             }
             networked.node.set_permanence(peer, Permanence::Permanent).await?;
         }
+        let (metrics_address, metrics) = match config.metrics {
+            Some(address) => {
+                let listener = netmachine_adapters::metrics::http::bind(address).await?;
+                let bound = listener.local_addr().unwrap_or(address);
+                let node = networked.node.downgrade();
+                tracing::info!(address = %bound, "serving metrics at /metrics");
+                (Some(bound), Some(tokio::spawn(netmachine_adapters::metrics::http::serve(listener, node))))
+            }
+            None => (None, None),
+        };
         let control_socket = config.control_socket();
-        let control = ControlServer::start(&control_socket, networked.clone(), inbox).await?;
-        Ok(Self { networked, control_socket, control })
+        let control = ControlServer::start(&control_socket, networked.clone(), inbox, metrics_address).await?;
+        Ok(Self { networked, control_socket, metrics_address, control, metrics })
     }
 
     pub async fn shutdown(self) {
+        if let Some(metrics) = self.metrics {
+            metrics.abort();
+        }
         self.control.stop();
         self.networked.shutdown().await;
     }

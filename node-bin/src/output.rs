@@ -18,6 +18,14 @@ pub fn print(response: &ControlResponse, json: bool) {
             }
             println!("addresses   {}", s.addresses.join(" "));
             println!("peers       {} connected", s.peers_connected);
+            println!(
+                "connections {} established, {} handshaking, {} dialling",
+                s.connections_established, s.connections_handshaking, s.connections_dialling
+            );
+            println!(
+                "waiting     {} queued for peers, {} in windows, {} in mailboxes",
+                s.queued_messages, s.window_messages, s.mailbox_depth
+            );
             println!("engines     {}", s.engines);
             println!(
                 "messages    {} delivered locally, {} sent to peers, {} received from peers, {} refused, {} undeliverable",
@@ -27,6 +35,10 @@ pub fn print(response: &ControlResponse, json: bool) {
                 "frames      {} sent, {} received, {} repeats dropped, {} protocol violations",
                 s.frames_sent, s.frames_received, s.duplicates_dropped, s.violations
             );
+            println!("drops       {} (by reason at /metrics)", s.drops);
+            if let Some(metrics) = &s.metrics {
+                println!("metrics     {metrics}");
+            }
             println!("topics      {}", s.topics.len());
             for t in &s.topics {
                 println!("  {}  {} local, {} remote subscribers", t.topic, t.local_subscribers, t.remote_subscribers);

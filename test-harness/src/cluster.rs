@@ -61,6 +61,8 @@ pub struct ProcessNode {
     pub identity: NodeIdentity,
     pub advert: String,
     pub address: SocketAddr,
+    /// Where it serves `/metrics`.
+    pub metrics: SocketAddr,
     child: Option<Child>,
 }
 
@@ -98,15 +100,21 @@ impl Cluster {
             std::fs::create_dir_all(&home).expect("home");
             let config = home.join("node.toml");
             let address = SocketAddr::from(([127, 0, 0, 1], free_port(protocol)));
+            let metrics = SocketAddr::from(([127, 0, 0, 1], free_port(TransportProtocol::TlsTcp)));
             std::fs::write(&config, listen_config(protocol, address)).expect("config");
             let identity = run_to_string(&binary, &home, &config, &["keygen"]).parse().expect("identity");
             let advert = run_to_string(&binary, &home, &config, &["advert"]);
-            nodes.push(ProcessNode { index, home, config, identity, advert, address, child: None });
+            nodes.push(ProcessNode { index, home, config, identity, advert, address, metrics, child: None });
         }
         for node in &nodes {
             let peers: Vec<String> =
                 nodes.iter().filter(|p| p.index != node.index).map(|p| format!("\"{}\"", p.advert)).collect();
-            let text = format!("peers = [{}]\n{}", peers.join(", "), listen_config(protocol, node.address));
+            let text = format!(
+                "peers = [{}]\nmetrics = \"{}\"\n{}",
+                peers.join(", "),
+                node.metrics,
+                listen_config(protocol, node.address)
+            );
             std::fs::write(&node.config, text).expect("config");
         }
         let mut cluster = Self { _dir: dir, binary, protocol, nodes };
@@ -156,6 +164,30 @@ impl Cluster {
 
     pub async fn call(&self, index: usize, request: ControlRequest) -> ControlResponse {
         ControlClient::call(&self.nodes[index].control_socket(), &request).await.expect("control call")
+    }
+
+    /// An HTTP GET of `path` on node `index`'s metrics address: the status
+    /// line and the body.
+    pub async fn http_get(&self, index: usize, path: &str) -> (String, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(self.nodes[index].metrics).await.expect("metrics listener");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.expect("request written");
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+            .await
+            .expect("answered within 10 s")
+            .expect("answer read");
+        let answer = String::from_utf8(answer).expect("utf-8");
+        let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
+        (head.lines().next().unwrap_or_default().to_string(), body.to_string())
+    }
+
+    /// Node `index`'s metrics, scraped over HTTP.
+    pub async fn scrape(&self, index: usize) -> Metrics {
+        let (status, body) = self.http_get(index, "/metrics").await;
+        assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+        Metrics(body)
     }
 
     pub async fn status(&self, index: usize) -> StatusInfo {
@@ -209,6 +241,22 @@ impl Drop for Cluster {
         for index in 0..self.nodes.len() {
             self.kill(index);
         }
+    }
+}
+
+/// A scrape's text.
+#[derive(Debug, Clone)]
+pub struct Metrics(pub String);
+
+impl Metrics {
+    /// The value of one series, named as the text names it (with its
+    /// labels, in order); 0 when absent.
+    pub fn value(&self, series: &str) -> f64 {
+        self.0
+            .lines()
+            .find_map(|line| line.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or(0.0)
     }
 }
 

@@ -279,3 +279,41 @@ over_both!(pub_sub_to_remote_subscribers, pub_sub_over_quic, pub_sub_over_tls_tc
 over_both!(a_killed_node_restarts_and_gets_what_waited, kill_and_restart_over_quic, kill_and_restart_over_tls_tcp);
 over_both!(a_peer_presenting_the_wrong_identity_is_refused, wrong_identity_over_quic, wrong_identity_over_tls_tcp);
 over_both!(a_garbage_frame_closes_that_connection_only, garbage_frame_over_quic, garbage_frame_over_tls_tcp);
+
+/// The metrics a node serves over HTTP move with its traffic.
+async fn metrics_move_with_traffic(protocol: TransportProtocol) {
+    let cluster = Cluster::start(2, protocol).await;
+    cluster.wait_until(0, 30, "the peer connected", |_, peers| peers.iter().any(|p| p.connected)).await;
+    let before = [cluster.scrape(0).await, cluster.scrape(1).await];
+    let mut inbox1 = cluster.open_stream(1, ControlRequest::Inbox).await.expect("inbox");
+    for i in 0..5 {
+        sent_ok(&cluster, 0, send(inbox_of(&cluster, 1), &format!("message {i}"), None)).await;
+    }
+    for _ in 0..5 {
+        next_body(&mut inbox1).await;
+    }
+    let after = [cluster.scrape(0).await, cluster.scrape(1).await];
+    let moved = |node: usize, series: &str| after[node].value(series) - before[node].value(series);
+    // The sender took five messages from a local engine and passed them to
+    // its (permanent) peer; the receiver took them in and handed them to
+    // its inbox engine.
+    assert!(moved(0, r#"netmachine_messages_total{class="local",direction="in"}"#) >= 5.0, "{}", after[0].0);
+    assert!(moved(0, r#"netmachine_messages_total{class="permanent",direction="out"}"#) >= 5.0, "{}", after[0].0);
+    assert!(moved(1, r#"netmachine_messages_total{class="permanent",direction="in"}"#) >= 5.0, "{}", after[1].0);
+    assert_eq!(moved(1, r#"netmachine_engine_messages_total{engine="inbox",direction="in"}"#), 5.0, "{}", after[1].0);
+    assert!(moved(0, r#"netmachine_frames_total{direction="sent"}"#) >= 5.0, "{}", after[0].0);
+    assert_eq!(after[0].value(r#"netmachine_connections{state="established"}"#), 1.0, "{}", after[0].0);
+    assert_eq!(after[0].value(r#"netmachine_connected_peers{class="permanent"}"#), 1.0, "{}", after[0].0);
+    assert_eq!(after[1].value(r#"netmachine_drops_total{reason="queue_full"}"#), 0.0);
+    assert!(after[0].0.ends_with("# EOF\n"), "{}", after[0].0);
+
+    // The status command shows where, and the main figures.
+    let status = cluster.status(0).await;
+    assert_eq!(status.metrics, Some(format!("http://{}/metrics", cluster.nodes[0].metrics)));
+    assert_eq!(status.connections_established, 1);
+    // Anything but /metrics is not found.
+    let (line, _) = cluster.http_get(0, "/other").await;
+    assert_eq!(line, "HTTP/1.1 404 Not Found");
+}
+
+over_both!(metrics_move_with_traffic, metrics_over_quic, metrics_over_tls_tcp);

@@ -236,6 +236,19 @@ impl Host {
     }
 
     /// Reads the core without giving it an input.
+    pub(crate) fn parked_by_engine(&self) -> Vec<(netmachine_domain::EngineName, usize)> {
+        self.overflow.parked_by_engine()
+    }
+
+    pub(crate) fn wire_counts(&self) -> crate::metrics::WireCounts {
+        crate::metrics::WireCounts {
+            frames_sent: self.wire.frames_sent.load(Ordering::Relaxed),
+            frames_received: self.wire.frames_received.load(Ordering::Relaxed),
+            bytes_sent: self.wire.bytes_sent.load(Ordering::Relaxed),
+            framing_violations: self.wire.violations.load(Ordering::Relaxed),
+        }
+    }
+
     pub(crate) fn read<T>(&self, read: impl FnOnce(&HostState) -> T) -> T {
         read(&self.state.lock())
     }

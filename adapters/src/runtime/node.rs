@@ -366,6 +366,34 @@ impl Node {
         })
     }
 
+    /// What the node core counts, with each engine's mailbox depth and the
+    /// frames moved on the wire (see [`crate::metrics`]).
+    pub fn metrics(&self) -> crate::metrics::NodeMetrics {
+        let parked = self.inner.parked_by_engine();
+        let (core, mailboxes) = self.inner.read(|state| {
+            let router = state.core.router();
+            let mut mailboxes: Vec<crate::metrics::MailboxDepth> = router
+                .engine_names()
+                .filter_map(|name| router.engine_address(name))
+                .map(|mailbox| crate::metrics::MailboxDepth {
+                    engine: mailbox.name.to_string(),
+                    capacity: mailbox.tx.max_capacity() as u64,
+                    queued: (mailbox.tx.max_capacity() - mailbox.tx.capacity()) as u64,
+                    parked: 0,
+                })
+                .collect();
+            mailboxes.sort_by(|a, b| a.engine.cmp(&b.engine));
+            (state.core.metrics(), mailboxes)
+        });
+        let mut mailboxes = mailboxes;
+        for (engine, count) in parked {
+            if let Some(row) = mailboxes.iter_mut().find(|m| m.engine == engine.as_str()) {
+                row.parked = count as u64;
+            }
+        }
+        crate::metrics::NodeMetrics { core, mailboxes, wire: self.inner.wire_counts() }
+    }
+
     /// Closes every connection and stops the identity store after it has
     /// written everything it accepted. Engines keep their handles, but
     /// identity changes fail.

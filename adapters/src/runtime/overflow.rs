@@ -85,6 +85,14 @@ impl Overflow {
         self.engines.load(Ordering::Acquire) > 0 && self.table.lock().by_engine.contains_key(engine)
     }
 
+    /// Messages parked for each engine that has any.
+    pub(crate) fn parked_by_engine(&self) -> Vec<(EngineName, usize)> {
+        if self.engines.load(Ordering::Acquire) == 0 {
+            return Vec::new();
+        }
+        self.table.lock().by_engine.iter().map(|(name, parked)| (name.clone(), parked.messages.len())).collect()
+    }
+
     fn count_engines(&self, table: &Table) {
         self.engines.store(table.by_engine.len(), Ordering::Release);
     }

@@ -4,11 +4,12 @@
 use std::net::IpAddr;
 
 use netmachine_domain::{
-    Ack, EngineName, Frame, HandshakeStatus, IdentityRecord, MessageId, NodeIdentity, NodeMessage, NodePayload,
-    RecordKey, Timestamp, TransportAddress,
+    Ack, EngineName, Frame, IdentityRecord, MessageId, NodeIdentity, NodeMessage, NodePayload, RecordKey, Timestamp,
+    TransportAddress,
 };
 
 use super::{CoreEffect, NodeCore, Phase, Receipt};
+use crate::metrics::{DropReason, HandshakeFailure, Side};
 use crate::transport::connection::{expect_hello, Agreed, Connection, HandshakeOffer, Incoming};
 use crate::transport::{CloseReason, ConnId, ConnectFailure, RecentIds};
 use crate::InboundRejection;
@@ -38,7 +39,10 @@ impl<A: Clone> NodeCore<A> {
                 self.phases.insert(attempt, Phase::AwaitingReply { peer, offer, address });
                 self.effects.push_back(CoreEffect::Write { conn: attempt, frame: offer.hello() });
             }
-            Err(failure) => self.transport.dial_failed(attempt, failure, Some(address), now),
+            Err(failure) => {
+                self.count_dial_failure(&failure);
+                self.transport.dial_failed(attempt, failure, Some(address), now)
+            }
         }
         self.pump(now);
     }
@@ -90,6 +94,7 @@ impl<A: Clone> NodeCore<A> {
             Ok(hello) => hello,
             Err(reason) => {
                 self.counters.violations += 1;
+                self.metrics.count_handshake_failure(Side::Inbound, HandshakeFailure::BadHello);
                 self.effects.push_back(CoreEffect::Close { conn, reason });
                 return;
             }
@@ -98,7 +103,8 @@ impl<A: Clone> NodeCore<A> {
         let status = self.transport.admit_inbound_as(conn, peer, ip, hello.versions, hello.boot, banned, now);
         let offer = self.offer_to(&peer);
         self.effects.push_back(CoreEffect::Write { conn, frame: offer.reply(status) });
-        if status != HandshakeStatus::Ok {
+        if let Some(failure) = HandshakeFailure::of_refusal(status) {
+            self.metrics.count_handshake_failure(Side::Inbound, failure);
             tracing::info!(%peer, ?status, "inbound connection refused");
             self.effects
                 .push_back(CoreEffect::Close { conn, reason: CloseReason::Lost(format!("refused: {status:?}")) });
@@ -125,6 +131,7 @@ impl<A: Clone> NodeCore<A> {
                 self.transport.dial_succeeded(conn, agreed.peer_boot, now);
             }
             Err(failure) => {
+                self.count_dial_failure(&failure);
                 self.transport.dial_failed(conn, failure.clone(), Some(address), now);
                 self.effects.push_back(CoreEffect::Close { conn, reason: CloseReason::Lost(failure.to_string()) });
             }
@@ -176,6 +183,7 @@ impl<A: Clone> NodeCore<A> {
             }
             Ok(Incoming::Repeat) => {
                 self.counters.repeats_dropped += 1;
+                self.metrics.count_drop(DropReason::Repeat);
                 None
             }
             Ok(Incoming::Acknowledged { count, bytes, messages }) => {
@@ -302,6 +310,8 @@ impl<A: Clone> NodeCore<A> {
             NodePayload::Engine(inner) => Some((inner.src.clone(), inner.id, inner.protocol.clone())),
             NodePayload::Relay(_) => None,
         };
+        let class = self.class_of(&peer);
+        self.metrics.count_in(class);
         let rejection = match self.router.route_inbound(peer, message, now, self.verifier.as_ref()) {
             Ok(routed) => {
                 self.counters.inbound_delivered += 1;
@@ -313,6 +323,7 @@ impl<A: Clone> NodeCore<A> {
             Err(rejection) => rejection,
         };
         self.counters.inbound_rejected += 1;
+        self.metrics.count_drop(DropReason::from(&rejection));
         tracing::info!(%rejection, "inbound message dropped");
         if let Some((source, id, protocol)) = origin {
             if let Some(notice) = self.router.undeliverable_notice(&source, id, &protocol, &rejection, now) {
@@ -327,6 +338,7 @@ impl<A: Clone> NodeCore<A> {
     /// full. Its source hears why.
     pub fn mailbox_full(&mut self, message: &netmachine_domain::EngineMessage, now: Timestamp) {
         self.counters.undeliverable += 1;
+        self.metrics.count_drop(DropReason::MailboxFull);
         let reason = crate::router::DropReason::MailboxFull;
         if let Some(notice) = self.router.drop_notice(&message.src, message.id, &message.protocol, reason, now) {
             self.send_control(notice, now);
@@ -342,6 +354,7 @@ impl<A: Clone> NodeCore<A> {
                 self.transport.closed(conn, reason, connection.into_unacknowledged(), now);
             }
             Some(Phase::AwaitingReply { address, .. } | Phase::Dialling { address, .. }) => {
+                self.metrics.count_handshake_failure(Side::Outbound, HandshakeFailure::Unreachable);
                 self.transport.dial_failed(conn, ConnectFailure::Unreachable(reason.to_string()), Some(address), now);
             }
             // Not admitted yet, or already closed: the Transport holds nothing.

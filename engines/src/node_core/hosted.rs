@@ -111,6 +111,7 @@ impl<A: Clone> NodeCore<A> {
             tracing::debug!(protocol, "no engine serves this protocol");
             return;
         };
+        self.metrics.count_engine(protocol, false);
         self.hosted.call(index, |engine| engine.handle(input, now));
     }
 
@@ -120,6 +121,9 @@ impl<A: Clone> NodeCore<A> {
         let effects = self.hosted.take_effects(now);
         let any = !effects.is_empty();
         for (protocol, effect) in effects {
+            if matches!(effect, Effect::SendToPeer { .. } | Effect::Deliver { .. }) {
+                self.metrics.count_engine(protocol.name.as_str(), true);
+            }
             match effect {
                 // Its own node is no peer: a message to it would come back
                 // to the engine as a command, and could loop.

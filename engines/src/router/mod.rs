@@ -432,6 +432,11 @@ impl<A: Clone> Router<A> {
         self.topics.get(topic).map_or(0, |t| t.subscribers.len())
     }
 
+    /// Local engines subscribed to `topic`, in subscription order.
+    pub fn local_subscribers(&self, topic: &TopicIdentity) -> &[EngineName] {
+        self.topics.get(topic).map_or(&[], |t| t.subscribers.as_slice())
+    }
+
     /// Remote nodes subscribed to `topic` here.
     pub fn remote_subscribers(&self, topic: &TopicIdentity) -> Vec<NodeIdentity> {
         self.remote_subscribers.get(topic).map(|n| n.iter().copied().collect()).unwrap_or_default()

@@ -319,6 +319,30 @@ impl Transport {
         out
     }
 
+    /// Whether `peer` is one this node keeps connected.
+    pub fn is_permanent(&self, peer: &NodeIdentity) -> bool {
+        self.peers.get(peer).is_some_and(|p| p.permanent)
+    }
+
+    /// What waits for the permanent peers, then for the ephemeral ones.
+    pub fn depths(&self) -> [crate::metrics::Depths; 2] {
+        let mut out = [crate::metrics::Depths::default(); 2];
+        for peer in self.peers.values() {
+            let depths = &mut out[usize::from(!peer.permanent)];
+            depths.peers += 1;
+            depths.queued_messages += peer.queue.len() as u64;
+            depths.queued_bytes += peer.queued_bytes as u64;
+            if let Link::Connected { conn } = peer.link {
+                if let Some(c) = self.conns.get(&conn) {
+                    depths.connected_peers += 1;
+                    depths.inflight_messages += c.inflight as u64;
+                    depths.inflight_bytes += c.inflight_bytes as u64;
+                }
+            }
+        }
+        out
+    }
+
     fn peer_entry(&mut self, peer: NodeIdentity, now: Timestamp) -> Option<&mut Peer> {
         if !self.peers.contains_key(&peer) {
             if self.peers.len() >= self.config.max_peers {
