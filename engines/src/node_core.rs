@@ -123,22 +123,21 @@ pub struct CoreConfig {
 #[derive(Debug)]
 enum Phase {
     /// This node dialled; the stream is being opened.
-    Dialling {
-        peer: NodeIdentity,
-        address: TransportAddress,
-    },
+    Dialling { peer: NodeIdentity, address: TransportAddress },
     /// This node sent its hello and waits for the reply.
-    AwaitingReply {
-        peer: NodeIdentity,
-        offer: HandshakeOffer,
-        address: TransportAddress,
-    },
+    AwaitingReply(Box<AwaitingReply>),
     /// The peer dialled; its hello has not come yet.
-    AwaitingHello {
-        peer: NodeIdentity,
-        ip: Option<std::net::IpAddr>,
-    },
-    Established(Connection),
+    AwaitingHello { peer: NodeIdentity, ip: Option<std::net::IpAddr> },
+    /// Boxed, as is a reply awaited: the table of phases keeps spare
+    /// slots, each as large as the largest phase.
+    Established(Box<Connection>),
+}
+
+#[derive(Debug)]
+struct AwaitingReply {
+    peer: NodeIdentity,
+    offer: HandshakeOffer,
+    address: TransportAddress,
 }
 
 pub struct NodeCore<A> {
@@ -153,7 +152,9 @@ pub struct NodeCore<A> {
     /// Topics whose adverts this node gives every peer that connects.
     local_topics: Vec<TopicIdentity>,
     phases: ConnMap<Phase>,
-    recent: HashMap<NodeIdentity, RecentIds>,
+    /// Boxed: most peers sit idle in the table, whose spare slots would
+    /// otherwise weigh a whole filter each.
+    recent: HashMap<NodeIdentity, Box<RecentIds>>,
     effects: VecDeque<CoreEffect<A>>,
     /// Connections that owe the peer an acknowledgement, written once the
     /// other effects are out (a delivery may be held first).

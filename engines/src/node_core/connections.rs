@@ -8,7 +8,7 @@ use netmachine_domain::{
     TransportAddress,
 };
 
-use super::{CoreEffect, NodeCore, Phase, Receipt};
+use super::{AwaitingReply, CoreEffect, NodeCore, Phase, Receipt};
 use crate::metrics::{DropReason, HandshakeFailure, Side};
 use crate::transport::connection::{expect_hello, Agreed, Connection, HandshakeOffer, Incoming};
 use crate::transport::{CloseReason, ConnId, ConnectFailure, RecentIds};
@@ -36,7 +36,7 @@ impl<A: Clone> NodeCore<A> {
         match outcome {
             Ok(()) => {
                 let offer = self.offer_to(&peer);
-                self.phases.insert(attempt, Phase::AwaitingReply { peer, offer, address });
+                self.phases.insert(attempt, Phase::AwaitingReply(Box::new(AwaitingReply { peer, offer, address })));
                 self.effects.push_back(CoreEffect::Write { conn: attempt, frame: offer.hello() });
             }
             Err(failure) => {
@@ -57,7 +57,7 @@ impl<A: Clone> NodeCore<A> {
 
     /// Whether `conn` is open and its handshake not yet done.
     pub fn is_handshaking(&self, conn: ConnId) -> bool {
-        matches!(self.phases.get(&conn), Some(Phase::AwaitingHello { .. } | Phase::AwaitingReply { .. }))
+        matches!(self.phases.get(&conn), Some(Phase::AwaitingHello { .. } | Phase::AwaitingReply(_)))
     }
 
     /// A message the host was asked to write on `conn` could not be framed
@@ -79,7 +79,10 @@ impl<A: Clone> NodeCore<A> {
     pub fn frame(&mut self, conn: ConnId, frame: Frame, drained: bool, now: Timestamp) {
         match self.phases.remove(&conn) {
             Some(Phase::AwaitingHello { peer, ip }) => self.hello(conn, peer, ip, frame, now),
-            Some(Phase::AwaitingReply { peer, offer, address }) => self.reply(conn, peer, offer, address, frame, now),
+            Some(Phase::AwaitingReply(awaiting)) => {
+                let AwaitingReply { peer, offer, address } = *awaiting;
+                self.reply(conn, peer, offer, address, frame, now)
+            }
             Some(Phase::Established(connection)) => self.established_frame(conn, connection, frame, drained, now),
             Some(dialling @ Phase::Dialling { .. }) => {
                 self.phases.insert(conn, dialling);
@@ -142,9 +145,9 @@ impl<A: Clone> NodeCore<A> {
     /// node's advert if it holds an older one, and the adverts of the
     /// topics created here.
     fn established(&mut self, conn: ConnId, peer: NodeIdentity, agreed: Agreed) {
-        self.phases.insert(conn, Phase::Established(Connection::new(peer)));
+        self.phases.insert(conn, Phase::Established(Box::new(Connection::new(peer))));
         let window = self.config.repeat_window;
-        self.recent.entry(peer).or_insert_with(|| RecentIds::new(window));
+        self.recent.entry(peer).or_insert_with(|| Box::new(RecentIds::new(window)));
         if agreed.send_own_advert {
             if let Some(advert) = self.own_advert.clone() {
                 self.effects.push_back(CoreEffect::Write { conn, frame: Frame::NodeAdvert(advert) });
@@ -165,14 +168,14 @@ impl<A: Clone> NodeCore<A> {
     fn established_frame(
         &mut self,
         conn: ConnId,
-        mut connection: Connection,
+        mut connection: Box<Connection>,
         frame: Frame,
         drained: bool,
         now: Timestamp,
     ) {
         let peer = connection.peer();
         let window = self.config.repeat_window;
-        let recent = self.recent.entry(peer).or_insert_with(|| RecentIds::new(window));
+        let recent = self.recent.entry(peer).or_insert_with(|| Box::new(RecentIds::new(window)));
         connection.keep_acknowledged(self.report_acks);
         let incoming = connection.receive(frame, recent);
         let violation = match incoming {
@@ -346,6 +349,12 @@ impl<A: Clone> NodeCore<A> {
         self.pump(now);
     }
 
+    /// A connection this node dialled closed before its handshake was done.
+    fn setup_lost(&mut self, conn: ConnId, address: TransportAddress, reason: &CloseReason, now: Timestamp) {
+        self.metrics.count_handshake_failure(Side::Outbound, HandshakeFailure::Unreachable);
+        self.transport.dial_failed(conn, ConnectFailure::Unreachable(reason.to_string()), Some(address), now);
+    }
+
     /// A connection ended (closed by either end, or lost). What it had
     /// sent and not had acknowledged goes back to the Transport.
     pub fn closed(&mut self, conn: ConnId, reason: CloseReason, now: Timestamp) {
@@ -353,10 +362,8 @@ impl<A: Clone> NodeCore<A> {
             Some(Phase::Established(connection)) => {
                 self.transport.closed(conn, reason, connection.into_unacknowledged(), now);
             }
-            Some(Phase::AwaitingReply { address, .. } | Phase::Dialling { address, .. }) => {
-                self.metrics.count_handshake_failure(Side::Outbound, HandshakeFailure::Unreachable);
-                self.transport.dial_failed(conn, ConnectFailure::Unreachable(reason.to_string()), Some(address), now);
-            }
+            Some(Phase::AwaitingReply(awaiting)) => self.setup_lost(conn, awaiting.address, &reason, now),
+            Some(Phase::Dialling { address, .. }) => self.setup_lost(conn, address, &reason, now),
             // Not admitted yet, or already closed: the Transport holds nothing.
             Some(Phase::AwaitingHello { .. }) | None => self.transport.closed(conn, reason, Vec::new(), now),
         }

@@ -15,7 +15,7 @@ impl<A: Clone> NodeCore<A> {
         for phase in self.phases.values() {
             match phase {
                 Phase::Dialling { .. } => connections.dialling += 1,
-                Phase::AwaitingReply { .. } | Phase::AwaitingHello { .. } => connections.handshaking += 1,
+                Phase::AwaitingReply(_) | Phase::AwaitingHello { .. } => connections.handshaking += 1,
                 Phase::Established(_) => connections.established += 1,
             }
         }

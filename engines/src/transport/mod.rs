@@ -103,6 +103,14 @@ struct AddressStats {
     rtt_micros: Option<u32>,
 }
 
+/// One round of dialling a peer: the addresses left to try, and the error
+/// of the last one tried.
+#[derive(Debug)]
+struct DialRound {
+    candidates: VecDeque<TransportAddress>,
+    last_error: Option<String>,
+}
+
 /// Addresses of one peer whose dial outcomes are remembered.
 const MAX_ADDRESS_STATS: usize = 16;
 
@@ -114,9 +122,9 @@ struct Peer {
     /// the table and a map costs a few hundred bytes even for one.
     stats: Vec<(TransportAddress, AddressStats)>,
     link: Link,
-    /// Addresses left to try in the current dial round.
-    candidates: VecDeque<TransportAddress>,
-    last_dial_error: Option<String>,
+    /// The dial round under way, if any: boxed, as few peers of the table
+    /// are being dialled.
+    dial: Option<Box<DialRound>>,
     queue: VecDeque<NodeMessage>,
     queued_bytes: usize,
     permanent: bool,
@@ -130,8 +138,7 @@ impl Peer {
             addresses: Vec::new(),
             stats: Vec::new(),
             link: Link::Idle,
-            candidates: VecDeque::new(),
-            last_dial_error: None,
+            dial: None,
             queue: VecDeque::new(),
             queued_bytes: 0,
             permanent: false,
@@ -356,7 +363,7 @@ impl Transport {
     /// A new entry in the peer table, with its forget timer running.
     fn add_peer(&mut self, peer: NodeIdentity, now: Timestamp) {
         self.peers.insert(peer, Box::new(Peer::new(now)));
-        self.timers.set(PeerTimer::Forget(peer), now.saturating_add_millis(self.config.forget_after_ms));
+        self.timers.set_earliest(PeerTimer::Sweep, now.saturating_add_millis(self.config.forget_after_ms));
     }
 
     // ---- what the engine is told about peers ----------------------------
@@ -540,8 +547,7 @@ impl Transport {
         };
         let candidates = self.ordered_addresses(peer);
         if let Some(peer) = self.peers.get_mut(&peer_id) {
-            peer.candidates = candidates;
-            peer.last_dial_error = None;
+            peer.dial = Some(Box::new(DialRound { candidates, last_error: None }));
         }
         self.dial_next(peer_id, now);
     }
@@ -555,8 +561,8 @@ impl Transport {
         let Some(peer) = self.peers.get_mut(&peer_id) else {
             return;
         };
-        let Some(address) = peer.candidates.pop_front() else {
-            let reason = match peer.last_dial_error.take() {
+        let Some(address) = peer.dial.as_mut().and_then(|round| round.candidates.pop_front()) else {
+            let reason = match peer.dial.take().and_then(|round| round.last_error) {
                 Some(error) => ConnectFailure::Unreachable(error),
                 None => ConnectFailure::NoAddress,
             };
@@ -629,7 +635,7 @@ impl Transport {
         let peer = conn.peer;
         if let Some(p) = self.peers.get_mut(&peer) {
             p.failures = 0;
-            p.candidates = VecDeque::new();
+            p.dial = None;
         }
         self.adopt(attempt, peer, now);
     }
@@ -659,11 +665,13 @@ impl Transport {
             // A refusal or a wrong identity will not change with another
             // address of the same node.
             ConnectFailure::Refused(_) | ConnectFailure::WrongIdentity => {
-                peer.candidates = VecDeque::new();
+                peer.dial = None;
                 self.connect_failed(peer_id, failure, now);
             }
             other => {
-                peer.last_dial_error = Some(other.to_string());
+                if let Some(round) = peer.dial.as_mut() {
+                    round.last_error = Some(other.to_string());
+                }
                 self.dial_next(peer_id, now);
             }
         }

@@ -17,30 +17,50 @@ use netmachine_domain::EngineMessage;
 
 #[derive(Debug)]
 pub struct RecentIds {
+    /// Oldest first.
     order: VecDeque<u64>,
-    seen: HashSet<u64, BuildHasherDefault<Digest>>,
+    /// An index over `order`, built once it holds more than
+    /// [`SCAN_LIMIT`] keys: most peers send a few messages, and a scan of
+    /// a few keys costs less than a set's memory.
+    seen: Option<HashSet<u64, BuildHasherDefault<Digest>>>,
     capacity: usize,
 }
+
+/// Keys looked up by a scan of `order`, before an index is built.
+const SCAN_LIMIT: usize = 16;
 
 impl RecentIds {
     /// Only messages that were unacknowledged when a connection dropped
     /// can come again, so the capacity needs to cover one window.
     pub fn new(capacity: usize) -> Self {
-        Self { order: VecDeque::new(), seen: HashSet::default(), capacity: capacity.max(1) }
+        Self { order: VecDeque::new(), seen: None, capacity: capacity.max(1) }
     }
 
     /// Records the message; false when it was already seen.
     pub fn first_time(&mut self, message: &EngineMessage) -> bool {
         let key = digest(message);
-        if !self.seen.insert(key) {
+        let known = match &self.seen {
+            Some(seen) => seen.contains(&key),
+            None => self.order.contains(&key),
+        };
+        if known {
             return false;
         }
         if self.order.len() >= self.capacity {
             if let Some(old) = self.order.pop_front() {
-                self.seen.remove(&old);
+                if let Some(seen) = self.seen.as_mut() {
+                    seen.remove(&old);
+                }
             }
         }
         self.order.push_back(key);
+        match self.seen.as_mut() {
+            Some(seen) => {
+                seen.insert(key);
+            }
+            None if self.order.len() > SCAN_LIMIT => self.seen = Some(self.order.iter().copied().collect()),
+            None => {}
+        }
         true
     }
 }

@@ -490,6 +490,35 @@ fn a_message_preference_and_local_measurements_order_the_addresses() {
     assert_eq!(second[0].1, slow_quic.address, "then the faster of the equal-weight QUIC addresses");
 }
 
+/// One sweep forgets every idle peer: each is forgotten once quiet for the
+/// forget time (and at most a sixteenth of it later), with one timer for
+/// the whole table.
+#[test]
+fn idle_peers_are_forgotten_by_one_sweep_each_in_its_own_time() {
+    let mut t = transport(1);
+    let forget = t.config().forget_after_ms;
+    let (early, late) = (node(2), node(3));
+    t.set_addresses(early, vec![addr("quic://127.0.0.1:1", 1)], T0);
+    let half = T0.saturating_add_millis(forget / 2);
+    t.set_addresses(late, vec![addr("quic://127.0.0.1:2", 1)], half);
+    for p in 4..20 {
+        t.set_addresses(node(p), vec![addr("quic://127.0.0.1:3", 1)], half);
+    }
+    drain(&mut t);
+    assert_eq!(t.timers.len(), 1, "one sweep, not a timer per idle peer");
+    let first = T0.saturating_add_millis(forget);
+    assert_eq!(t.poll_timeout(), Some(first));
+    t.handle_timeout(first);
+    assert!(!t.knows(&early), "quiet for the forget time");
+    assert!(t.knows(&late), "not yet quiet long enough");
+    let due = half.saturating_add_millis(forget);
+    let next = t.poll_timeout().expect("a sweep for the others");
+    assert!(next >= due && next <= due.saturating_add_millis(forget / 16), "{next:?}");
+    t.handle_timeout(next);
+    assert!(!t.knows(&late));
+    assert!(t.timers.is_empty(), "an empty table needs no sweep");
+}
+
 #[test]
 fn idle_ephemeral_peers_are_forgotten_and_permanent_ones_kept() {
     let mut t = transport(1);

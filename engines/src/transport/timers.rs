@@ -22,7 +22,7 @@ impl Timed for Transport {
                 PeerTimer::Redial(peer) => self.redial_due(peer, now),
                 PeerTimer::Expire(peer) => self.expiry_due(peer, now),
                 PeerTimer::Idle(peer) => self.idle_due(peer, now),
-                PeerTimer::Forget(peer) => self.forget_due(peer, now),
+                PeerTimer::Sweep => self.sweep_due(now),
             }
         }
     }
@@ -36,9 +36,11 @@ impl Transport {
     }
 
     pub(super) fn cancel_timers(&mut self, peer: NodeIdentity) {
-        for timer in [PeerTimer::Redial(peer), PeerTimer::Expire(peer), PeerTimer::Idle(peer), PeerTimer::Forget(peer)]
-        {
+        for timer in [PeerTimer::Redial(peer), PeerTimer::Expire(peer), PeerTimer::Idle(peer)] {
             self.timers.cancel(&timer);
+        }
+        if self.peers.is_empty() {
+            self.timers.cancel(&PeerTimer::Sweep);
         }
     }
 
@@ -94,20 +96,34 @@ impl Transport {
     }
 
     /// A peer with no connection, nothing queued and not permanent leaves
-    /// the table after `forget_after_ms` without traffic; any other peer is
-    /// checked again later.
-    fn forget_due(&mut self, id: NodeIdentity, now: Timestamp) {
-        let Some(peer) = self.peers.get(&id) else { return };
+    /// the table after `forget_after_ms` without traffic. The sweep comes
+    /// back when the next peer may be due, but no sooner than a sixteenth
+    /// of that time: a peer may stay up to that much longer.
+    fn sweep_due(&mut self, now: Timestamp) {
         let forget_after = self.config.forget_after_ms;
-        let quiet_until = peer.last_activity.saturating_add_millis(forget_after);
-        if now < quiet_until {
-            self.timers.set(PeerTimer::Forget(id), quiet_until);
-        } else if peer.link == Link::Idle && !peer.permanent && peer.queue.is_empty() {
+        let quiet_until = |peer: &super::Peer| peer.last_activity.saturating_add_millis(forget_after);
+        let mut gone: Vec<NodeIdentity> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| now >= quiet_until(p) && p.link == Link::Idle && !p.permanent && p.queue.is_empty())
+            .map(|(id, _)| *id)
+            .collect();
+        // In a fixed order: the table's is not.
+        gone.sort_unstable();
+        for id in gone {
             self.peers.remove(&id);
             self.cancel_timers(id);
             self.effects.push_back(TransportEffect::Forgotten { peer: id });
-        } else {
-            self.timers.set(PeerTimer::Forget(id), later(now, forget_after));
+        }
+        // A peer quiet long enough but busy (connected, queued, permanent)
+        // is looked at again a whole period later.
+        let next = self
+            .peers
+            .values()
+            .map(|p| if now < quiet_until(p) { quiet_until(p) } else { later(now, forget_after) })
+            .min();
+        if let Some(next) = next {
+            self.timers.set(PeerTimer::Sweep, next.max(later(now, forget_after / 16)));
         }
     }
 }

@@ -222,7 +222,16 @@ impl Simulation {
         self.conn_index.remove(&(node, conn));
         if !l.open[0] && !l.open[1] {
             l.dirs = [Direction::default(), Direction::default()];
+            let ends = l.ends;
             self.free_links.push(li as u32);
+            // Its ends no longer list it: a node's list holds its open
+            // links, not every link it ever had.
+            for end in ends {
+                let list = &mut self.node_links[end as usize];
+                if let Some(at) = list.iter().position(|h| *h == link) {
+                    list.swap_remove(at);
+                }
+            }
         }
         if l.generations[side as usize] != self.nodes[node as usize].generation || !self.nodes[node as usize].alive {
             return;
