@@ -129,7 +129,7 @@ impl Transport {
         }
         let was_connected = matches!(peer.link, Link::Connected { .. });
         peer.link = Link::Connected { conn };
-        self.timers.set(PeerTimer::Idle(peer_id), now.saturating_add_millis(self.config.idle_timeout_ms));
+        self.timers.set_earliest(PeerTimer::Sweep, now.saturating_add_millis(self.config.idle_timeout_ms));
         if !was_connected {
             if let Some(direction) = direction {
                 self.effects

@@ -396,10 +396,14 @@ impl Transport {
         if permanent && link == Link::Idle {
             self.start_dial(peer, now);
         }
-        if !permanent && matches!(link, Link::Connected { .. }) {
-            // Ephemeral now: its connection may close when idle.
-            let at = last_activity.saturating_add_millis(self.config.idle_timeout_ms);
-            self.timers.set(PeerTimer::Idle(peer), at);
+        if !permanent {
+            // Ephemeral now: its connection may close when idle, and the
+            // peer be forgotten.
+            let wait = match link {
+                Link::Connected { .. } => self.config.idle_timeout_ms,
+                _ => self.config.forget_after_ms,
+            };
+            self.timers.set_earliest(PeerTimer::Sweep, last_activity.saturating_add_millis(wait));
         }
     }
 

@@ -21,7 +21,6 @@ impl Timed for Transport {
             match timer {
                 PeerTimer::Redial(peer) => self.redial_due(peer, now),
                 PeerTimer::Expire(peer) => self.expiry_due(peer, now),
-                PeerTimer::Idle(peer) => self.idle_due(peer, now),
                 PeerTimer::Sweep => self.sweep_due(now),
             }
         }
@@ -36,7 +35,7 @@ impl Transport {
     }
 
     pub(super) fn cancel_timers(&mut self, peer: NodeIdentity) {
-        for timer in [PeerTimer::Redial(peer), PeerTimer::Expire(peer), PeerTimer::Idle(peer)] {
+        for timer in [PeerTimer::Redial(peer), PeerTimer::Expire(peer)] {
             self.timers.cancel(&timer);
         }
         if self.peers.is_empty() {
@@ -76,54 +75,57 @@ impl Transport {
         }
     }
 
-    fn idle_due(&mut self, id: NodeIdentity, now: Timestamp) {
-        let Some(peer) = self.peers.get(&id) else { return };
-        let Link::Connected { conn } = peer.link else { return };
-        if peer.permanent {
-            // Made ephemeral later, the timer is set again then.
-            return;
+    /// The sweep: an ephemeral connection quiet for `idle_timeout_ms`
+    /// (nothing queued, nothing in flight) is closed; a peer with no
+    /// connection, nothing queued and not permanent, quiet for
+    /// `forget_after_ms`, leaves the table. The sweep comes back when the
+    /// next peer may be due, but no sooner than a sixteenth of the shorter
+    /// time: a peer may wait up to that much longer.
+    fn sweep_due(&mut self, now: Timestamp) {
+        let (idle, forget) = (self.config.idle_timeout_ms, self.config.forget_after_ms);
+        let mut closing = Vec::new();
+        let mut gone = Vec::new();
+        let mut next: Option<Timestamp> = None;
+        for (id, peer) in &self.peers {
+            let quiet = |ms: u64| peer.last_activity.saturating_add_millis(ms);
+            // Once quiet long enough but busy, looked at a whole period later.
+            let forget_due = if now < quiet(forget) { quiet(forget) } else { later(now, forget) };
+            let due = match peer.link {
+                Link::Connected { .. } if peer.permanent => continue,
+                Link::Connected { conn } => {
+                    let in_flight = self.conns.get(&conn).is_some_and(|c| c.inflight > 0);
+                    if !peer.queue.is_empty() || in_flight {
+                        later(now, idle)
+                    } else if now < quiet(idle) {
+                        quiet(idle)
+                    } else {
+                        closing.push((*id, conn));
+                        // Closed, it is looked at again to be forgotten.
+                        forget_due
+                    }
+                }
+                Link::Idle if !peer.permanent && peer.queue.is_empty() && now >= quiet(forget) => {
+                    gone.push(*id);
+                    continue;
+                }
+                _ => forget_due,
+            };
+            next = Some(next.map_or(due, |n| n.min(due)));
         }
-        let idle_timeout = self.config.idle_timeout_ms;
-        let in_use = !peer.queue.is_empty() || self.conns.get(&conn).is_some_and(|c| c.inflight > 0);
-        let quiet_until = peer.last_activity.saturating_add_millis(idle_timeout);
-        if in_use {
-            self.timers.set(PeerTimer::Idle(id), later(now, idle_timeout));
-        } else if now < quiet_until {
-            self.timers.set(PeerTimer::Idle(id), quiet_until);
-        } else {
+        // In a fixed order: the table's is not.
+        closing.sort_unstable();
+        for (_, conn) in closing {
             self.effects.push_back(TransportEffect::Close { conn, reason: CloseReason::Idle });
         }
-    }
-
-    /// A peer with no connection, nothing queued and not permanent leaves
-    /// the table after `forget_after_ms` without traffic. The sweep comes
-    /// back when the next peer may be due, but no sooner than a sixteenth
-    /// of that time: a peer may stay up to that much longer.
-    fn sweep_due(&mut self, now: Timestamp) {
-        let forget_after = self.config.forget_after_ms;
-        let quiet_until = |peer: &super::Peer| peer.last_activity.saturating_add_millis(forget_after);
-        let mut gone: Vec<NodeIdentity> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| now >= quiet_until(p) && p.link == Link::Idle && !p.permanent && p.queue.is_empty())
-            .map(|(id, _)| *id)
-            .collect();
-        // In a fixed order: the table's is not.
         gone.sort_unstable();
         for id in gone {
             self.peers.remove(&id);
             self.cancel_timers(id);
             self.effects.push_back(TransportEffect::Forgotten { peer: id });
         }
-        // A peer quiet long enough but busy (connected, queued, permanent)
-        // is looked at again a whole period later.
-        let next = self
-            .peers
-            .values()
-            .map(|p| if now < quiet_until(p) { quiet_until(p) } else { later(now, forget_after) })
-            .min();
-        if let Some(next) = next {
-            self.timers.set(PeerTimer::Sweep, next.max(later(now, forget_after / 16)));
+        match next {
+            Some(next) => self.timers.set(PeerTimer::Sweep, next.max(later(now, idle.min(forget) / 16))),
+            None => self.timers.cancel(&PeerTimer::Sweep),
         }
     }
 }

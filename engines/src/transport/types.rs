@@ -185,10 +185,9 @@ pub(super) enum PeerTimer {
     Redial(NodeIdentity),
     /// The earliest expiry among messages waiting while not connected.
     Expire(NodeIdentity),
-    /// An ephemeral connection may have been quiet long enough to close.
-    Idle(NodeIdentity),
-    /// Peers with nothing to do may have been quiet long enough to forget:
-    /// one sweep of the table for all of them, not a timer each (most
-    /// peers in the table are idle, and a timer weighs some 150 bytes).
+    /// Ephemeral connections may have been quiet long enough to close, and
+    /// peers with nothing to do long enough to forget: one sweep of the
+    /// table for all of them, not a timer each (a node has many peers,
+    /// and a timer weighs some 150 bytes).
     Sweep,
 }
