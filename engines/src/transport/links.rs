@@ -7,8 +7,8 @@ use netmachine_domain::{HandshakeStatus, NodeIdentity, NodeMessage, Timestamp, V
 
 use super::types::PeerTimer;
 use super::{
-    expiry_of, is_expired, message_cost, preferred_dialler, CloseReason, Conn, ConnId, Direction, Link, Transport,
-    TransportEffect, TransportEvent, Undeliverable,
+    is_expired, preferred_dialler, CloseReason, Conn, ConnId, Direction, Link, Transport, TransportEffect,
+    TransportEvent, Undeliverable,
 };
 
 impl Transport {
@@ -172,7 +172,6 @@ impl Transport {
             if is_expired(&message, now) {
                 expired.push(message);
             } else {
-                peer.queued_bytes += message_cost(&message);
                 peer.queue.push_front(message);
             }
         }
@@ -180,7 +179,7 @@ impl Transport {
         if was_current {
             peer.link = Link::Idle;
             // What waits now may expire before the next connection.
-            if let Some(first) = peer.queue.iter().filter_map(expiry_of).min() {
+            if let Some(first) = peer.queue.first_expiry() {
                 self.timers.set_earliest(PeerTimer::Expire(peer_id), first);
             }
         }
@@ -225,7 +224,7 @@ impl Transport {
         if matches!(peer.link, Link::Connected { .. }) || peer.queue.is_empty() {
             return;
         }
-        if let Some(first) = peer.queue.iter().filter_map(expiry_of).min() {
+        if let Some(first) = peer.queue.first_expiry() {
             self.timers.set_earliest(PeerTimer::Expire(peer_id), first);
         }
         if peer.link == Link::Idle && !self.stopping {
@@ -245,7 +244,7 @@ impl Transport {
     /// is sent to it or dialled. Messages in flight come back through
     /// `closed` and are given up there.
     pub fn ban(&mut self, peer: NodeIdentity) {
-        let Some(p) = self.peers.remove(&peer) else { return };
+        let Some(mut p) = self.peers.remove(&peer) else { return };
         self.cancel_timers(peer);
         match p.link {
             // Its messages in flight come back through `closed`.
@@ -258,7 +257,7 @@ impl Transport {
             }
             Link::Idle | Link::Backoff { .. } => {}
         }
-        for message in p.queue {
+        for message in p.queue.take_all() {
             self.effects.push_back(TransportEffect::GiveUp { message, reason: Undeliverable::Banned });
         }
     }
@@ -272,8 +271,7 @@ impl Transport {
         }
         for peer in self.peers.values_mut() {
             peer.permanent = false;
-            peer.queued_bytes = 0;
-            for message in peer.queue.drain(..) {
+            for message in peer.queue.take_all() {
                 self.effects.push_back(TransportEffect::GiveUp { message, reason: Undeliverable::Shutdown });
             }
         }

@@ -13,6 +13,7 @@
 pub mod connection;
 mod links;
 mod recent;
+mod send_queue;
 mod timers;
 mod types;
 
@@ -32,6 +33,7 @@ pub use types::{
 
 use crate::engine::Timers;
 use crate::ports::Randomness;
+use send_queue::SendQueue;
 use types::PeerTimer;
 
 /// The connection protocol versions this implementation speaks.
@@ -125,8 +127,7 @@ struct Peer {
     /// The dial round under way, if any: boxed, as few peers of the table
     /// are being dialled.
     dial: Option<Box<DialRound>>,
-    queue: VecDeque<NodeMessage>,
-    queued_bytes: usize,
+    queue: SendQueue,
     permanent: bool,
     failures: u32,
     last_activity: Timestamp,
@@ -139,8 +140,7 @@ impl Peer {
             stats: Vec::new(),
             link: Link::Idle,
             dial: None,
-            queue: VecDeque::new(),
-            queued_bytes: 0,
+            queue: SendQueue::default(),
             permanent: false,
             failures: 0,
             last_activity: now,
@@ -315,7 +315,7 @@ impl Transport {
                     direction: conn.map(|c| c.direction),
                     permanent: p.permanent,
                     queued: p.queue.len(),
-                    queued_bytes: p.queued_bytes,
+                    queued_bytes: p.queue.bytes(),
                     inflight: conn.map_or(0, |c| c.inflight),
                     inflight_bytes: conn.map_or(0, |c| c.inflight_bytes),
                     failures: p.failures,
@@ -338,7 +338,7 @@ impl Transport {
             let depths = &mut out[usize::from(!peer.permanent)];
             depths.peers += 1;
             depths.queued_messages += peer.queue.len() as u64;
-            depths.queued_bytes += peer.queued_bytes as u64;
+            depths.queued_bytes += peer.queue.bytes() as u64;
             if let Link::Connected { conn } = peer.link {
                 if let Some(c) = self.conns.get(&conn) {
                     depths.connected_peers += 1;
@@ -446,7 +446,7 @@ impl Transport {
                 }
             }
         }
-        let bytes_full = !peer.queue.is_empty() && peer.queued_bytes + cost > self.config.max_queue_bytes_per_peer;
+        let bytes_full = !peer.queue.is_empty() && peer.queue.bytes() + cost > self.config.max_queue_bytes_per_peer;
         if peer.queue.len() >= self.config.max_queue_per_peer || bytes_full {
             return Err(OutboundError::QueueFull { peer: to });
         }
@@ -454,7 +454,6 @@ impl Transport {
         if !had_link && peer.addresses.is_empty() {
             return Err(OutboundError::NoAddress { peer: to });
         }
-        peer.queued_bytes += cost;
         if let Some(expiry) = expiry_of(&message) {
             self.timers.set_earliest(PeerTimer::Expire(to), expiry);
         }
@@ -505,19 +504,12 @@ impl Transport {
                 break;
             }
             let Some(message) = peer.queue.pop_front() else { break };
-            peer.queued_bytes = peer.queued_bytes.saturating_sub(cost);
             if is_expired(&message, now) {
                 self.effects.push_back(TransportEffect::GiveUp { message, reason: Undeliverable::Expired });
                 continue;
             }
             c.take(cost);
             self.effects.push_back(TransportEffect::Transmit { conn, message });
-        }
-        if peer.queue.is_empty() && peer.queue.capacity() > 0 {
-            // Most peers are idle most of the time: an empty queue keeps no
-            // buffer (a burst's would otherwise stay for the peer's life,
-            // a kilobyte and more per peer).
-            peer.queue = VecDeque::new();
         }
     }
 

@@ -3,12 +3,10 @@
 //! have moved on since it was set, and sets itself again if its work is
 //! not yet due.
 
-use std::collections::VecDeque;
-
 use netmachine_domain::{NodeIdentity, Timestamp};
 
 use super::types::PeerTimer;
-use super::{is_expired, message_cost, CloseReason, Link, Transport, TransportEffect, Undeliverable};
+use super::{CloseReason, Link, Transport, TransportEffect, Undeliverable};
 use crate::engine::Timed;
 
 impl Timed for Transport {
@@ -64,10 +62,8 @@ impl Transport {
         if matches!(peer.link, Link::Connected { .. }) || peer.queue.is_empty() {
             return;
         }
-        let (keep, dead): (VecDeque<_>, VecDeque<_>) = peer.queue.drain(..).partition(|m| !is_expired(m, now));
-        peer.queue = keep;
-        peer.queued_bytes = peer.queue.iter().map(message_cost).sum();
-        if let Some(next) = peer.queue.iter().filter_map(super::expiry_of).min() {
+        let dead = peer.queue.take_expired(now);
+        if let Some(next) = peer.queue.first_expiry() {
             self.timers.set(PeerTimer::Expire(id), next);
         }
         for message in dead {
