@@ -5,8 +5,9 @@
 //! them in the Prometheus text format, the simulator does not read them).
 //!
 //! Every label set is fixed and small: a peer cannot grow the metrics by
-//! its identity, only local engines (registered by the operator's own code)
-//! add a row each.
+//! its identity. Only the engines of this node (registered by its
+//! operator's own code) add a row each, while they are registered, and at
+//! most [`MAX_ENGINE_ROWS`] of them.
 
 use std::collections::BTreeMap;
 
@@ -14,6 +15,13 @@ use netmachine_domain::HandshakeStatus;
 
 use crate::router::InboundRejection;
 use crate::transport::{ConnectFailure, OutboundError, Undeliverable};
+
+/// Engines with a row of their own; any further engine's counts are summed
+/// under [`OTHER_ENGINES`].
+pub const MAX_ENGINE_ROWS: usize = 256;
+/// The row of the engines beyond [`MAX_ENGINE_ROWS`] (no engine name has
+/// parentheses).
+pub const OTHER_ENGINES: &str = "(other)";
 
 /// Who is at the other end of a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -279,15 +287,25 @@ impl CoreMetrics {
     /// engines registered here are counted, so the table stays as small
     /// as the node's own engines.
     pub fn count_engine(&mut self, engine: &str, sent: bool) {
-        let counts = match self.by_engine.get_mut(engine) {
+        let row = if self.by_engine.contains_key(engine) || self.by_engine.len() < MAX_ENGINE_ROWS {
+            engine
+        } else {
+            OTHER_ENGINES
+        };
+        let counts = match self.by_engine.get_mut(row) {
             Some(counts) => counts,
-            None => self.by_engine.entry(engine.to_string()).or_default(),
+            None => self.by_engine.entry(row.to_string()).or_default(),
         };
         if sent {
             counts.messages_out += 1;
         } else {
             counts.messages_in += 1;
         }
+    }
+
+    /// An engine left: its row goes (its series end).
+    pub fn forget_engine(&mut self, engine: &str) {
+        self.by_engine.remove(engine);
     }
 
     pub fn count_drop(&mut self, reason: DropReason) {
@@ -389,5 +407,18 @@ mod tests {
         assert_eq!(m.by_class(PeerClass::Local), InOut { messages_in: 0, messages_out: 1 });
         let rows: Vec<_> = m.by_engine().collect();
         assert_eq!(rows, vec![("app", InOut { messages_in: 2, messages_out: 1 })]);
+        m.forget_engine("app");
+        assert_eq!(m.by_engine().count(), 0, "a departed engine's row goes");
+    }
+
+    #[test]
+    fn engines_beyond_the_limit_share_one_row() {
+        let mut m = CoreMetrics::default();
+        for i in 0..MAX_ENGINE_ROWS + 10 {
+            m.count_engine(&format!("e{i}"), true);
+        }
+        assert_eq!(m.by_engine().count(), MAX_ENGINE_ROWS + 1);
+        let other = m.by_engine().find(|(name, _)| *name == OTHER_ENGINES).map(|(_, io)| io);
+        assert_eq!(other, Some(InOut { messages_in: 0, messages_out: 10 }));
     }
 }

@@ -471,6 +471,17 @@ impl<A: Clone> NodeCore<A> {
                         TransportEvent::NodeDisconnected { peer, .. } => {
                             self.hosted.notify(Notice::PeerGone(*peer));
                         }
+                        // Refused before any dial: the other setup failures are
+                        // counted where each dial ends.
+                        TransportEvent::NodeConnectFailed {
+                            reason: crate::transport::ConnectFailure::LocalCapacity,
+                            ..
+                        } => {
+                            self.metrics.count_handshake_failure(
+                                crate::metrics::Side::Outbound,
+                                crate::metrics::HandshakeFailure::LocalCapacity,
+                            );
+                        }
                         TransportEvent::NodeConnectFailed { .. } => {}
                     }
                     self.effects.push_back(CoreEffect::Notice(event));

@@ -250,13 +250,18 @@ pub struct Metrics(pub String);
 
 impl Metrics {
     /// The value of one series, named as the text names it (with its
-    /// labels, in order); 0 when absent.
+    /// labels, in order); panics when the text has no such series.
     pub fn value(&self, series: &str) -> f64 {
+        self.get(series).unwrap_or_else(|| panic!("no series {series} in\n{}", self.0))
+    }
+
+    /// The value of one series, if the text has it (an engine's row
+    /// appears with its first message).
+    pub fn get(&self, series: &str) -> Option<f64> {
         self.0
             .lines()
             .find_map(|line| line.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
             .and_then(|value| value.trim().parse().ok())
-            .unwrap_or(0.0)
     }
 }
 

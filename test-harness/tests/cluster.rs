@@ -293,7 +293,7 @@ async fn metrics_move_with_traffic(protocol: TransportProtocol) {
         next_body(&mut inbox1).await;
     }
     let after = [cluster.scrape(0).await, cluster.scrape(1).await];
-    let moved = |node: usize, series: &str| after[node].value(series) - before[node].value(series);
+    let moved = |node: usize, series: &str| after[node].value(series) - before[node].get(series).unwrap_or(0.0);
     // The sender took five messages from a local engine and passed them to
     // its (permanent) peer; the receiver took them in and handed them to
     // its inbox engine.

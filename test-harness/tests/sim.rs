@@ -150,11 +150,15 @@ fn the_scale_100k_workload_holds_the_invariants_at_a_thousand_nodes() {
     let unicast = &results.unicast;
     assert!(unicast.delivered > 50_000, "{unicast:?}");
     assert_eq!(unicast.lost, 0);
-    // Crashes for good: messages to crashed nodes are excused or reported.
-    assert!(unicast.excused + unicast.told_undeliverable > 0, "{unicast:?}");
-    // A 30 s expiry settles records long before the end: the ledger held
-    // far fewer than were sent.
-    assert!(results.peak_open_records < unicast.expected / 2, "{} of {}", results.peak_open_records, unicast.expected);
+    // Crashes for good: a sender to a crashed node is told, once its
+    // message expires waiting for a connection that never comes; every
+    // other message is delivered.
+    assert!(unicast.told_undeliverable > 0, "{unicast:?}");
+    assert_eq!(unicast.delivered + unicast.told_undeliverable, unicast.expected, "{unicast:?}");
+    // A record is settled 30 s past its message's 30 s expiry, so the
+    // ledger holds about a minute of traffic (500 messages a second), not
+    // all that was sent.
+    assert!(results.peak_open_records <= 33_000, "{} of {}", results.peak_open_records, unicast.expected);
     // With 90% of the traffic to 20 peers, a node keeps few connections.
     let degree = results.per_node.in_degree.iter().sum::<u64>() as f64 / 1000.0;
     assert!(degree < 40.0, "{degree}");

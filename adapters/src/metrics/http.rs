@@ -68,7 +68,10 @@ pub async fn serve(listener: TcpListener, node: WeakNode) {
 /// What a request asks for.
 #[derive(Debug, PartialEq, Eq)]
 enum Request {
-    Metrics,
+    /// `head`: the answer's head only (a `HEAD` request).
+    Metrics {
+        head: bool,
+    },
     NotFound,
     WrongMethod,
     Malformed,
@@ -89,7 +92,7 @@ fn parse(head: &[u8]) -> Request {
     }
     // A query (Prometheus may add one) does not change the answer.
     match target.split('?').next() {
-        Some("/metrics") => Request::Metrics,
+        Some("/metrics") => Request::Metrics { head: method == "HEAD" },
         _ => Request::NotFound,
     }
 }
@@ -119,25 +122,40 @@ async fn answer(mut stream: TcpStream, node: &WeakNode) {
         Ok(None) => Request::Malformed,
         Err(_) => return,
     };
+    let head_only = matches!(request, Request::Metrics { head: true });
     let (status, content_type, body) = match request {
-        Request::Metrics => match node.upgrade().map(|n| n.metrics().encode()) {
+        Request::Metrics { .. } => match node.upgrade().map(|n| n.metrics().encode()) {
             Some(Ok(text)) => ("200 OK", super::CONTENT_TYPE, text),
             Some(Err(_)) => ("500 Internal Server Error", "text/plain", "metrics could not be written\n".into()),
             None => ("503 Service Unavailable", "text/plain", "the node has stopped\n".into()),
         },
         Request::NotFound => ("404 Not Found", "text/plain", "metrics are at /metrics\n".into()),
-        Request::WrongMethod => ("405 Method Not Allowed", "text/plain", "only GET is served\n".into()),
+        Request::WrongMethod => ("405 Method Not Allowed", "text/plain", "only GET and HEAD are served\n".into()),
         Request::Malformed => ("400 Bad Request", "text/plain", "not an HTTP/1 request\n".into()),
     };
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
-    if stream.write_all(head.as_bytes()).await.is_ok() {
+    if stream.write_all(head.as_bytes()).await.is_ok() && !head_only {
         let _ = stream.write_all(body.as_bytes()).await;
     }
     let _ = stream.shutdown().await;
+    // What the client sent beyond the head is read and dropped until it
+    // closes (within the scrape's time): closing with unread input would
+    // reset the connection, and the client could lose the answer.
+    let mut rest = [0u8; 1024];
+    let mut drained = 0;
+    while drained < MAX_DRAINED_BYTES {
+        match stream.read(&mut rest).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => drained += n,
+        }
+    }
 }
+
+/// What is read and dropped after the answer, at most.
+const MAX_DRAINED_BYTES: usize = 64 * 1024;
 
 #[cfg(test)]
 mod tests {
@@ -145,12 +163,55 @@ mod tests {
 
     #[test]
     fn requests_are_told_apart() {
-        assert_eq!(parse(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"), Request::Metrics);
-        assert_eq!(parse(b"GET /metrics?x=1 HTTP/1.0\r\n\r\n"), Request::Metrics);
+        assert_eq!(parse(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"), Request::Metrics { head: false });
+        assert_eq!(parse(b"GET /metrics?x=1 HTTP/1.0\r\n\r\n"), Request::Metrics { head: false });
+        assert_eq!(parse(b"HEAD /metrics HTTP/1.1\r\n\r\n"), Request::Metrics { head: true });
         assert_eq!(parse(b"GET / HTTP/1.1\r\n\r\n"), Request::NotFound);
         assert_eq!(parse(b"POST /metrics HTTP/1.1\r\n\r\n"), Request::WrongMethod);
         assert_eq!(parse(b"GET /metrics\r\n\r\n"), Request::Malformed);
         assert_eq!(parse(b"\xff\xfe"), Request::Malformed);
+    }
+
+    async fn exchange(address: SocketAddr, request: &[u8]) -> String {
+        let mut stream = TcpStream::connect(address).await.expect("connects");
+        stream.write_all(request).await.expect("written");
+        let mut answer = Vec::new();
+        // A connection turned away may be reset: what was read is the answer.
+        let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+            .await
+            .expect("answered or closed in time");
+        String::from_utf8(answer).expect("utf-8")
+    }
+
+    #[tokio::test]
+    async fn scrapes_are_answered_and_bounded() {
+        let node = crate::runtime::Node::builder().start().await.expect("a node");
+        let listener = bind("127.0.0.1:0".parse().expect("an address")).await.expect("bound");
+        let address = listener.local_addr().expect("its address");
+        let server = tokio::spawn(serve(listener, node.downgrade()));
+
+        let answer = exchange(address, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+        assert!(answer.contains(super::super::CONTENT_TYPE), "{answer}");
+        assert!(answer.ends_with("# EOF\n"), "{answer}");
+        let head = exchange(address, b"HEAD /metrics HTTP/1.1\r\n\r\n").await;
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n") && head.ends_with("\r\n\r\n"), "no body: {head}");
+        // A head that never ends is cut at the limit.
+        let long = format!("GET /metrics HTTP/1.1\r\nX: {}", "a".repeat(MAX_REQUEST_HEAD_BYTES));
+        let refused = exchange(address, long.as_bytes()).await;
+        assert!(refused.starts_with("HTTP/1.1 400 Bad Request"), "{refused}");
+
+        // Scrapes that never send their request hold the slots: one more is
+        // closed unanswered, until their time is up.
+        let mut idle = Vec::new();
+        for _ in 0..MAX_SCRAPES_AT_ONCE {
+            idle.push(TcpStream::connect(address).await.expect("connects"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let turned_away = exchange(address, b"GET /metrics HTTP/1.1\r\n\r\n").await;
+        assert_eq!(turned_away, "", "closed unanswered while every slot is taken");
+        drop(idle);
+        server.abort();
     }
 
     #[tokio::test]

@@ -295,7 +295,7 @@ impl Drop for EngineHandle {
     fn drop(&mut self) {
         let name = &self.identity.name;
         let ((), pending) = self.node.inner.with_core(|core, _| {
-            core.router_mut().unregister_engine(name);
+            core.unregister_engine(name);
             core.unsubscribe_identity_updates(name);
         });
         pending.discard();

@@ -351,7 +351,9 @@ impl<A: Clone> NodeCore<A> {
 
     /// A connection this node dialled closed before its handshake was done.
     fn setup_lost(&mut self, conn: ConnId, address: TransportAddress, reason: &CloseReason, now: Timestamp) {
-        self.metrics.count_handshake_failure(Side::Outbound, HandshakeFailure::Unreachable);
+        if *reason != CloseReason::Shutdown {
+            self.metrics.count_handshake_failure(Side::Outbound, HandshakeFailure::Unreachable);
+        }
         self.transport.dial_failed(conn, ConnectFailure::Unreachable(reason.to_string()), Some(address), now);
     }
 

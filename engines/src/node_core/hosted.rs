@@ -111,6 +111,8 @@ impl<A: Clone> NodeCore<A> {
             tracing::debug!(protocol, "no engine serves this protocol");
             return;
         };
+        // From the core to one of its engines, as a delivery to a local one.
+        self.metrics.count_out(crate::metrics::PeerClass::Local);
         self.metrics.count_engine(protocol, false);
         self.hosted.call(index, |engine| engine.handle(input, now));
     }
@@ -122,6 +124,7 @@ impl<A: Clone> NodeCore<A> {
         let any = !effects.is_empty();
         for (protocol, effect) in effects {
             if matches!(effect, Effect::SendToPeer { .. } | Effect::Deliver { .. }) {
+                self.metrics.count_in(crate::metrics::PeerClass::Local);
                 self.metrics.count_engine(protocol.name.as_str(), true);
             }
             match effect {

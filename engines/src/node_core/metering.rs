@@ -29,6 +29,13 @@ impl<A: Clone> NodeCore<A> {
         }
     }
 
+    /// A local engine leaves: the Router stops routing to it, and its row
+    /// of counts goes.
+    pub fn unregister_engine(&mut self, name: &EngineName) -> Option<A> {
+        self.metrics.forget_engine(name.as_str());
+        self.router.unregister_engine(name)
+    }
+
     pub(super) fn class_of(&self, peer: &NodeIdentity) -> PeerClass {
         if self.transport.is_permanent(peer) {
             PeerClass::Permanent

@@ -425,6 +425,57 @@ fn counters_say_what_happened() {
 }
 
 #[test]
+fn metrics_count_each_message_once_where_it_goes() {
+    use crate::metrics::{DropReason, HandshakeFailure, InOut, PeerClass, Side};
+    let (a, mut b, _, b_conn) = connected_pair();
+    let ma = a.core.metrics();
+    // a: its app engine sent one message, which went to an ephemeral peer.
+    assert_eq!(ma.counts.by_class(PeerClass::Local), InOut { messages_in: 1, messages_out: 0 });
+    assert_eq!(ma.counts.by_class(PeerClass::Ephemeral), InOut { messages_in: 0, messages_out: 1 });
+    assert_eq!(ma.counts.by_engine().collect::<Vec<_>>(), vec![("app", InOut { messages_in: 0, messages_out: 1 })]);
+    assert_eq!(ma.connections.established, 1);
+    assert_eq!(ma.ephemeral.connected_peers, 1);
+    // b: taken in from the peer, handed to its app engine.
+    let mb = b.core.metrics();
+    assert_eq!(mb.counts.by_class(PeerClass::Ephemeral), InOut { messages_in: 1, messages_out: 0 });
+    assert_eq!(mb.counts.by_class(PeerClass::Local), InOut { messages_in: 0, messages_out: 1 });
+    assert_eq!(mb.counts.by_engine().collect::<Vec<_>>(), vec![("app", InOut { messages_in: 1, messages_out: 0 })]);
+
+    // A repeat and an expired message are drops, each under its reason.
+    b.core.frame(b_conn, Frame::Node(NodeMessage::carrying(id(1), id(2), a.message_to(&b, 1))), true, T0);
+    let mut expired = a.message_to(&b, 2);
+    expired.expiry = Some(T0);
+    b.core.frame(b_conn, Frame::Node(NodeMessage::carrying(id(1), id(2), expired)), true, T0);
+    // A stream whose first frame is not a hello fails its handshake.
+    let stray = b.core.accepted(id(9), None);
+    b.core.frame(stray, Frame::Ack(Ack { received: 0 }), true, T0);
+    b.run();
+    let mb = b.core.metrics();
+    assert_eq!(mb.counts.drops(DropReason::Repeat), 1);
+    assert_eq!(mb.counts.drops(DropReason::Expired), 1);
+    assert_eq!(mb.counts.drops(DropReason::QueueFull), 0);
+    assert_eq!(mb.counts.handshake_failures(Side::Inbound, HandshakeFailure::BadHello), 1);
+    // The expired one was taken in (then dropped); the repeat never reached the router.
+    assert_eq!(mb.counts.by_class(PeerClass::Ephemeral).messages_in, 2);
+    assert_eq!(mb.counts.by_class(PeerClass::Local).messages_out, 1);
+
+    // A dial that fails is a handshake failure of this side.
+    let mut c = Node::start(3, BTreeMap::new(), 33);
+    c.core.offer_advert(AdvertUpdate::Node(advert(4)), T0).expect("valid advert");
+    c.run();
+    c.core.send(c.message_to(&Node::start(4, BTreeMap::new(), 44), 1), T0).expect("queued");
+    c.run();
+    let (attempt, _) = c.dials.pop().expect("dialling");
+    c.core.dialled(attempt, Err(ConnectFailure::WrongIdentity), T0);
+    c.run();
+    assert_eq!(c.core.metrics().counts.handshake_failures(Side::Outbound, HandshakeFailure::WrongIdentity), 1);
+    // An engine that leaves takes its row with it.
+    let app = EngineName::new("app").expect("valid");
+    assert_eq!(c.core.unregister_engine(&app), Some("app"));
+    assert_eq!(c.core.metrics().counts.by_engine().count(), 0);
+}
+
+#[test]
 fn a_closed_connection_gives_back_what_it_had_not_had_acknowledged() {
     let (mut a, b, a_conn, _) = connected_pair();
     // Written, then the connection is lost before it arrives.

@@ -4,16 +4,20 @@
 //! the message's expiry has passed by [`SETTLE_GRACE_US`]: no copy of it
 //! can be delivered any more (a receiver drops what has expired), and its
 //! sender has been told of it if it ever will. So the ledger holds the
-//! messages of the last expiry period, not of the whole run.
+//! messages of the last expiry period and the grace, not of the whole run.
 
 use std::collections::{HashMap, VecDeque};
 
 use super::metrics::KindMetrics;
 use super::Simulation;
 
-/// How long after its expiry a message is judged: the longest a sender
-/// takes to hear that a connection it sent on is gone (the idle timeout).
-pub(crate) const SETTLE_GRACE_US: u64 = super::IDLE_TIMEOUT_US;
+/// How long after its expiry a message is judged: three idle timeouts.
+/// A sender hears that a connection it sent on is gone within one (then
+/// what it had in flight comes back to its queue, already expired, and it
+/// is told); a receiver's notice that the message arrived expired, or
+/// found no engine, crosses the network back, behind a partition or a
+/// retransmission if there is one.
+pub(crate) const SETTLE_GRACE_US: u64 = 3 * super::IDLE_TIMEOUT_US;
 
 /// Lost messages named among the violations, at most.
 const NAMED_LOSSES: usize = 20;
