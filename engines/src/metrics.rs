@@ -373,10 +373,24 @@ pub struct MetricsSnapshot {
 mod tests {
     use super::*;
 
+    /// Labels are distinct snake_case words, as Prometheus label values
+    /// are best kept.
+    fn assert_labels(labels: &[&str]) {
+        let distinct: std::collections::BTreeSet<_> = labels.iter().collect();
+        assert_eq!(distinct.len(), labels.len(), "{labels:?}");
+        for label in labels {
+            assert!(!label.is_empty() && label.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{label}");
+        }
+    }
+
     #[test]
     fn labels_are_distinct_and_indexes_follow_the_lists() {
-        let drops: std::collections::BTreeSet<_> = DropReason::ALL.iter().map(|r| r.label()).collect();
-        assert_eq!(drops.len(), DropReason::ALL.len());
+        assert_labels(&DropReason::ALL.map(DropReason::label));
+        assert_labels(&HandshakeFailure::ALL.map(HandshakeFailure::label));
+        assert_labels(&PeerClass::ALL.map(PeerClass::label));
+        assert_labels(&Side::ALL.map(Side::label));
+        assert_eq!(PeerClass::Ephemeral.label(), "ephemeral");
+        assert_eq!(Side::Inbound.label(), "inbound");
         for (i, reason) in DropReason::ALL.iter().enumerate() {
             assert_eq!(reason.index(), i);
         }
@@ -386,6 +400,20 @@ mod tests {
         for (i, class) in PeerClass::ALL.iter().enumerate() {
             assert_eq!(class.index(), i);
         }
+    }
+
+    #[test]
+    fn failures_map_to_their_reasons() {
+        assert_eq!(HandshakeFailure::of_refusal(HandshakeStatus::Ok), None);
+        assert_eq!(HandshakeFailure::of_refusal(HandshakeStatus::Denied), Some(HandshakeFailure::Denied));
+        assert_eq!(
+            HandshakeFailure::of_dial(&ConnectFailure::Refused(HandshakeStatus::OverCapacity)),
+            Some(HandshakeFailure::OverCapacity)
+        );
+        assert_eq!(HandshakeFailure::of_dial(&ConnectFailure::NoAddress), None);
+        let peer = netmachine_domain::NodeIdentity::new(netmachine_domain::ExternalIdentity::ed25519([1; 32]));
+        assert_eq!(DropReason::of_outbound(&OutboundError::QueueFull { peer }), Some(DropReason::QueueFull));
+        assert_eq!(DropReason::of_outbound(&OutboundError::Stopped), None);
     }
 
     #[test]

@@ -448,6 +448,7 @@ fn metrics_count_each_message_once_where_it_goes() {
     b.core.frame(b_conn, Frame::Node(NodeMessage::carrying(id(1), id(2), expired)), true, T0);
     // A stream whose first frame is not a hello fails its handshake.
     let stray = b.core.accepted(id(9), None);
+    assert_eq!(b.core.metrics().connections.handshaking, 1, "a stream awaiting its hello");
     b.core.frame(stray, Frame::Ack(Ack { received: 0 }), true, T0);
     b.run();
     let mb = b.core.metrics();
@@ -465,6 +466,17 @@ fn metrics_count_each_message_once_where_it_goes() {
     c.run();
     c.core.send(c.message_to(&Node::start(4, BTreeMap::new(), 44), 1), T0).expect("queued");
     c.run();
+    assert_eq!(c.core.metrics().connections.dialling, 1);
+    // A message for a node with no known address is refused: a drop.
+    let nowhere = EngineMessage::new(
+        c.app(),
+        DestinationIdentity::Engine(EngineIdentity::new(id(7), EngineName::new("app").expect("valid"))),
+        MessageId(9),
+        ProtocolId::new("t", 1).expect("valid"),
+        Body::new(vec![1]).expect("small"),
+    );
+    assert!(c.core.send(nowhere, T0).is_err());
+    assert_eq!(c.core.metrics().counts.drops(DropReason::NoAddress), 1);
     let (attempt, _) = c.dials.pop().expect("dialling");
     c.core.dialled(attempt, Err(ConnectFailure::WrongIdentity), T0);
     c.run();
@@ -473,6 +485,20 @@ fn metrics_count_each_message_once_where_it_goes() {
     let app = EngineName::new("app").expect("valid");
     assert_eq!(c.core.unregister_engine(&app), Some("app"));
     assert_eq!(c.core.metrics().counts.by_engine().count(), 0);
+}
+
+#[test]
+fn a_topic_event_counts_once_for_each_local_subscriber() {
+    use crate::metrics::{InOut, PeerClass};
+    let mut a = Node::start(1, BTreeMap::new(), 11);
+    let topic = a.create_topic(41).topic;
+    a.core.subscribe(&EngineName::new("app").expect("valid"), &topic, T0).expect("subscribed");
+    a.core.send(a.message_to_topic(topic, 7), T0).expect("published");
+    a.run();
+    assert_eq!(messages(&a), vec![7]);
+    let m = a.core.metrics();
+    assert_eq!(m.counts.by_class(PeerClass::Local), InOut { messages_in: 1, messages_out: 1 });
+    assert_eq!(m.counts.by_engine().collect::<Vec<_>>(), vec![("app", InOut { messages_in: 1, messages_out: 1 })]);
 }
 
 #[test]
