@@ -480,3 +480,13 @@ impl Simulation {
 }
 
 use std::io::Write as _;
+
+#[cfg(test)]
+mod tests {
+    /// Events name nodes, links and connections by index, never by key:
+    /// the queue of a run of 100,000 nodes holds millions of them.
+    #[test]
+    fn an_event_is_a_few_indexes() {
+        assert!(std::mem::size_of::<super::Event>() <= 32, "{} bytes", std::mem::size_of::<super::Event>());
+    }
+}
