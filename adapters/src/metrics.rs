@@ -10,6 +10,7 @@
 
 pub mod http;
 
+use crate::transport::InboundFailureCounts;
 use netmachine_engines::metrics::{Depths, DropReason, HandshakeFailure, InOut, MetricsSnapshot, PeerClass, Side};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -45,6 +46,10 @@ pub struct NodeMetrics {
     pub core: MetricsSnapshot,
     pub mailboxes: Vec<MailboxDepth>,
     pub wire: WireCounts,
+    /// Inbound connections the listeners dropped before the node heard of
+    /// them (filled by `NetworkedNode::metrics`; a node without listeners
+    /// has none).
+    pub inbound: InboundFailureCounts,
 }
 
 /// The content type of [`NodeMetrics::encode`]'s text.
@@ -138,6 +143,15 @@ impl Collector for Collected {
                 let value = counts.handshake_failures(side, failure);
                 rows.push((labels([("side", side.label()), ("reason", failure.label())]), value));
             }
+        }
+        // Before the node heard of the connection: at the listeners.
+        let inbound = m.inbound;
+        for (reason, value) in [
+            ("secure_channel", inbound.secure_channel),
+            ("secure_channel_timeout", inbound.timed_out),
+            ("no_node_key", inbound.no_node_key),
+        ] {
+            rows.push((labels([("side", "inbound"), ("reason", reason)]), value));
         }
         write_rows(
             e,
@@ -236,6 +250,7 @@ mod tests {
         metrics.core.counts.count_in(PeerClass::Ephemeral);
         metrics.core.counts.count_engine("app", true);
         metrics.core.connections.established = 3;
+        metrics.inbound.no_node_key = 4;
         metrics.mailboxes.push(MailboxDepth { engine: "app".into(), capacity: 8, queued: 2, parked: 0 });
         let text = metrics.encode().expect("encodes");
         assert!(text.contains("netmachine_drops_total{reason=\"queue_full\"} 1"), "{text}");
@@ -245,6 +260,10 @@ mod tests {
         assert!(text.contains("netmachine_connections{state=\"established\"} 3"), "{text}");
         assert!(text.contains("netmachine_mailbox_depth{engine=\"app\"} 2"), "{text}");
         assert!(text.contains("# TYPE netmachine_handshake_failures counter"), "{text}");
+        assert!(
+            text.contains("netmachine_handshake_failures_total{side=\"inbound\",reason=\"no_node_key\"} 4"),
+            "{text}"
+        );
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }

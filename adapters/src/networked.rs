@@ -16,7 +16,9 @@ use crate::crypto::Ed25519Keys;
 use crate::random::system_seed;
 use crate::runtime::{Node, NodeError, DEFAULT_MAILBOX_CAPACITY};
 use crate::transport::identity_tls::TlsSetupError;
-use crate::transport::{MemoryConnector, MemoryNetwork, QuicConnector, TlsConfigs, TlsTcpConnector, TransportDriver};
+use crate::transport::{
+    InboundFailures, MemoryConnector, MemoryNetwork, QuicConnector, TlsConfigs, TlsTcpConnector, TransportDriver,
+};
 
 /// Inbound streams waiting for their handshake.
 const ACCEPT_QUEUE: usize = 256;
@@ -87,6 +89,9 @@ impl NetworkedNodeConfig {
 pub struct NetworkedNode {
     pub node: Node,
     pub transport: TransportDriver,
+    /// Inbound connections its listeners dropped before the node heard of
+    /// them.
+    pub inbound_failures: Arc<InboundFailures>,
 }
 
 impl NetworkedNode {
@@ -106,6 +111,7 @@ impl NetworkedNode {
         let driver = TransportDriver::new(identity, config.transport, system_seed());
         let (accepted_tx, accepted_rx) = mpsc::channel(ACCEPT_QUEUE);
         let tls = TlsConfigs::new(&config.keys)?;
+        let failures = Arc::new(InboundFailures::default());
         let mut advertised = Vec::new();
         for entry in &config.listen {
             let address = entry.bind;
@@ -118,17 +124,27 @@ impl NetworkedNode {
                     address.socket
                 }
                 (None, TransportProtocol::Quic) => {
-                    let connector =
-                        QuicConnector::bind(address.socket, tls.clone(), config.max_mtu, accepted_tx.clone())
-                            .map_err(|e| listen_error(e.to_string()))?;
+                    let connector = QuicConnector::bind_counting(
+                        address.socket,
+                        tls.clone(),
+                        config.max_mtu,
+                        accepted_tx.clone(),
+                        Arc::clone(&failures),
+                    )
+                    .map_err(|e| listen_error(e.to_string()))?;
                     let bound = crate::transport::Connector::local_address(&connector).unwrap_or(address.socket);
                     driver.add_connector(Arc::new(connector));
                     bound
                 }
                 (None, TransportProtocol::TlsTcp) => {
-                    let connector = TlsTcpConnector::bind(address.socket, tls.clone(), accepted_tx.clone())
-                        .await
-                        .map_err(|e| listen_error(e.to_string()))?;
+                    let connector = TlsTcpConnector::bind_counting(
+                        address.socket,
+                        tls.clone(),
+                        accepted_tx.clone(),
+                        Arc::clone(&failures),
+                    )
+                    .await
+                    .map_err(|e| listen_error(e.to_string()))?;
                     let bound = crate::transport::Connector::local_address(&connector).unwrap_or(address.socket);
                     driver.add_connector(Arc::new(connector));
                     bound
@@ -151,7 +167,13 @@ impl NetworkedNode {
         let node = builder.start().await?;
         let prepared = prepare(&node)?;
         driver.attach(&node, accepted_rx);
-        Ok((Self { node, transport: driver }, prepared))
+        Ok((Self { node, transport: driver, inbound_failures: failures }, prepared))
+    }
+
+    /// The node's metrics, with the inbound connections its listeners
+    /// dropped before the node heard of them.
+    pub fn metrics(&self) -> crate::metrics::NodeMetrics {
+        crate::metrics::NodeMetrics { inbound: self.inbound_failures.counts(), ..self.node.metrics() }
     }
 
     /// Closes the connections, then stops the node's stores.

@@ -773,3 +773,28 @@ async fn a_slow_engine_does_not_stall_a_fast_one_beside_it() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// A client that is not a node (here: one that speaks no TLS at all) is
+/// dropped by the listener before the node hears of it, and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_inbound_tls_handshake_is_counted() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut net = Net::new(Kind::TlsTcp);
+    let node = net.node().await;
+    let address = node.node.advert().expect("an advert").addrs[0].address.socket;
+    let mut stream = tokio::net::TcpStream::connect(address).await.expect("connects");
+    stream.write_all(b"GET / HTTP/1.1\r\n\r\n").await.expect("written");
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest)).await;
+    let mut counted = 0;
+    for _ in 0..100 {
+        counted = node.metrics().inbound.secure_channel;
+        if counted > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(counted, 1);
+    assert_eq!(node.metrics().inbound.timed_out, 0);
+    node.shutdown().await;
+}

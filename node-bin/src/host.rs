@@ -80,8 +80,13 @@ impl Host {
                 let listener = netmachine_adapters::metrics::http::bind(address).await?;
                 let bound = listener.local_addr().unwrap_or(address);
                 let node = networked.node.downgrade();
+                let failures = std::sync::Arc::clone(&networked.inbound_failures);
+                let source: netmachine_adapters::metrics::http::MetricsSource = std::sync::Arc::new(move || {
+                    let metrics = node.upgrade()?.metrics();
+                    Some(netmachine_adapters::metrics::NodeMetrics { inbound: failures.counts(), ..metrics })
+                });
                 tracing::info!(address = %bound, "serving metrics at /metrics");
-                (Some(bound), Some(tokio::spawn(netmachine_adapters::metrics::http::serve(listener, node))))
+                (Some(bound), Some(tokio::spawn(netmachine_adapters::metrics::http::serve(listener, source))))
             }
             None => (None, None),
         };

@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
-use crate::runtime::WeakNode;
+use super::NodeMetrics;
 
 /// The largest request head read; a longer one is refused.
 pub const MAX_REQUEST_HEAD_BYTES: usize = 8 * 1024;
@@ -36,8 +36,12 @@ pub async fn bind(address: SocketAddr) -> Result<TcpListener, MetricsServerError
     TcpListener::bind(address).await.map_err(|source| MetricsServerError::Bind { address, source })
 }
 
-/// Answers scrapes of `node`'s metrics until the node is gone.
-pub async fn serve(listener: TcpListener, node: WeakNode) {
+/// Reads the metrics at a scrape; `None` once the node has stopped.
+pub type MetricsSource = Arc<dyn Fn() -> Option<NodeMetrics> + Send + Sync>;
+
+/// Answers scrapes of the metrics `source` reads (503 once it reads none),
+/// until the task is dropped.
+pub async fn serve(listener: TcpListener, source: MetricsSource) {
     let slots = Arc::new(Semaphore::new(MAX_SCRAPES_AT_ONCE));
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -48,17 +52,14 @@ pub async fn serve(listener: TcpListener, node: WeakNode) {
                 continue;
             }
         };
-        if node.upgrade().is_none() {
-            return;
-        }
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             tracing::debug!(%peer, "metrics scrape refused: {MAX_SCRAPES_AT_ONCE} already being served");
             continue;
         };
-        let node = node.clone();
+        let source = Arc::clone(&source);
         tokio::spawn(async move {
             let _slot = slot;
-            if tokio::time::timeout(SCRAPE_TIMEOUT, answer(stream, &node)).await.is_err() {
+            if tokio::time::timeout(SCRAPE_TIMEOUT, answer(stream, &source)).await.is_err() {
                 tracing::debug!(%peer, "metrics scrape timed out");
             }
         });
@@ -116,7 +117,7 @@ async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
     }
 }
 
-async fn answer(mut stream: TcpStream, node: &WeakNode) {
+async fn answer(mut stream: TcpStream, source: &MetricsSource) {
     let request = match read_head(&mut stream).await {
         Ok(Some(head)) => parse(&head),
         Ok(None) => Request::Malformed,
@@ -124,7 +125,7 @@ async fn answer(mut stream: TcpStream, node: &WeakNode) {
     };
     let head_only = matches!(request, Request::Metrics { head: true });
     let (status, content_type, body) = match request {
-        Request::Metrics { .. } => match node.upgrade().map(|n| n.metrics().encode()) {
+        Request::Metrics { .. } => match source().map(|m| m.encode()) {
             Some(Ok(text)) => ("200 OK", super::CONTENT_TYPE, text),
             Some(Err(_)) => ("500 Internal Server Error", "text/plain", "metrics could not be written\n".into()),
             None => ("503 Service Unavailable", "text/plain", "the node has stopped\n".into()),
@@ -188,7 +189,9 @@ mod tests {
         let node = crate::runtime::Node::builder().start().await.expect("a node");
         let listener = bind("127.0.0.1:0".parse().expect("an address")).await.expect("bound");
         let address = listener.local_addr().expect("its address");
-        let server = tokio::spawn(serve(listener, node.downgrade()));
+        let weak = node.downgrade();
+        let source: MetricsSource = Arc::new(move || weak.upgrade().map(|n| n.metrics()));
+        let server = tokio::spawn(serve(listener, source));
 
         let answer = exchange(address, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
         assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");

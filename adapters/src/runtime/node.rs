@@ -391,7 +391,7 @@ impl Node {
                 row.parked = count as u64;
             }
         }
-        crate::metrics::NodeMetrics { core, mailboxes, wire: self.inner.wire_counts() }
+        crate::metrics::NodeMetrics { core, mailboxes, wire: self.inner.wire_counts(), inbound: Default::default() }
     }
 
     /// Closes every connection and stops the identity store after it has

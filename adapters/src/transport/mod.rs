@@ -6,6 +6,7 @@
 pub mod driver;
 pub mod framing;
 pub mod identity_tls;
+pub mod inbound_failures;
 pub mod memory;
 pub mod quic;
 pub mod stream;
@@ -13,6 +14,7 @@ pub mod tcp;
 
 pub use driver::{ConnectionSummary, TransportCounters, TransportDriver};
 pub use identity_tls::TlsConfigs;
+pub use inbound_failures::{InboundFailureCounts, InboundFailures};
 pub use memory::{MemoryConnector, MemoryNetwork};
 pub use quic::QuicConnector;
 pub use stream::{Connector, DialError, SecuredStream};

@@ -18,6 +18,7 @@ use tokio::io::AsyncWrite;
 use tokio::sync::{mpsc, oneshot};
 
 use super::identity_tls::{identity_of_certificate, server_name_of, TlsConfigs};
+use super::inbound_failures::{InboundFailure, InboundFailures};
 use super::stream::{BoxFuture, Connector, DialError, SecuredStream};
 
 /// How long a connection may be silent before it is considered dead. Keep
@@ -117,6 +118,18 @@ impl QuicConnector {
         max_mtu: u16,
         accepted: mpsc::Sender<SecuredStream>,
     ) -> Result<Self, QuicSetupError> {
+        Self::bind_counting(listen, tls, max_mtu, accepted, Arc::default())
+    }
+
+    /// As [`QuicConnector::bind`], counting the inbound connections that
+    /// fail before they are handed on in `failures`.
+    pub fn bind_counting(
+        listen: SocketAddr,
+        tls: TlsConfigs,
+        max_mtu: u16,
+        accepted: mpsc::Sender<SecuredStream>,
+        failures: Arc<InboundFailures>,
+    ) -> Result<Self, QuicSetupError> {
         let fail = |reason: String| QuicSetupError::Start { address: listen, reason };
         let server = Server::builder()
             .with_tls(s2n_quic::provider::tls::rustls::Server::from((*tls.server).clone()))
@@ -135,27 +148,35 @@ impl QuicConnector {
         if client_v4.is_none() && client_v6.is_none() {
             return Err(fail("cannot open a UDP socket to dial from".into()));
         }
-        tokio::spawn(accept_loop(server, accepted));
+        tokio::spawn(accept_loop(server, accepted, failures));
         Ok(Self { local, client_v4, client_v6, tls })
     }
 }
 
-async fn accept_loop(mut server: Server, accepted: mpsc::Sender<SecuredStream>) {
+async fn accept_loop(mut server: Server, accepted: mpsc::Sender<SecuredStream>, failures: Arc<InboundFailures>) {
     while let Some(connection) = server.accept().await {
         let accepted = accepted.clone();
+        let failures = Arc::clone(&failures);
         tokio::spawn(async move {
             match tokio::time::timeout(ACCEPT_TIMEOUT, secure_inbound(connection)).await {
                 Ok(Ok(stream)) => {
                     let _ = accepted.send(stream).await;
                 }
-                Ok(Err(reason)) => tracing::info!(%reason, "inbound QUIC connection refused"),
-                Err(_) => tracing::info!("inbound QUIC connection did not open a stream in time"),
+                Ok(Err((failure, reason))) => {
+                    failures.count(failure);
+                    tracing::info!(%reason, "inbound QUIC connection refused")
+                }
+                Err(_) => {
+                    failures.count(InboundFailure::TimedOut);
+                    tracing::info!("inbound QUIC connection did not open a stream in time")
+                }
             }
         });
     }
 }
 
-async fn secure_inbound(mut connection: s2n_quic::Connection) -> Result<SecuredStream, String> {
+async fn secure_inbound(mut connection: s2n_quic::Connection) -> Result<SecuredStream, (InboundFailure, String)> {
+    let failed = |reason: String| (InboundFailure::SecureChannel, reason);
     let remote = connection.remote_addr().ok();
     let ready = connection
         .query_event_context_mut(|ctx: &mut PeerCertificate| match ctx.leaf.take() {
@@ -166,18 +187,19 @@ async fn secure_inbound(mut connection: s2n_quic::Connection) -> Result<SecuredS
                 Err(rx)
             }
         })
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| failed(e.to_string()))?;
     let leaf = match ready {
         Ok(leaf) => leaf,
-        Err(rx) => rx.await.map_err(|_| "the handshake ended without a certificate".to_string())?,
+        Err(rx) => rx.await.map_err(|_| failed("the handshake ended without a certificate".into()))?,
     };
-    let peer = identity_of_certificate(&leaf.into()).ok_or("the dialler's certificate is not a node key")?;
-    connection.keep_alive(true).map_err(|e| e.to_string())?;
+    let peer = identity_of_certificate(&leaf.into())
+        .ok_or((InboundFailure::NoNodeKey, "the dialler's certificate is not a node key".to_string()))?;
+    connection.keep_alive(true).map_err(|e| failed(e.to_string()))?;
     let stream = connection
         .accept_bidirectional_stream()
         .await
-        .map_err(|e| e.to_string())?
-        .ok_or("the connection closed before opening a stream")?;
+        .map_err(|e| failed(e.to_string()))?
+        .ok_or_else(|| failed("the connection closed before opening a stream".into()))?;
     let (reader, writer) = stream.split();
     Ok(SecuredStream {
         peer,

@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use super::identity_tls::{identity_of_certificate, server_name_of, TlsConfigs};
+use super::inbound_failures::{InboundFailure, InboundFailures};
 use super::stream::{BoxFuture, Connector, DialError, SecuredStream};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -32,15 +33,31 @@ impl TlsTcpConnector {
         tls: TlsConfigs,
         accepted: mpsc::Sender<SecuredStream>,
     ) -> std::io::Result<Self> {
+        Self::bind_counting(listen, tls, accepted, Arc::default()).await
+    }
+
+    /// As [`TlsTcpConnector::bind`], counting the inbound connections that
+    /// fail before they are handed on in `failures`.
+    pub async fn bind_counting(
+        listen: SocketAddr,
+        tls: TlsConfigs,
+        accepted: mpsc::Sender<SecuredStream>,
+        failures: Arc<InboundFailures>,
+    ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(listen).await?;
         let local = listener.local_addr()?;
         let acceptor = TlsAcceptor::from(Arc::clone(&tls.server));
-        tokio::spawn(accept_loop(listener, acceptor, accepted));
+        tokio::spawn(accept_loop(listener, acceptor, accepted, failures));
         Ok(Self { local, tls })
     }
 }
 
-async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, accepted: mpsc::Sender<SecuredStream>) {
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    accepted: mpsc::Sender<SecuredStream>,
+    failures: Arc<InboundFailures>,
+) {
     let pending = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
     loop {
         let (socket, remote) = match listener.accept().await {
@@ -54,22 +71,26 @@ async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, accepted: mps
         let Ok(permit) = Arc::clone(&pending).acquire_owned().await else { return };
         let acceptor = acceptor.clone();
         let accepted = accepted.clone();
+        let failures = Arc::clone(&failures);
         tokio::spawn(async move {
             let _permit = permit;
             let _ = socket.set_nodelay(true);
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(err)) => {
+                    failures.count(InboundFailure::SecureChannel);
                     tracing::info!(%remote, %err, "inbound TLS handshake failed");
                     return;
                 }
                 Err(_) => {
+                    failures.count(InboundFailure::TimedOut);
                     tracing::info!(%remote, "inbound TLS handshake timed out");
                     return;
                 }
             };
             let peer = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(identity_of_certificate);
             let Some(peer) = peer else {
+                failures.count(InboundFailure::NoNodeKey);
                 tracing::info!(%remote, "inbound TLS peer presented no node key");
                 return;
             };
