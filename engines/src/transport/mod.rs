@@ -11,6 +11,7 @@
 //! through [`Transport::poll_effect`].
 
 pub mod connection;
+mod cost;
 mod links;
 mod recent;
 mod send_queue;
@@ -33,6 +34,8 @@ pub use types::{
 
 use crate::engine::Timers;
 use crate::ports::Randomness;
+pub use cost::message_cost;
+use cost::{expiry_of, is_expired};
 use send_queue::SendQueue;
 use types::PeerTimer;
 
@@ -241,26 +244,6 @@ impl std::fmt::Debug for Transport {
 /// exist: the smaller identity.
 fn preferred_dialler(a: NodeIdentity, b: NodeIdentity) -> NodeIdentity {
     a.min(b)
-}
-
-fn expiry_of(message: &NodeMessage) -> Option<Timestamp> {
-    match &message.payload {
-        NodePayload::Engine(inner) => inner.expiry,
-        NodePayload::Relay(relay) => relay.expiry,
-    }
-}
-
-/// What a message weighs against windows and queues: its payload, plus a
-/// fixed allowance for the envelope.
-pub fn message_cost(message: &NodeMessage) -> usize {
-    256 + match &message.payload {
-        NodePayload::Engine(inner) => inner.body.len(),
-        NodePayload::Relay(relay) => relay.sealed.as_bytes().len(),
-    }
-}
-
-fn is_expired(message: &NodeMessage, now: Timestamp) -> bool {
-    expiry_of(message).is_some_and(|at| now >= at)
 }
 
 impl Transport {

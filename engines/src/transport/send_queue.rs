@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 
 use netmachine_domain::{NodeMessage, Timestamp};
 
-use super::{expiry_of, is_expired, message_cost};
+use super::cost::{expiry_of, is_expired, message_cost};
 
 #[derive(Debug, Default)]
 pub(super) struct SendQueue(Option<Box<Queued>>);
