@@ -159,9 +159,11 @@ fn the_scale_100k_workload_holds_the_invariants_at_a_thousand_nodes() {
     // ledger holds about a minute of traffic (500 messages a second), not
     // all that was sent.
     assert!(results.peak_open_records <= 33_000, "{} of {}", results.peak_open_records, unicast.expected);
-    // With 90% of the traffic to 20 peers, a node keeps few connections.
+    // With 90% of the traffic to 20 peers, a node keeps few connections:
+    // about 20 inbound at the end, where the same traffic to random peers
+    // leaves about 40.
     let degree = results.per_node.in_degree.iter().sum::<u64>() as f64 / 1000.0;
-    assert!(degree < 40.0, "{degree}");
+    assert!(degree < 30.0, "{degree}");
 }
 
 #[test]
