@@ -150,6 +150,9 @@ impl Collector for Collected {
             ("secure_channel", inbound.secure_channel),
             ("secure_channel_timeout", inbound.timed_out),
             ("no_node_key", inbound.no_node_key),
+            ("too_many_pending_from_address", inbound.too_many_pending),
+            ("pushed_out_by_newer_handshakes", inbound.pushed_out),
+            ("no_alpn", inbound.no_alpn),
         ] {
             rows.push((labels([("side", "inbound"), ("reason", reason)]), value));
         }

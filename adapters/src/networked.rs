@@ -64,6 +64,9 @@ pub struct NetworkedNodeConfig {
     /// Largest UDP payload QUIC may use (1500 by default; 9000 helps on
     /// loopback and jumbo-frame networks).
     pub max_mtu: u16,
+    /// Bytes that frames being read may hold, over all connections
+    /// (64 MiB by default).
+    pub frame_memory: usize,
     /// Use this in-memory network instead of sockets (tests).
     pub memory: Option<MemoryNetwork>,
 }
@@ -79,6 +82,7 @@ impl NetworkedNodeConfig {
             router: RouterConfig::default(),
             transport: TransportConfig::default(),
             max_mtu: 1500,
+            frame_memory: crate::transport::frame_memory::DEFAULT_FRAME_MEMORY,
             memory: None,
         }
     }
@@ -108,7 +112,12 @@ impl NetworkedNode {
         prepare: impl FnOnce(&Node) -> Result<T, NodeError>,
     ) -> Result<(Self, T), NetworkedNodeError> {
         let identity = config.keys.node_identity();
-        let driver = TransportDriver::new(identity, config.transport, system_seed());
+        let driver = TransportDriver::with_frame_memory(
+            identity,
+            config.transport,
+            system_seed(),
+            crate::transport::FrameMemory::new(config.frame_memory),
+        );
         let (accepted_tx, accepted_rx) = mpsc::channel(ACCEPT_QUEUE);
         let tls = TlsConfigs::new(&config.keys)?;
         let failures = Arc::new(InboundFailures::default());

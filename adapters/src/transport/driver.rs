@@ -16,6 +16,7 @@ use netmachine_engines::transport::{PeerSummary, TransportConfig, TransportEvent
 use parking_lot::Mutex;
 use tokio::sync::{broadcast, mpsc};
 
+use super::frame_memory::FrameMemory;
 use super::stream::{Connector, SecuredStream};
 use crate::codec::CborCodec;
 use crate::runtime::{DialRequest, Node, NodeBuilder, WeakNode};
@@ -43,6 +44,8 @@ struct Shared {
     config: TransportConfig,
     seed: u64,
     codec: CborCodec,
+    /// What frames being read may hold, over all connections.
+    frame_memory: FrameMemory,
     connectors: Mutex<HashMap<TransportProtocol, Arc<dyn Connector>>>,
     node: OnceLock<WeakNode>,
     /// Dials asked for before [`TransportDriver::attach`].
@@ -66,12 +69,18 @@ impl TransportDriver {
     /// A driver for the node `local`, whose Transport engine will run with
     /// `config`, its randomness seeded with `seed`.
     pub fn new(local: NodeIdentity, config: TransportConfig, seed: u64) -> Self {
+        Self::with_frame_memory(local, config, seed, FrameMemory::default())
+    }
+
+    /// As [`TransportDriver::new`], with the budget for frames being read.
+    pub fn with_frame_memory(local: NodeIdentity, config: TransportConfig, seed: u64, memory: FrameMemory) -> Self {
         Self {
             shared: Arc::new(Shared {
                 local,
                 config,
                 seed,
                 codec: CborCodec::default(),
+                frame_memory: memory,
                 connectors: Mutex::new(HashMap::new()),
                 node: OnceLock::new(),
                 dials: Mutex::new(None),
@@ -100,16 +109,18 @@ impl TransportDriver {
                 while let Some(dial) = dials.recv().await {
                     let Some(node) = weak.upgrade() else { return };
                     let connector = shared.connectors.lock().get(&dial.address.protocol).cloned();
-                    tokio::spawn(connection_task::outbound(node, shared.codec, connector, dial));
+                    let memory = shared.frame_memory.clone();
+                    tokio::spawn(connection_task::outbound(node, shared.codec, memory, connector, dial));
                 }
             });
         }
         let node = node.downgrade();
         let codec = self.shared.codec;
+        let memory = self.shared.frame_memory.clone();
         tokio::spawn(async move {
             while let Some(stream) = accepted.recv().await {
                 let Some(node) = node.upgrade() else { return };
-                tokio::spawn(connection_task::inbound(node, codec, stream));
+                tokio::spawn(connection_task::inbound(node, codec, memory.clone(), stream));
             }
         });
     }

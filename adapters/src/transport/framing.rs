@@ -1,15 +1,31 @@
 //! Frames on a byte stream: a 4-byte big-endian length, then the frame as
 //! the codec writes it (format version, kind, CBOR). The length is checked
-//! against the limit before any of the frame is read.
+//! against the limit before any of the frame is read, and the frame's
+//! buffer grows only as its bytes arrive, each piece paid for from the
+//! node's [`FrameMemory`] first. A frame once begun must be whole within
+//! [`FRAME_DEADLINE`].
 
 use crate::codec::{Codec, CodecError};
 use netmachine_domain::Frame;
+use std::time::Duration;
 use thiserror::Error;
 use tokio::io::{AsyncBufRead, AsyncRead, AsyncReadExt, BufReader};
+use tokio::time::Instant;
+
+use super::frame_memory::FrameMemory;
 
 use crate::codec::{frame_to_cbor, CborCodec, ChannelEnds, NameCache, FORMAT_VERSION};
 
 pub const LENGTH_PREFIX: usize = 4;
+/// The read buffer of a connection; a frame no larger is read without
+/// drawing on the node's frame memory.
+pub const READ_BUFFER: usize = 64 * 1024;
+/// The piece a large frame's buffer grows by, paid for before it is read.
+const GROWTH: usize = 256 * 1024;
+/// How long a frame may take to arrive once its first byte has: a peer
+/// that starts a frame and stalls loses the connection. At the largest
+/// frame it asks for about 140 KiB/s.
+pub const FRAME_DEADLINE: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Error)]
 pub enum FramingError {
@@ -17,6 +33,8 @@ pub enum FramingError {
     TooLarge { len: usize, max: usize },
     #[error("the stream ended in the middle of a frame")]
     Truncated,
+    #[error("a frame was not whole within {} s of its first byte", .0.as_secs())]
+    Stalled(Duration),
     #[error("garbage frame: {0}")]
     Codec(#[from] CodecError),
     #[error("stream error: {0}")]
@@ -86,13 +104,35 @@ pub struct FrameReader<R> {
     inner: BufReader<R>,
     codec: CborCodec,
     body: Vec<u8>,
+    memory: FrameMemory,
+    deadline: Duration,
     /// Set once the handshake is done: channel messages are read from then.
     channel: Option<(ChannelEnds, NameCache)>,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
+    /// A reader with a frame memory of its own, as large as one frame.
     pub fn new(inner: R, codec: CborCodec) -> Self {
-        Self { inner: BufReader::with_capacity(64 * 1024, inner), codec, body: Vec::new(), channel: None }
+        Self::sharing(inner, codec, FrameMemory::new(codec.max_frame()))
+    }
+
+    /// A reader whose large frames draw on `memory`, shared with the
+    /// node's other connections.
+    pub fn sharing(inner: R, codec: CborCodec, memory: FrameMemory) -> Self {
+        Self {
+            inner: BufReader::with_capacity(READ_BUFFER, inner),
+            codec,
+            body: Vec::new(),
+            memory,
+            deadline: FRAME_DEADLINE,
+            channel: None,
+        }
+    }
+
+    /// Sets how long a frame may take once begun (tests shorten it).
+    pub fn with_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
+        self
     }
 
     /// From now on the stream is an established connection between these
@@ -110,20 +150,43 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             Err(err) if err.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
             Err(err) => return Err(err.into()),
         }
-        self.read_exact(&mut prefix[1..]).await?;
+        let deadline = Instant::now() + self.deadline;
+        self.read_by(deadline, &mut prefix[1..]).await?;
         let len = u32::from_be_bytes(prefix) as usize;
         if len > self.codec.max_frame() {
             return Err(FramingError::TooLarge { len, max: self.codec.max_frame() });
         }
+        if len > READ_BUFFER {
+            return self.large_frame(len, deadline).await.map(Some);
+        }
         let mut body = std::mem::take(&mut self.body);
         body.resize(len, 0);
-        let read = self.read_exact(&mut body).await;
+        let read = self.read_by(deadline, &mut body).await;
         let decoded = read.and_then(|()| decode_body(&self.codec, &mut self.channel, &body));
-        // Keep a modest buffer for the next frame; give back a huge one.
-        if body.capacity() <= 256 * 1024 {
-            self.body = body;
-        }
+        self.body = body;
         decoded.map(Some)
+    }
+
+    /// A frame larger than the read buffer: its buffer grows a piece at a
+    /// time, each piece paid for before its bytes are read, and is given
+    /// back with the budget once the frame is decoded.
+    async fn large_frame(&mut self, len: usize, deadline: Instant) -> Result<Frame, FramingError> {
+        let mut body = Vec::new();
+        let mut paid = Vec::new();
+        while body.len() < len {
+            let piece = GROWTH.min(len - body.len());
+            let permit = tokio::time::timeout_at(deadline, self.memory.take(piece))
+                .await
+                .map_err(|_| FramingError::Stalled(self.deadline))?;
+            paid.push(permit);
+            let start = body.len();
+            body.resize(start + piece, 0);
+            self.read_by(deadline, &mut body[start..]).await?;
+        }
+        let decoded = decode_body(&self.codec, &mut self.channel, &body);
+        drop(body);
+        drop(paid);
+        decoded
     }
 
     /// The next frame if it is wholly in the read buffer already, decoded
@@ -148,11 +211,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         self.inner.buffer().is_empty()
     }
 
-    async fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), FramingError> {
-        match self.inner.read_exact(buf).await {
-            Ok(_) => Ok(()),
-            Err(err) if err.kind() == std::io::ErrorKind::UnexpectedEof => Err(FramingError::Truncated),
-            Err(err) => Err(err.into()),
+    /// Fills `buf` by `deadline`.
+    async fn read_by(&mut self, deadline: Instant, buf: &mut [u8]) -> Result<(), FramingError> {
+        match tokio::time::timeout_at(deadline, self.inner.read_exact(buf)).await {
+            Err(_) => Err(FramingError::Stalled(self.deadline)),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(err)) if err.kind() == std::io::ErrorKind::UnexpectedEof => Err(FramingError::Truncated),
+            Ok(Err(err)) => Err(err.into()),
         }
     }
 }
@@ -303,6 +368,47 @@ mod tests {
                 prop_assert_eq!(buffered, frames.len() - 2);
             }
         }
+    }
+
+    /// Guards frame memory: an announced length reserves nothing, the
+    /// buffer grows only with the bytes that came, and all of it returns
+    /// when the frame is read.
+    #[test]
+    fn a_large_frame_is_paid_for_as_its_bytes_arrive() {
+        runtime().block_on(async {
+            let memory = FrameMemory::new(8 * 1024 * 1024);
+            let (mut near, far) = tokio::io::duplex(1024 * 1024);
+            let mut reader = FrameReader::sharing(far, CborCodec::default(), memory.clone());
+            let len = 4 * 1024 * 1024u32;
+            let read = tokio::spawn(async move { reader.next_frame().await.map(|_| ()) });
+            use tokio::io::AsyncWriteExt;
+            near.write_all(&len.to_be_bytes()).await.expect("writes");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            assert!(memory.in_use() <= GROWTH, "a length alone took {} bytes", memory.in_use());
+            near.write_all(&vec![0u8; 600 * 1024]).await.expect("writes");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            let held = memory.in_use();
+            assert!((600 * 1024..=600 * 1024 + GROWTH).contains(&held), "600 KiB read holds {held} bytes");
+            drop(near);
+            assert!(matches!(read.await.expect("joins"), Err(FramingError::Truncated)));
+            assert_eq!(memory.in_use(), 0, "a frame given up returns its memory");
+        });
+    }
+
+    /// Guards connection slots: a frame begun and left unfinished ends the
+    /// read at the deadline instead of holding the connection for good.
+    #[test]
+    fn a_frame_that_stalls_is_given_up_at_its_deadline() {
+        runtime().block_on(async {
+            let (mut near, far) = tokio::io::duplex(1024);
+            let mut reader =
+                FrameReader::new(far, CborCodec::default()).with_deadline(std::time::Duration::from_millis(100));
+            use tokio::io::AsyncWriteExt;
+            near.write_all(&[0, 0, 1, 0, 7]).await.expect("writes");
+            let err = reader.next_frame().await.expect_err("stalled");
+            assert!(matches!(err, FramingError::Stalled(_)), "{err:?}");
+            drop(near);
+        });
     }
 
     #[test]

@@ -10,6 +10,9 @@ pub struct InboundFailures {
     secure_channel: AtomicU64,
     timed_out: AtomicU64,
     no_node_key: AtomicU64,
+    too_many_pending: AtomicU64,
+    pushed_out: AtomicU64,
+    no_alpn: AtomicU64,
 }
 
 /// Why an inbound connection failed before the node heard of it.
@@ -21,6 +24,14 @@ pub(crate) enum InboundFailure {
     TimedOut,
     /// The peer's certificate is not a node key's.
     NoNodeKey,
+    /// Its address already had as many handshakes in progress as one
+    /// address may: closed before the handshake began.
+    TooManyPending,
+    /// Pushed out, unfinished, by newer handshakes when the listener had
+    /// as many in progress as it may.
+    PushedOut,
+    /// The dialler did not negotiate the `netmachine/1` ALPN protocol.
+    NoAlpn,
 }
 
 /// The counts so far.
@@ -29,6 +40,9 @@ pub struct InboundFailureCounts {
     pub secure_channel: u64,
     pub timed_out: u64,
     pub no_node_key: u64,
+    pub too_many_pending: u64,
+    pub pushed_out: u64,
+    pub no_alpn: u64,
 }
 
 impl InboundFailures {
@@ -37,6 +51,9 @@ impl InboundFailures {
             InboundFailure::SecureChannel => &self.secure_channel,
             InboundFailure::TimedOut => &self.timed_out,
             InboundFailure::NoNodeKey => &self.no_node_key,
+            InboundFailure::TooManyPending => &self.too_many_pending,
+            InboundFailure::PushedOut => &self.pushed_out,
+            InboundFailure::NoAlpn => &self.no_alpn,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -46,6 +63,9 @@ impl InboundFailures {
             secure_channel: self.secure_channel.load(Ordering::Relaxed),
             timed_out: self.timed_out.load(Ordering::Relaxed),
             no_node_key: self.no_node_key.load(Ordering::Relaxed),
+            too_many_pending: self.too_many_pending.load(Ordering::Relaxed),
+            pushed_out: self.pushed_out.load(Ordering::Relaxed),
+            no_alpn: self.no_alpn.load(Ordering::Relaxed),
         }
     }
 }

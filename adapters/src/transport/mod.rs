@@ -4,15 +4,18 @@
 //! hosts the Transport engine over them.
 
 pub mod driver;
+pub mod frame_memory;
 pub mod framing;
 pub mod identity_tls;
 pub mod inbound_failures;
 pub mod memory;
+mod pending_handshakes;
 pub mod quic;
 pub mod stream;
 pub mod tcp;
 
 pub use driver::{ConnectionSummary, TransportCounters, TransportDriver};
+pub use frame_memory::FrameMemory;
 pub use identity_tls::TlsConfigs;
 pub use inbound_failures::{InboundFailureCounts, InboundFailures};
 pub use memory::{MemoryConnector, MemoryNetwork};

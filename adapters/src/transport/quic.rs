@@ -17,7 +17,7 @@ use s2n_quic::{Client, Server};
 use tokio::io::AsyncWrite;
 use tokio::sync::{mpsc, oneshot};
 
-use super::identity_tls::{identity_of_certificate, server_name_of, TlsConfigs};
+use super::identity_tls::{identity_of_certificate, server_name_of, TlsConfigs, ALPN};
 use super::inbound_failures::{InboundFailure, InboundFailures};
 use super::stream::{BoxFuture, Connector, DialError, SecuredStream};
 
@@ -164,11 +164,11 @@ async fn accept_loop(mut server: Server, accepted: mpsc::Sender<SecuredStream>, 
                 }
                 Ok(Err((failure, reason))) => {
                     failures.count(failure);
-                    tracing::info!(%reason, "inbound QUIC connection refused")
+                    tracing::debug!(%reason, "inbound QUIC connection refused")
                 }
                 Err(_) => {
                     failures.count(InboundFailure::TimedOut);
-                    tracing::info!("inbound QUIC connection did not open a stream in time")
+                    tracing::debug!("inbound QUIC connection did not open a stream in time")
                 }
             }
         });
@@ -194,6 +194,12 @@ async fn secure_inbound(mut connection: s2n_quic::Connection) -> Result<SecuredS
     };
     let peer = identity_of_certificate(&leaf.into())
         .ok_or((InboundFailure::NoNodeKey, "the dialler's certificate is not a node key".to_string()))?;
+    // RFC 9001 requires ALPN; a dialler that negotiated none (or another)
+    // is not speaking netmachine.
+    let protocol = connection.application_protocol().map_err(|e| failed(e.to_string()))?;
+    if protocol.as_ref() != ALPN {
+        return Err((InboundFailure::NoAlpn, "the dialler did not negotiate the netmachine/1 protocol".to_string()));
+    }
     connection.keep_alive(true).map_err(|e| failed(e.to_string()))?;
     let stream = connection
         .accept_bidirectional_stream()

@@ -8,18 +8,16 @@ use std::time::Duration;
 use netmachine_domain::{NodeIdentity, TransportProtocol};
 use rustls::pki_types::ServerName;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use super::identity_tls::{identity_of_certificate, server_name_of, TlsConfigs};
+use super::identity_tls::{identity_of_certificate, server_name_of, TlsConfigs, ALPN};
 use super::inbound_failures::{InboundFailure, InboundFailures};
+use super::pending_handshakes::PendingHandshakes;
 use super::stream::{BoxFuture, Connector, DialError, SecuredStream};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// TLS handshakes in progress at once; a flood of connection attempts
-/// waits here instead of exhausting memory and CPU.
-const MAX_PENDING_HANDSHAKES: usize = 64;
 
 #[derive(Debug)]
 pub struct TlsTcpConnector {
@@ -58,7 +56,7 @@ async fn accept_loop(
     accepted: mpsc::Sender<SecuredStream>,
     failures: Arc<InboundFailures>,
 ) {
-    let pending = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
+    let pending = Arc::new(PendingHandshakes::default());
     loop {
         let (socket, remote) = match listener.accept().await {
             Ok(pair) => pair,
@@ -68,30 +66,48 @@ async fn accept_loop(
                 continue;
             }
         };
-        let Ok(permit) = Arc::clone(&pending).acquire_owned().await else { return };
+        // Closed at once (dropped) when its address holds its share.
+        let Ok(mut slot) = pending.admit(remote.ip()) else {
+            failures.count(InboundFailure::TooManyPending);
+            tracing::debug!(%remote, "inbound TCP connection refused: its address has handshakes in progress");
+            continue;
+        };
         let acceptor = acceptor.clone();
         let accepted = accepted.clone();
         let failures = Arc::clone(&failures);
         tokio::spawn(async move {
-            let _permit = permit;
             let _ = socket.set_nodelay(true);
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(err)) => {
-                    failures.count(InboundFailure::SecureChannel);
-                    tracing::info!(%remote, %err, "inbound TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    failures.count(InboundFailure::TimedOut);
-                    tracing::info!(%remote, "inbound TLS handshake timed out");
+            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(socket));
+            let tls = tokio::select! {
+                done = handshake => match done {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(err)) => {
+                        failures.count(InboundFailure::SecureChannel);
+                        tracing::debug!(%remote, %err, "inbound TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        failures.count(InboundFailure::TimedOut);
+                        tracing::debug!(%remote, "inbound TLS handshake timed out");
+                        return;
+                    }
+                },
+                _ = &mut slot.pushed_out => {
+                    failures.count(InboundFailure::PushedOut);
+                    tracing::debug!(%remote, "inbound TLS handshake pushed out by newer ones");
                     return;
                 }
             };
+            drop(slot);
+            if tls.get_ref().1.alpn_protocol() != Some(ALPN) {
+                failures.count(InboundFailure::NoAlpn);
+                tracing::debug!(%remote, "inbound TLS peer did not negotiate the netmachine/1 protocol");
+                return;
+            }
             let peer = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(identity_of_certificate);
             let Some(peer) = peer else {
                 failures.count(InboundFailure::NoNodeKey);
-                tracing::info!(%remote, "inbound TLS peer presented no node key");
+                tracing::debug!(%remote, "inbound TLS peer presented no node key");
                 return;
             };
             let (reader, writer) = tokio::io::split(tls);

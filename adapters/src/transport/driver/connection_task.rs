@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::codec::{CborCodec, ChannelEnds};
 use crate::runtime::{is_advert, ConnHandle, DialRequest, Node};
+use crate::transport::frame_memory::FrameMemory;
 use crate::transport::framing::{encode_channel_frame_into, encode_frame_into, FrameReader, FramingError};
 use crate::transport::stream::{BoxReader, BoxWriter, Connector, DialError, SecuredStream};
 
@@ -39,7 +40,13 @@ enum Start {
 }
 
 /// Dials for the core and, once the stream is secured, runs the connection.
-pub(super) async fn outbound(node: Node, codec: CborCodec, connector: Option<Arc<dyn Connector>>, dial: DialRequest) {
+pub(super) async fn outbound(
+    node: Node,
+    codec: CborCodec,
+    memory: FrameMemory,
+    connector: Option<Arc<dyn Connector>>,
+    dial: DialRequest,
+) {
     let DialRequest { attempt, peer, address } = dial;
     let fail = |failure: ConnectFailure| {
         let ((), pending) = node.inner.with_core(|core, now| core.dialled(attempt, Err(failure), now));
@@ -67,15 +74,15 @@ pub(super) async fn outbound(node: Node, codec: CborCodec, connector: Option<Arc
         }
     };
     let rtt_micros = u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX);
-    run(node, codec, stream, Start::Dialled { attempt, address, rtt_micros }).await;
+    run(node, codec, memory, stream, Start::Dialled { attempt, address, rtt_micros }).await;
 }
 
 /// Runs a connection a peer opened.
-pub(super) async fn inbound(node: Node, codec: CborCodec, stream: SecuredStream) {
-    run(node, codec, stream, Start::Accepted).await;
+pub(super) async fn inbound(node: Node, codec: CborCodec, memory: FrameMemory, stream: SecuredStream) {
+    run(node, codec, memory, stream, Start::Accepted).await;
 }
 
-async fn run(node: Node, codec: CborCodec, stream: SecuredStream, start: Start) {
+async fn run(node: Node, codec: CborCodec, memory: FrameMemory, stream: SecuredStream, start: Start) {
     let SecuredStream { peer, reader, writer, keepalive, protocol, remote } = stream;
     let host = Arc::clone(&node.inner);
     let (writes, writes_rx) = mpsc::unbounded_channel();
@@ -110,7 +117,7 @@ async fn run(node: Node, codec: CborCodec, stream: SecuredStream, start: Start) 
     let io = ConnectionIo { node, codec, conn, ends: ChannelEnds { local: host.identity, peer }, adverts_queued };
     let (mut writer, mut writes_rx) = (writer, writes_rx);
     let (reason, closed_here) = tokio::select! {
-        reason = io.read_loop(FrameReader::new(reader, codec)) => (reason, false),
+        reason = io.read_loop(FrameReader::sharing(reader, codec, memory)) => (reason, false),
         reason = io.write_loop(&mut writer, &mut writes_rx) => (reason, false),
         reason = close_rx => (reason.unwrap_or(CloseReason::Shutdown), true),
     };
