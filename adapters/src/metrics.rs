@@ -11,7 +11,9 @@
 pub mod http;
 
 use crate::transport::InboundFailureCounts;
-use netmachine_engines::metrics::{Depths, DropReason, HandshakeFailure, InOut, MetricsSnapshot, PeerClass, Side};
+use netmachine_engines::metrics::{
+    Depths, DropReason, Guarded, HandshakeFailure, InOut, MetricsSnapshot, PeerClass, Side,
+};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -136,6 +138,14 @@ impl Collector for Collected {
         let rows: Vec<_> =
             DropReason::ALL.iter().map(|r| (labels([("reason", r.label())]), counts.drops(*r))).collect();
         write_rows(e, "netmachine_drops", "Messages dropped, by reason.", MetricType::Counter, &rows)?;
+        let rows: Vec<_> = Guarded::ALL.iter().map(|a| (labels([("action", a.label())]), counts.guarded(*a))).collect();
+        write_rows(
+            e,
+            "netmachine_budget_actions",
+            "What the node's budgets did to peers that reached them, by action.",
+            MetricType::Counter,
+            &rows,
+        )?;
 
         let mut rows = Vec::new();
         for side in Side::ALL {
@@ -237,6 +247,22 @@ impl Collector for Collected {
             "Records in the identity store.",
             MetricType::Gauge,
             &[(Vec::new(), core.identity_records)],
+        )?;
+        let records: Vec<_> = core.cached_records.iter().map(|(k, n, _)| (labels([("kind", *k)]), *n)).collect();
+        write_rows(
+            e,
+            "netmachine_cached_records",
+            "Records peers sent unasked, kept within the cache's budgets, by kind.",
+            MetricType::Gauge,
+            &records,
+        )?;
+        let bytes: Vec<_> = core.cached_records.iter().map(|(k, _, b)| (labels([("kind", *k)]), *b)).collect();
+        write_rows(
+            e,
+            "netmachine_cached_record_bytes",
+            "Bytes of the records peers sent unasked, as the cache counts them, by kind.",
+            MetricType::Gauge,
+            &bytes,
         )?;
         Ok(())
     }

@@ -16,7 +16,11 @@
 //! advert. The host persists and commits changes in the order they were
 //! made; one it cannot persist it hands back to [`IdentityStore::abandon`].
 
+mod cache;
+
 use std::collections::{BTreeSet, HashMap};
+
+pub use cache::{record_weight, CacheBudget, CacheRefusal, CachedKind};
 
 use netmachine_domain::validity::{check_created_not_future, check_version_rises};
 use netmachine_domain::{
@@ -60,6 +64,10 @@ pub enum UpdateError {
     Busy { key: RecordKey, max: usize },
     #[error("{key} is this node's own identity and cannot be changed from outside")]
     OwnRecord { key: RecordKey },
+    #[error("advert for {key} refused: {peer} is already the source of its share of {max} cached records")]
+    SourceOverShare { key: RecordKey, peer: NodeIdentity, max: usize },
+    #[error("advert for {key} refused: the cache of {kind} records is full of records in use")]
+    CacheFull { key: RecordKey, kind: &'static str },
 }
 
 /// A checked change: write `record` to durable storage, then hand this
@@ -99,11 +107,13 @@ pub const MAX_STAGED: usize = 1024;
 pub struct IdentityStoreConfig {
     pub max_records: usize,
     pub max_subscribers: usize,
+    /// Budgets of the records peers sent unasked.
+    pub cache: CacheBudget,
 }
 
 impl Default for IdentityStoreConfig {
     fn default() -> Self {
-        Self { max_records: 1_000_000, max_subscribers: 1024 }
+        Self { max_records: 1_000_000, max_subscribers: 1024, cache: CacheBudget::default() }
     }
 }
 
@@ -117,13 +127,72 @@ pub struct IdentityStore {
     /// The newest checked change of each key still waiting for the disk.
     staged: HashMap<RecordKey, Box<IdentityRecord>>,
     subscribers: BTreeSet<EngineName>,
+    /// Which records peers sent unasked, within their budgets.
+    cache: cache::Cache,
+    /// Records the cache gave up, for the host to delete from disk.
+    evicted: Vec<RecordKey>,
 }
 
 impl IdentityStore {
-    /// Opens the store with the records its host loaded from disk.
+    /// Opens the store with the records its host loaded from disk. Those
+    /// that look unasked for (another node's record with default trust and
+    /// permanence, topic and domain adverts) go back into the cache, oldest
+    /// as they come; any beyond its budgets are given up at once
+    /// ([`IdentityStore::take_evicted`]).
     pub fn open(own: NodeIdentity, config: IdentityStoreConfig, records: Vec<IdentityRecord>) -> Self {
-        let records = records.into_iter().map(|r| (r.key(), Box::new(r))).collect();
-        Self { own, config, records, staged: HashMap::new(), subscribers: BTreeSet::new() }
+        let mut store = Self {
+            own,
+            cache: cache::Cache::new(own, config.cache.clone()),
+            config,
+            records: HashMap::new(),
+            staged: HashMap::new(),
+            subscribers: BTreeSet::new(),
+            evicted: Vec::new(),
+        };
+        for record in records {
+            let key = record.key();
+            let unasked = match &record {
+                IdentityRecord::Node(node) => {
+                    node.id != own && node.trust == Trust::DEFAULT && node.permanence != Permanence::Permanent
+                }
+                IdentityRecord::Topic(_) | IdentityRecord::Domain(_) => true,
+                IdentityRecord::Engine(_) => false,
+            };
+            if unasked {
+                let source = match &record {
+                    IdentityRecord::Node(node) => node.id,
+                    _ => own,
+                };
+                match store.cache.admit(&record, source, Timestamp(0), &|_| true, &|_| Trust::DEFAULT.0) {
+                    Ok(evicted) => store.forget_evicted(evicted),
+                    Err(_) => {
+                        store.evicted.push(key);
+                        continue;
+                    }
+                }
+            }
+            store.records.insert(key, Box::new(record));
+        }
+        store
+    }
+
+    /// Records the cache gave up since last asked: the host deletes them
+    /// from disk.
+    pub fn take_evicted(&mut self) -> Vec<RecordKey> {
+        std::mem::take(&mut self.evicted)
+    }
+
+    /// Records and bytes (as [`record_weight`] counts them) of `kind` in
+    /// the cache of unasked records.
+    pub fn cache_usage(&self, kind: CachedKind) -> (usize, usize) {
+        self.cache.usage(kind)
+    }
+
+    fn forget_evicted(&mut self, evicted: Vec<RecordKey>) {
+        for key in evicted {
+            self.records.remove(&key);
+            self.evicted.push(key);
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -198,6 +267,22 @@ impl IdentityStore {
         now: Timestamp,
         verifier: &dyn Verifier,
     ) -> Result<Persist, UpdateError> {
+        self.apply_advert_from(update, None, now, verifier, &|_| false)
+    }
+
+    /// [`IdentityStore::apply_advert`] for an advert `source` sent unasked
+    /// (`None`: this node offers it, and keeps it). A record new here, or
+    /// one already in the cache, is cached within `source`'s share and its
+    /// kind's budget; `evictable` says which cached records may make room
+    /// (those not in use).
+    pub fn apply_advert_from(
+        &mut self,
+        update: AdvertUpdate,
+        source: Option<NodeIdentity>,
+        now: Timestamp,
+        verifier: &dyn Verifier,
+        evictable: &dyn Fn(&RecordKey) -> bool,
+    ) -> Result<Persist, UpdateError> {
         let key = update.key();
         let record = match update {
             AdvertUpdate::Node(advert) => {
@@ -232,7 +317,51 @@ impl IdentityStore {
                 IdentityRecord::Domain(advert)
             }
         };
-        self.stage(key, record)
+        match source {
+            Some(source) if self.cache.holds(&key) || self.current(&key).is_none() => {
+                self.cache_from(&record, source, now, evictable)?
+            }
+            Some(_) => {}
+            // Offered by this node: kept for good.
+            None => self.cache.remove(&key),
+        }
+        let staged = self.stage(key.clone(), record);
+        if staged.is_err() && self.current(&key).is_none() {
+            self.cache.remove(&key);
+        }
+        staged
+    }
+
+    /// Takes `record` into the cache for `source`, giving up what must go
+    /// to make room.
+    fn cache_from(
+        &mut self,
+        record: &IdentityRecord,
+        source: NodeIdentity,
+        now: Timestamp,
+        evictable: &dyn Fn(&RecordKey) -> bool,
+    ) -> Result<(), UpdateError> {
+        let key = record.key();
+        let (records, staged) = (&self.records, &self.staged);
+        let trust = |node: &NodeIdentity| match records.get(&RecordKey::Node(*node)).map(|r| &**r) {
+            Some(IdentityRecord::Node(node)) => node.trust.0,
+            _ => Trust::DEFAULT.0,
+        };
+        // A change waiting for the disk stays until it is written.
+        let may_go = |k: &RecordKey| *k != key && !staged.contains_key(k) && evictable(k);
+        match self.cache.admit(record, source, now, &may_go, &trust) {
+            Ok(evicted) => {
+                self.forget_evicted(evicted);
+                Ok(())
+            }
+            Err(CacheRefusal::SourceOverShare) => {
+                Err(UpdateError::SourceOverShare { key, peer: source, max: self.config.cache.per_source })
+            }
+            Err(CacheRefusal::Full) => {
+                let kind = CachedKind::of(&key).map_or("other", CachedKind::name);
+                Err(UpdateError::CacheFull { key, kind })
+            }
+        }
     }
 
     /// Records this node's own advert, with trust 255. Only the node itself
@@ -273,6 +402,14 @@ impl IdentityStore {
     fn edit_node(&mut self, node: NodeIdentity, edit: impl FnOnce(&mut NodeRecord)) -> Result<Persist, UpdateError> {
         let mut record = self.current_node(&node).cloned().unwrap_or_else(|| NodeRecord::new(node));
         edit(&mut record);
+        // A node made permanent, trusted above the default or banned is
+        // one the node cares about: kept for good. One whose trust fell
+        // stays in the cache.
+        let valued =
+            record.permanence == Permanence::Permanent || record.trust > Trust::DEFAULT || record.trust.is_banned();
+        if valued {
+            self.cache.remove(&RecordKey::Node(node));
+        }
         self.stage(RecordKey::Node(node), IdentityRecord::Node(record))
     }
 

@@ -126,6 +126,50 @@ impl DropReason {
     }
 }
 
+/// What a budget did to a peer that reached it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guarded {
+    /// An advert dropped unread: its peer sent adverts faster than its rate.
+    AdvertOverRate,
+    /// An advert refused: its peer is the source of its share of the cache.
+    AdvertOverShare,
+    /// An advert refused: the cache of its kind is full of records in use.
+    AdvertCacheFull,
+    /// A cached record given up to make room for a newer one.
+    RecordEvicted,
+    /// A peer disconnected for sending adverts beyond its budget.
+    AdvertSenderDisconnected,
+    /// A peer holding nothing of value forgotten to make room in the peer
+    /// table (counted by the Transport).
+    PeerEvicted,
+}
+
+impl Guarded {
+    pub const ALL: [Guarded; 6] = [
+        Self::AdvertOverRate,
+        Self::AdvertOverShare,
+        Self::AdvertCacheFull,
+        Self::RecordEvicted,
+        Self::AdvertSenderDisconnected,
+        Self::PeerEvicted,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::AdvertOverRate => "advert_over_rate",
+            Self::AdvertOverShare => "advert_over_share",
+            Self::AdvertCacheFull => "advert_cache_full",
+            Self::RecordEvicted => "record_evicted",
+            Self::AdvertSenderDisconnected => "advert_sender_disconnected",
+            Self::PeerEvicted => "peer_evicted",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
 impl From<&InboundRejection> for DropReason {
     fn from(rejection: &InboundRejection) -> Self {
         match rejection {
@@ -272,6 +316,7 @@ pub struct CoreMetrics {
     by_engine: BTreeMap<String, InOut>,
     drops: [u64; DropReason::ALL.len()],
     handshake_failures: [[u64; HandshakeFailure::ALL.len()]; 2],
+    guarded: [u64; Guarded::ALL.len()],
 }
 
 impl CoreMetrics {
@@ -310,6 +355,19 @@ impl CoreMetrics {
 
     pub fn count_drop(&mut self, reason: DropReason) {
         self.drops[reason.index()] += 1;
+    }
+
+    pub fn count_guarded(&mut self, action: Guarded) {
+        self.guarded[action.index()] += 1;
+    }
+
+    /// Sets a count kept elsewhere (the Transport's evictions).
+    pub fn set_guarded(&mut self, action: Guarded, count: u64) {
+        self.guarded[action.index()] = count;
+    }
+
+    pub fn guarded(&self, action: Guarded) -> u64 {
+        self.guarded[action.index()]
     }
 
     pub fn count_handshake_failure(&mut self, side: Side, failure: HandshakeFailure) {
@@ -367,6 +425,9 @@ pub struct MetricsSnapshot {
     pub ephemeral: Depths,
     /// Records in the identity store.
     pub identity_records: u64,
+    /// Records peers sent unasked, and their bytes as the cache counts
+    /// them, per kind: `(kind, records, bytes)`.
+    pub cached_records: Vec<(&'static str, u64, u64)>,
 }
 
 #[cfg(test)]

@@ -27,6 +27,7 @@
 //!   [`crate::registry`]) goes to that engine, with the peers' comings and
 //!   goings, and what the engine asks for is built and routed here.
 
+mod advert_rates;
 mod connections;
 mod hosted;
 mod identity;
@@ -36,8 +37,10 @@ use std::collections::{HashMap, VecDeque};
 
 use netmachine_domain::{
     DestinationIdentity, EngineMessage, EngineName, Frame, IdentityRecord, MessageId, NodeAdvert, NodeIdentity,
-    NodeMessage, NodePayload, Timestamp, TopicIdentity, TransportAddress,
+    NodeMessage, NodePayload, RecordKey, Timestamp, TopicIdentity, TransportAddress,
 };
+
+pub use advert_rates::{AdvertRateConfig, Charge};
 
 use crate::engine::{EngineSetup, Notice, Timed};
 use crate::identity_store::{IdentityStore, IdentityUpdated, Persist};
@@ -90,6 +93,8 @@ pub enum CoreEffect<A> {
     Close { conn: ConnId, reason: CloseReason },
     /// Make a record durable, then hand the change to [`NodeCore::persisted`].
     Persist(Persist),
+    /// Delete a record from disk: the cache of unasked records gave it up.
+    Forget(RecordKey),
     /// Connectivity, for whoever watches it.
     Notice(TransportEvent),
     /// `by` took these messages, which local engines sent (reported only
@@ -117,6 +122,8 @@ pub struct CoreConfig {
     pub repeat_window: usize,
     /// Seeds the hosted engines' generators.
     pub seed: u64,
+    /// How fast each peer may send adverts.
+    pub adverts: AdvertRateConfig,
 }
 
 /// Where a connection stands.
@@ -163,6 +170,8 @@ pub struct NodeCore<A> {
     metrics: crate::metrics::CoreMetrics,
     report_acks: bool,
     hosted: hosted::Hosted,
+    /// How fast each peer has been sending adverts.
+    advert_rates: advert_rates::AdvertRates,
 }
 
 impl<A> std::fmt::Debug for NodeCore<A> {
@@ -202,6 +211,7 @@ impl<A: Clone> NodeCore<A> {
             metrics: crate::metrics::CoreMetrics::default(),
             report_acks: false,
             hosted: hosted::Hosted::default(),
+            advert_rates: advert_rates::AdvertRates::new(config.adverts),
         };
         // A stream of its own, apart from the Transport's from the same seed.
         let seed = crate::ports::Randomness::next_u64(&mut crate::random::SplitMix::new(config.seed));
@@ -218,6 +228,8 @@ impl<A: Clone> NodeCore<A> {
         for record in &held {
             core.apply_record(record, now);
         }
+        // What the disk held beyond the cache's budgets goes from it.
+        core.forget_evicted();
         core.pump(now);
         core
     }
@@ -493,6 +505,7 @@ impl<A: Clone> NodeCore<A> {
                 // A forgotten peer has nothing in flight: its repeat filter goes too.
                 T::Forgotten { peer } => {
                     self.recent.remove(&peer);
+                    self.advert_rates.forget(&peer);
                 }
             }
         }

@@ -6,6 +6,7 @@
 
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 
+use netmachine_domain::RecordKey;
 use netmachine_engines::identity_store::{Persist, MAX_STAGED};
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
@@ -19,8 +20,17 @@ pub(crate) type Reply = oneshot::Sender<Result<(), NodeError>>;
 /// One change to write.
 #[derive(Debug)]
 pub(crate) struct DiskJob {
-    pub change: Persist,
+    pub work: DiskWork,
     pub reply: Option<Reply>,
+}
+
+/// What a job does to the disk.
+#[derive(Debug)]
+pub(crate) enum DiskWork {
+    /// Write a change, then commit it.
+    Put(Persist),
+    /// Delete a record the identity store gave up.
+    Remove(RecordKey),
 }
 
 /// Called on the writer's thread after each write.
@@ -41,7 +51,10 @@ impl DiskQueue {
         let thread = std::thread::Builder::new().name("identity-store".into()).spawn(move || {
             // Ends when the queue's sender is dropped: the node stopped.
             while let Ok(job) = rx.recv() {
-                let outcome = disk.put(job.change.record());
+                let outcome = match &job.work {
+                    DiskWork::Put(change) => disk.put(change.record()),
+                    DiskWork::Remove(key) => disk.remove(key),
+                };
                 written(job, outcome);
             }
             tracing::debug!("identity store stopped; every accepted record is on disk");

@@ -15,7 +15,9 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use netmachine_domain::TransportProtocol;
-use netmachine_domain::{DestinationIdentity, Frame, NodeIdentity, Timestamp, TopicIdentity, TransportAddress};
+use netmachine_domain::{
+    DestinationIdentity, Frame, NodeIdentity, RecordKey, Timestamp, TopicIdentity, TransportAddress,
+};
 use netmachine_engines::engine::Timed;
 use netmachine_engines::identity_store::{Persist, UpdateError};
 use netmachine_engines::node_core::{CoreEffect, NodeCore, Receipt};
@@ -24,7 +26,7 @@ use parking_lot::Mutex;
 use tokio::sync::{broadcast, mpsc, oneshot, Notify};
 
 use super::delivery::{Delivery, Watches};
-use super::disk::{DiskJob, DiskQueue, Reply};
+use super::disk::{DiskJob, DiskQueue, DiskWork, Reply};
 use super::error::{NodeError, SendError};
 use super::mailbox::{Inbound, Mailbox};
 use super::overflow::Overflow;
@@ -300,6 +302,7 @@ impl Host {
                     }
                 }
                 CoreEffect::Persist(change) => self.persist(state, change, reply.take()),
+                CoreEffect::Forget(key) => self.forget_on_disk(key),
                 CoreEffect::Notice(event) => {
                     match &event {
                         TransportEvent::NodeConnected { peer, direction } => {
@@ -430,11 +433,21 @@ impl Host {
     }
 
     /// Queues a checked change for the disk writer; it is committed once
+    /// A record the identity store gave up leaves the disk too, after the
+    /// writes queued before it.
+    fn forget_on_disk(&self, key: RecordKey) {
+        if self.disk.push(DiskJob { work: DiskWork::Remove(key), reply: None }).is_err() {
+            tracing::debug!("a record given up stays on disk until the next start: the disk queue is full");
+        }
+    }
+
     /// written. A change that cannot be queued (the node is stopping)
     /// never takes effect.
     fn persist(&self, state: &mut HostState, change: Persist, reply: Option<Reply>) {
-        if let Err(job) = self.disk.push(DiskJob { change, reply }) {
-            state.core.persist_failed(&job.change);
+        if let Err(job) = self.disk.push(DiskJob { work: DiskWork::Put(change), reply }) {
+            if let DiskWork::Put(change) = &job.work {
+                state.core.persist_failed(change);
+            }
             if let Some(reply) = job.reply {
                 let _ = reply.send(Err(NodeError::Stopped));
             }
@@ -443,7 +456,16 @@ impl Host {
 
     /// The disk writer's report on one change (called on its thread).
     pub(crate) fn written(self: &Arc<Self>, job: DiskJob, outcome: Result<(), StoreError>) {
-        let DiskJob { change, reply } = job;
+        let DiskJob { work, reply } = job;
+        let change = match work {
+            DiskWork::Put(change) => change,
+            DiskWork::Remove(key) => {
+                if let Err(err) = outcome {
+                    tracing::warn!(%key, %err, "a record given up could not be deleted from disk");
+                }
+                return;
+            }
+        };
         let (result, pending) = self.with_core(|core, now| match outcome {
             Ok(()) => core.persisted(change, now).map_err(NodeError::from),
             Err(err) => {

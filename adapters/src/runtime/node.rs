@@ -10,7 +10,7 @@ use netmachine_domain::{
 };
 use netmachine_engines::engine::ProtocolEngine;
 use netmachine_engines::identity_store::{AdvertUpdate, IdentityStore, IdentityStoreConfig, UpdateError};
-use netmachine_engines::node_core::{CoreConfig, NodeCore};
+use netmachine_engines::node_core::{AdvertRateConfig, CoreConfig, NodeCore};
 use netmachine_engines::ports::Signer;
 use netmachine_engines::transport::{Transport, TransportConfig};
 use netmachine_engines::{InboundRejection, Router, RouterConfig};
@@ -53,6 +53,7 @@ pub struct NodeBuilder {
     router: RouterConfig,
     identities: IdentityStoreConfig,
     transport: TransportConfig,
+    adverts: AdvertRateConfig,
     seed: Option<u64>,
     name: Option<String>,
     addresses: Vec<WeightedAddress>,
@@ -82,6 +83,7 @@ impl NodeBuilder {
             router: RouterConfig::default(),
             identities: IdentityStoreConfig::default(),
             transport: TransportConfig::default(),
+            adverts: AdvertRateConfig::default(),
             seed: None,
             name: None,
             addresses: Vec::new(),
@@ -125,6 +127,13 @@ impl NodeBuilder {
 
     pub fn identity_store_config(mut self, config: IdentityStoreConfig) -> Self {
         self.identities = config;
+        self
+    }
+
+    /// How fast each peer may send adverts before it is slowed, then
+    /// disconnected.
+    pub fn advert_rates(mut self, config: AdvertRateConfig) -> Self {
+        self.adverts = config;
         self
     }
 
@@ -172,7 +181,8 @@ impl NodeBuilder {
         let seed = self.seed.unwrap_or_else(system_seed);
         // Each peer's repeat filter spans two windows: a peer that
         // reconnects resends at most one window.
-        let config = CoreConfig { boot: boot_id(seed), repeat_window: self.transport.window * 2, seed };
+        let config =
+            CoreConfig { boot: boot_id(seed), repeat_window: self.transport.window * 2, seed, adverts: self.adverts };
         let transport = Transport::new(identity, self.transport, Box::new(SplitMix::new(seed)));
         let signer = Ed25519Keys::from_pkcs8(keys.pkcs8())?;
         let core = NodeCore::new(

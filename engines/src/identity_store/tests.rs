@@ -398,3 +398,137 @@ fn before_its_own_advert_is_set_the_node_takes_other_adverts_as_usual() {
         .expect("after");
     assert_eq!(ids.len(), 3);
 }
+
+fn with_cache(budget: CacheBudget) -> IdentityStore {
+    IdentityStore::open(own(), IdentityStoreConfig { cache: budget, ..IdentityStoreConfig::default() }, Vec::new())
+}
+
+fn topics_only(records: usize, per_source: usize) -> CacheBudget {
+    CacheBudget { records: [100, records, 100], bytes: [1 << 20; 3], per_source }
+}
+
+fn peer(seed: u8) -> NodeIdentity {
+    NodeIdentity::new(TestSigner::node(seed).0)
+}
+
+/// Offers a topic advert as `from` sent it, at `at` seconds.
+fn topic_from(
+    ids: &mut IdentityStore,
+    disk: &mut Disk,
+    from: u8,
+    topic: u8,
+    at: u64,
+    evictable: &dyn Fn(&RecordKey) -> bool,
+) -> Result<Accepted, UpdateError> {
+    let when = NOW.saturating_add_millis(at * 1000);
+    persist(ids, disk, |s| {
+        s.apply_advert_from(
+            AdvertUpdate::Topic(topic_advert(topic, 1)),
+            Some(peer(from)),
+            when,
+            &TestVerifier,
+            evictable,
+        )
+    })
+}
+
+fn topic_key(seed: u8) -> RecordKey {
+    RecordKey::Topic(topic_advert(seed, 1).topic)
+}
+
+/// Guards records and disk: one peer's adverts (its own topics or those it
+/// relays) fill only its share of the cache, and others still get in.
+#[test]
+fn a_peer_is_the_source_of_only_its_share_of_the_cache() {
+    let (mut ids, mut disk) = (with_cache(topics_only(100, 2)), Disk::new());
+    topic_from(&mut ids, &mut disk, 5, 10, 0, &|_| true).expect("within its share");
+    topic_from(&mut ids, &mut disk, 5, 11, 0, &|_| true).expect("within its share");
+    let err = topic_from(&mut ids, &mut disk, 5, 12, 0, &|_| true).expect_err("over its share");
+    assert!(matches!(err, UpdateError::SourceOverShare { .. }), "{err}");
+    // A newer version of a record it is the source of still comes in.
+    persist(&mut ids, &mut disk, |s| {
+        s.apply_advert_from(AdvertUpdate::Topic(topic_advert(10, 2)), Some(peer(5)), NOW, &TestVerifier, &|_| true)
+    })
+    .expect("an update is not a new record");
+    topic_from(&mut ids, &mut disk, 6, 12, 0, &|_| true).expect("another peer has its own share");
+    assert_eq!(ids.cache_usage(CachedKind::Topic).0, 3);
+}
+
+/// Guards records and disk: a full kind gives up its oldest record not in
+/// use, and the host is told to delete it.
+#[test]
+fn a_full_kind_gives_up_its_oldest_record_not_in_use() {
+    let (mut ids, mut disk) = (with_cache(topics_only(2, 100)), Disk::new());
+    topic_from(&mut ids, &mut disk, 5, 10, 1, &|_| true).expect("room");
+    topic_from(&mut ids, &mut disk, 6, 11, 2, &|_| true).expect("room");
+    topic_from(&mut ids, &mut disk, 7, 12, 3, &|_| true).expect("room made");
+    assert_eq!(ids.take_evicted(), [topic_key(10)]);
+    assert!(ids.lookup(&topic_key(10)).is_none());
+    // Topic 11, now the oldest, is in use: 12 goes instead.
+    let in_use = topic_key(11);
+    topic_from(&mut ids, &mut disk, 8, 13, 4, &|k| *k != in_use).expect("room made");
+    assert_eq!(ids.take_evicted(), [topic_key(12)]);
+    assert!(ids.lookup(&topic_key(11)).is_some() && ids.lookup(&topic_key(13)).is_some());
+    // Nothing may go: the newcomer is refused.
+    let err = topic_from(&mut ids, &mut disk, 8, 14, 5, &|_| false).expect_err("full");
+    assert!(matches!(err, UpdateError::CacheFull { .. }), "{err}");
+    assert_eq!(ids.cache_usage(CachedKind::Topic).0, 2);
+}
+
+/// The least useful record goes first: one from a source the node trusts
+/// no more than the default, before an older one from a trusted source.
+#[test]
+fn records_from_a_trusted_source_outlast_older_ones() {
+    let (mut ids, mut disk) = (with_cache(topics_only(2, 100)), Disk::new());
+    persist(&mut ids, &mut disk, |s| s.set_trust(peer(5), Trust(200))).expect("trust set");
+    topic_from(&mut ids, &mut disk, 5, 10, 1, &|_| true).expect("room");
+    topic_from(&mut ids, &mut disk, 6, 11, 2, &|_| true).expect("room");
+    topic_from(&mut ids, &mut disk, 7, 12, 3, &|_| true).expect("room made");
+    assert_eq!(ids.take_evicted(), [topic_key(11)]);
+}
+
+/// What this node offers itself is kept for good, whatever the budget.
+#[test]
+fn records_the_node_offers_are_not_cached() {
+    let (mut ids, mut disk) = (with_cache(topics_only(1, 1)), Disk::new());
+    for seed in 10..13 {
+        persist(&mut ids, &mut disk, |s| {
+            s.apply_advert(AdvertUpdate::Topic(topic_advert(seed, 1)), NOW, &TestVerifier)
+        })
+        .expect("kept");
+    }
+    assert_eq!(ids.cache_usage(CachedKind::Topic).0, 0);
+    topic_from(&mut ids, &mut disk, 5, 20, 0, &|_| true).expect("room");
+    topic_from(&mut ids, &mut disk, 6, 21, 1, &|_| true).expect("room made");
+    assert_eq!(ids.take_evicted(), [topic_key(20)]);
+    assert_eq!(ids.len(), 4);
+}
+
+/// Guards disk: a store read back with more than the cache holds gives
+/// up the excess at once, so the disk comes back within its cap.
+#[test]
+fn reopening_gives_up_what_is_beyond_the_budget() {
+    let (mut ids, mut disk) = (with_cache(topics_only(100, 100)), Disk::new());
+    for (n, seed) in (10..14).enumerate() {
+        topic_from(&mut ids, &mut disk, 5 + n as u8, seed, n as u64, &|_| true).expect("room");
+    }
+    let config = IdentityStoreConfig { cache: topics_only(3, 100), ..IdentityStoreConfig::default() };
+    let mut reopened = IdentityStore::open(own(), config, disk.values().cloned().collect());
+    assert_eq!(reopened.take_evicted().len(), 1);
+    assert_eq!(reopened.len(), 3);
+    assert_eq!(reopened.cache_usage(CachedKind::Topic).0, 3);
+}
+
+/// The weight counts what a record carries: a byte budget fills with few
+/// large records.
+#[test]
+fn a_kind_has_a_byte_budget_too() {
+    let one = record_weight(&IdentityRecord::Topic(topic_advert(10, 1)));
+    let budget = CacheBudget { records: [100; 3], bytes: [1 << 20, 2 * one, 1 << 20], per_source: 100 };
+    let (mut ids, mut disk) = (with_cache(budget), Disk::new());
+    for (n, seed) in (10..13).enumerate() {
+        topic_from(&mut ids, &mut disk, 5 + n as u8, seed, n as u64, &|_| true).expect("room");
+    }
+    assert_eq!(ids.take_evicted(), [topic_key(10)]);
+    assert_eq!(ids.cache_usage(CachedKind::Topic), (2, 2 * one));
+}

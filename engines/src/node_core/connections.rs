@@ -198,13 +198,7 @@ impl<A: Clone> NodeCore<A> {
                 }
                 None
             }
-            Ok(Incoming::Advert(update)) => {
-                match self.identities.apply_advert(update, now, self.verifier.as_ref()) {
-                    Ok(change) => self.effects.push_back(CoreEffect::Persist(change)),
-                    Err(err) => tracing::debug!(%peer, %err, "advert from a peer not taken"),
-                }
-                None
-            }
+            Ok(Incoming::Advert(update)) => self.advert_from(peer, update, now),
         };
         if let Some(reason) = violation {
             self.counters.violations += 1;

@@ -3,12 +3,95 @@
 //! record is on disk, it is committed and reaches every engine that
 //! depends on it.
 
-use netmachine_domain::{EngineName, Frame, IdentityRecord, NodeAdvert, NodeIdentity, Permanence, Timestamp, Trust};
+use netmachine_domain::{
+    EngineName, Frame, IdentityRecord, NodeAdvert, NodeIdentity, Permanence, RecordKey, Timestamp, Trust,
+};
 
-use super::{CoreEffect, Delivery, NodeCore, Phase};
+use super::{Charge, CoreEffect, Delivery, NodeCore, Phase};
 use crate::identity_store::{AdvertUpdate, Persist, UpdateError};
+use crate::metrics::Guarded;
+use crate::transport::CloseReason;
 
 impl<A: Clone> NodeCore<A> {
+    /// An advert `peer` sent: charged to the peer's rate, then checked and
+    /// cached within its share. Says why to close the connection when the
+    /// peer has gone on beyond its budget for too long.
+    pub(super) fn advert_from(
+        &mut self,
+        peer: NodeIdentity,
+        update: AdvertUpdate,
+        now: Timestamp,
+    ) -> Option<CloseReason> {
+        let charge = self.advert_rates.charge(peer, now);
+        if charge != Charge::Take {
+            self.metrics.count_guarded(Guarded::AdvertOverRate);
+            return self.over_budget(peer, charge);
+        }
+        let (router, transport) = (&self.router, &self.transport);
+        // A record in use stays: the node record of a peer in the
+        // Transport's table, a topic a local engine created or follows.
+        let evictable = |key: &RecordKey| match key {
+            RecordKey::Node(id) => !transport.knows(id),
+            RecordKey::Topic(topic) => !router.topic_in_use(topic),
+            RecordKey::Domain(_) => true,
+            RecordKey::Engine(_) => false,
+        };
+        let outcome = self.identities.apply_advert_from(update, Some(peer), now, self.verifier.as_ref(), &evictable);
+        let close = match outcome {
+            Ok(change) => {
+                self.effects.push_back(CoreEffect::Persist(change));
+                None
+            }
+            Err(err @ UpdateError::SourceOverShare { .. }) => {
+                self.metrics.count_guarded(Guarded::AdvertOverShare);
+                tracing::debug!(%peer, %err, "advert from a peer not taken");
+                let charge = self.advert_rates.refused(peer);
+                self.over_budget(peer, charge)
+            }
+            Err(err) => {
+                if matches!(err, UpdateError::CacheFull { .. }) {
+                    self.metrics.count_guarded(Guarded::AdvertCacheFull);
+                }
+                tracing::debug!(%peer, %err, "advert from a peer not taken");
+                None
+            }
+        };
+        self.forget_evicted();
+        close
+    }
+
+    /// A peer over its advert budget: slowed (its advert dropped), or,
+    /// having gone on too long, disconnected with its trust lowered.
+    fn over_budget(&mut self, peer: NodeIdentity, charge: Charge) -> Option<CloseReason> {
+        if charge != Charge::Disconnect {
+            return None;
+        }
+        self.metrics.count_guarded(Guarded::AdvertSenderDisconnected);
+        let trust = self.identities.trust(&peer);
+        let lowered = Trust(trust.0.saturating_sub(self.advert_rates.config().trust_penalty).max(1));
+        if !trust.is_banned() && lowered < trust {
+            match self.identities.set_trust(peer, lowered) {
+                Ok(change) => self.effects.push_back(CoreEffect::Persist(change)),
+                Err(err) => tracing::debug!(%peer, %err, "trust not lowered"),
+            }
+        }
+        Some(CloseReason::Violation("it sent adverts beyond its budget".into()))
+    }
+
+    /// Records the identity store gave up: the Router forgets what it
+    /// learned from them, and the host deletes them from disk.
+    pub(super) fn forget_evicted(&mut self) {
+        for key in self.identities.take_evicted() {
+            self.metrics.count_guarded(Guarded::RecordEvicted);
+            match &key {
+                RecordKey::Topic(topic) => self.router.forget_learned_topic(topic),
+                RecordKey::Domain(domain) => self.router.forget_domain(domain),
+                RecordKey::Node(_) | RecordKey::Engine(_) => {}
+            }
+            self.effects.push_back(CoreEffect::Forget(key));
+        }
+    }
+
     /// Offers an advert to the identity store. On `Ok` the change waits
     /// for its host to persist it ([`CoreEffect::Persist`]).
     pub fn offer_advert(&mut self, update: AdvertUpdate, now: Timestamp) -> Result<(), UpdateError> {
@@ -83,6 +166,9 @@ impl<A: Clone> NodeCore<A> {
             IdentityRecord::Node(node) => {
                 let banned = node.trust.is_banned();
                 self.router.set_banned(node.id, banned);
+                // A peer trusted above the default keeps its place in a
+                // full peer table.
+                self.transport.set_trusted(node.id, node.trust > Trust::DEFAULT);
                 // The Transport tracks the peers in use: a permanent one, or
                 // one it already knows. Others' addresses stay in the store
                 // until a message is sent to them.

@@ -20,12 +20,21 @@ impl<A: Clone> NodeCore<A> {
             }
         }
         let [permanent, ephemeral] = self.transport.depths();
+        let mut counts = self.metrics.clone();
+        counts.set_guarded(crate::metrics::Guarded::PeerEvicted, self.transport.peers_evicted());
         MetricsSnapshot {
-            counts: self.metrics.clone(),
+            counts,
             connections,
             permanent,
             ephemeral,
             identity_records: self.identities.len() as u64,
+            cached_records: crate::identity_store::CachedKind::ALL
+                .iter()
+                .map(|kind| {
+                    let (records, bytes) = self.identities.cache_usage(*kind);
+                    (kind.name(), records as u64, bytes as u64)
+                })
+                .collect(),
         }
     }
 

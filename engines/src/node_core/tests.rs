@@ -7,6 +7,7 @@ use netmachine_domain::*;
 
 use super::*;
 use crate::identity_store::{AdvertUpdate, IdentityStoreConfig};
+use crate::metrics::Guarded;
 use crate::random::SplitMix;
 use crate::router::RouterConfig;
 use crate::testing::{TestSigner, TestVerifier};
@@ -58,12 +59,16 @@ struct Node {
 
 impl Node {
     fn start(seed: u8, disk: BTreeMap<RecordKey, IdentityRecord>, boot: u64) -> Self {
+        Self::start_with(seed, disk, boot, AdvertRateConfig::default())
+    }
+
+    fn start_with(seed: u8, disk: BTreeMap<RecordKey, IdentityRecord>, boot: u64, adverts: AdvertRateConfig) -> Self {
         let mut router = Router::new(id(seed), RouterConfig::default());
         router.register_engine(EngineName::new("app").expect("valid"), "app").expect("fresh");
         let transport = Transport::new(id(seed), TransportConfig::default(), Box::new(SplitMix::new(boot)));
         let identities =
             IdentityStore::open(id(seed), IdentityStoreConfig::default(), disk.values().cloned().collect());
-        let config = CoreConfig { boot, repeat_window: 64, seed: boot };
+        let config = CoreConfig { boot, repeat_window: 64, seed: boot, adverts };
         let core =
             NodeCore::new(config, router, transport, identities, Box::new(signer(seed)), Box::new(TestVerifier), T0);
         let mut node = Self {
@@ -103,6 +108,9 @@ impl Node {
                 CoreEffect::Persist(change) => {
                     self.disk.insert(change.record().key(), change.record().clone());
                     self.core.persisted(change, T0).expect("fits");
+                }
+                CoreEffect::Forget(key) => {
+                    self.disk.remove(&key);
                 }
                 CoreEffect::Notice(_) | CoreEffect::Acknowledged { .. } => {}
             }
@@ -744,4 +752,42 @@ mod hosted {
         a.core.handle_timeout(due);
         assert!(a.core.poll_timeout().is_none_or(|at| at > due), "fired");
     }
+}
+
+/// Guards the identity store, the disk and the spread: a peer sending
+/// adverts faster than its rate has the excess dropped unread, and once it
+/// keeps on it is disconnected and trusted less.
+#[test]
+fn a_peer_flooding_adverts_is_slowed_then_disconnected_and_trusted_less() {
+    let adverts = AdvertRateConfig { burst: 4, per_second: 1, refusals_to_disconnect: 8, trust_penalty: 32 };
+    let mut a = Node::start(1, BTreeMap::new(), 11);
+    let mut b = Node::start_with(2, BTreeMap::new(), 22, adverts);
+    a.core.offer_advert(AdvertUpdate::Node(advert(2)), T0).expect("valid advert");
+    a.run();
+    a.core.send(a.message_to(&b, 1), T0).expect("routed");
+    a.run();
+    let (_, b_conn) = connect(&mut a, &mut b);
+    let records = b.core.metrics().identity_records;
+    // The handshake's own node advert took one of the four.
+    for seed in 10..13 {
+        b.core.frame(b_conn, Frame::TopicAdvert(topic_advert(seed, id(1))), true, T0);
+        b.run();
+    }
+    assert_eq!(b.core.metrics().identity_records, records + 3, "the burst is taken");
+    for seed in 13..20 {
+        b.core.frame(b_conn, Frame::TopicAdvert(topic_advert(seed, id(1))), true, T0);
+        b.run();
+    }
+    assert_eq!(b.core.metrics().identity_records, records + 3, "the rest are dropped unread");
+    assert!(b.closes.is_empty(), "slowed, not yet disconnected");
+    assert_eq!(b.core.metrics().counts.guarded(Guarded::AdvertOverRate), 7);
+    b.core.frame(b_conn, Frame::TopicAdvert(topic_advert(20, id(1))), true, T0);
+    b.run();
+    assert!(
+        matches!(b.closes.as_slice(), [(conn, CloseReason::Violation(_))] if *conn == b_conn),
+        "disconnected: {:?}",
+        b.closes
+    );
+    assert_eq!(b.core.metrics().counts.guarded(Guarded::AdvertSenderDisconnected), 1);
+    assert_eq!(b.core.identities().trust(&id(1)), Trust(96), "its trust fell");
 }

@@ -174,6 +174,22 @@ impl<A: Clone> Router<A> {
         self.topics.learn(advert)
     }
 
+    /// Whether a local engine created or subscribes to `topic`.
+    pub fn topic_in_use(&self, topic: &TopicIdentity) -> bool {
+        self.topics.get(topic).is_some_and(|t| t.creator.is_some() || !t.subscribers.is_empty())
+    }
+
+    /// Forgets a topic known only from its advert (the identity store gave
+    /// the advert up), unless a local engine subscribes to it.
+    pub fn forget_learned_topic(&mut self, topic: &TopicIdentity) {
+        self.topics.forget_learned(topic);
+    }
+
+    /// Forgets a domain's members (the identity store gave its advert up).
+    pub fn forget_domain(&mut self, domain: &DomainIdentity) {
+        self.domain_members.remove(domain);
+    }
+
     /// Deletes a topic; only the local engine that created it may.
     pub fn delete_topic(&mut self, by: &EngineName, topic: &TopicIdentity) -> Result<(), TopicError> {
         self.topics.delete(by, topic).map(|_| ())

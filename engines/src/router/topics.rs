@@ -75,6 +75,14 @@ impl TopicTable {
         }
     }
 
+    /// Forgets a topic known only from its advert, unless a local engine
+    /// subscribes to it.
+    pub fn forget_learned(&mut self, topic: &TopicIdentity) {
+        if self.topics.get(topic).is_some_and(|t| t.creator.is_none() && t.subscribers.is_empty()) {
+            self.topics.remove(topic);
+        }
+    }
+
     pub fn delete(&mut self, by: &EngineName, topic: &TopicIdentity) -> Result<Topic, TopicError> {
         let entry = self.topics.get(topic).ok_or(TopicError::Unknown(*topic))?;
         match &entry.creator {

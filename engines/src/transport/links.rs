@@ -58,7 +58,7 @@ impl Transport {
             || ip.is_some_and(|ip| {
                 self.conns.values().filter(|c| c.ip == Some(ip)).count() >= self.config.max_connections_per_ip
             })
-            || (!self.peers.contains_key(&peer) && self.peers.len() >= self.config.max_peers)
+            || !self.room_for_inbound(peer, ip)
         {
             HandshakeStatus::OverCapacity
         } else {
@@ -68,7 +68,12 @@ impl Transport {
             match self.peers.get_mut(&peer) {
                 // In use again: not to be forgotten before it is adopted.
                 Some(known) => known.last_activity = now,
-                None => self.add_peer(peer, now),
+                None => {
+                    self.add_peer(peer, now);
+                    if let Some(ip) = ip {
+                        self.ip_shares.count(peer, ip);
+                    }
+                }
             }
             self.conns.insert(
                 conn,
@@ -84,6 +89,20 @@ impl Transport {
             );
         }
         status
+    }
+
+    /// Whether `peer`, dialling in from `ip`, has an entry in the peer
+    /// table or can be given one (within its address's share, and after
+    /// forgetting a stranger if the table is full).
+    fn room_for_inbound(&mut self, peer: NodeIdentity, ip: Option<IpAddr>) -> bool {
+        if self.peers.contains_key(&peer) {
+            return true;
+        }
+        let address_has_room = match ip {
+            Some(ip) => self.make_room_for_address(ip),
+            None => true,
+        };
+        address_has_room && self.make_room()
     }
 
     /// An admitted inbound connection finished its handshake.

@@ -12,6 +12,7 @@
 
 pub mod connection;
 mod cost;
+mod ip_shares;
 mod links;
 mod recent;
 mod send_queue;
@@ -52,8 +53,14 @@ pub struct TransportConfig {
     /// connection were already accepted and are never dropped, so a queue
     /// holds at most `max_queue_per_peer + window`.
     pub max_queue_per_peer: usize,
-    /// Peers the engine keeps state for.
+    /// Peers the engine keeps state for. When the table is full, a peer
+    /// holding nothing of value (no connection, nothing queued, not
+    /// permanent) is forgotten to make room, the longest quiet first.
     pub max_peers: usize,
+    /// Entries of the peer table that peers dialling in from one IP
+    /// address may hold; past it, that address's own quietest stranger
+    /// makes room, or the newcomer is refused.
+    pub max_peers_per_ip: usize,
     /// Messages that may be sent but not yet acknowledged on a connection.
     pub window: usize,
     /// Bytes (as [`message_cost`] counts them) that may be unacknowledged
@@ -82,6 +89,7 @@ impl Default for TransportConfig {
             max_connections_per_ip: 32,
             max_queue_per_peer: 8192,
             max_peers: 65_536,
+            max_peers_per_ip: 256,
             window: 4096,
             window_bytes: 32 * 1024 * 1024,
             max_queue_bytes_per_peer: 64 * 1024 * 1024,
@@ -173,6 +181,12 @@ impl Peer {
     fn wants_connection(&self) -> bool {
         self.permanent || !self.queue.is_empty()
     }
+
+    /// Holds nothing of value: no connection or dial, nothing queued, not
+    /// permanent. Such a peer may be forgotten to make room.
+    fn is_stranger(&self) -> bool {
+        matches!(self.link, Link::Idle | Link::Backoff { .. }) && !self.wants_connection()
+    }
 }
 
 #[derive(Debug)]
@@ -225,6 +239,12 @@ pub struct Transport {
     effects: VecDeque<TransportEffect>,
     /// Redials, expiries, idle closes and forgetting, per peer.
     timers: Timers<PeerTimer>,
+    /// The peer table's entries per remote address.
+    ip_shares: ip_shares::IpShares,
+    /// Peers forgotten to make room in a full table (or a full share).
+    evicted: u64,
+    /// Peers trusted above the default: never evicted.
+    trusted: std::collections::HashSet<NodeIdentity>,
     /// Set by `shutdown`: what comes back from closing connections is given
     /// up, and nothing is dialled.
     stopping: bool,
@@ -258,6 +278,9 @@ impl Transport {
             effects: VecDeque::new(),
             timers: Timers::new(),
             stopping: false,
+            ip_shares: ip_shares::IpShares::default(),
+            evicted: 0,
+            trusted: Default::default(),
         }
     }
 
@@ -335,12 +358,81 @@ impl Transport {
 
     fn peer_entry(&mut self, peer: NodeIdentity, now: Timestamp) -> Option<&mut Peer> {
         if !self.peers.contains_key(&peer) {
-            if self.peers.len() >= self.config.max_peers {
+            if !self.make_room() {
                 return None;
             }
             self.add_peer(peer, now);
         }
         self.peers.get_mut(&peer).map(|p| &mut **p)
+    }
+
+    /// Whether a new peer fits the table, after forgetting the quietest
+    /// peer that holds nothing of value if it was full.
+    fn make_room(&mut self) -> bool {
+        if self.peers.len() < self.config.max_peers {
+            return true;
+        }
+        let busy = self.busy_peers();
+        let quietest = self
+            .peers
+            .iter()
+            .filter(|(id, p)| p.is_stranger() && !busy.contains(*id))
+            .min_by_key(|(id, p)| (p.last_activity, **id))
+            .map(|(id, _)| *id);
+        self.evict(quietest)
+    }
+
+    /// Whether a peer dialling in from `address` fits that address's share
+    /// of the table, after forgetting the address's own quietest stranger
+    /// if the share was full.
+    fn make_room_for_address(&mut self, address: IpAddr) -> bool {
+        if self.ip_shares.held_by(address) < self.config.max_peers_per_ip {
+            return true;
+        }
+        let busy = self.busy_peers();
+        let quietest = self
+            .ip_shares
+            .peers_of(address)
+            .filter(|id| !busy.contains(*id))
+            .filter_map(|id| self.peers.get(id).filter(|p| p.is_stranger()).map(|p| (p.last_activity, *id)))
+            .min()
+            .map(|(_, id)| id);
+        self.evict(quietest)
+    }
+
+    /// Peers that must stay: those with a connection in any state, and
+    /// those the node trusts above the default.
+    fn busy_peers(&self) -> std::collections::HashSet<NodeIdentity> {
+        self.conns.values().map(|c| c.peer).chain(self.trusted.iter().copied()).collect()
+    }
+
+    /// Marks a peer the node trusts above the default: it is never
+    /// forgotten to make room.
+    pub fn set_trusted(&mut self, peer: NodeIdentity, trusted: bool) {
+        match trusted {
+            true => self.trusted.insert(peer),
+            false => self.trusted.remove(&peer),
+        };
+    }
+
+    fn evict(&mut self, peer: Option<NodeIdentity>) -> bool {
+        let Some(peer) = peer else { return false };
+        self.evicted += 1;
+        self.remove_peer(peer);
+        true
+    }
+
+    /// Takes `peer` out of the table; the host forgets it too.
+    fn remove_peer(&mut self, peer: NodeIdentity) {
+        self.peers.remove(&peer);
+        self.ip_shares.forget(&peer);
+        self.cancel_timers(peer);
+        self.effects.push_back(TransportEffect::Forgotten { peer });
+    }
+
+    /// Peers forgotten so far to make room for newcomers.
+    pub fn peers_evicted(&self) -> u64 {
+        self.evicted
     }
 
     /// A new entry in the peer table, with its forget timer running.
@@ -409,7 +501,7 @@ impl Transport {
         }
         let cost = message_cost(&message);
         if !self.peers.contains_key(&to) {
-            if self.peers.len() >= self.config.max_peers {
+            if !self.make_room() {
                 return Err(OutboundError::QueueFull { peer: to });
             }
             self.add_peer(to, now);

@@ -602,12 +602,11 @@ fn a_full_peer_table_still_serves_the_peers_it_holds() {
     let mut t = Transport::new(node(1), config, Box::new(SeededRandom::new(1)));
     let (known, stranger) = (node(2), node(3));
     t.set_addresses(known, vec![addr("quic://127.0.0.1:1", 1)], T0);
+    t.send(known, message(node(1), known, 1, None), T0).expect("a held peer is served");
     t.set_addresses(stranger, vec![addr("quic://127.0.0.1:2", 1)], T0);
     assert!(t.knows(&known));
-    assert!(!t.knows(&stranger), "no room for a second peer");
+    assert!(!t.knows(&stranger), "no room for a second peer: the first has a message queued");
     t.set_addresses(known, vec![addr("quic://127.0.0.1:3", 1)], T0);
-    t.send(known, message(node(1), known, 1, None), T0).expect("a held peer is served");
-    assert_eq!(dials(&drain(&mut t))[0].1.socket.port(), 3, "its addresses were updated");
     assert_eq!(
         t.send(stranger, message(node(1), stranger, 2, None), T0),
         Err(OutboundError::QueueFull { peer: stranger })
@@ -616,6 +615,65 @@ fn a_full_peer_table_still_serves_the_peers_it_holds() {
     assert_eq!(status, HandshakeStatus::OverCapacity);
     let (_, status) = t.admit_inbound(known, None, PROTOCOL_VERSIONS, 42, false, T0);
     assert_eq!(status, HandshakeStatus::Ok, "a held peer may dial in");
+    assert_eq!(t.peers_evicted(), 0);
+}
+
+/// Guards the peer table: strangers that came and went cannot lock out a
+/// newcomer. The quietest peer holding nothing of value makes room; a
+/// permanent peer, a trusted one and one with a connection never do.
+#[test]
+fn a_full_peer_table_forgets_its_quietest_stranger_for_a_newcomer() {
+    let config = TransportConfig { max_peers: 4, ..Default::default() };
+    let mut t = Transport::new(node(1), config, Box::new(SeededRandom::new(1)));
+    let ip: IpAddr = "10.0.0.1".parse().expect("ip");
+    let at = |s: u64| T0.saturating_add_millis(s * 1000);
+    t.set_addresses(node(2), vec![addr("quic://127.0.0.1:2", 1)], at(0));
+    t.set_addresses(node(3), vec![addr("quic://127.0.0.1:3", 1)], at(1));
+    t.set_permanent(node(4), true, at(0));
+    t.set_addresses(node(5), vec![addr("quic://127.0.0.1:5", 1)], at(0));
+    t.set_trusted(node(5), true);
+    drain(&mut t);
+    let (_, status) = t.admit_inbound(node(6), Some(ip), PROTOCOL_VERSIONS, 42, false, at(2));
+    assert_eq!(status, HandshakeStatus::Ok);
+    assert!(!t.knows(&node(2)), "the quietest stranger made room");
+    assert!(t.knows(&node(3)) && t.knows(&node(4)) && t.knows(&node(5)));
+    assert!(drain(&mut t).contains(&TransportEffect::Forgotten { peer: node(2) }), "its host forgets it too");
+    let (_, status) = t.admit_inbound(node(7), Some(ip), PROTOCOL_VERSIONS, 42, false, at(3));
+    assert_eq!(status, HandshakeStatus::Ok);
+    assert!(!t.knows(&node(3)));
+    let (_, status) = t.admit_inbound(node(8), Some(ip), PROTOCOL_VERSIONS, 42, false, at(4));
+    assert_eq!(status, HandshakeStatus::OverCapacity, "permanent, trusted and connecting peers stay");
+    assert_eq!(t.peers_evicted(), 2);
+}
+
+/// Guards the peer table against identities minted on one machine: past
+/// its share, an address's newcomers push out its own strangers, and
+/// another address's peers keep their places.
+#[test]
+fn one_address_holds_only_its_share_of_the_table() {
+    let config = TransportConfig { max_peers: 100, max_peers_per_ip: 2, ..Default::default() };
+    let mut t = Transport::new(node(1), config, Box::new(SeededRandom::new(1)));
+    let (botnet, honest): (IpAddr, IpAddr) = ("10.0.0.1".parse().expect("ip"), "10.0.0.2".parse().expect("ip"));
+    let at = |s: u64| T0.saturating_add_millis(s * 1000);
+    let (conn, _) = t.admit_inbound(node(50), Some(honest), PROTOCOL_VERSIONS, 42, false, at(0));
+    t.closed(conn, CloseReason::Idle, Vec::new(), at(0));
+    for n in 2..12u8 {
+        let (conn, status) = t.admit_inbound(node(n), Some(botnet), PROTOCOL_VERSIONS, 42, false, at(u64::from(n)));
+        assert_eq!(status, HandshakeStatus::Ok);
+        t.closed(conn, CloseReason::Idle, Vec::new(), at(u64::from(n)));
+    }
+    assert!(t.knows(&node(50)), "another address keeps its peer");
+    let from_botnet: Vec<u8> = (2..12u8).filter(|n| t.knows(&node(*n))).collect();
+    assert_eq!(from_botnet, [10, 11], "the address holds its share and no more, its newest");
+    assert_eq!(t.peers_evicted(), 8);
+    // With both of its entries connected, the address has no stranger to
+    // give up: the next identity from it is refused.
+    for n in [20, 21] {
+        let (_, status) = t.admit_inbound(node(n), Some(botnet), PROTOCOL_VERSIONS, 42, false, at(20));
+        assert_eq!(status, HandshakeStatus::Ok);
+    }
+    let (_, status) = t.admit_inbound(node(22), Some(botnet), PROTOCOL_VERSIONS, 42, false, at(21));
+    assert_eq!(status, HandshakeStatus::OverCapacity);
 }
 
 #[test]

@@ -115,9 +115,7 @@ impl Transport {
         }
         gone.sort_unstable();
         for id in gone {
-            self.peers.remove(&id);
-            self.cancel_timers(id);
-            self.effects.push_back(TransportEffect::Forgotten { peer: id });
+            self.remove_peer(id);
         }
         match next {
             Some(next) => self.timers.set(PeerTimer::Sweep, next.max(later(now, idle.min(forget) / 16))),

@@ -355,6 +355,8 @@ impl Simulation {
                 CoreEffect::Persist(change) => {
                     let _ = self.nodes[n as usize].core.persisted(change, ms(self.now_us));
                 }
+                // The simulated disk keeps nothing apart from the store.
+                CoreEffect::Forget(_) => {}
                 CoreEffect::Notice(event) => self.noticed(n, event),
                 // Nobody in the simulator waits for acknowledgements.
                 CoreEffect::Acknowledged { .. } => {}

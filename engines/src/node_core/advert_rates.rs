@@ -1,0 +1,144 @@
+//! How fast each peer may send adverts. Every advert costs its receiver a
+//! signature check, perhaps a disk write and a spread to every other
+//! peer, so each peer has a bucket of adverts that refills at a steady
+//! rate. Past it, the peer is slowed: its adverts are dropped unread. A
+//! peer that keeps on is disconnected and its trust falls.
+
+use std::collections::HashMap;
+
+use netmachine_domain::{NodeIdentity, Timestamp};
+
+/// The budget of adverts per peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdvertRateConfig {
+    /// Adverts a peer may send at once (its bucket when full).
+    pub burst: u32,
+    /// Adverts per second the bucket refills by.
+    pub per_second: u32,
+    /// Adverts refused while the bucket is empty before the peer is
+    /// disconnected.
+    pub refusals_to_disconnect: u32,
+    /// What a disconnection takes off the peer's trust (never to a ban).
+    pub trust_penalty: u8,
+}
+
+impl Default for AdvertRateConfig {
+    fn default() -> Self {
+        Self { burst: 256, per_second: 16, refusals_to_disconnect: 256, trust_penalty: 32 }
+    }
+}
+
+/// What to do with one advert from a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Charge {
+    /// Within budget: check it.
+    Take,
+    /// Over budget: drop it unread.
+    Refuse,
+    /// Over budget for too long: drop it and disconnect the peer.
+    Disconnect,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    /// Thousandths of an advert.
+    millis: u64,
+    updated: Timestamp,
+    refusals: u32,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct AdvertRates {
+    config: AdvertRateConfig,
+    buckets: HashMap<NodeIdentity, Bucket>,
+}
+
+impl AdvertRates {
+    pub(super) fn new(config: AdvertRateConfig) -> Self {
+        Self { config, buckets: HashMap::new() }
+    }
+
+    /// Charges one advert to `peer`.
+    pub(super) fn charge(&mut self, peer: NodeIdentity, now: Timestamp) -> Charge {
+        let full = u64::from(self.config.burst.max(1)) * 1000;
+        let bucket = self.buckets.entry(peer).or_insert(Bucket { millis: full, updated: now, refusals: 0 });
+        let elapsed = now.0.saturating_sub(bucket.updated.0);
+        bucket.millis = (bucket.millis + elapsed.saturating_mul(u64::from(self.config.per_second))).min(full);
+        bucket.updated = now;
+        if bucket.millis >= 1000 {
+            bucket.millis -= 1000;
+            if bucket.millis == full - 1000 {
+                // A bucket that refilled forgives what came before.
+                bucket.refusals = 0;
+            }
+            return Charge::Take;
+        }
+        self.refused(peer)
+    }
+
+    /// An advert of `peer` refused for being over another of its budgets
+    /// (its share of the cache) counts as a refusal too.
+    pub(super) fn refused(&mut self, peer: NodeIdentity) -> Charge {
+        let Some(bucket) = self.buckets.get_mut(&peer) else { return Charge::Refuse };
+        bucket.refusals = bucket.refusals.saturating_add(1);
+        if bucket.refusals >= self.config.refusals_to_disconnect {
+            bucket.refusals = 0;
+            return Charge::Disconnect;
+        }
+        Charge::Refuse
+    }
+
+    /// The peer left the Transport's table.
+    pub(super) fn forget(&mut self, peer: &NodeIdentity) {
+        self.buckets.remove(peer);
+    }
+
+    pub(super) fn config(&self) -> AdvertRateConfig {
+        self.config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: Timestamp = Timestamp(1_000_000);
+
+    fn peer() -> NodeIdentity {
+        NodeIdentity::ed25519([3; 32])
+    }
+
+    #[test]
+    fn a_burst_is_taken_then_the_rate_holds() {
+        let config = AdvertRateConfig { burst: 4, per_second: 2, refusals_to_disconnect: 100, trust_penalty: 1 };
+        let mut rates = AdvertRates::new(config);
+        for _ in 0..4 {
+            assert_eq!(rates.charge(peer(), T0), Charge::Take);
+        }
+        assert_eq!(rates.charge(peer(), T0), Charge::Refuse);
+        // Half a second refills one advert.
+        assert_eq!(rates.charge(peer(), T0.saturating_add_millis(499)), Charge::Refuse);
+        // A second refills two.
+        assert_eq!(rates.charge(peer(), T0.saturating_add_millis(1000)), Charge::Take);
+        assert_eq!(rates.charge(peer(), T0.saturating_add_millis(1000)), Charge::Take);
+        assert_eq!(rates.charge(peer(), T0.saturating_add_millis(1000)), Charge::Refuse);
+    }
+
+    #[test]
+    fn a_peer_that_keeps_on_is_disconnected_and_a_pause_forgives() {
+        let config = AdvertRateConfig { burst: 2, per_second: 1, refusals_to_disconnect: 3, trust_penalty: 1 };
+        let mut rates = AdvertRates::new(config);
+        let mut outcomes = Vec::new();
+        for _ in 0..5 {
+            outcomes.push(rates.charge(peer(), T0));
+        }
+        assert_eq!(outcomes, [Charge::Take, Charge::Take, Charge::Refuse, Charge::Refuse, Charge::Disconnect]);
+        assert_eq!(rates.charge(peer(), T0), Charge::Refuse);
+        // A full bucket again: the refusals before are forgiven.
+        assert_eq!(rates.charge(peer(), T0.saturating_add_millis(10_000)), Charge::Take);
+        assert_eq!(rates.charge(peer(), T0.saturating_add_millis(10_000)), Charge::Take);
+        assert_eq!(rates.charge(peer(), T0.saturating_add_millis(10_000)), Charge::Refuse);
+        assert_eq!(rates.charge(peer(), T0.saturating_add_millis(10_000)), Charge::Refuse);
+        assert_eq!(rates.charge(peer(), T0.saturating_add_millis(10_000)), Charge::Disconnect);
+    }
+}
