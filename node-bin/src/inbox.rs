@@ -1,24 +1,82 @@
 //! The node's `inbox` engine: whatever arrives for it waits in a bounded
 //! buffer until a control client (`netmachine inbox`) takes it. One client
 //! at a time; a newer one replaces the older.
+//!
+//! The buffer is shared fairly: when it is full, the sender holding the
+//! most of it loses its oldest message and is told, so one flooding peer
+//! cannot push out everyone else's messages.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use netmachine_adapters::runtime::{EngineHandle, Inbound};
-use netmachine_domain::EngineMessage;
+use netmachine_domain::{EngineMessage, NodeIdentity};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
-/// Messages kept while no client listens; beyond it the oldest go.
+/// Messages kept while no client listens.
 pub const INBOX_CAPACITY: usize = 4096;
 pub const INBOX_ENGINE: &str = "inbox";
 
 #[derive(Debug, Default)]
 struct State {
-    waiting: VecDeque<EngineMessage>,
-    dropped: u64,
+    waiting: Waiting,
     client: Option<mpsc::Sender<EngineMessage>>,
+}
+
+/// The buffer, with how many of its messages each sending node holds.
+#[derive(Debug, Default)]
+struct Waiting {
+    messages: VecDeque<EngineMessage>,
+    by_sender: HashMap<NodeIdentity, usize>,
+    dropped: u64,
+}
+
+impl Waiting {
+    fn count(&mut self, message: &EngineMessage) {
+        *self.by_sender.entry(message.src.node).or_default() += 1;
+    }
+
+    fn uncount(&mut self, message: &EngineMessage) {
+        if let Some(held) = self.by_sender.get_mut(&message.src.node) {
+            *held -= 1;
+            if *held == 0 {
+                self.by_sender.remove(&message.src.node);
+            }
+        }
+    }
+
+    fn push_back(&mut self, message: EngineMessage) {
+        self.count(&message);
+        self.messages.push_back(message);
+    }
+
+    fn push_front(&mut self, message: EngineMessage) {
+        self.count(&message);
+        self.messages.push_front(message);
+    }
+
+    /// Beyond the capacity, the oldest message of the sender holding the
+    /// most goes; returned so that its sender can be told.
+    fn make_room(&mut self, capacity: usize) -> Vec<EngineMessage> {
+        let mut gone = Vec::new();
+        while self.messages.len() > capacity {
+            let Some((&largest, _)) = self.by_sender.iter().max_by_key(|(node, held)| (**held, **node)) else {
+                break;
+            };
+            let Some(at) = self.messages.iter().position(|m| m.src.node == largest) else { break };
+            let Some(message) = self.messages.remove(at) else { break };
+            self.uncount(&message);
+            self.dropped += 1;
+            gone.push(message);
+        }
+        gone
+    }
+
+    fn drain(&mut self) -> Vec<EngineMessage> {
+        self.by_sender.clear();
+        self.messages.drain(..).collect()
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -34,33 +92,39 @@ impl Inbox {
         tokio::spawn(async move {
             while let Some(inbound) = engine.recv().await {
                 let Inbound::Message(message) = inbound else { continue };
-                let mut state = state.lock();
-                let leftover = match &state.client {
-                    Some(client) => match client.try_send(message) {
-                        Ok(()) => None,
-                        // A client that is gone or too slow to keep up is
-                        // let go; what it missed waits for the next one.
-                        Err(mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m)) => {
-                            state.client = None;
-                            Some(m)
+                let gone = {
+                    let mut state = state.lock();
+                    let leftover = match &state.client {
+                        Some(client) => match client.try_send(message) {
+                            Ok(()) => None,
+                            // A client that is gone or too slow to keep up
+                            // is let go; what it missed waits for the next.
+                            Err(mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m)) => {
+                                state.client = None;
+                                Some(m)
+                            }
+                        },
+                        None => Some(message),
+                    };
+                    match leftover {
+                        Some(message) => {
+                            state.waiting.push_back(message);
+                            state.waiting.make_room(INBOX_CAPACITY)
                         }
-                    },
-                    None => Some(message),
-                };
-                if let Some(message) = leftover {
-                    if state.waiting.len() >= INBOX_CAPACITY {
-                        state.waiting.pop_front();
-                        state.dropped += 1;
-                        tracing::warn!(dropped = state.dropped, "inbox full: the oldest message was dropped");
+                        None => Vec::new(),
                     }
-                    state.waiting.push_back(message);
+                };
+                for message in &gone {
+                    engine.give_up(message);
                 }
             }
         });
     }
 
     /// Puts back what a departing client had not yet taken, ahead of
-    /// anything that arrived since.
+    /// anything that arrived since. What no longer fits is dropped by the
+    /// same rule as arrivals (its senders are not told: they were told
+    /// nothing when it first arrived, and the client saw none of it).
     pub fn give_back(&self, mut rx: mpsc::Receiver<EngineMessage>) {
         rx.close();
         let mut untaken = Vec::new();
@@ -71,11 +135,9 @@ impl Inbox {
         for message in untaken.into_iter().rev() {
             state.waiting.push_front(message);
         }
-        // The same rule as for arrivals: beyond the capacity the oldest go.
-        while state.waiting.len() > INBOX_CAPACITY {
-            state.waiting.pop_front();
-            state.dropped += 1;
-            tracing::warn!(dropped = state.dropped, "inbox full: the oldest message was dropped");
+        let gone = state.waiting.make_room(INBOX_CAPACITY);
+        if !gone.is_empty() {
+            tracing::debug!(dropped = gone.len(), "inbox full: messages of its largest senders dropped");
         }
     }
 
@@ -84,6 +146,41 @@ impl Inbox {
         let (tx, rx) = mpsc::channel(INBOX_CAPACITY);
         let mut state = self.state.lock();
         state.client = Some(tx);
-        (state.waiting.drain(..).collect(), rx)
+        (state.waiting.drain(), rx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use netmachine_domain::{Body, DestinationIdentity, EngineIdentity, EngineName, MessageId, ProtocolId};
+
+    use super::*;
+
+    fn from(node: u8, id: u64) -> EngineMessage {
+        let src = EngineIdentity::new(NodeIdentity::ed25519([node; 32]), EngineName::new("app").expect("valid"));
+        let dst = EngineIdentity::new(NodeIdentity::ed25519([9; 32]), EngineName::new("inbox").expect("valid"));
+        EngineMessage::new(
+            src,
+            DestinationIdentity::Engine(dst),
+            MessageId(id),
+            ProtocolId::new("t", 1).expect("valid"),
+            Body::default(),
+        )
+    }
+
+    /// Guards the inbox's space: the flooding sender loses its own oldest
+    /// messages; a quiet sender's stay.
+    #[test]
+    fn a_full_inbox_drops_the_largest_senders_oldest() {
+        let mut waiting = Waiting::default();
+        waiting.push_back(from(2, 100));
+        for n in 0..5 {
+            waiting.push_back(from(1, n));
+        }
+        waiting.push_back(from(3, 200));
+        let gone = waiting.make_room(4);
+        assert_eq!(gone.iter().map(|m| m.id.0).collect::<Vec<_>>(), [0, 1, 2]);
+        let kept: Vec<u64> = waiting.drain().iter().map(|m| m.id.0).collect();
+        assert_eq!(kept, [100, 3, 4, 200]);
     }
 }

@@ -76,6 +76,15 @@ impl EngineHandle {
         self.taken.pop()
     }
 
+    /// Drops a message this engine took but has no room to keep: its
+    /// sender is told, as it would be for a full mailbox, and the drop is
+    /// counted (`mailbox_full`).
+    pub fn give_up(&self, message: &netmachine_domain::EngineMessage) {
+        let host = &self.node.inner;
+        let ((), pending) = host.with_core(|core, now| core.mailbox_full(message, now));
+        host.finish_later(pending);
+    }
+
     /// The next message if one is waiting.
     pub fn try_recv(&mut self) -> Option<Inbound> {
         self.taken.pop().or_else(|| self.inbox.try_recv().ok())

@@ -29,7 +29,7 @@ use super::delivery::{Delivery, Watches};
 use super::disk::{DiskJob, DiskQueue, DiskWork, Reply};
 use super::error::{NodeError, SendError};
 use super::mailbox::{Inbound, Mailbox};
-use super::overflow::Overflow;
+use super::overflow::{Overflow, Parking};
 use crate::clock::Clock;
 use crate::crypto::Ed25519Keys;
 use crate::store::StoreError;
@@ -388,12 +388,24 @@ impl Host {
     /// is dropped, and its sender told.
     fn park(&self, state: &mut HostState, now: Timestamp, to: Mailbox, message: Inbound, receipt: Receipt) {
         match self.overflow.park(&to, message, receipt) {
-            None => state.core.hold(receipt),
-            Some(Inbound::Message(message)) => {
-                tracing::info!(engine = %to.name, src = %message.src, "message dropped: mailbox and overflow full");
-                state.core.mailbox_full(&message, now);
+            Parking::Parked(pushed_out) => {
+                state.core.hold(receipt);
+                // The largest holder's newest messages made room: they are
+                // dropped, their senders told, their connections free to
+                // acknowledge past them.
+                for (out, out_receipt) in pushed_out {
+                    state.core.release(out_receipt);
+                    if let Inbound::Message(out) = out {
+                        state.core.mailbox_full(&out, now);
+                    }
+                }
             }
-            Some(_) => {}
+            Parking::Refused(refused) => {
+                if let Inbound::Message(message) = *refused {
+                    tracing::debug!(engine = %to.name, src = %message.src, "message dropped: mailbox and overflow full");
+                    state.core.mailbox_full(&message, now);
+                }
+            }
         }
     }
 

@@ -7,13 +7,16 @@
 //! fast sender slows down instead of losing messages. A task per parked
 //! engine moves its messages on, in order, as the engine makes room.
 //! Beyond a budget in bytes, per engine and per node, a message is dropped
-//! and its sender told (the caller sends the notice).
+//! and its sender told (the caller sends the notice). Which sender loses
+//! is fair: the one holding the most of the engine's room. A newcomer's
+//! message pushes out the newest parked message of the largest holder; the
+//! largest holder's own new messages are the ones refused.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use netmachine_domain::EngineName;
+use netmachine_domain::{EngineName, NodeIdentity};
 use netmachine_engines::node_core::Receipt;
 use parking_lot::Mutex;
 use tokio::sync::mpsc::Permit;
@@ -37,6 +40,66 @@ const MOVE_AT_ONCE: usize = 64;
 struct Parked {
     messages: VecDeque<(Inbound, Receipt)>,
     bytes: usize,
+    /// Bytes parked per sending node.
+    by_sender: HashMap<NodeIdentity, usize>,
+}
+
+impl Parked {
+    fn push(&mut self, message: Inbound, receipt: Receipt, size: usize) {
+        if let Some(sender) = sender_of(&message) {
+            *self.by_sender.entry(sender).or_default() += size;
+        }
+        self.messages.push_back((message, receipt));
+        self.bytes += size;
+    }
+
+    fn pop_front(&mut self) -> Option<(Inbound, Receipt, usize)> {
+        let (message, receipt) = self.messages.pop_front()?;
+        Some(self.took(message, receipt))
+    }
+
+    /// The newest parked message of `sender`.
+    fn take_newest_of(&mut self, sender: &NodeIdentity) -> Option<(Inbound, Receipt, usize)> {
+        let at = self.messages.iter().rposition(|(m, _)| sender_of(m).as_ref() == Some(sender))?;
+        let (message, receipt) = self.messages.remove(at)?;
+        Some(self.took(message, receipt))
+    }
+
+    fn took(&mut self, message: Inbound, receipt: Receipt) -> (Inbound, Receipt, usize) {
+        let size = weight(&message);
+        self.bytes -= size;
+        if let Some(sender) = sender_of(&message) {
+            if let Some(held) = self.by_sender.get_mut(&sender) {
+                *held -= size;
+                if *held == 0 {
+                    self.by_sender.remove(&sender);
+                }
+            }
+        }
+        (message, receipt, size)
+    }
+
+    /// The sender holding the most bytes here, and how many.
+    fn largest_holder(&self) -> Option<(NodeIdentity, usize)> {
+        self.by_sender.iter().max_by_key(|(node, bytes)| (**bytes, **node)).map(|(node, bytes)| (*node, *bytes))
+    }
+}
+
+fn sender_of(message: &Inbound) -> Option<NodeIdentity> {
+    match message {
+        Inbound::Message(m) => Some(m.src.node),
+        _ => None,
+    }
+}
+
+/// A message from a peer parked, or why not.
+#[derive(Debug)]
+pub(crate) enum Parking {
+    /// Parked; these messages of the largest holder were pushed out to
+    /// make room (their receipts to release, their senders to tell).
+    Parked(Vec<(Inbound, Receipt)>),
+    /// Refused: its sender holds the most room already, or there is none.
+    Refused(Box<Inbound>),
 }
 
 #[derive(Debug, Default)]
@@ -46,8 +109,9 @@ struct Table {
 }
 
 /// The parked messages of a node, by engine.
-#[derive(Default)]
 pub(crate) struct Overflow {
+    /// Bytes that may be parked per engine, and in all.
+    budget: (usize, usize),
     table: Mutex<Table>,
     /// Engines with parked messages: read without the lock for every
     /// message from a peer, and nearly always 0.
@@ -68,7 +132,22 @@ fn weight(message: &Inbound) -> usize {
     }
 }
 
+impl Default for Overflow {
+    fn default() -> Self {
+        Self::with_budget(MAX_PARKED_BYTES_PER_ENGINE, MAX_PARKED_BYTES)
+    }
+}
+
 impl Overflow {
+    pub(crate) fn with_budget(per_engine: usize, total: usize) -> Self {
+        Self {
+            budget: (per_engine, total),
+            table: Mutex::default(),
+            engines: AtomicUsize::new(0),
+            released: OnceLock::new(),
+        }
+    }
+
     pub(crate) fn on_released(&self, released: Released) {
         let _ = self.released.set(released);
     }
@@ -123,9 +202,7 @@ impl Overflow {
             Some(parked) => {
                 while moved.len() < at_most && !parked.messages.is_empty() {
                     let Some(slot) = first.take().or_else(|| to.tx.try_reserve().ok()) else { break };
-                    let Some((message, receipt)) = parked.messages.pop_front() else { break };
-                    let size = weight(&message);
-                    parked.bytes -= size;
+                    let Some((message, receipt, size)) = parked.pop_front() else { break };
                     bytes += size;
                     slot.send(message);
                     moved.push(receipt);
@@ -143,28 +220,46 @@ impl Overflow {
     }
 
     /// Parks a message for `to`, whose mailbox is full or has messages
-    /// parked already. Hands it back when over budget.
-    pub(crate) fn park(self: &Arc<Self>, to: &Mailbox, message: Inbound, receipt: Receipt) -> Option<Inbound> {
+    /// parked already. Over budget, the largest holder of `to`'s room
+    /// loses: its newest messages are pushed out for this one, or this one
+    /// is refused if its sender is that holder.
+    pub(crate) fn park(self: &Arc<Self>, to: &Mailbox, message: Inbound, receipt: Receipt) -> Parking {
         let size = weight(&message);
+        let sender = sender_of(&message);
         let mut table = self.table.lock();
-        let total = table.bytes;
         let first = !table.by_engine.contains_key(&to.name);
+        let mut total = table.bytes;
         let parked = table.by_engine.entry(to.name.clone()).or_default();
-        if parked.bytes + size > MAX_PARKED_BYTES_PER_ENGINE || total + size > MAX_PARKED_BYTES {
+        let (per_engine, all) = self.budget;
+        let fits = |parked: &Parked, total: usize| parked.bytes + size <= per_engine && total + size <= all;
+        let mut pushed_out = Vec::new();
+        while !fits(parked, total) {
+            let mine = sender.and_then(|s| parked.by_sender.get(&s).copied()).unwrap_or(0);
+            let largest = parked.largest_holder().filter(|(node, bytes)| Some(*node) != sender && mine + size < *bytes);
+            let Some((node, _)) = largest else { break };
+            let Some((out, out_receipt, out_size)) = parked.take_newest_of(&node) else { break };
+            total -= out_size;
+            pushed_out.push((out, out_receipt));
+        }
+        if !fits(parked, total) {
+            // Nothing pushed out is lost: it goes back where it was.
+            for (out, out_receipt) in pushed_out.into_iter().rev() {
+                let out_size = weight(&out);
+                parked.push(out, out_receipt, out_size);
+            }
             if first {
                 table.by_engine.remove(&to.name);
             }
-            return Some(message);
+            return Parking::Refused(Box::new(message));
         }
-        parked.messages.push_back((message, receipt));
-        parked.bytes += size;
-        table.bytes += size;
+        parked.push(message, receipt, size);
+        table.bytes = total + size;
         self.count_engines(&table);
         drop(table);
         if first {
             tokio::spawn(Arc::clone(self).forward(to.clone()));
         }
-        None
+        Parking::Parked(pushed_out)
     }
 
     /// Moves `to`'s parked messages into its mailbox as it makes room. A
@@ -192,5 +287,61 @@ impl Overflow {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use netmachine_domain::{
+        Body, DestinationIdentity, EngineIdentity, EngineMessage, MessageId, NodeIdentity, ProtocolId,
+    };
+    use tokio::sync::mpsc;
+
+    use super::*;
+
+    fn from(node: u8, id: u64) -> Inbound {
+        let src = EngineIdentity::new(NodeIdentity::ed25519([node; 32]), EngineName::new("app").expect("valid"));
+        let dst = EngineIdentity::new(NodeIdentity::ed25519([9; 32]), EngineName::new("inbox").expect("valid"));
+        Inbound::Message(EngineMessage::new(
+            src,
+            DestinationIdentity::Engine(dst),
+            MessageId(id),
+            ProtocolId::new("t", 1).expect("valid"),
+            Body::new(vec![0; 744]).expect("small"),
+        ))
+    }
+
+    fn receipt(node: u8, number: u64) -> Receipt {
+        Receipt { conn: u64::from(node), number }
+    }
+
+    fn ids_of(out: &[(Inbound, Receipt)]) -> Vec<(u64, u64)> {
+        out.iter().map(|(_, r)| (r.conn, r.number)).collect()
+    }
+
+    /// Guards mailbox space: a sender flooding an engine loses its own
+    /// messages, never another sender's.
+    #[tokio::test]
+    async fn a_flooding_sender_loses_its_own_messages_not_others() {
+        // Each message weighs 1000 bytes: room for ten.
+        let overflow = Arc::new(Overflow::with_budget(10_000, 100_000));
+        let (tx, _rx) = mpsc::channel(1);
+        let to = Mailbox::new(EngineName::new("inbox").expect("valid"), tx);
+        for n in 0..10 {
+            assert!(matches!(overflow.park(&to, from(1, n), receipt(1, n)), Parking::Parked(out) if out.is_empty()));
+        }
+        // The flooder's next message is refused.
+        assert!(matches!(overflow.park(&to, from(1, 10), receipt(1, 10)), Parking::Refused(_)));
+        // An honest sender's message pushes out the flooder's newest.
+        let Parking::Parked(out) = overflow.park(&to, from(2, 0), receipt(2, 0)) else { panic!("refused") };
+        assert_eq!(ids_of(&out), [(1, 9)]);
+        let Parking::Parked(out) = overflow.park(&to, from(2, 1), receipt(2, 1)) else { panic!("refused") };
+        assert_eq!(ids_of(&out), [(1, 8)]);
+        // Once both hold the same, the newcomer's own messages are refused.
+        for n in 2..5 {
+            assert!(matches!(overflow.park(&to, from(2, n), receipt(2, n)), Parking::Parked(_)));
+        }
+        assert!(matches!(overflow.park(&to, from(2, 5), receipt(2, 5)), Parking::Refused(_)));
+        assert_eq!(overflow.parked_by_engine(), [(to.name.clone(), 10)]);
     }
 }
