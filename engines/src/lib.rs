@@ -5,6 +5,7 @@
 
 pub mod engine;
 pub mod identity_store;
+pub mod log_budget;
 pub mod metrics;
 pub mod node_core;
 pub mod ping;

@@ -44,6 +44,7 @@ pub use advert_rates::{AdvertRateConfig, Charge};
 
 use crate::engine::{EngineSetup, Notice, Timed};
 use crate::identity_store::{IdentityStore, IdentityUpdated, Persist};
+use crate::log_budget::{LogBudget, LogKind};
 use crate::ports::{Signer, Verifier};
 use crate::router::{Routed, Router, SubscriptionOp, TopicError};
 use crate::transport::connection::{Connection, HandshakeOffer};
@@ -172,6 +173,8 @@ pub struct NodeCore<A> {
     hosted: hosted::Hosted,
     /// How fast each peer has been sending adverts.
     advert_rates: advert_rates::AdvertRates,
+    /// Log lines peers may cause.
+    logs: LogBudget,
 }
 
 impl<A> std::fmt::Debug for NodeCore<A> {
@@ -212,6 +215,7 @@ impl<A: Clone> NodeCore<A> {
             report_acks: false,
             hosted: hosted::Hosted::default(),
             advert_rates: advert_rates::AdvertRates::new(config.adverts),
+            logs: LogBudget::default(),
         };
         // A stream of its own, apart from the Transport's from the same seed.
         let seed = crate::ports::Randomness::next_u64(&mut crate::random::SplitMix::new(config.seed));
@@ -364,9 +368,10 @@ impl<A: Clone> NodeCore<A> {
     /// (the sender is this node, and no engine waits for it).
     fn send_control(&mut self, message: EngineMessage, now: Timestamp) {
         let dst = message.dst.clone();
+        let protocol = message.protocol.clone();
         let routed = self.router.route_local(message, now, self.signer.as_ref());
         if let Err(err) = routed.and_then(|routed| self.dispatch(routed, now, None)) {
-            tracing::debug!(%dst, %err, "control message not sent");
+            tracing::debug!(%dst, %protocol, %err, "this node's own notice (a drop notice or a subscription change) not sent");
         }
     }
 
@@ -401,7 +406,9 @@ impl<A: Clone> NodeCore<A> {
             }
             Routed::Subscription { peer, topic, op } => {
                 if let Err(err) = self.router.apply_remote_subscription(peer, topic, op) {
-                    tracing::info!(%peer, %topic, %err, "remote subscription refused");
+                    if self.logs.allow(LogKind::SubscriptionRefused, Some(peer), now) {
+                        tracing::info!(%peer, %topic, %err, "remote subscription refused");
+                    }
                 }
             }
             Routed::Protocol(input) => self.hand_to_engine(input, now),
@@ -542,6 +549,12 @@ impl<A: Clone> NodeCore<A> {
     }
 
     /// Closes every connection and gives up what waits.
+    /// Whether a log line of `kind` that `peer` caused may be written now
+    /// (see [`LogBudget`]): hosts log what peers cause through it.
+    pub fn log_allowed(&mut self, kind: LogKind, peer: Option<NodeIdentity>, now: Timestamp) -> bool {
+        self.logs.allow(kind, peer, now)
+    }
+
     pub fn shutdown(&mut self, now: Timestamp) {
         self.transport.shutdown();
         self.pump(now);
@@ -557,6 +570,7 @@ impl<A: Clone> Timed for NodeCore<A> {
     }
 
     fn handle_timeout(&mut self, now: Timestamp) {
+        self.logs.roll(now);
         self.transport.handle_timeout(now);
         self.engines_handle_timeout(now);
         self.pump(now);

@@ -20,6 +20,7 @@ use netmachine_domain::{
 };
 use netmachine_engines::engine::Timed;
 use netmachine_engines::identity_store::{Persist, UpdateError};
+use netmachine_engines::log_budget::LogKind;
 use netmachine_engines::node_core::{CoreEffect, NodeCore, Receipt};
 use netmachine_engines::transport::{CloseReason, ConnId, ConnMap, ConnectFailure, TransportEvent};
 use parking_lot::Mutex;
@@ -304,15 +305,23 @@ impl Host {
                 CoreEffect::Persist(change) => self.persist(state, change, reply.take()),
                 CoreEffect::Forget(key) => self.forget_on_disk(key),
                 CoreEffect::Notice(event) => {
+                    // Peers can make these as often as they connect: each
+                    // is written within the core's log budget.
                     match &event {
                         TransportEvent::NodeConnected { peer, direction } => {
-                            tracing::info!(%peer, ?direction, "NodeConnected")
+                            if state.core.log_allowed(LogKind::Connected, Some(*peer), now) {
+                                tracing::info!(%peer, ?direction, "connected to a peer")
+                            }
                         }
                         TransportEvent::NodeConnectFailed { peer, reason } => {
-                            tracing::info!(%peer, %reason, "NodeConnectFailed")
+                            if state.core.log_allowed(LogKind::ConnectFailed, Some(*peer), now) {
+                                tracing::info!(%peer, %reason, "could not connect to a peer")
+                            }
                         }
                         TransportEvent::NodeDisconnected { peer, reason } => {
-                            tracing::info!(%peer, %reason, "NodeDisconnected")
+                            if state.core.log_allowed(LogKind::Disconnected, Some(*peer), now) {
+                                tracing::info!(%peer, %reason, "disconnected from a peer")
+                            }
                         }
                     }
                     let _ = self.events.send(event);
@@ -478,17 +487,25 @@ impl Host {
                 return;
             }
         };
-        let (result, pending) = self.with_core(|core, now| match outcome {
-            Ok(()) => core.persisted(change, now).map_err(NodeError::from),
-            Err(err) => {
-                core.persist_failed(&change);
-                Err(NodeError::from(err))
+        let asked = reply.is_some();
+        let (result, pending) = self.with_core(|core, now| {
+            let result = match outcome {
+                Ok(()) => core.persisted(change, now).map_err(NodeError::from),
+                Err(err) => {
+                    core.persist_failed(&change);
+                    Err(NodeError::from(err))
+                }
+            };
+            // A change a peer's advert caused is logged within the budget;
+            // one asked for locally is reported to whoever asked.
+            if let Err(err) = &result {
+                if !asked && core.log_allowed(LogKind::AdvertNotTaken, None, now) {
+                    tracing::info!(%err, "a record a peer sent was not stored");
+                }
             }
+            result
         });
         self.finish_later(pending);
-        if let Err(err) = &result {
-            tracing::info!(%err, "identity change not taken");
-        }
         if let Some(reply) = reply {
             let _ = reply.send(result);
         }

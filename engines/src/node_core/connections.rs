@@ -9,6 +9,7 @@ use netmachine_domain::{
 };
 
 use super::{AwaitingReply, CoreEffect, NodeCore, Phase, Receipt};
+use crate::log_budget::LogKind;
 use crate::metrics::{DropReason, HandshakeFailure, Side};
 use crate::transport::connection::{expect_hello, Agreed, Connection, HandshakeOffer, Incoming};
 use crate::transport::{CloseReason, ConnId, ConnectFailure, RecentIds};
@@ -108,7 +109,9 @@ impl<A: Clone> NodeCore<A> {
         self.effects.push_back(CoreEffect::Write { conn, frame: offer.reply(status) });
         if let Some(failure) = HandshakeFailure::of_refusal(status) {
             self.metrics.count_handshake_failure(Side::Inbound, failure);
-            tracing::info!(%peer, ?status, "inbound connection refused");
+            if self.logs.allow(LogKind::ConnectionRefused, Some(peer), now) {
+                tracing::info!(%peer, ?status, "inbound connection refused");
+            }
             self.effects
                 .push_back(CoreEffect::Close { conn, reason: CloseReason::Lost(format!("refused: {status:?}")) });
             return;
@@ -321,7 +324,9 @@ impl<A: Clone> NodeCore<A> {
         };
         self.counters.inbound_rejected += 1;
         self.metrics.count_drop(DropReason::from(&rejection));
-        tracing::info!(%rejection, "inbound message dropped");
+        if self.logs.allow(LogKind::MessageDropped, Some(peer), now) {
+            tracing::info!(%peer, %rejection, "inbound message dropped");
+        }
         if let Some((source, id, protocol)) = origin {
             if let Some(notice) = self.router.undeliverable_notice(&source, id, &protocol, &rejection, now) {
                 self.send_control(notice, now);

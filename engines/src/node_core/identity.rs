@@ -9,6 +9,7 @@ use netmachine_domain::{
 
 use super::{Charge, CoreEffect, Delivery, NodeCore, Phase};
 use crate::identity_store::{AdvertUpdate, Persist, UpdateError};
+use crate::log_budget::LogKind;
 use crate::metrics::Guarded;
 use crate::transport::CloseReason;
 
@@ -186,7 +187,9 @@ impl<A: Clone> NodeCore<A> {
             }
             IdentityRecord::Topic(advert) => {
                 if let Err(err) = self.router.learn_topic(advert.clone()) {
-                    tracing::warn!(%err, "topic advert not taken by the router");
+                    if self.logs.allow(LogKind::AdvertNotTaken, None, now) {
+                        tracing::warn!(%err, "topic advert not taken by the router");
+                    }
                 }
             }
             IdentityRecord::Domain(advert) => self.router.set_domain_members(advert.id, advert.nodes.iter().copied()),

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use netmachine_domain::{Frame, TransportAddress};
+use netmachine_engines::log_budget::LogKind;
 use netmachine_engines::transport::{CloseReason, ConnId, ConnectFailure};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
@@ -127,14 +128,16 @@ async fn run(node: Node, codec: CborCodec, memory: FrameMemory, stream: SecuredS
         let _ = tokio::time::timeout(CLOSE_FLUSH, io.write_queued(&mut writer, &mut writes_rx)).await;
     }
     drop(writer);
-    if matches!(reason, CloseReason::Violation(_)) {
-        tracing::warn!(%peer, %reason, "connection closed");
-    }
     drop(keepalive);
     // One step: a frame the core writes in between would go to a handle
     // that is gone, and the core would count it as sent.
     let ((), pending) = host.with_state(
         |state, now| {
+            if matches!(reason, CloseReason::Violation(_))
+                && state.core.log_allowed(LogKind::ConnectionViolation, Some(peer), now)
+            {
+                tracing::warn!(%peer, %reason, "connection closed: the peer broke the protocol");
+            }
             state.conns.remove(&conn);
             state.core.closed(conn, reason, now);
         },
