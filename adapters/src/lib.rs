@@ -25,6 +25,7 @@ pub mod crypto;
 pub mod keyfile;
 pub mod metrics;
 pub mod networked;
+pub mod pending_slots;
 pub mod random;
 pub mod runtime;
 pub mod store;

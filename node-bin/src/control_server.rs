@@ -11,6 +11,7 @@ use netmachine_adapters::control::{
     MAX_LINE_BYTES,
 };
 use netmachine_adapters::networked::NetworkedNode;
+use netmachine_adapters::pending_slots::{PendingSlots, Slot};
 use netmachine_adapters::runtime::{Delivery, EngineHandle, Inbound, SendOptions};
 use netmachine_adapters::text_forms::{node_advert_from_text, node_advert_to_text};
 use netmachine_domain::{
@@ -25,10 +26,16 @@ use tokio::sync::{mpsc, oneshot};
 use crate::inbox::Inbox;
 use crate::streams::SubscriptionStreams;
 
-/// Control connections served at once.
+/// Control clients served at once once their request is read (streams
+/// and sends waiting for their outcome hold theirs; `status` and `peers`
+/// need none).
 const MAX_CLIENTS: usize = 64;
+/// Control clients whose request line is still being read. When all are
+/// taken, the client waiting longest is pushed out: silent clients cannot
+/// keep `status` from being served.
+const MAX_READING: usize = 64;
 /// How long a client has to send its request line.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long `send` waits for the outcome of a message without an expiry.
 const SEND_WAIT_NO_EXPIRY_MS: u64 = 60_000;
 /// How long past a message's expiry `send` waits to hear it was given up.
@@ -108,6 +115,7 @@ impl ControlServer {
         });
         let (stop_tx, mut stop_rx) = oneshot::channel();
         let clients = Arc::new(tokio::sync::Semaphore::new(MAX_CLIENTS));
+        let reading = Arc::new(PendingSlots::<()>::new(usize::MAX, MAX_READING));
         tokio::spawn(async move {
             loop {
                 let accepted = tokio::select! {
@@ -115,11 +123,11 @@ impl ControlServer {
                     _ = &mut stop_rx => return,
                 };
                 let Ok((stream, _)) = accepted else { continue };
-                let Ok(permit) = Arc::clone(&clients).acquire_owned().await else { return };
+                let Ok(slot) = reading.admit(()) else { continue };
                 let context = Arc::clone(&context);
+                let clients = Arc::clone(&clients);
                 tokio::spawn(async move {
-                    let _permit = permit;
-                    if let Err(err) = serve(stream, &context).await {
+                    if let Err(err) = serve(stream, slot, &clients, &context).await {
                         tracing::debug!(%err, "control client ended");
                     }
                 });
@@ -170,11 +178,23 @@ fn error(message: impl Into<String>) -> ControlResponse {
     ControlResponse::Error { message: message.into() }
 }
 
-async fn serve(stream: UnixStream, context: &Context) -> std::io::Result<()> {
+async fn serve(
+    stream: UnixStream,
+    mut slot: Slot<()>,
+    clients: &Arc<tokio::sync::Semaphore>,
+    context: &Context,
+) -> std::io::Result<()> {
     let (reader, mut writer) = stream.into_split();
     let mut reader = BufReader::new(reader.take(MAX_LINE_BYTES as u64 + 1));
     let mut line = Vec::new();
-    let read = tokio::time::timeout(REQUEST_TIMEOUT, reader.read_until(b'\n', &mut line)).await;
+    let read = tokio::select! {
+        read = tokio::time::timeout(REQUEST_TIMEOUT, reader.read_until(b'\n', &mut line)) => read,
+        _ = &mut slot.pushed_out => {
+            let message = format!("{MAX_READING} newer control clients came while this one sent no request");
+            return write_response(&mut writer, &error(message)).await;
+        }
+    };
+    drop(slot);
     let n = match read {
         Ok(Ok(n)) => n,
         Ok(Err(err)) => return Err(err),
@@ -200,6 +220,23 @@ async fn serve(stream: UnixStream, context: &Context) -> std::io::Result<()> {
         Ok(Ok(request)) => request,
         Ok(Err(err)) => return write_response(&mut writer, &error(format!("not a control request: {err}"))).await,
         Err(_) => return write_response(&mut writer, &error("not a control request: not UTF-8")).await,
+    };
+    // Quick answers need no slot; the rest may wait on the node or stream
+    // for long, and hold one of the few.
+    let _permit = match request {
+        ControlRequest::Status => {
+            return write_response(&mut writer, &ControlResponse::Status(status(context))).await;
+        }
+        ControlRequest::Peers => {
+            return write_response(&mut writer, &ControlResponse::Peers { peers: peers(context) }).await;
+        }
+        _ => match Arc::clone(clients).try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                let message = format!("{MAX_CLIENTS} control clients are being served already; try again shortly");
+                return write_response(&mut writer, &error(message)).await;
+            }
+        },
     };
     match request {
         ControlRequest::Status => write_response(&mut writer, &ControlResponse::Status(status(context))).await,

@@ -9,7 +9,6 @@ pub mod framing;
 pub mod identity_tls;
 pub mod inbound_failures;
 pub mod memory;
-mod pending_handshakes;
 pub mod quic;
 pub mod stream;
 pub mod tcp;

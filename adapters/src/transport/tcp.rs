@@ -13,8 +13,8 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use super::identity_tls::{identity_of_certificate, server_name_of, TlsConfigs, ALPN};
 use super::inbound_failures::{InboundFailure, InboundFailures};
-use super::pending_handshakes::PendingHandshakes;
 use super::stream::{BoxFuture, Connector, DialError, SecuredStream};
+use crate::pending_slots::{PendingSlots, MAX_PENDING, MAX_PENDING_PER_ADDRESS};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -56,7 +56,7 @@ async fn accept_loop(
     accepted: mpsc::Sender<SecuredStream>,
     failures: Arc<InboundFailures>,
 ) {
-    let pending = Arc::new(PendingHandshakes::default());
+    let pending = Arc::new(PendingSlots::new(MAX_PENDING_PER_ADDRESS, MAX_PENDING));
     loop {
         let (socket, remote) = match listener.accept().await {
             Ok(pair) => pair,

@@ -1,68 +1,65 @@
-//! Inbound handshakes in progress on a listener. Silent sockets must not
-//! starve honest diallers: one address may hold only a few handshakes at
-//! once, and when the listener holds as many as it may, the oldest
-//! unfinished one is pushed out to make room. An honest handshake takes
-//! milliseconds, so it is pushed out only if the whole table turns over
-//! while it runs.
+//! Slots for clients that have not yet said what they want: inbound
+//! handshakes on a listener, control clients before their request line.
+//! Silent sockets must not starve honest clients: one source (an IP
+//! address) may hold only a few slots at once, and when the table is full
+//! the oldest unfinished client is pushed out to make room. An honest
+//! client takes milliseconds, so it is pushed out only if the whole table
+//! turns over while it runs.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::IpAddr;
+use std::hash::Hash;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
-/// Handshakes in progress from one address.
+/// Handshakes in progress from one address on a listener.
 pub const MAX_PENDING_PER_ADDRESS: usize = 8;
 /// Handshakes in progress on one listener.
 pub const MAX_PENDING: usize = 256;
 
 #[derive(Debug)]
-pub(crate) struct PendingHandshakes {
-    per_address: usize,
+pub struct PendingSlots<K> {
+    per_source: usize,
     total: usize,
-    state: Mutex<Table>,
+    state: Mutex<Table<K>>,
 }
 
-#[derive(Debug, Default)]
-struct Table {
-    next: u64,
-    /// Oldest first: each handshake and what tells it to give up.
-    by_age: BTreeMap<u64, (IpAddr, oneshot::Sender<()>)>,
-    per_address: HashMap<IpAddr, usize>,
-}
-
-/// Why a handshake was not admitted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct AddressBusy;
-
-/// A handshake's place in the table; leaving frees it.
 #[derive(Debug)]
-pub(crate) struct Slot {
+struct Table<K> {
+    next: u64,
+    /// Oldest first: each client's source and what tells it to give up.
+    by_age: BTreeMap<u64, (K, oneshot::Sender<()>)>,
+    per_source: HashMap<K, usize>,
+}
+
+/// Why a client was not given a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceBusy;
+
+/// A client's place in the table; dropping it frees the place.
+#[derive(Debug)]
+pub struct Slot<K: Hash + Eq + Copy> {
     id: u64,
-    table: Arc<PendingHandshakes>,
-    /// Fires when a newer handshake pushed this one out.
+    table: Arc<PendingSlots<K>>,
+    /// Fires when a newer client pushed this one out.
     pub pushed_out: oneshot::Receiver<()>,
 }
 
-impl Default for PendingHandshakes {
-    fn default() -> Self {
-        Self::new(MAX_PENDING_PER_ADDRESS, MAX_PENDING)
-    }
-}
-
-impl PendingHandshakes {
-    pub(crate) fn new(per_address: usize, total: usize) -> Self {
-        Self { per_address: per_address.max(1), total: total.max(1), state: Mutex::default() }
+impl<K: Hash + Eq + Copy> PendingSlots<K> {
+    /// At most `per_source` slots for one source and `total` in all.
+    pub fn new(per_source: usize, total: usize) -> Self {
+        let table = Table { next: 0, by_age: BTreeMap::new(), per_source: HashMap::new() };
+        Self { per_source: per_source.max(1), total: total.max(1), state: Mutex::new(table) }
     }
 
-    /// Takes a slot for a handshake from `address`, pushing out the oldest
-    /// if the table is full; refused if the address holds its share.
-    pub(crate) fn admit(self: &Arc<Self>, address: IpAddr) -> Result<Slot, AddressBusy> {
+    /// Takes a slot for a client from `source`, pushing out the oldest if
+    /// the table is full; refused if the source holds its share.
+    pub fn admit(self: &Arc<Self>, address: K) -> Result<Slot<K>, SourceBusy> {
         let mut table = self.state.lock();
-        let held = table.per_address.get(&address).copied().unwrap_or(0);
-        if held >= self.per_address {
-            return Err(AddressBusy);
+        let held = table.per_source.get(&address).copied().unwrap_or(0);
+        if held >= self.per_source {
+            return Err(SourceBusy);
         }
         while table.by_age.len() >= self.total {
             let Some((_, (oldest, give_up))) = table.by_age.pop_first() else { break };
@@ -73,7 +70,7 @@ impl PendingHandshakes {
         table.next += 1;
         let (give_up, pushed_out) = oneshot::channel();
         table.by_age.insert(id, (address, give_up));
-        *table.per_address.entry(address).or_default() += 1;
+        *table.per_source.entry(address).or_default() += 1;
         Ok(Slot { id, table: Arc::clone(self), pushed_out })
     }
 
@@ -84,18 +81,18 @@ impl PendingHandshakes {
     }
 }
 
-impl Table {
-    fn release(&mut self, address: IpAddr) {
-        if let Some(held) = self.per_address.get_mut(&address) {
+impl<K: Hash + Eq + Copy> Table<K> {
+    fn release(&mut self, source: K) {
+        if let Some(held) = self.per_source.get_mut(&source) {
             *held -= 1;
             if *held == 0 {
-                self.per_address.remove(&address);
+                self.per_source.remove(&source);
             }
         }
     }
 }
 
-impl Drop for Slot {
+impl<K: Hash + Eq + Copy> Drop for Slot<K> {
     fn drop(&mut self) {
         let mut table = self.table.state.lock();
         if let Some((address, _)) = table.by_age.remove(&self.id) {
@@ -106,6 +103,8 @@ impl Drop for Slot {
 
 #[cfg(test)]
 mod tests {
+    use std::net::IpAddr;
+
     use super::*;
 
     fn ip(last: u8) -> IpAddr {
@@ -114,10 +113,10 @@ mod tests {
 
     #[test]
     fn an_address_holds_at_most_its_share() {
-        let table = Arc::new(PendingHandshakes::new(2, 10));
+        let table = Arc::new(PendingSlots::new(2, 10));
         let first = table.admit(ip(1)).expect("room");
         let _second = table.admit(ip(1)).expect("room");
-        assert_eq!(table.admit(ip(1)).map(|_| ()), Err(AddressBusy));
+        assert_eq!(table.admit(ip(1)).map(|_| ()), Err(SourceBusy));
         assert!(table.admit(ip(2)).is_ok(), "another address is not held back");
         drop(first);
         assert!(table.admit(ip(1)).is_ok(), "a finished handshake frees its address's share");
@@ -125,7 +124,7 @@ mod tests {
 
     #[test]
     fn a_full_table_pushes_out_the_oldest() {
-        let table = Arc::new(PendingHandshakes::new(4, 3));
+        let table = Arc::new(PendingSlots::new(4, 3));
         let mut oldest = table.admit(ip(1)).expect("room");
         let mut middle = table.admit(ip(2)).expect("room");
         let _newer = table.admit(ip(3)).expect("room");
