@@ -3,6 +3,9 @@
 //! the node with an advert of the bound addresses, then attaches the
 //! transport driver.
 
+use netmachine_engines::identity_store::IdentityStoreConfig;
+use netmachine_engines::log_budget::LogBudgetConfig;
+use netmachine_engines::node_core::AdvertRateConfig;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -67,6 +70,15 @@ pub struct NetworkedNodeConfig {
     /// Bytes that frames being read may hold, over all connections
     /// (64 MiB by default).
     pub frame_memory: usize,
+    /// How long a frame may take to arrive once begun (30 s by default).
+    pub frame_deadline: std::time::Duration,
+    /// The identity store's budgets, among them the cache of records
+    /// peers send unasked.
+    pub identities: IdentityStoreConfig,
+    /// How fast each peer may send adverts.
+    pub adverts: AdvertRateConfig,
+    /// Log lines peers may cause.
+    pub logs: LogBudgetConfig,
     /// Use this in-memory network instead of sockets (tests).
     pub memory: Option<MemoryNetwork>,
 }
@@ -83,6 +95,10 @@ impl NetworkedNodeConfig {
             transport: TransportConfig::default(),
             max_mtu: 1500,
             frame_memory: crate::transport::frame_memory::DEFAULT_FRAME_MEMORY,
+            frame_deadline: crate::transport::framing::FRAME_DEADLINE,
+            identities: IdentityStoreConfig::default(),
+            adverts: AdvertRateConfig::default(),
+            logs: LogBudgetConfig::default(),
             memory: None,
         }
     }
@@ -112,12 +128,11 @@ impl NetworkedNode {
         prepare: impl FnOnce(&Node) -> Result<T, NodeError>,
     ) -> Result<(Self, T), NetworkedNodeError> {
         let identity = config.keys.node_identity();
-        let driver = TransportDriver::with_frame_memory(
-            identity,
-            config.transport,
-            system_seed(),
-            crate::transport::FrameMemory::new(config.frame_memory),
-        );
+        let limits = crate::transport::FrameLimits {
+            memory: crate::transport::FrameMemory::new(config.frame_memory),
+            deadline: config.frame_deadline,
+        };
+        let driver = TransportDriver::with_frame_limits(identity, config.transport, system_seed(), limits);
         let (accepted_tx, accepted_rx) = mpsc::channel(ACCEPT_QUEUE);
         let tls = TlsConfigs::new(&config.keys)?;
         let failures = Arc::new(InboundFailures::default());
@@ -168,6 +183,9 @@ impl NetworkedNode {
             .keys(config.keys)
             .mailbox_capacity(config.mailbox_capacity)
             .router_config(config.router)
+            .identity_store_config(config.identities)
+            .advert_rates(config.adverts)
+            .log_budget(config.logs)
             .advertise(config.name, advertised)
             .transport(&driver);
         if let Some(dir) = config.data_dir {

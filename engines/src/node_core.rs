@@ -125,6 +125,8 @@ pub struct CoreConfig {
     pub seed: u64,
     /// How fast each peer may send adverts.
     pub adverts: AdvertRateConfig,
+    /// Log lines peers may cause.
+    pub logs: crate::log_budget::LogBudgetConfig,
 }
 
 /// Where a connection stands.
@@ -215,7 +217,7 @@ impl<A: Clone> NodeCore<A> {
             report_acks: false,
             hosted: hosted::Hosted::default(),
             advert_rates: advert_rates::AdvertRates::new(config.adverts),
-            logs: LogBudget::default(),
+            logs: LogBudget::new(config.logs),
         };
         // A stream of its own, apart from the Transport's from the same seed.
         let seed = crate::ports::Randomness::next_u64(&mut crate::random::SplitMix::new(config.seed));

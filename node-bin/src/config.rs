@@ -111,6 +111,72 @@ pub struct Config {
     /// Where to serve metrics (Prometheus text format, at `/metrics`), a
     /// loopback address such as "127.0.0.1:9464"; off when unset.
     pub metrics: Option<std::net::SocketAddr>,
+    /// What peers may make the node spend (docs/limits.md); every key
+    /// defaults to the value given there.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// The `[limits]` table: budgets for what peers can make the node spend.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// MiB that frames being read may hold over all connections (64).
+    pub frame_memory_mib: Option<usize>,
+    /// Seconds a frame may take to arrive once begun (30).
+    pub frame_deadline_secs: Option<u64>,
+    /// Entries of the peer table (65536), and per remote IP address (256).
+    pub max_peers: Option<usize>,
+    pub max_peers_per_ip: Option<usize>,
+    /// Adverts a peer may send at once (256), per second after that (16),
+    /// and refused before it is disconnected (256).
+    pub advert_burst: Option<u32>,
+    pub adverts_per_second: Option<u32>,
+    pub advert_refusals_to_disconnect: Option<u32>,
+    /// Records peers sent unasked kept per kind: node (65536), topic
+    /// (8192) and domain (1024) records; MiB per kind (32, 32, 8); and
+    /// topic and domain records one peer may be the source of (256).
+    pub cached_node_records: Option<usize>,
+    pub cached_topic_records: Option<usize>,
+    pub cached_domain_records: Option<usize>,
+    pub cached_node_mib: Option<usize>,
+    pub cached_topic_mib: Option<usize>,
+    pub cached_domain_mib: Option<usize>,
+    pub cached_records_per_peer: Option<usize>,
+    /// Log lines of one kind one peer may cause per 10 s (5), and all
+    /// peers together (60).
+    pub log_lines_per_peer: Option<u32>,
+    pub log_lines_total: Option<u32>,
+}
+impl Limits {
+    fn validate(&self, invalid: &dyn Fn(&str, String) -> ConfigError) -> Result<(), ConfigError> {
+        let sizes = [
+            ("frame_memory_mib", self.frame_memory_mib.map(|v| v as u64), 1, 65_536),
+            ("frame_deadline_secs", self.frame_deadline_secs, 1, 3600),
+            ("max_peers", self.max_peers.map(|v| v as u64), 1, 16_777_216),
+            ("max_peers_per_ip", self.max_peers_per_ip.map(|v| v as u64), 1, 16_777_216),
+            ("advert_burst", self.advert_burst.map(u64::from), 1, 1_000_000),
+            ("adverts_per_second", self.adverts_per_second.map(u64::from), 1, 1_000_000),
+            ("advert_refusals_to_disconnect", self.advert_refusals_to_disconnect.map(u64::from), 1, 1_000_000_000),
+            ("cached_node_records", self.cached_node_records.map(|v| v as u64), 0, 16_777_216),
+            ("cached_topic_records", self.cached_topic_records.map(|v| v as u64), 0, 16_777_216),
+            ("cached_domain_records", self.cached_domain_records.map(|v| v as u64), 0, 16_777_216),
+            ("cached_node_mib", self.cached_node_mib.map(|v| v as u64), 0, 65_536),
+            ("cached_topic_mib", self.cached_topic_mib.map(|v| v as u64), 0, 65_536),
+            ("cached_domain_mib", self.cached_domain_mib.map(|v| v as u64), 0, 65_536),
+            ("cached_records_per_peer", self.cached_records_per_peer.map(|v| v as u64), 0, 16_777_216),
+            ("log_lines_per_peer", self.log_lines_per_peer.map(u64::from), 0, 1_000_000),
+            ("log_lines_total", self.log_lines_total.map(u64::from), 0, 1_000_000),
+        ];
+        for (key, value, min, max) in sizes {
+            if let Some(value) = value {
+                if !(min..=max).contains(&value) {
+                    return Err(invalid(key, format!("{value} is outside {min}..={max}")));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The default port for both transports.
@@ -202,6 +268,7 @@ impl Config {
                 return Err(invalid(key, "must be at least 1".into()));
             }
         }
+        self.limits.validate(&invalid)?;
         if self.listen.len() > netmachine_domain::limits::MAX_ADVERT_ADDRESSES {
             return Err(invalid(
                 "listen",

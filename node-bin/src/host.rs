@@ -42,6 +42,34 @@ pub struct Host {
     metrics: Option<tokio::task::JoinHandle<()>>,
 }
 
+/// The `[limits]` keys the transport table does not take.
+fn apply_limits(limits: &crate::config::Limits, node: &mut NetworkedNodeConfig) {
+    const MIB: usize = 1024 * 1024;
+    if let Some(mib) = limits.frame_memory_mib {
+        node.frame_memory = mib * MIB;
+    }
+    if let Some(secs) = limits.frame_deadline_secs {
+        node.frame_deadline = std::time::Duration::from_secs(secs);
+    }
+    let adverts = &mut node.adverts;
+    adverts.burst = limits.advert_burst.unwrap_or(adverts.burst);
+    adverts.per_second = limits.adverts_per_second.unwrap_or(adverts.per_second);
+    adverts.refusals_to_disconnect = limits.advert_refusals_to_disconnect.unwrap_or(adverts.refusals_to_disconnect);
+    let cache = &mut node.identities.cache;
+    for (i, records) in
+        [limits.cached_node_records, limits.cached_topic_records, limits.cached_domain_records].into_iter().enumerate()
+    {
+        cache.records[i] = records.unwrap_or(cache.records[i]);
+    }
+    for (i, mib) in [limits.cached_node_mib, limits.cached_topic_mib, limits.cached_domain_mib].into_iter().enumerate()
+    {
+        cache.bytes[i] = mib.map_or(cache.bytes[i], |mib| mib * MIB);
+    }
+    cache.per_source = limits.cached_records_per_peer.unwrap_or(cache.per_source);
+    node.logs.per_peer = limits.log_lines_per_peer.unwrap_or(node.logs.per_peer);
+    node.logs.total = limits.log_lines_total.unwrap_or(node.logs.total);
+}
+
 impl Host {
     /// Starts a node. `data_dir` of `None` keeps records in memory (devnet).
     pub async fn start(config: &Config, keys: Ed25519Keys, data_dir: Option<PathBuf>) -> Result<Self, HostError> {
@@ -53,11 +81,15 @@ impl Host {
         node_config.max_mtu = config.max_mtu.unwrap_or(1500);
         node_config.router = RouterConfig { sign_remote: config.sign_all.unwrap_or(false), ..RouterConfig::default() };
         let defaults = TransportConfig::default();
+        let limits = &config.limits;
         node_config.transport = TransportConfig {
             max_connections: config.max_connections.unwrap_or(defaults.max_connections),
             max_connections_per_ip: config.max_connections_per_ip.unwrap_or(defaults.max_connections_per_ip),
+            max_peers: limits.max_peers.unwrap_or(defaults.max_peers),
+            max_peers_per_ip: limits.max_peers_per_ip.unwrap_or(defaults.max_peers_per_ip),
             ..defaults
         };
+        apply_limits(limits, &mut node_config);
         let inbox = Inbox::default();
         // The inbox is registered before any peer can connect, so nothing
         // sent to it while the node was down is refused on arrival.

@@ -10,6 +10,7 @@ use netmachine_domain::{
 };
 use netmachine_engines::engine::ProtocolEngine;
 use netmachine_engines::identity_store::{AdvertUpdate, IdentityStore, IdentityStoreConfig, UpdateError};
+use netmachine_engines::log_budget::LogBudgetConfig;
 use netmachine_engines::node_core::{AdvertRateConfig, CoreConfig, NodeCore};
 use netmachine_engines::ports::Signer;
 use netmachine_engines::transport::{Transport, TransportConfig};
@@ -54,6 +55,7 @@ pub struct NodeBuilder {
     identities: IdentityStoreConfig,
     transport: TransportConfig,
     adverts: AdvertRateConfig,
+    logs: LogBudgetConfig,
     seed: Option<u64>,
     name: Option<String>,
     addresses: Vec<WeightedAddress>,
@@ -84,6 +86,7 @@ impl NodeBuilder {
             identities: IdentityStoreConfig::default(),
             transport: TransportConfig::default(),
             adverts: AdvertRateConfig::default(),
+            logs: LogBudgetConfig::default(),
             seed: None,
             name: None,
             addresses: Vec::new(),
@@ -137,6 +140,12 @@ impl NodeBuilder {
         self
     }
 
+    /// How many log lines peers may cause.
+    pub fn log_budget(mut self, config: LogBudgetConfig) -> Self {
+        self.logs = config;
+        self
+    }
+
     /// How the node's Transport queues, retries and keeps connections.
     pub fn transport_config(mut self, config: TransportConfig) -> Self {
         self.transport = config;
@@ -181,8 +190,13 @@ impl NodeBuilder {
         let seed = self.seed.unwrap_or_else(system_seed);
         // Each peer's repeat filter spans two windows: a peer that
         // reconnects resends at most one window.
-        let config =
-            CoreConfig { boot: boot_id(seed), repeat_window: self.transport.window * 2, seed, adverts: self.adverts };
+        let config = CoreConfig {
+            boot: boot_id(seed),
+            repeat_window: self.transport.window * 2,
+            seed,
+            adverts: self.adverts,
+            logs: self.logs,
+        };
         let transport = Transport::new(identity, self.transport, Box::new(SplitMix::new(seed)));
         let signer = Ed25519Keys::from_pkcs8(keys.pkcs8())?;
         let core = NodeCore::new(

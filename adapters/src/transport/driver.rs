@@ -16,7 +16,7 @@ use netmachine_engines::transport::{PeerSummary, TransportConfig, TransportEvent
 use parking_lot::Mutex;
 use tokio::sync::{broadcast, mpsc};
 
-use super::frame_memory::FrameMemory;
+use super::frame_memory::FrameLimits;
 use super::stream::{Connector, SecuredStream};
 use crate::codec::CborCodec;
 use crate::runtime::{DialRequest, Node, NodeBuilder, WeakNode};
@@ -44,8 +44,9 @@ struct Shared {
     config: TransportConfig,
     seed: u64,
     codec: CborCodec,
-    /// What frames being read may hold, over all connections.
-    frame_memory: FrameMemory,
+    /// What frames being read may hold over all connections, and how long
+    /// one may take.
+    frame_limits: FrameLimits,
     connectors: Mutex<HashMap<TransportProtocol, Arc<dyn Connector>>>,
     node: OnceLock<WeakNode>,
     /// Dials asked for before [`TransportDriver::attach`].
@@ -69,18 +70,18 @@ impl TransportDriver {
     /// A driver for the node `local`, whose Transport engine will run with
     /// `config`, its randomness seeded with `seed`.
     pub fn new(local: NodeIdentity, config: TransportConfig, seed: u64) -> Self {
-        Self::with_frame_memory(local, config, seed, FrameMemory::default())
+        Self::with_frame_limits(local, config, seed, FrameLimits::default())
     }
 
-    /// As [`TransportDriver::new`], with the budget for frames being read.
-    pub fn with_frame_memory(local: NodeIdentity, config: TransportConfig, seed: u64, memory: FrameMemory) -> Self {
+    /// As [`TransportDriver::new`], with the limits of frames being read.
+    pub fn with_frame_limits(local: NodeIdentity, config: TransportConfig, seed: u64, limits: FrameLimits) -> Self {
         Self {
             shared: Arc::new(Shared {
                 local,
                 config,
                 seed,
                 codec: CborCodec::default(),
-                frame_memory: memory,
+                frame_limits: limits,
                 connectors: Mutex::new(HashMap::new()),
                 node: OnceLock::new(),
                 dials: Mutex::new(None),
@@ -109,18 +110,18 @@ impl TransportDriver {
                 while let Some(dial) = dials.recv().await {
                     let Some(node) = weak.upgrade() else { return };
                     let connector = shared.connectors.lock().get(&dial.address.protocol).cloned();
-                    let memory = shared.frame_memory.clone();
-                    tokio::spawn(connection_task::outbound(node, shared.codec, memory, connector, dial));
+                    let limits = shared.frame_limits.clone();
+                    tokio::spawn(connection_task::outbound(node, shared.codec, limits, connector, dial));
                 }
             });
         }
         let node = node.downgrade();
         let codec = self.shared.codec;
-        let memory = self.shared.frame_memory.clone();
+        let limits = self.shared.frame_limits.clone();
         tokio::spawn(async move {
             while let Some(stream) = accepted.recv().await {
                 let Some(node) = node.upgrade() else { return };
-                tokio::spawn(connection_task::inbound(node, codec, memory.clone(), stream));
+                tokio::spawn(connection_task::inbound(node, codec, limits.clone(), stream));
             }
         });
     }

@@ -48,3 +48,17 @@ impl FrameMemory {
         Arc::clone(&self.bytes).acquire_many_owned(wanted).await.expect("the frame budget is never closed")
     }
 }
+
+/// What frames being read may take: the node's memory for them, and how
+/// long one may take to arrive once begun.
+#[derive(Debug, Clone)]
+pub struct FrameLimits {
+    pub memory: FrameMemory,
+    pub deadline: std::time::Duration,
+}
+
+impl Default for FrameLimits {
+    fn default() -> Self {
+        Self { memory: FrameMemory::default(), deadline: super::framing::FRAME_DEADLINE }
+    }
+}

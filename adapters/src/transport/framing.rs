@@ -12,7 +12,7 @@ use thiserror::Error;
 use tokio::io::{AsyncBufRead, AsyncRead, AsyncReadExt, BufReader};
 use tokio::time::Instant;
 
-use super::frame_memory::FrameMemory;
+use super::frame_memory::{FrameLimits, FrameMemory};
 
 use crate::codec::{frame_to_cbor, CborCodec, ChannelEnds, NameCache, FORMAT_VERSION};
 
@@ -113,18 +113,19 @@ pub struct FrameReader<R> {
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// A reader with a frame memory of its own, as large as one frame.
     pub fn new(inner: R, codec: CborCodec) -> Self {
-        Self::sharing(inner, codec, FrameMemory::new(codec.max_frame()))
+        let limits = FrameLimits { memory: FrameMemory::new(codec.max_frame()), deadline: FRAME_DEADLINE };
+        Self::sharing(inner, codec, limits)
     }
 
-    /// A reader whose large frames draw on `memory`, shared with the
-    /// node's other connections.
-    pub fn sharing(inner: R, codec: CborCodec, memory: FrameMemory) -> Self {
+    /// A reader whose large frames draw on the node's frame memory, shared
+    /// with its other connections.
+    pub fn sharing(inner: R, codec: CborCodec, limits: FrameLimits) -> Self {
         Self {
             inner: BufReader::with_capacity(READ_BUFFER, inner),
             codec,
             body: Vec::new(),
-            memory,
-            deadline: FRAME_DEADLINE,
+            memory: limits.memory,
+            deadline: limits.deadline,
             channel: None,
         }
     }
@@ -378,7 +379,8 @@ mod tests {
         runtime().block_on(async {
             let memory = FrameMemory::new(8 * 1024 * 1024);
             let (mut near, far) = tokio::io::duplex(1024 * 1024);
-            let mut reader = FrameReader::sharing(far, CborCodec::default(), memory.clone());
+            let limits = FrameLimits { memory: memory.clone(), deadline: FRAME_DEADLINE };
+            let mut reader = FrameReader::sharing(far, CborCodec::default(), limits);
             let len = 4 * 1024 * 1024u32;
             let read = tokio::spawn(async move { reader.next_frame().await.map(|_| ()) });
             use tokio::io::AsyncWriteExt;

@@ -14,7 +14,7 @@ pub mod stream;
 pub mod tcp;
 
 pub use driver::{ConnectionSummary, TransportCounters, TransportDriver};
-pub use frame_memory::FrameMemory;
+pub use frame_memory::{FrameLimits, FrameMemory};
 pub use identity_tls::TlsConfigs;
 pub use inbound_failures::{InboundFailureCounts, InboundFailures};
 pub use memory::{MemoryConnector, MemoryNetwork};

@@ -68,7 +68,7 @@ impl Node {
         let transport = Transport::new(id(seed), TransportConfig::default(), Box::new(SplitMix::new(boot)));
         let identities =
             IdentityStore::open(id(seed), IdentityStoreConfig::default(), disk.values().cloned().collect());
-        let config = CoreConfig { boot, repeat_window: 64, seed: boot, adverts };
+        let config = CoreConfig { boot, repeat_window: 64, seed: boot, adverts, logs: Default::default() };
         let core =
             NodeCore::new(config, router, transport, identities, Box::new(signer(seed)), Box::new(TestVerifier), T0);
         let mut node = Self {

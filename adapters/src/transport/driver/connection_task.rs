@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::codec::{CborCodec, ChannelEnds};
 use crate::runtime::{is_advert, ConnHandle, DialRequest, Node};
-use crate::transport::frame_memory::FrameMemory;
+use crate::transport::frame_memory::FrameLimits;
 use crate::transport::framing::{encode_channel_frame_into, encode_frame_into, FrameReader, FramingError};
 use crate::transport::stream::{BoxReader, BoxWriter, Connector, DialError, SecuredStream};
 
@@ -44,7 +44,7 @@ enum Start {
 pub(super) async fn outbound(
     node: Node,
     codec: CborCodec,
-    memory: FrameMemory,
+    limits: FrameLimits,
     connector: Option<Arc<dyn Connector>>,
     dial: DialRequest,
 ) {
@@ -75,15 +75,15 @@ pub(super) async fn outbound(
         }
     };
     let rtt_micros = u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX);
-    run(node, codec, memory, stream, Start::Dialled { attempt, address, rtt_micros }).await;
+    run(node, codec, limits, stream, Start::Dialled { attempt, address, rtt_micros }).await;
 }
 
 /// Runs a connection a peer opened.
-pub(super) async fn inbound(node: Node, codec: CborCodec, memory: FrameMemory, stream: SecuredStream) {
-    run(node, codec, memory, stream, Start::Accepted).await;
+pub(super) async fn inbound(node: Node, codec: CborCodec, limits: FrameLimits, stream: SecuredStream) {
+    run(node, codec, limits, stream, Start::Accepted).await;
 }
 
-async fn run(node: Node, codec: CborCodec, memory: FrameMemory, stream: SecuredStream, start: Start) {
+async fn run(node: Node, codec: CborCodec, limits: FrameLimits, stream: SecuredStream, start: Start) {
     let SecuredStream { peer, reader, writer, keepalive, protocol, remote } = stream;
     let host = Arc::clone(&node.inner);
     let (writes, writes_rx) = mpsc::unbounded_channel();
@@ -118,7 +118,7 @@ async fn run(node: Node, codec: CborCodec, memory: FrameMemory, stream: SecuredS
     let io = ConnectionIo { node, codec, conn, ends: ChannelEnds { local: host.identity, peer }, adverts_queued };
     let (mut writer, mut writes_rx) = (writer, writes_rx);
     let (reason, closed_here) = tokio::select! {
-        reason = io.read_loop(FrameReader::sharing(reader, codec, memory)) => (reason, false),
+        reason = io.read_loop(FrameReader::sharing(reader, codec, limits)) => (reason, false),
         reason = io.write_loop(&mut writer, &mut writes_rx) => (reason, false),
         reason = close_rx => (reason.unwrap_or(CloseReason::Shutdown), true),
     };
