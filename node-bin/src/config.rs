@@ -384,6 +384,17 @@ mod tests {
     }
 
     #[test]
+    fn limits_are_read_and_checked_with_their_key_and_line() {
+        let config = parse("name = \"a\"\n[limits]\nmax_peers = 1024\nlog_lines_total = 10\n").expect("valid");
+        assert_eq!(config.limits.max_peers, Some(1024));
+        assert_eq!(config.limits.log_lines_total, Some(10));
+        let err = parse("[limits]\nmax_peers = 8\nframe_deadline_secs = 0\n").expect_err("out of range");
+        let text = err.to_string();
+        assert!(text.contains("line 3, key `frame_deadline_secs`: 0 is outside 1..=3600"), "{text}");
+        assert!(parse("[limits]\nno_such_limit = 1\n").is_err());
+    }
+
+    #[test]
     fn an_empty_config_is_all_defaults() {
         let config = parse("").expect("empty is fine");
         assert_eq!(config.mailbox_capacity(), DEFAULT_MAILBOX_CAPACITY);

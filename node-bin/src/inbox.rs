@@ -16,6 +16,9 @@ use tokio::sync::mpsc;
 
 /// Messages kept while no client listens.
 pub const INBOX_CAPACITY: usize = 4096;
+/// Bytes of message bodies (plus 256 per message) kept while no client
+/// listens.
+pub const INBOX_BYTES: usize = 64 * 1024 * 1024;
 pub const INBOX_ENGINE: &str = "inbox";
 
 #[derive(Debug, Default)]
@@ -24,22 +27,31 @@ struct State {
     client: Option<mpsc::Sender<EngineMessage>>,
 }
 
-/// The buffer, with how many of its messages each sending node holds.
+/// The buffer, with how much of it each sending node holds.
 #[derive(Debug, Default)]
 struct Waiting {
     messages: VecDeque<EngineMessage>,
+    /// Bytes held per sending node, by [`weight`].
     by_sender: HashMap<NodeIdentity, usize>,
+    bytes: usize,
     dropped: u64,
+}
+
+/// What a message weighs in the buffer.
+fn weight(message: &EngineMessage) -> usize {
+    message.body.len() + 256
 }
 
 impl Waiting {
     fn count(&mut self, message: &EngineMessage) {
-        *self.by_sender.entry(message.src.node).or_default() += 1;
+        *self.by_sender.entry(message.src.node).or_default() += weight(message);
+        self.bytes += weight(message);
     }
 
     fn uncount(&mut self, message: &EngineMessage) {
+        self.bytes -= weight(message);
         if let Some(held) = self.by_sender.get_mut(&message.src.node) {
-            *held -= 1;
+            *held -= weight(message);
             if *held == 0 {
                 self.by_sender.remove(&message.src.node);
             }
@@ -56,11 +68,12 @@ impl Waiting {
         self.messages.push_front(message);
     }
 
-    /// Beyond the capacity, the oldest message of the sender holding the
-    /// most goes; returned so that its sender can be told.
-    fn make_room(&mut self, capacity: usize) -> Vec<EngineMessage> {
+    /// Beyond the capacity (in messages and in bytes), the oldest message
+    /// of the sender holding the most bytes goes; returned so that its
+    /// sender can be told.
+    fn make_room(&mut self, capacity: usize, bytes: usize) -> Vec<EngineMessage> {
         let mut gone = Vec::new();
-        while self.messages.len() > capacity {
+        while self.messages.len() > capacity || self.bytes > bytes {
             let Some((&largest, _)) = self.by_sender.iter().max_by_key(|(node, held)| (**held, **node)) else {
                 break;
             };
@@ -75,6 +88,7 @@ impl Waiting {
 
     fn drain(&mut self) -> Vec<EngineMessage> {
         self.by_sender.clear();
+        self.bytes = 0;
         self.messages.drain(..).collect()
     }
 }
@@ -109,7 +123,7 @@ impl Inbox {
                     match leftover {
                         Some(message) => {
                             state.waiting.push_back(message);
-                            state.waiting.make_room(INBOX_CAPACITY)
+                            state.waiting.make_room(INBOX_CAPACITY, INBOX_BYTES)
                         }
                         None => Vec::new(),
                     }
@@ -135,7 +149,7 @@ impl Inbox {
         for message in untaken.into_iter().rev() {
             state.waiting.push_front(message);
         }
-        let gone = state.waiting.make_room(INBOX_CAPACITY);
+        let gone = state.waiting.make_room(INBOX_CAPACITY, INBOX_BYTES);
         if !gone.is_empty() {
             tracing::debug!(dropped = gone.len(), "inbox full: messages of its largest senders dropped");
         }
@@ -178,9 +192,28 @@ mod tests {
             waiting.push_back(from(1, n));
         }
         waiting.push_back(from(3, 200));
-        let gone = waiting.make_room(4);
+        let gone = waiting.make_room(4, usize::MAX);
         assert_eq!(gone.iter().map(|m| m.id.0).collect::<Vec<_>>(), [0, 1, 2]);
         let kept: Vec<u64> = waiting.drain().iter().map(|m| m.id.0).collect();
         assert_eq!(kept, [100, 3, 4, 200]);
+    }
+
+    /// Guards the inbox's memory: a few large messages weigh more than many
+    /// small ones, and their sender is the one that loses.
+    #[test]
+    fn the_inbox_is_bounded_in_bytes_too() {
+        let mut waiting = Waiting::default();
+        for n in 0..10 {
+            waiting.push_back(from(2, n));
+        }
+        let mut large = from(1, 100);
+        large.body = Body::new(vec![0; 10_000]).expect("small");
+        let mut larger = from(1, 101);
+        larger.body = Body::new(vec![0; 10_000]).expect("small");
+        waiting.push_back(large);
+        waiting.push_back(larger);
+        let gone = waiting.make_room(100, 15_000);
+        assert_eq!(gone.iter().map(|m| m.id.0).collect::<Vec<_>>(), [100]);
+        assert_eq!(waiting.messages.len(), 11);
     }
 }

@@ -78,6 +78,31 @@ impl ProcessNode {
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }
+
+    /// The process's resident memory now and at its peak, in bytes, as
+    /// `/proc` reports them (`VmRSS`, `VmHWM`).
+    pub fn memory(&self) -> (u64, u64) {
+        let Some(child) = &self.child else { return (0, 0) };
+        let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(name))
+                .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .map_or(0, |kib| kib * 1024)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    /// Bytes of its log so far.
+    pub fn log_bytes(&self) -> u64 {
+        std::fs::metadata(self.log()).map_or(0, |m| m.len())
+    }
+
+    /// Bytes of its identity store on disk.
+    pub fn store_bytes(&self) -> u64 {
+        std::fs::metadata(self.home.join("identities.redb")).map_or(0, |m| m.len())
+    }
 }
 
 /// Several `netmachine run` processes, each a permanent peer of the others.
@@ -92,6 +117,12 @@ pub struct Cluster {
 impl Cluster {
     /// Makes keys and configs for `n` nodes and starts them.
     pub async fn start(n: usize, protocol: TransportProtocol) -> Self {
+        Self::start_with(n, protocol, |_| String::new()).await
+    }
+
+    /// As [`Cluster::start`], adding `extra(index)` (TOML tables) to each
+    /// node's configuration.
+    pub async fn start_with(n: usize, protocol: TransportProtocol, extra: impl Fn(usize) -> String) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let binary = netmachine_binary();
         let mut nodes = Vec::new();
@@ -110,10 +141,11 @@ impl Cluster {
             let peers: Vec<String> =
                 nodes.iter().filter(|p| p.index != node.index).map(|p| format!("\"{}\"", p.advert)).collect();
             let text = format!(
-                "peers = [{}]\nmetrics = \"{}\"\n{}",
+                "peers = [{}]\nmetrics = \"{}\"\n{}{}",
                 peers.join(", "),
                 node.metrics,
-                listen_config(protocol, node.address)
+                listen_config(protocol, node.address),
+                extra(node.index)
             );
             std::fs::write(&node.config, text).expect("config");
         }

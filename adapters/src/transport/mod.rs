@@ -20,4 +20,4 @@ pub use inbound_failures::{InboundFailureCounts, InboundFailures};
 pub use memory::{MemoryConnector, MemoryNetwork};
 pub use quic::QuicConnector;
 pub use stream::{Connector, DialError, SecuredStream};
-pub use tcp::TlsTcpConnector;
+pub use tcp::{dial_tls, TlsTcpConnector};

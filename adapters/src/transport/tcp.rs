@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use netmachine_domain::{NodeIdentity, TransportProtocol};
 use rustls::pki_types::ServerName;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
@@ -138,35 +138,55 @@ impl Connector for TlsTcpConnector {
         address: SocketAddr,
         expected: NodeIdentity,
     ) -> BoxFuture<'static, Result<SecuredStream, DialError>> {
-        let connector = TlsConnector::from(Arc::clone(&self.tls.client));
-        let mismatches = Arc::clone(&self.tls.mismatches);
-        Box::pin(async move {
-            let unreachable = |e: String| DialError::Unreachable(e);
-            let socket = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address))
-                .await
-                .map_err(|_| unreachable(format!("TCP connect to {address} timed out")))?
-                .map_err(|e| unreachable(format!("TCP connect to {address}: {e}")))?;
-            let _ = socket.set_nodelay(true);
-            let name = ServerName::try_from(server_name_of(&expected)).map_err(|e| unreachable(e.to_string()))?;
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, connector.connect(name, socket)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(err)) => {
-                    return Err(match mismatches.take(&expected) {
-                        Some(presented) => DialError::WrongIdentity { presented },
-                        None => unreachable(format!("TLS handshake with {address}: {err}")),
-                    })
-                }
-                Err(_) => return Err(unreachable(format!("TLS handshake with {address} timed out"))),
-            };
-            let (reader, writer) = tokio::io::split(tls);
-            Ok(SecuredStream {
-                peer: expected,
-                remote: Some(address),
-                protocol: TransportProtocol::TlsTcp,
-                reader: Box::new(reader),
-                writer: Box::new(writer),
-                keepalive: None,
-            })
-        })
+        Box::pin(dial_tls(self.tls.clone(), None, address, expected))
     }
+}
+
+/// Dials `address` over TLS over TCP from the local IP address `from`
+/// (any when `None`), expecting the node `expected` there. Tests use a
+/// source address to act as several machines on loopback.
+pub async fn dial_tls(
+    tls: TlsConfigs,
+    from: Option<std::net::IpAddr>,
+    address: SocketAddr,
+    expected: NodeIdentity,
+) -> Result<SecuredStream, DialError> {
+    let connector = TlsConnector::from(Arc::clone(&tls.client));
+    let mismatches = Arc::clone(&tls.mismatches);
+    let unreachable = |e: String| DialError::Unreachable(e);
+    let connect = async {
+        let socket = match address {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        if let Some(from) = from {
+            socket.bind(SocketAddr::new(from, 0))?;
+        }
+        socket.connect(address).await
+    };
+    let socket = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+        .await
+        .map_err(|_| unreachable(format!("TCP connect to {address} timed out")))?
+        .map_err(|e| unreachable(format!("TCP connect to {address}: {e}")))?;
+    let _ = socket.set_nodelay(true);
+    let name = ServerName::try_from(server_name_of(&expected)).map_err(|e| unreachable(e.to_string()))?;
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, connector.connect(name, socket)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(err)) => {
+            return Err(match mismatches.take(&expected) {
+                Some(presented) => DialError::WrongIdentity { presented },
+                None => unreachable(format!("TLS handshake with {address}: {err}")),
+            })
+        }
+        Err(_) => return Err(unreachable(format!("TLS handshake with {address} timed out"))),
+    };
+    let (reader, writer) = tokio::io::split(tls);
+    Ok(SecuredStream {
+        peer: expected,
+        remote: Some(address),
+        protocol: TransportProtocol::TlsTcp,
+        reader: Box::new(reader),
+        writer: Box::new(writer),
+        keepalive: None,
+    })
 }
