@@ -21,6 +21,7 @@ mod cache;
 use std::collections::{BTreeSet, HashMap};
 
 pub use cache::{record_weight, CacheBudget, CacheRefusal, CachedKind};
+use cache::{Mark, NO_SHARE};
 
 use netmachine_domain::validity::{check_created_not_future, check_version_rises};
 use netmachine_domain::{
@@ -117,20 +118,31 @@ impl Default for IdentityStoreConfig {
     }
 }
 
+/// A record, with its place in the cache when a peer sent it unasked.
+/// The cache counts each key's mark once: the staged change's while one
+/// waits for the disk, else the committed record's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Held {
+    record: IdentityRecord,
+    mark: Option<Mark>,
+}
+
 #[derive(Debug)]
 pub struct IdentityStore {
     own: NodeIdentity,
     config: IdentityStoreConfig,
     /// Boxed, as are staged changes: a table keeps spare slots, and a
     /// slot of a boxed record weighs 64 bytes where a record weighs 224.
-    records: HashMap<RecordKey, Box<IdentityRecord>>,
+    records: HashMap<RecordKey, Box<Held>>,
     /// The newest checked change of each key still waiting for the disk.
-    staged: HashMap<RecordKey, Box<IdentityRecord>>,
+    staged: HashMap<RecordKey, Box<Held>>,
     subscribers: BTreeSet<EngineName>,
     /// Which records peers sent unasked, within their budgets.
     cache: cache::Cache,
     /// Records the cache gave up, for the host to delete from disk.
     evicted: Vec<RecordKey>,
+    /// When the first record was cached: marks count seconds from it.
+    epoch: Option<Timestamp>,
 }
 
 impl IdentityStore {
@@ -142,12 +154,13 @@ impl IdentityStore {
     pub fn open(own: NodeIdentity, config: IdentityStoreConfig, records: Vec<IdentityRecord>) -> Self {
         let mut store = Self {
             own,
-            cache: cache::Cache::new(own, config.cache.clone()),
+            cache: cache::Cache::new(config.cache.clone()),
             config,
             records: HashMap::new(),
             staged: HashMap::new(),
             subscribers: BTreeSet::new(),
             evicted: Vec::new(),
+            epoch: None,
         };
         for record in records {
             let key = record.key();
@@ -158,20 +171,20 @@ impl IdentityStore {
                 IdentityRecord::Topic(_) | IdentityRecord::Domain(_) => true,
                 IdentityRecord::Engine(_) => false,
             };
-            if unasked {
-                let source = match &record {
-                    IdentityRecord::Node(node) => node.id,
-                    _ => own,
-                };
-                match store.cache.admit(&record, source, Timestamp(0), &|_| true, &|_| Trust::DEFAULT.0) {
-                    Ok(evicted) => store.forget_evicted(evicted),
-                    Err(_) => {
+            let mark = match (unasked, CachedKind::of(&key)) {
+                (true, Some(kind)) => {
+                    let weight = record_weight(&record);
+                    if store.cache.over(kind, weight, None) {
                         store.evicted.push(key);
                         continue;
                     }
+                    let mark = Mark::new(0, false, NO_SHARE);
+                    store.cache.add(kind, mark, weight);
+                    Some(mark)
                 }
-            }
-            store.records.insert(key, Box::new(record));
+                _ => None,
+            };
+            store.records.insert(key, Box::new(Held { record, mark }));
         }
         store
     }
@@ -188,11 +201,43 @@ impl IdentityStore {
         self.cache.usage(kind)
     }
 
-    fn forget_evicted(&mut self, evicted: Vec<RecordKey>) {
-        for key in evicted {
-            self.records.remove(&key);
-            self.evicted.push(key);
+    /// Gives up a cached record that waits for no disk write; the host is
+    /// told to delete it.
+    fn evict(&mut self, key: RecordKey) {
+        if let Some(held) = self.records.remove(&key) {
+            if let (Some(kind), Some(mark)) = (CachedKind::of(&key), held.mark) {
+                self.cache.release(kind, mark, record_weight(&held.record));
+            }
         }
+        self.evicted.push(key);
+    }
+
+    /// The cached record of `kind` to give up first, other than `except`:
+    /// among the first [`cache::SAMPLE`] that may go (in the table's
+    /// order, which is the hash's), one from an untrusted source, the
+    /// oldest.
+    fn least_useful(
+        &self,
+        kind: CachedKind,
+        except: &RecordKey,
+        evictable: &dyn Fn(&RecordKey) -> bool,
+    ) -> Option<RecordKey> {
+        let may_go = |key: &RecordKey| {
+            CachedKind::of(key) == Some(kind) && key != except && !self.staged.contains_key(key) && evictable(key)
+        };
+        self.records
+            .iter()
+            .filter_map(|(key, held)| held.mark.map(|mark| (key, mark)))
+            .filter(|(key, _)| may_go(key))
+            .take(cache::SAMPLE)
+            .min_by(|(a, ma), (b, mb)| (ma.trusted(), ma.since(), *a).cmp(&(mb.trusted(), mb.since(), *b)))
+            .map(|(key, _)| key.clone())
+    }
+
+    /// The mark the cache counts for `key`, and its record's weight.
+    fn counted(&self, key: &RecordKey) -> Option<(Mark, usize)> {
+        let held = self.staged.get(key).or_else(|| self.records.get(key))?;
+        held.mark.map(|mark| (mark, record_weight(&held.record)))
     }
 
     pub fn len(&self) -> usize {
@@ -204,7 +249,7 @@ impl IdentityStore {
     }
 
     pub fn lookup(&self, key: &RecordKey) -> Option<&IdentityRecord> {
-        self.records.get(key).map(|r| &**r)
+        self.records.get(key).map(|held| &held.record)
     }
 
     pub fn node(&self, id: &NodeIdentity) -> Option<&NodeRecord> {
@@ -226,7 +271,7 @@ impl IdentityStore {
     /// What a new change of `key` builds on: the newest staged change, or
     /// the committed record.
     fn current(&self, key: &RecordKey) -> Option<&IdentityRecord> {
-        self.staged.get(key).or_else(|| self.records.get(key)).map(|r| &**r)
+        self.staged.get(key).or_else(|| self.records.get(key)).map(|held| &held.record)
     }
 
     fn current_node(&self, id: &NodeIdentity) -> Option<&NodeRecord> {
@@ -242,7 +287,7 @@ impl IdentityStore {
     }
 
     pub fn records(&self) -> impl Iterator<Item = &IdentityRecord> {
-        self.records.values().map(|r| &**r)
+        self.records.values().map(|held| &held.record)
     }
 
     /// Returns false when the subscriber limit is reached.
@@ -317,51 +362,51 @@ impl IdentityStore {
                 IdentityRecord::Domain(advert)
             }
         };
-        match source {
-            Some(source) if self.cache.holds(&key) || self.current(&key).is_none() => {
-                self.cache_from(&record, source, now, evictable)?
+        let counted = self.counted(&key);
+        let mark = match source {
+            // New here, or cached already: cached within its budgets.
+            Some(source) if counted.is_some() || self.current(&key).is_none() => {
+                Some(self.cache_from(&record, source, now, counted, evictable)?)
             }
-            Some(_) => {}
-            // Offered by this node: kept for good.
-            None => self.cache.remove(&key),
-        }
-        let staged = self.stage(key.clone(), record);
-        if staged.is_err() && self.current(&key).is_none() {
-            self.cache.remove(&key);
-        }
-        staged
+            // A record the node asked for stays kept, and one this node
+            // offers is kept for good.
+            Some(_) | None => None,
+        };
+        self.stage_marked(key, record, mark)
     }
 
-    /// Takes `record` into the cache for `source`, giving up what must go
-    /// to make room.
+    /// Makes room in the cache for `record` from `source` (replacing
+    /// `counted`, the key's mark until now), giving up what must go, and
+    /// says where it stands.
     fn cache_from(
         &mut self,
         record: &IdentityRecord,
         source: NodeIdentity,
         now: Timestamp,
+        counted: Option<(Mark, usize)>,
         evictable: &dyn Fn(&RecordKey) -> bool,
-    ) -> Result<(), UpdateError> {
+    ) -> Result<Mark, UpdateError> {
         let key = record.key();
-        let (records, staged) = (&self.records, &self.staged);
-        let trust = |node: &NodeIdentity| match records.get(&RecordKey::Node(*node)).map(|r| &**r) {
-            Some(IdentityRecord::Node(node)) => node.trust.0,
-            _ => Trust::DEFAULT.0,
-        };
-        // A change waiting for the disk stays until it is written.
-        let may_go = |k: &RecordKey| *k != key && !staged.contains_key(k) && evictable(k);
-        match self.cache.admit(record, source, now, &may_go, &trust) {
-            Ok(evicted) => {
-                self.forget_evicted(evicted);
-                Ok(())
-            }
-            Err(CacheRefusal::SourceOverShare) => {
-                Err(UpdateError::SourceOverShare { key, peer: source, max: self.config.cache.per_source })
-            }
-            Err(CacheRefusal::Full) => {
-                let kind = CachedKind::of(&key).map_or("other", CachedKind::name);
-                Err(UpdateError::CacheFull { key, kind })
-            }
+        let kind = CachedKind::of(&key).ok_or(UpdateError::CacheFull { key: key.clone(), kind: "engine" })?;
+        // A node's own advert counts against no peer's share.
+        let number = if kind == CachedKind::Node { NO_SHARE } else { self.cache.source_of(&source) };
+        let same_source = counted.is_some_and(|(mark, _)| mark.source() == number);
+        if !same_source && !self.cache.has_share(number) {
+            let max = self.cache.budget().per_source;
+            return Err(UpdateError::SourceOverShare { key, peer: source, max });
         }
+        let weight = record_weight(record);
+        let replacing = counted.map(|(_, weight)| weight);
+        while self.cache.over(kind, weight, replacing) {
+            let Some(victim) = self.least_useful(kind, &key, evictable) else {
+                return Err(UpdateError::CacheFull { key, kind: kind.name() });
+            };
+            self.evict(victim);
+        }
+        let trusted = self.trust(&source) > Trust::DEFAULT;
+        let epoch = *self.epoch.get_or_insert(now);
+        let since = u32::try_from(now.0.saturating_sub(epoch.0) / 1000).unwrap_or(u32::MAX);
+        Ok(Mark::new(since, trusted, number))
     }
 
     /// Records this node's own advert, with trust 255. Only the node itself
@@ -380,7 +425,7 @@ impl IdentityStore {
         record.advert = Some(advert);
         record.trust = Trust::OWN;
         record.permanence = Permanence::Permanent;
-        self.stage(key, IdentityRecord::Node(record))
+        self.stage_marked(key, IdentityRecord::Node(record), None)
     }
 
     /// Sets a node's trust (0 bans it). Works before any advert is known.
@@ -396,7 +441,7 @@ impl IdentityStore {
     /// them unless they carry a key of their own).
     pub fn put_engine(&mut self, record: EngineRecord) -> Result<Persist, UpdateError> {
         let key = RecordKey::Engine(record.engine.clone());
-        self.stage(key, IdentityRecord::Engine(record))
+        self.stage_marked(key, IdentityRecord::Engine(record), None)
     }
 
     fn edit_node(&mut self, node: NodeIdentity, edit: impl FnOnce(&mut NodeRecord)) -> Result<Persist, UpdateError> {
@@ -407,10 +452,9 @@ impl IdentityStore {
         // stays in the cache.
         let valued =
             record.permanence == Permanence::Permanent || record.trust > Trust::DEFAULT || record.trust.is_banned();
-        if valued {
-            self.cache.remove(&RecordKey::Node(node));
-        }
-        self.stage(RecordKey::Node(node), IdentityRecord::Node(record))
+        let key = RecordKey::Node(node);
+        let mark = if valued { None } else { self.counted(&key).map(|(mark, _)| mark) };
+        self.stage_marked(key, IdentityRecord::Node(record), mark)
     }
 
     fn check_advert<B: AdvertBody>(
@@ -432,7 +476,12 @@ impl IdentityStore {
 
     /// A change that fits: a new record needs room in the table, counting
     /// the new records staged before it.
-    fn stage(&mut self, key: RecordKey, record: IdentityRecord) -> Result<Persist, UpdateError> {
+    fn stage_marked(
+        &mut self,
+        key: RecordKey,
+        record: IdentityRecord,
+        mark: Option<Mark>,
+    ) -> Result<Persist, UpdateError> {
         if self.staged.len() >= MAX_STAGED && !self.staged.contains_key(&key) {
             return Err(UpdateError::Busy { key, max: MAX_STAGED });
         }
@@ -442,24 +491,45 @@ impl IdentityStore {
                 return Err(UpdateError::Full { key, max: self.config.max_records });
             }
         }
-        self.staged.insert(key, Box::new(record.clone()));
+        if let Some(kind) = CachedKind::of(&key) {
+            if let Some((old, weight)) = self.counted(&key) {
+                self.cache.release(kind, old, weight);
+            }
+            if let Some(new) = mark {
+                self.cache.add(kind, new, record_weight(&record));
+            }
+        }
+        self.staged.insert(key, Box::new(Held { record: record.clone(), mark }));
         Ok(Persist { record })
     }
 
-    /// Forgets the staged change of `key` if `record` is still the newest.
-    fn unstage(&mut self, key: &RecordKey, record: &IdentityRecord) {
-        if self.staged.get(key).is_some_and(|staged| **staged == *record) {
-            self.staged.remove(key);
-            if self.staged.is_empty() {
-                // Changes come one at a time: an empty table keeps no slots.
-                self.staged = HashMap::new();
-            }
+    /// Takes out the staged change of `key` if `record` is still the
+    /// newest.
+    fn unstage(&mut self, key: &RecordKey, record: &IdentityRecord) -> Option<Box<Held>> {
+        if !self.staged.get(key).is_some_and(|staged| staged.record == *record) {
+            return None;
         }
+        let held = self.staged.remove(key);
+        if self.staged.is_empty() {
+            // Changes come one at a time: an empty table keeps no slots.
+            self.staged = HashMap::new();
+        }
+        held
     }
 
-    /// A change its host could not make durable: it never takes effect.
+    /// A change its host could not make durable: it never takes effect,
+    /// and the committed record's mark counts again.
     pub fn abandon(&mut self, change: &Persist) {
-        self.unstage(&change.record.key(), &change.record);
+        let key = change.record.key();
+        let Some(held) = self.unstage(&key, &change.record) else { return };
+        if let Some(kind) = CachedKind::of(&key) {
+            if let Some(mark) = held.mark {
+                self.cache.release(kind, mark, record_weight(&held.record));
+            }
+            if let Some((mark, weight)) = self.counted(&key) {
+                self.cache.add(kind, mark, weight);
+            }
+        }
     }
 
     /// Applies a change its host has made durable, and says whom to tell.
@@ -467,12 +537,21 @@ impl IdentityStore {
     /// refused.
     pub fn commit(&mut self, change: Persist) -> Result<Accepted, UpdateError> {
         let key = change.record.key();
-        self.unstage(&key, &change.record);
+        // The staged change's mark moves with it; a change overtaken by a
+        // newer one takes the newer one's (which the cache counts).
+        let unstaged = self.unstage(&key, &change.record);
+        let mark = match &unstaged {
+            Some(held) => held.mark,
+            None => self.staged.get(&key).and_then(|held| held.mark),
+        };
         if !self.records.contains_key(&key) && self.records.len() >= self.config.max_records {
+            if let (Some(kind), Some(mark), Some(_)) = (CachedKind::of(&key), mark, unstaged) {
+                self.cache.release(kind, mark, record_weight(&change.record));
+            }
             return Err(UpdateError::Full { key, max: self.config.max_records });
         }
         let record = change.record;
-        self.records.insert(key.clone(), Box::new(record.clone()));
+        self.records.insert(key.clone(), Box::new(Held { record: record.clone(), mark }));
         Ok(Accepted { event: IdentityUpdated { key, record }, notify: self.subscribers.iter().cloned().collect() })
     }
 }

@@ -71,6 +71,8 @@ pub struct LogBudget {
     keys: HashMap<Key, (u32, u64)>,
     /// Lines held back beyond `max_keys`.
     pooled: u64,
+    /// Lines held back since the start.
+    held_back: u64,
 }
 
 impl Default for LogBudget {
@@ -81,7 +83,7 @@ impl Default for LogBudget {
 
 impl LogBudget {
     pub fn new(config: LogBudgetConfig) -> Self {
-        Self { config, window_start: None, lines: 0, keys: HashMap::new(), pooled: 0 }
+        Self { config, window_start: None, lines: 0, keys: HashMap::new(), pooled: 0, held_back: 0 }
     }
 
     /// Whether a line of `kind` that `peer` caused may be written now;
@@ -95,6 +97,7 @@ impl LogBudget {
             None => None,
         }) else {
             self.pooled += 1;
+            self.held_back += 1;
             return false;
         };
         if entry.0 < self.config.per_peer && self.lines < self.config.total {
@@ -103,8 +106,14 @@ impl LogBudget {
             true
         } else {
             entry.1 += 1;
+            self.held_back += 1;
             false
         }
+    }
+
+    /// Lines held back since the start (each is in some summary).
+    pub fn held_back(&self) -> u64 {
+        self.held_back
     }
 
     /// Ends the window if it is over, writing its summaries.
@@ -118,7 +127,12 @@ impl LogBudget {
         }
         self.window_start = Some(now);
         self.lines = 0;
-        self.keys.clear();
+        // A busy window's table is not kept for a quiet one.
+        if self.keys.capacity() > 64 {
+            self.keys = HashMap::new();
+        } else {
+            self.keys.clear();
+        }
         self.pooled = 0;
     }
 
@@ -169,6 +183,7 @@ mod tests {
         budget.roll(T0.saturating_add_millis(10_000));
         assert!(budget.summaries().is_empty(), "a new window");
         assert!(budget.allow(LogKind::MessageDropped, peer(1), T0.saturating_add_millis(10_000)));
+        assert_eq!(budget.held_back(), 998);
     }
 
     #[test]

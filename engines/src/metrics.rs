@@ -142,16 +142,19 @@ pub enum Guarded {
     /// A peer holding nothing of value forgotten to make room in the peer
     /// table (counted by the Transport).
     PeerEvicted,
+    /// A log line a peer caused held back by the log budget (summarised).
+    LogLineHeldBack,
 }
 
 impl Guarded {
-    pub const ALL: [Guarded; 6] = [
+    pub const ALL: [Guarded; 7] = [
         Self::AdvertOverRate,
         Self::AdvertOverShare,
         Self::AdvertCacheFull,
         Self::RecordEvicted,
         Self::AdvertSenderDisconnected,
         Self::PeerEvicted,
+        Self::LogLineHeldBack,
     ];
 
     pub fn label(self) -> &'static str {
@@ -162,6 +165,7 @@ impl Guarded {
             Self::RecordEvicted => "record_evicted",
             Self::AdvertSenderDisconnected => "advert_sender_disconnected",
             Self::PeerEvicted => "peer_evicted",
+            Self::LogLineHeldBack => "log_line_held_back",
         }
     }
 
@@ -361,7 +365,8 @@ impl CoreMetrics {
         self.guarded[action.index()] += 1;
     }
 
-    /// Sets a count kept elsewhere (the Transport's evictions).
+    /// Sets a count kept elsewhere (the Transport's evictions, the log
+    /// budget's lines held back).
     pub fn set_guarded(&mut self, action: Guarded, count: u64) {
         self.guarded[action.index()] = count;
     }

@@ -573,6 +573,7 @@ impl<A: Clone> Timed for NodeCore<A> {
 
     fn handle_timeout(&mut self, now: Timestamp) {
         self.logs.roll(now);
+        self.advert_rates.prune(now);
         self.transport.handle_timeout(now);
         self.engines_handle_timeout(now);
         self.pump(now);

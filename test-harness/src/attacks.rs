@@ -289,6 +289,7 @@ async fn log_flood(limits: bool) -> Outcome {
     let honest_after = newcomer(&cluster, "after").await;
     let log = cluster.log_of(0);
     let summarised = log.contains(&format!("peer {}:", hostile.identity));
+    let held_back = series(&cluster.scrape(0).await, "netmachine_budget_actions_total{action=\"log_line_held_back\"}");
     Outcome {
         attack: "log-flood",
         resource: "log written at the default level",
@@ -297,7 +298,7 @@ async fn log_flood(limits: bool) -> Outcome {
         honest_during,
         honest_after,
         attacker_stopped: summarised,
-        notes: vec![("messages_sent".into(), sent), ("seconds".into(), seconds)],
+        notes: vec![("messages_sent".into(), sent), ("seconds".into(), seconds), ("lines_held_back".into(), held_back)],
     }
 }
 

@@ -55,6 +55,7 @@ async fn strangers_cannot_lock_out_newcomers() {
 async fn one_peer_cannot_flood_the_log() {
     let outcome = attack("log-flood").await;
     assert!(outcome.spent <= 64 * 1024, "the log grew by {} bytes: {outcome:?}", outcome.spent);
+    assert!(outcome.note("lines_held_back") >= 19_000, "each held-back line is counted: {outcome:?}");
 }
 
 /// Pending handshakes and connection slots: 200 silent TCP sockets do not

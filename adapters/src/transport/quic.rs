@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::identity_tls::{identity_of_certificate, server_name_of, TlsConfigs, ALPN};
 use super::inbound_failures::{InboundFailure, InboundFailures};
 use super::stream::{BoxFuture, Connector, DialError, SecuredStream};
+use crate::pending_slots::{PendingSlots, MAX_PENDING, MAX_PENDING_PER_ADDRESS};
 
 /// How long a connection may be silent before it is considered dead. Keep
 /// alives are sent at half of it, so only a vanished peer hits it.
@@ -154,11 +155,30 @@ impl QuicConnector {
 }
 
 async fn accept_loop(mut server: Server, accepted: mpsc::Sender<SecuredStream>, failures: Arc<InboundFailures>) {
+    // Connections that have not yet opened their stream: as on TLS over
+    // TCP, a few per address and the oldest pushed out when full.
+    let pending = Arc::new(PendingSlots::new(MAX_PENDING_PER_ADDRESS, MAX_PENDING));
     while let Some(connection) = server.accept().await {
+        let address = connection.remote_addr().map_or(std::net::IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+        let Ok(mut slot) = pending.admit(address) else {
+            failures.count(InboundFailure::TooManyPending);
+            tracing::debug!(%address, "inbound QUIC connection refused: its address has connections in setup");
+            continue;
+        };
         let accepted = accepted.clone();
         let failures = Arc::clone(&failures);
         tokio::spawn(async move {
-            match tokio::time::timeout(ACCEPT_TIMEOUT, secure_inbound(connection)).await {
+            let setup = tokio::time::timeout(ACCEPT_TIMEOUT, secure_inbound(connection));
+            let outcome = tokio::select! {
+                outcome = setup => outcome,
+                _ = &mut slot.pushed_out => {
+                    failures.count(InboundFailure::PushedOut);
+                    tracing::debug!(%address, "inbound QUIC connection pushed out by newer ones");
+                    return;
+                }
+            };
+            drop(slot);
+            match outcome {
                 Ok(Ok(stream)) => {
                     let _ = accepted.send(stream).await;
                 }

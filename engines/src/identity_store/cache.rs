@@ -2,17 +2,22 @@
 //! (their own node adverts, topic and domain adverts). They are kept only
 //! within a bounded cache: each peer may be the source of a share of it,
 //! each kind of record has a count and a byte budget, and when a kind is
-//! full the least useful record makes room: one not in use, from the
-//! least trusted source, the oldest first.
+//! full the least useful record makes room: one not in use, from an
+//! untrusted source, the oldest, among a sample of the kind's records.
+//! Each cached record carries its [`Mark`] in the store's table, in bytes
+//! its box already had to spare, and there is no second index.
 //!
 //! A record leaves the cache (and is kept for good) once the node shows it
 //! wants it: a trust or permanence set on a node, a topic created here.
 //! New kinds of advert (certificates, domain records to come) get a row in
 //! [`CachedKind`] and fit the same budgets.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::num::NonZeroU32;
 
-use netmachine_domain::{IdentityRecord, JoinPolicy, NodeIdentity, RecordKey, Timestamp};
+use netmachine_domain::{IdentityRecord, JoinPolicy, NodeIdentity, RecordKey};
 
 /// The kinds of record the cache holds, each with budgets of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -65,12 +70,40 @@ impl Default for CacheBudget {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Entry {
-    source: NodeIdentity,
-    since: Timestamp,
-    weight: usize,
+/// A cached record's place in the cache, kept with the record in 8 bytes
+/// (so a boxed record takes no more memory for it): when it came, whether
+/// its source was trusted then, and its source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Mark {
+    /// Seconds since the store's first cached record; the top bit says
+    /// whether the source was trusted above the default.
+    since: u32,
+    source: NonZeroU32,
 }
+
+impl Mark {
+    pub(super) fn new(since_s: u32, trusted: bool, source: NonZeroU32) -> Self {
+        Self { since: since_s.min(SINCE_MASK) | (u32::from(trusted) << 31), source }
+    }
+
+    pub(super) fn since(self) -> u32 {
+        self.since & SINCE_MASK
+    }
+
+    pub(super) fn trusted(self) -> bool {
+        self.since >> 31 == 1
+    }
+
+    pub(super) fn source(self) -> NonZeroU32 {
+        self.source
+    }
+}
+
+const SINCE_MASK: u32 = 0x7fff_ffff;
+
+/// The source of a node's own record, and of records read back from disk
+/// (whose source is not kept): they count against no peer's share.
+pub(super) const NO_SHARE: NonZeroU32 = NonZeroU32::MIN;
 
 /// Why a record was not let into the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,45 +114,30 @@ pub enum CacheRefusal {
     Full,
 }
 
+/// The cache's counts: records and bytes per kind, and records per
+/// source. The records themselves, each with its [`Mark`], are in the
+/// store's table.
 #[derive(Debug)]
 pub(super) struct Cache {
-    /// This node: records it is the source of (read back from disk, whose
-    /// source is not kept) count against no peer's share.
-    own: NodeIdentity,
     budget: CacheBudget,
-    entries: HashMap<RecordKey, Entry>,
-    per_source: HashMap<NodeIdentity, usize>,
     records: [usize; 3],
     bytes: [usize; 3],
-    /// Each kind's records, oldest first.
-    by_age: [BTreeSet<(Timestamp, RecordKey)>; 3],
+    /// Records per source, by the source's keyed hash: a peer cannot tell
+    /// which others share its number (one in four billion do).
+    per_source: HashMap<NonZeroU32, u32>,
+    hasher: RandomState,
 }
 
-const DEFAULT_TRUST: u8 = netmachine_domain::Trust::DEFAULT.0;
-
-/// Records looked at, oldest first, for one from an untrusted source
-/// before the oldest that may go at all is taken.
-const LOOK_FOR_UNTRUSTED: usize = 64;
+/// Cached records looked at, in the table's order, for the least useful.
+pub(super) const SAMPLE: usize = 64;
 
 impl Cache {
-    pub(super) fn new(own: NodeIdentity, budget: CacheBudget) -> Self {
-        Self {
-            own,
-            budget,
-            entries: HashMap::new(),
-            per_source: HashMap::new(),
-            records: [0; 3],
-            bytes: [0; 3],
-            by_age: Default::default(),
-        }
+    pub(super) fn new(budget: CacheBudget) -> Self {
+        Self { budget, records: [0; 3], bytes: [0; 3], per_source: HashMap::new(), hasher: RandomState::new() }
     }
 
-    fn counts_to_source(&self, kind: CachedKind, source: &NodeIdentity) -> bool {
-        kind != CachedKind::Node && *source != self.own
-    }
-
-    pub(super) fn holds(&self, key: &RecordKey) -> bool {
-        self.entries.contains_key(key)
+    pub(super) fn budget(&self) -> &CacheBudget {
+        &self.budget
     }
 
     /// Records and bytes of `kind` held now.
@@ -127,86 +145,48 @@ impl Cache {
         (self.records[kind.index()], self.bytes[kind.index()])
     }
 
-    /// Takes `record` from `source` into the cache, naming the records
-    /// that must go to make room (least useful first). `evictable` says
-    /// which records may go; `trust` ranks sources.
-    pub(super) fn admit(
-        &mut self,
-        record: &IdentityRecord,
-        source: NodeIdentity,
-        now: Timestamp,
-        evictable: &dyn Fn(&RecordKey) -> bool,
-        trust: &dyn Fn(&NodeIdentity) -> u8,
-    ) -> Result<Vec<RecordKey>, CacheRefusal> {
-        let key = record.key();
-        let Some(kind) = CachedKind::of(&key) else { return Ok(Vec::new()) };
-        let weight = record_weight(record);
-        let counts_to_source = self.counts_to_source(kind, &source);
-        let held = self.entries.get(&key).copied();
-        if counts_to_source
-            && held.is_none_or(|e| e.source != source)
-            && self.per_source.get(&source).copied().unwrap_or(0) >= self.budget.per_source
-        {
-            return Err(CacheRefusal::SourceOverShare);
-        }
-        // The record's old version (if cached) leaves first.
-        if held.is_some() {
-            self.remove(&key);
-        }
+    /// The number a mark gives `source`.
+    pub(super) fn source_of(&self, source: &NodeIdentity) -> NonZeroU32 {
+        let hash = self.hasher.hash_one(source) as u32;
+        NonZeroU32::new(hash.max(2)).unwrap_or(NO_SHARE)
+    }
+
+    /// Whether `source` may be the source of one more record.
+    pub(super) fn has_share(&self, source: NonZeroU32) -> bool {
+        source == NO_SHARE || self.per_source.get(&source).is_none_or(|held| (*held as usize) < self.budget.per_source)
+    }
+
+    /// Whether a record of `kind` weighing `weight`, replacing one of
+    /// `replacing` bytes (`None` for a new record), would be over the
+    /// budgets.
+    pub(super) fn over(&self, kind: CachedKind, weight: usize, replacing: Option<usize>) -> bool {
         let i = kind.index();
-        let over = |c: &Self| c.records[i] + 1 > c.budget.records[i] || c.bytes[i] + weight > c.budget.bytes[i];
-        let mut evicted = Vec::new();
-        while over(self) {
-            let Some(victim) = self.least_useful(kind, evictable, trust) else {
-                return Err(CacheRefusal::Full);
-            };
-            self.remove(&victim);
-            evicted.push(victim);
-        }
-        self.by_age[i].insert((now, key.clone()));
-        self.entries.insert(key, Entry { source, since: now, weight });
+        let (records, bytes) = match replacing {
+            Some(old) => (self.records[i], self.bytes[i] - old.min(self.bytes[i])),
+            None => (self.records[i] + 1, self.bytes[i]),
+        };
+        records > self.budget.records[i] || bytes + weight > self.budget.bytes[i]
+    }
+
+    /// Counts a record of `weight` bytes.
+    pub(super) fn add(&mut self, kind: CachedKind, mark: Mark, weight: usize) {
+        let i = kind.index();
         self.records[i] += 1;
         self.bytes[i] += weight;
-        if counts_to_source {
-            *self.per_source.entry(source).or_default() += 1;
+        if mark.source != NO_SHARE {
+            *self.per_source.entry(mark.source).or_default() += 1;
         }
-        Ok(evicted)
     }
 
-    /// The record of `kind` to evict first: among the oldest, one from a
-    /// source trusted no more than the default; else the oldest that may go.
-    fn least_useful(
-        &self,
-        kind: CachedKind,
-        evictable: &dyn Fn(&RecordKey) -> bool,
-        trust: &dyn Fn(&NodeIdentity) -> u8,
-    ) -> Option<RecordKey> {
-        let mut may_go = self.by_age[kind.index()].iter().map(|(_, k)| k).filter(|k| evictable(k));
-        let mut first = None;
-        for key in may_go.by_ref().take(LOOK_FOR_UNTRUSTED) {
-            let untrusted = self.entries.get(key).is_some_and(|e| trust(&e.source) <= DEFAULT_TRUST);
-            if untrusted {
-                return Some(key.clone());
-            }
-            first.get_or_insert(key);
-        }
-        first.or_else(|| may_go.next()).cloned()
-    }
-
-    /// `key` leaves the cache: evicted, or kept for good from now on.
-    pub(super) fn remove(&mut self, key: &RecordKey) {
-        let Some(entry) = self.entries.remove(key) else { return };
-        let Some(kind) = CachedKind::of(key) else { return };
+    /// Stops counting a record (it left the table, or was replaced).
+    pub(super) fn release(&mut self, kind: CachedKind, mark: Mark, weight: usize) {
         let i = kind.index();
-        self.by_age[i].remove(&(entry.since, key.clone()));
         self.records[i] -= 1;
-        self.bytes[i] -= entry.weight;
-        if self.counts_to_source(kind, &entry.source) {
-            if let Some(held) = self.per_source.get_mut(&entry.source) {
-                *held -= 1;
-                if *held == 0 {
-                    self.per_source.remove(&entry.source);
-                }
+        self.bytes[i] -= weight.min(self.bytes[i]);
+        if let Some(held) = self.per_source.get_mut(&mark.source) {
+            *held -= 1;
+            if *held == 0 {
+                self.per_source.remove(&mark.source);
             }
         }
     }
@@ -233,5 +213,20 @@ pub fn record_weight(record: &IdentityRecord) -> usize {
             BASE + (advert.nodes.len() + allowed) * ID
         }
         IdentityRecord::Engine(_) => BASE,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The mark fits in the bytes a boxed record's allocation has to spare
+    /// (and an absent mark costs nothing more).
+    #[test]
+    fn a_mark_takes_eight_bytes() {
+        assert_eq!(std::mem::size_of::<Option<Mark>>(), 8);
+        let mark = Mark::new(12, true, NO_SHARE);
+        assert_eq!((mark.since(), mark.trusted(), mark.source()), (12, true, NO_SHARE));
+        assert_eq!(Mark::new(u32::MAX, false, NO_SHARE).since(), SINCE_MASK, "a later time saturates");
     }
 }

@@ -47,15 +47,40 @@ struct Bucket {
     refusals: u32,
 }
 
+/// How often buckets that have refilled are dropped.
+const PRUNE_EVERY_MS: u64 = 5_000;
+
 #[derive(Debug, Default)]
 pub(super) struct AdvertRates {
     config: AdvertRateConfig,
     buckets: HashMap<NodeIdentity, Bucket>,
+    next_prune: Timestamp,
 }
 
 impl AdvertRates {
     pub(super) fn new(config: AdvertRateConfig) -> Self {
-        Self { config, buckets: HashMap::new() }
+        Self { config, buckets: HashMap::new(), next_prune: Timestamp(0) }
+    }
+
+    /// Drops, every 5 s, the buckets that have refilled: a full
+    /// bucket is what a peer not yet seen gets, so only peers that sent
+    /// adverts lately take room.
+    pub(super) fn prune(&mut self, now: Timestamp) {
+        if now < self.next_prune {
+            return;
+        }
+        self.next_prune = now.saturating_add_millis(PRUNE_EVERY_MS);
+        let full = u64::from(self.config.burst.max(1)) * 1000;
+        let rate = u64::from(self.config.per_second);
+        self.buckets.retain(|_, b| b.millis + now.0.saturating_sub(b.updated.0).saturating_mul(rate) < full);
+        if self.buckets.is_empty() {
+            self.buckets = HashMap::new();
+        }
+    }
+
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
+        self.buckets.len()
     }
 
     /// Charges one advert to `peer`.
@@ -122,6 +147,20 @@ mod tests {
         assert_eq!(rates.charge(peer(), T0.saturating_add_millis(1000)), Charge::Take);
         assert_eq!(rates.charge(peer(), T0.saturating_add_millis(1000)), Charge::Take);
         assert_eq!(rates.charge(peer(), T0.saturating_add_millis(1000)), Charge::Refuse);
+    }
+
+    #[test]
+    fn refilled_buckets_are_dropped() {
+        let config = AdvertRateConfig { burst: 2, per_second: 1, refusals_to_disconnect: 3, trust_penalty: 1 };
+        let mut rates = AdvertRates::new(config);
+        rates.charge(peer(), T0);
+        rates.charge(NodeIdentity::ed25519([4; 32]), T0.saturating_add_millis(4_500));
+        rates.prune(T0);
+        assert_eq!(rates.tracked(), 2, "both still refilling");
+        rates.prune(T0.saturating_add_millis(4_999));
+        assert_eq!(rates.tracked(), 2, "not yet time to look");
+        rates.prune(T0.saturating_add_millis(5_000));
+        assert_eq!(rates.tracked(), 1, "the first has refilled; the second, charged later, has not");
     }
 
     #[test]

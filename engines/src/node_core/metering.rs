@@ -22,6 +22,7 @@ impl<A: Clone> NodeCore<A> {
         let [permanent, ephemeral] = self.transport.depths();
         let mut counts = self.metrics.clone();
         counts.set_guarded(crate::metrics::Guarded::PeerEvicted, self.transport.peers_evicted());
+        counts.set_guarded(crate::metrics::Guarded::LogLineHeldBack, self.logs.held_back());
         MetricsSnapshot {
             counts,
             connections,
