@@ -166,7 +166,10 @@ impl IdentityStore {
             let key = record.key();
             let unasked = match &record {
                 IdentityRecord::Node(node) => {
-                    node.id != own && node.trust == Trust::DEFAULT && node.permanence != Permanence::Permanent
+                    node.id != own
+                        && node.trust <= Trust::DEFAULT
+                        && !node.trust.is_banned()
+                        && node.permanence != Permanence::Permanent
                 }
                 IdentityRecord::Topic(_) | IdentityRecord::Domain(_) => true,
                 IdentityRecord::Engine(_) => false,
@@ -262,6 +265,11 @@ impl IdentityStore {
     /// Trust of a node; 128 for a node without a record.
     pub fn trust(&self, id: &NodeIdentity) -> Trust {
         self.node(id).map_or(Trust::DEFAULT, |r| r.trust)
+    }
+
+    /// A node's trust counting a change still waiting for the disk.
+    pub fn trust_now(&self, id: &NodeIdentity) -> Trust {
+        self.current_node(id).map_or(Trust::DEFAULT, |r| r.trust)
     }
 
     pub fn is_banned(&self, id: &NodeIdentity) -> bool {
@@ -453,7 +461,13 @@ impl IdentityStore {
         let valued =
             record.permanence == Permanence::Permanent || record.trust > Trust::DEFAULT || record.trust.is_banned();
         let key = RecordKey::Node(node);
-        let mark = if valued { None } else { self.counted(&key).map(|(mark, _)| mark) };
+        // A record made here for a node trusted less (one that broke the
+        // rules and never sent its advert) is cached too, oldest of all.
+        let mark = match (valued, self.current(&key).is_some()) {
+            (true, _) => None,
+            (false, true) => self.counted(&key).map(|(mark, _)| mark),
+            (false, false) => Some(Mark::new(0, false, NO_SHARE)),
+        };
         self.stage_marked(key, IdentityRecord::Node(record), mark)
     }
 
@@ -542,7 +556,11 @@ impl IdentityStore {
         let unstaged = self.unstage(&key, &change.record);
         let mark = match &unstaged {
             Some(held) => held.mark,
-            None => self.staged.get(&key).and_then(|held| held.mark),
+            None => match self.staged.get(&key) {
+                Some(newer) => newer.mark,
+                // Already committed by a twin change: its mark stays.
+                None => self.records.get(&key).and_then(|held| held.mark),
+            },
         };
         if !self.records.contains_key(&key) && self.records.len() >= self.config.max_records {
             if let (Some(kind), Some(mark), Some(_)) = (CachedKind::of(&key), mark, unstaged) {

@@ -151,7 +151,9 @@ pub struct Limits {
 impl Limits {
     fn validate(&self, invalid: &dyn Fn(&str, String) -> ConfigError) -> Result<(), ConfigError> {
         let sizes = [
-            ("frame_memory_mib", self.frame_memory_mib.map(|v| v as u64), 1, 65_536),
+            // At least the largest frame (4 MiB + 64 KiB), or such a frame
+            // could never be read.
+            ("frame_memory_mib", self.frame_memory_mib.map(|v| v as u64), 5, 65_536),
             ("frame_deadline_secs", self.frame_deadline_secs, 1, 3600),
             ("max_peers", self.max_peers.map(|v| v as u64), 1, 16_777_216),
             ("max_peers_per_ip", self.max_peers_per_ip.map(|v| v as u64), 1, 16_777_216),

@@ -4,7 +4,9 @@
 //! made them and reports each one back, so the core commits (and
 //! announces) a record only once it is on disk.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::Arc;
 
 use netmachine_domain::RecordKey;
 use netmachine_engines::identity_store::{Persist, MAX_STAGED};
@@ -36,24 +38,31 @@ pub(crate) enum DiskWork {
 /// Called on the writer's thread after each write.
 pub(crate) type Written = Box<dyn Fn(DiskJob, Result<(), StoreError>) + Send>;
 
-/// The queue to the writer. It holds at most as many changes as the
-/// identity store lets wait ([`MAX_STAGED`]), so a push only fails once the
-/// writer has stopped.
+/// The queue to the writer. It has room for as many changes as the
+/// identity store lets wait ([`MAX_STAGED`]) and as many deletions again,
+/// so a change is only refused once the writer has stopped. Deletions
+/// beyond their share are dropped: the record stays on disk until the
+/// next start, when the cache gives it up again.
 #[derive(Debug, Default)]
 pub(crate) struct DiskQueue {
     tx: Mutex<Option<SyncSender<DiskJob>>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    removals: Arc<AtomicUsize>,
 }
 
 impl DiskQueue {
     pub(crate) fn start(&self, mut disk: Box<dyn RecordStore>, written: Written) -> std::io::Result<()> {
-        let (tx, rx) = sync_channel::<DiskJob>(MAX_STAGED);
+        let (tx, rx) = sync_channel::<DiskJob>(2 * MAX_STAGED);
+        let removals = Arc::clone(&self.removals);
         let thread = std::thread::Builder::new().name("identity-store".into()).spawn(move || {
             // Ends when the queue's sender is dropped: the node stopped.
             while let Ok(job) = rx.recv() {
                 let outcome = match &job.work {
                     DiskWork::Put(change) => disk.put(change.record()),
-                    DiskWork::Remove(key) => disk.remove(key),
+                    DiskWork::Remove(key) => {
+                        removals.fetch_sub(1, Ordering::AcqRel);
+                        disk.remove(key)
+                    }
                 };
                 written(job, outcome);
             }
@@ -64,8 +73,24 @@ impl DiskQueue {
         Ok(())
     }
 
-    /// Queues a change; hands it back if the writer has stopped.
+    /// Queues a change; hands it back if the writer has stopped, or if it
+    /// is a deletion and deletions have their share of the queue.
     pub(crate) fn push(&self, job: DiskJob) -> Result<(), Box<DiskJob>> {
+        if matches!(job.work, DiskWork::Remove(_)) {
+            if self.removals.fetch_add(1, Ordering::AcqRel) >= MAX_STAGED {
+                self.removals.fetch_sub(1, Ordering::AcqRel);
+                return Err(Box::new(job));
+            }
+            let pushed = self.send(job);
+            if pushed.is_err() {
+                self.removals.fetch_sub(1, Ordering::AcqRel);
+            }
+            return pushed;
+        }
+        self.send(job)
+    }
+
+    fn send(&self, job: DiskJob) -> Result<(), Box<DiskJob>> {
         match self.tx.lock().as_ref() {
             Some(tx) => tx.try_send(job).map_err(|err| match err {
                 TrySendError::Full(job) | TrySendError::Disconnected(job) => Box::new(job),

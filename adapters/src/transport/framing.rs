@@ -9,7 +9,7 @@ use crate::codec::{Codec, CodecError};
 use netmachine_domain::Frame;
 use std::time::Duration;
 use thiserror::Error;
-use tokio::io::{AsyncBufRead, AsyncRead, AsyncReadExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::time::Instant;
 
 use super::frame_memory::{FrameLimits, FrameMemory};
@@ -20,8 +20,6 @@ pub const LENGTH_PREFIX: usize = 4;
 /// The read buffer of a connection; a frame no larger is read without
 /// drawing on the node's frame memory.
 pub const READ_BUFFER: usize = 64 * 1024;
-/// The piece a large frame's buffer grows by, paid for before it is read.
-const GROWTH: usize = 256 * 1024;
 /// How long a frame may take to arrive once its first byte has: a peer
 /// that starts a frame and stalls loses the connection. At the largest
 /// frame it asks for about 140 KiB/s.
@@ -168,21 +166,37 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         decoded.map(Some)
     }
 
-    /// A frame larger than the read buffer: its buffer grows a piece at a
-    /// time, each piece paid for before its bytes are read, and is given
-    /// back with the budget once the frame is decoded.
+    /// A frame larger than the read buffer. Its buffer grows only as its
+    /// bytes arrive (doubling, never past the frame), and each growth is
+    /// paid for from the node's frame memory before it is made: a peer
+    /// holds at most twice the bytes it sent. The memory comes back once
+    /// the frame is decoded.
     async fn large_frame(&mut self, len: usize, deadline: Instant) -> Result<Frame, FramingError> {
-        let mut body = Vec::new();
-        let mut paid = Vec::new();
+        let mut body: Vec<u8> = Vec::new();
+        let mut paid: Option<tokio::sync::OwnedSemaphorePermit> = None;
         while body.len() < len {
-            let piece = GROWTH.min(len - body.len());
-            let permit = tokio::time::timeout_at(deadline, self.memory.take(piece))
-                .await
-                .map_err(|_| FramingError::Stalled(self.deadline))?;
-            paid.push(permit);
-            let start = body.len();
-            body.resize(start + piece, 0);
-            self.read_by(deadline, &mut body[start..]).await?;
+            let arrived = match tokio::time::timeout_at(deadline, self.inner.fill_buf()).await {
+                Err(_) => return Err(FramingError::Stalled(self.deadline)),
+                Ok(Err(err)) => return Err(err.into()),
+                Ok(Ok(buffered)) => buffered.len(),
+            };
+            if arrived == 0 {
+                return Err(FramingError::Truncated);
+            }
+            let take = arrived.min(len - body.len());
+            if body.capacity() - body.len() < take {
+                let target = (body.len() + take).max(body.capacity() * 2).min(len);
+                let room = tokio::time::timeout_at(deadline, self.memory.take(target - body.capacity()))
+                    .await
+                    .map_err(|_| FramingError::Stalled(self.deadline))?;
+                match &mut paid {
+                    Some(paid) => paid.merge(room),
+                    None => paid = Some(room),
+                }
+                body.reserve_exact(target - body.len());
+            }
+            body.extend_from_slice(&self.inner.buffer()[..take]);
+            std::pin::Pin::new(&mut self.inner).consume(take);
         }
         let decoded = decode_body(&self.codec, &mut self.channel, &body);
         drop(body);
@@ -386,11 +400,11 @@ mod tests {
             use tokio::io::AsyncWriteExt;
             near.write_all(&len.to_be_bytes()).await.expect("writes");
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            assert!(memory.in_use() <= GROWTH, "a length alone took {} bytes", memory.in_use());
+            assert_eq!(memory.in_use(), 0, "a length alone takes nothing");
             near.write_all(&vec![0u8; 600 * 1024]).await.expect("writes");
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             let held = memory.in_use();
-            assert!((600 * 1024..=600 * 1024 + GROWTH).contains(&held), "600 KiB read holds {held} bytes");
+            assert!((600 * 1024..=1200 * 1024).contains(&held), "600 KiB read holds {held} bytes");
             drop(near);
             assert!(matches!(read.await.expect("joins"), Err(FramingError::Truncated)));
             assert_eq!(memory.in_use(), 0, "a frame given up returns its memory");

@@ -532,3 +532,25 @@ fn a_kind_has_a_byte_budget_too() {
     assert_eq!(ids.take_evicted(), [topic_key(10)]);
     assert_eq!(ids.cache_usage(CachedKind::Topic), (2, 2 * one));
 }
+
+/// Two identical changes staged before either is written leave the
+/// record cached once, and still evictable.
+#[test]
+fn twin_changes_keep_the_cache_counts() {
+    let budget = CacheBudget { records: [1, 100, 100], bytes: [1 << 20; 3], per_source: 100 };
+    let (mut ids, mut disk) = (with_cache(budget), Disk::new());
+    persist(&mut ids, &mut disk, |s| {
+        s.apply_advert_from(AdvertUpdate::Node(node_advert(5, 1)), Some(peer(5)), NOW, &TestVerifier, &|_| true)
+    })
+    .expect("cached");
+    let first = ids.set_trust(peer(5), Trust(96)).expect("staged");
+    let second = ids.set_trust(peer(5), Trust(96)).expect("staged again");
+    ids.commit(first).expect("commits");
+    ids.commit(second).expect("commits");
+    assert_eq!(ids.cache_usage(CachedKind::Node).0, 1);
+    persist(&mut ids, &mut disk, |s| {
+        s.apply_advert_from(AdvertUpdate::Node(node_advert(6, 1)), Some(peer(6)), NOW, &TestVerifier, &|_| true)
+    })
+    .expect("room made");
+    assert_eq!(ids.take_evicted(), [RecordKey::Node(peer(5))]);
+}

@@ -43,11 +43,12 @@ impl<A: Clone> NodeCore<A> {
                 self.effects.push_back(CoreEffect::Persist(change));
                 None
             }
+            // Not held against the peer: an honest neighbour relays every
+            // topic it hears of, and simply fills its share.
             Err(err @ UpdateError::SourceOverShare { .. }) => {
                 self.metrics.count_guarded(Guarded::AdvertOverShare);
                 tracing::debug!(%peer, %err, "advert from a peer not taken");
-                let charge = self.advert_rates.refused(peer);
-                self.over_budget(peer, charge)
+                None
             }
             Err(err) => {
                 if matches!(err, UpdateError::CacheFull { .. }) {
@@ -68,7 +69,7 @@ impl<A: Clone> NodeCore<A> {
             return None;
         }
         self.metrics.count_guarded(Guarded::AdvertSenderDisconnected);
-        let trust = self.identities.trust(&peer);
+        let trust = self.identities.trust_now(&peer);
         let lowered = Trust(trust.0.saturating_sub(self.advert_rates.config().trust_penalty).max(1));
         if !trust.is_banned() && lowered < trust {
             match self.identities.set_trust(peer, lowered) {

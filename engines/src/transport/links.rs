@@ -5,6 +5,7 @@ use std::net::IpAddr;
 
 use netmachine_domain::{HandshakeStatus, NodeIdentity, NodeMessage, Timestamp, VersionRange};
 
+use super::ip_shares;
 use super::types::PeerTimer;
 use super::{
     is_expired, preferred_dialler, CloseReason, Conn, ConnId, Direction, Link, Transport, TransportEffect,
@@ -70,8 +71,10 @@ impl Transport {
                 Some(known) => known.last_activity = now,
                 None => {
                     self.add_peer(peer, now);
-                    if let Some(ip) = ip {
-                        self.ip_shares.count(peer, ip);
+                    if let (Some(ip), Some(entry)) = (ip, self.peers.get_mut(&peer)) {
+                        let key = ip_shares::share_key(ip);
+                        entry.ip = Some(key);
+                        self.ip_shares.count(key);
                     }
                 }
             }
@@ -264,6 +267,7 @@ impl Transport {
     /// `closed` and are given up there.
     pub fn ban(&mut self, peer: NodeIdentity) {
         let Some(mut p) = self.peers.remove(&peer) else { return };
+        self.left_table(p.ip);
         self.cancel_timers(peer);
         match p.link {
             // Its messages in flight come back through `closed`.

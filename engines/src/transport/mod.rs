@@ -142,6 +142,9 @@ struct Peer {
     permanent: bool,
     failures: u32,
     last_activity: Timestamp,
+    /// The address it first dialled in from, if it did: what its entry
+    /// counts against (see `ip_shares`).
+    ip: Option<ip_shares::ShareKey>,
 }
 
 impl Peer {
@@ -155,6 +158,7 @@ impl Peer {
             permanent: false,
             failures: 0,
             last_activity: now,
+            ip: None,
         }
     }
 
@@ -243,8 +247,10 @@ pub struct Transport {
     ip_shares: ip_shares::IpShares,
     /// Peers forgotten to make room in a full table (or a full share).
     evicted: u64,
-    /// Peers trusted above the default: never evicted.
-    trusted: std::collections::HashSet<NodeIdentity>,
+    /// Peers trusted above the default: never evicted. Boxed: most nodes
+    /// trust none.
+    #[allow(clippy::box_collection, reason = "8 bytes in every node while unused, not the 48 of an empty set")]
+    trusted: Option<Box<std::collections::HashSet<NodeIdentity>>>,
     /// Set by `shutdown`: what comes back from closing connections is given
     /// up, and nothing is dialled.
     stopping: bool,
@@ -280,7 +286,7 @@ impl Transport {
             stopping: false,
             ip_shares: ip_shares::IpShares::default(),
             evicted: 0,
-            trusted: Default::default(),
+            trusted: None,
         }
     }
 
@@ -386,33 +392,60 @@ impl Transport {
     /// of the table, after forgetting the address's own quietest stranger
     /// if the share was full.
     fn make_room_for_address(&mut self, address: IpAddr) -> bool {
-        if self.ip_shares.held_by(address) < self.config.max_peers_per_ip {
+        let address = ip_shares::share_key(address);
+        let share = self.config.max_peers_per_ip;
+        if self.peers.len() < share {
+            return true;
+        }
+        if !self.ip_shares.is_counting() {
+            self.ip_shares.start(self.peers.values().filter_map(|p| p.ip));
+        }
+        if self.ip_shares.held_by(address) < share {
             return true;
         }
         let busy = self.busy_peers();
         let quietest = self
-            .ip_shares
-            .peers_of(address)
-            .filter(|id| !busy.contains(*id))
-            .filter_map(|id| self.peers.get(id).filter(|p| p.is_stranger()).map(|p| (p.last_activity, *id)))
+            .peers
+            .iter()
+            .filter(|(id, p)| p.ip == Some(address) && p.is_stranger() && !busy.contains(*id))
+            .map(|(id, p)| (p.last_activity, *id))
             .min()
             .map(|(_, id)| id);
         self.evict(quietest)
     }
 
+    /// A peer left the table: its address's count goes down, and the
+    /// counts go once the table is well below a share.
+    fn left_table(&mut self, ip: Option<ip_shares::ShareKey>) {
+        if let Some(ip) = ip {
+            self.ip_shares.release(ip);
+        }
+        if self.ip_shares.is_counting() && self.peers.len() < self.config.max_peers_per_ip / 2 {
+            self.ip_shares.stop();
+        }
+    }
+
     /// Peers that must stay: those with a connection in any state, and
     /// those the node trusts above the default.
     fn busy_peers(&self) -> std::collections::HashSet<NodeIdentity> {
-        self.conns.values().map(|c| c.peer).chain(self.trusted.iter().copied()).collect()
+        self.conns.values().map(|c| c.peer).chain(self.trusted.iter().flat_map(|t| t.iter()).copied()).collect()
     }
 
     /// Marks a peer the node trusts above the default: it is never
     /// forgotten to make room.
     pub fn set_trusted(&mut self, peer: NodeIdentity, trusted: bool) {
-        match trusted {
-            true => self.trusted.insert(peer),
-            false => self.trusted.remove(&peer),
-        };
+        match (trusted, &mut self.trusted) {
+            (true, set) => {
+                set.get_or_insert_with(Box::default).insert(peer);
+            }
+            (false, Some(set)) => {
+                set.remove(&peer);
+                if set.is_empty() {
+                    self.trusted = None;
+                }
+            }
+            (false, None) => {}
+        }
     }
 
     fn evict(&mut self, peer: Option<NodeIdentity>) -> bool {
@@ -424,8 +457,8 @@ impl Transport {
 
     /// Takes `peer` out of the table; the host forgets it too.
     fn remove_peer(&mut self, peer: NodeIdentity) {
-        self.peers.remove(&peer);
-        self.ip_shares.forget(&peer);
+        let ip = self.peers.remove(&peer).and_then(|p| p.ip);
+        self.left_table(ip);
         self.cancel_timers(peer);
         self.effects.push_back(TransportEffect::Forgotten { peer });
     }

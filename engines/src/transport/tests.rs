@@ -602,11 +602,14 @@ fn a_full_peer_table_still_serves_the_peers_it_holds() {
     let mut t = Transport::new(node(1), config, Box::new(SeededRandom::new(1)));
     let (known, stranger) = (node(2), node(3));
     t.set_addresses(known, vec![addr("quic://127.0.0.1:1", 1)], T0);
-    t.send(known, message(node(1), known, 1, None), T0).expect("a held peer is served");
+    // Trusted: it keeps its place however quiet it is.
+    t.set_trusted(known, true);
     t.set_addresses(stranger, vec![addr("quic://127.0.0.1:2", 1)], T0);
     assert!(t.knows(&known));
-    assert!(!t.knows(&stranger), "no room for a second peer: the first has a message queued");
+    assert!(!t.knows(&stranger), "no room for a second peer");
     t.set_addresses(known, vec![addr("quic://127.0.0.1:3", 1)], T0);
+    t.send(known, message(node(1), known, 1, None), T0).expect("a held peer is served");
+    assert_eq!(dials(&drain(&mut t))[0].1.socket.port(), 3, "its addresses were updated");
     assert_eq!(
         t.send(stranger, message(node(1), stranger, 2, None), T0),
         Err(OutboundError::QueueFull { peer: stranger })
@@ -674,6 +677,10 @@ fn one_address_holds_only_its_share_of_the_table() {
     }
     let (_, status) = t.admit_inbound(node(22), Some(botnet), PROTOCOL_VERSIONS, 42, false, at(21));
     assert_eq!(status, HandshakeStatus::OverCapacity);
+    // A banned peer's entry leaves its address's count.
+    t.ban(node(20));
+    let (_, status) = t.admit_inbound(node(23), Some(botnet), PROTOCOL_VERSIONS, 42, false, at(22));
+    assert_eq!(status, HandshakeStatus::Ok);
 }
 
 #[test]
