@@ -186,6 +186,27 @@ mod tests {
         assert_eq!(budget.held_back(), 998);
     }
 
+    /// Beyond the peers it counts one by one, a line is held back and
+    /// only summed, whatever room the totals have; the table of a busy
+    /// window is not kept for the next.
+    #[test]
+    fn peers_beyond_the_counted_ones_are_pooled() {
+        let config = LogBudgetConfig { per_peer: 5, total: 100, summaries: 20, max_keys: 2, window_ms: 10_000 };
+        let mut budget = LogBudget::new(config);
+        assert!(budget.allow(LogKind::Connected, peer(1), T0));
+        assert!(budget.allow(LogKind::Connected, peer(2), T0));
+        assert!(!budget.allow(LogKind::Connected, peer(3), T0), "a third peer is not counted apart");
+        assert!(!budget.allow(LogKind::Connected, peer(3), T0));
+        assert_eq!(budget.summaries(), ["2 more log lines from other peers held back in the last 10 s"]);
+        assert_eq!(budget.held_back(), 2);
+        let mut busy = LogBudget::new(LogBudgetConfig { max_keys: 1000, ..config });
+        for n in 0..200u8 {
+            busy.allow(LogKind::Connected, peer(n), T0);
+        }
+        busy.roll(T0.saturating_add_millis(10_000));
+        assert_eq!(busy.keys.capacity(), 0, "a busy window's table is given back");
+    }
+
     #[test]
     fn a_crowd_of_peers_shares_one_total() {
         let config = LogBudgetConfig { per_peer: 5, total: 10, summaries: 3, max_keys: 50, window_ms: 10_000 };

@@ -149,6 +149,35 @@ mod tests {
         assert_eq!(rates.charge(peer(), T0.saturating_add_millis(1000)), Charge::Refuse);
     }
 
+    /// A take that leaves the bucket short of full forgives nothing: a
+    /// peer that sends a little faster than its rate is still cut off.
+    #[test]
+    fn only_a_full_bucket_forgives() {
+        let config = AdvertRateConfig { burst: 2, per_second: 1, refusals_to_disconnect: 3, trust_penalty: 1 };
+        let mut rates = AdvertRates::new(config);
+        let later = T0.saturating_add_millis(1000);
+        let outcomes = [
+            rates.charge(peer(), T0),
+            rates.charge(peer(), T0),
+            rates.charge(peer(), T0),
+            rates.charge(peer(), later),
+            rates.charge(peer(), later),
+            rates.charge(peer(), later),
+        ];
+        use Charge::*;
+        assert_eq!(outcomes, [Take, Take, Refuse, Take, Refuse, Disconnect]);
+    }
+
+    #[test]
+    fn a_forgotten_peer_starts_with_a_full_bucket() {
+        let config = AdvertRateConfig { burst: 1, per_second: 1, refusals_to_disconnect: 10, trust_penalty: 1 };
+        let mut rates = AdvertRates::new(config);
+        assert_eq!(rates.charge(peer(), T0), Charge::Take);
+        assert_eq!(rates.charge(peer(), T0), Charge::Refuse);
+        rates.forget(&peer());
+        assert_eq!(rates.charge(peer(), T0), Charge::Take);
+    }
+
     #[test]
     fn refilled_buckets_are_dropped() {
         let config = AdvertRateConfig { burst: 2, per_second: 1, refusals_to_disconnect: 3, trust_penalty: 1 };
@@ -161,6 +190,11 @@ mod tests {
         assert_eq!(rates.tracked(), 2, "not yet time to look");
         rates.prune(T0.saturating_add_millis(5_000));
         assert_eq!(rates.tracked(), 1, "the first has refilled; the second, charged later, has not");
+        // Exactly full is refilled.
+        let mut exact = AdvertRates::new(config);
+        exact.charge(peer(), T0);
+        exact.prune(T0.saturating_add_millis(1000));
+        assert_eq!(exact.tracked(), 0);
     }
 
     #[test]

@@ -759,7 +759,7 @@ mod hosted {
 /// keeps on it is disconnected and trusted less.
 #[test]
 fn a_peer_flooding_adverts_is_slowed_then_disconnected_and_trusted_less() {
-    let adverts = AdvertRateConfig { burst: 4, per_second: 1, refusals_to_disconnect: 8, trust_penalty: 32 };
+    let adverts = AdvertRateConfig { burst: 4, per_second: 1, refusals_to_disconnect: 8, trust_penalty: 40 };
     let mut a = Node::start(1, BTreeMap::new(), 11);
     let mut b = Node::start_with(2, BTreeMap::new(), 22, adverts);
     a.core.offer_advert(AdvertUpdate::Node(advert(2)), T0).expect("valid advert");
@@ -789,5 +789,5 @@ fn a_peer_flooding_adverts_is_slowed_then_disconnected_and_trusted_less() {
         b.closes
     );
     assert_eq!(b.core.metrics().counts.guarded(Guarded::AdvertSenderDisconnected), 1);
-    assert_eq!(b.core.identities().trust(&id(1)), Trust(96), "its trust fell");
+    assert_eq!(b.core.identities().trust(&id(1)), Trust(88), "its trust fell by the penalty");
 }
