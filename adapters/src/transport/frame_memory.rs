@@ -5,8 +5,14 @@
 //! frames.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// How long a frame may take to arrive once its first byte has: a peer
+/// that starts a frame and stalls loses the connection. At the largest
+/// frame it asks for about 140 KiB/s.
+pub const FRAME_DEADLINE: Duration = Duration::from_secs(30);
 
 /// The default total: room for 16 frames of the largest size at once.
 pub const DEFAULT_FRAME_MEMORY: usize = 64 * 1024 * 1024;
@@ -59,6 +65,6 @@ pub struct FrameLimits {
 
 impl Default for FrameLimits {
     fn default() -> Self {
-        Self { memory: FrameMemory::default(), deadline: super::framing::FRAME_DEADLINE }
+        Self { memory: FrameMemory::default(), deadline: FRAME_DEADLINE }
     }
 }

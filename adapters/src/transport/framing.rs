@@ -12,6 +12,7 @@ use thiserror::Error;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::time::Instant;
 
+pub use super::frame_memory::FRAME_DEADLINE;
 use super::frame_memory::{FrameLimits, FrameMemory};
 
 use crate::codec::{frame_to_cbor, CborCodec, ChannelEnds, NameCache, FORMAT_VERSION};
@@ -20,10 +21,6 @@ pub const LENGTH_PREFIX: usize = 4;
 /// The read buffer of a connection; a frame no larger is read without
 /// drawing on the node's frame memory.
 pub const READ_BUFFER: usize = 64 * 1024;
-/// How long a frame may take to arrive once its first byte has: a peer
-/// that starts a frame and stalls loses the connection. At the largest
-/// frame it asks for about 140 KiB/s.
-pub const FRAME_DEADLINE: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Error)]
 pub enum FramingError {
