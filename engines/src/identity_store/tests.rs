@@ -554,3 +554,63 @@ fn twin_changes_keep_the_cache_counts() {
     .expect("room made");
     assert_eq!(ids.take_evicted(), [RecordKey::Node(peer(5))]);
 }
+
+/// What the byte budgets count: 256 bytes, 40 per identity listed, 64 per
+/// address, and each tag's and name's length.
+#[test]
+fn record_weights_follow_what_a_record_carries() {
+    let node = NodeRecord { advert: Some(node_advert(5, 1)), ..NodeRecord::new(peer(5)) };
+    assert_eq!(record_weight(&IdentityRecord::Node(node)), 256 + 64 + 4, "one address, the name \"test\"");
+    assert_eq!(record_weight(&IdentityRecord::Node(NodeRecord::new(peer(5)))), 256);
+    assert_eq!(record_weight(&IdentityRecord::Topic(topic_advert(10, 1))), 256 + 40 + 3, "one publisher, tag \"t\"");
+    assert_eq!(record_weight(&IdentityRecord::Domain(domain_advert(10, 1))), 256 + 40, "one contact node");
+    let signer = TestSigner::node(12);
+    let body = TopicAdvertBody::new(TopicIdentity::new(signer.0), vec![own()], vec![peer(5)], vec!["t"], 1, NOW)
+        .expect("valid");
+    let sig = signer.sign(&TopicAdvert::signing_bytes_of(&body));
+    let relayed = Advert::from_parts(body, sig);
+    assert_eq!(record_weight(&IdentityRecord::Topic(relayed)), 256 + 2 * 40 + 3, "a publisher and a relay");
+    let signer = TestSigner::node(11);
+    let allow = JoinPolicy::AllowList(BoundedVec::new("allow", vec![own(), peer(5)]).expect("small"));
+    let body = DomainAdvertBody::new(DomainIdentity::new(signer.0), vec![own()], allow, 1, NOW).expect("valid");
+    let sig = signer.sign(&DomainAdvert::signing_bytes_of(&body));
+    let domain = Advert::from_parts(body, sig);
+    assert_eq!(record_weight(&IdentityRecord::Domain(domain)), 256 + 3 * 40, "a contact node and two allowed");
+}
+
+/// A newer version of a cached record takes its old one's room: a full
+/// byte budget gives nothing up for it.
+#[test]
+fn a_newer_version_takes_the_room_of_the_old() {
+    let one = record_weight(&IdentityRecord::Topic(topic_advert(10, 1)));
+    let budget = CacheBudget { records: [100; 3], bytes: [1 << 20, 2 * one, 1 << 20], per_source: 100 };
+    let (mut ids, mut disk) = (with_cache(budget), Disk::new());
+    topic_from(&mut ids, &mut disk, 5, 10, 0, &|_| true).expect("room");
+    topic_from(&mut ids, &mut disk, 6, 11, 1, &|_| true).expect("room");
+    persist(&mut ids, &mut disk, |s| {
+        s.apply_advert_from(AdvertUpdate::Topic(topic_advert(10, 2)), Some(peer(5)), NOW, &TestVerifier, &|_| true)
+    })
+    .expect("a newer version");
+    assert!(ids.take_evicted().is_empty());
+    assert_eq!(ids.cache_usage(CachedKind::Topic), (2, 2 * one));
+}
+
+/// A peer whose records were given up has its share back.
+#[test]
+fn a_share_comes_back_as_records_go() {
+    let (mut ids, mut disk) = (with_cache(topics_only(2, 2)), Disk::new());
+    topic_from(&mut ids, &mut disk, 5, 10, 0, &|_| true).expect("room");
+    topic_from(&mut ids, &mut disk, 5, 11, 1, &|_| true).expect("room");
+    let err = topic_from(&mut ids, &mut disk, 5, 12, 2, &|_| true).expect_err("over its share");
+    assert_eq!(err, UpdateError::SourceOverShare { key: topic_key(12), peer: peer(5), max: 2 });
+    topic_from(&mut ids, &mut disk, 6, 13, 3, &|_| true).expect("room made");
+    assert_eq!(ids.take_evicted(), [topic_key(10)]);
+    // Topic 11 stays in use: peer 6's topic 13 makes room for 12.
+    let in_use = topic_key(11);
+    topic_from(&mut ids, &mut disk, 5, 12, 4, &|k| *k != in_use).expect("its share has room again");
+    assert_eq!(ids.take_evicted(), [topic_key(13)]);
+    let err = topic_from(&mut ids, &mut disk, 5, 14, 5, &|_| true).expect_err("and is full again");
+    assert!(matches!(err, UpdateError::SourceOverShare { .. }), "{err}");
+    let err = topic_from(&mut ids, &mut disk, 7, 14, 5, &|_| false).expect_err("full");
+    assert!(err.to_string().contains("topic records is full"), "{err}");
+}

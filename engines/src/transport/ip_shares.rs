@@ -93,5 +93,25 @@ mod tests {
         assert_ne!(parse("2001:db8::1"), parse("2001:db8:0:1::1"), "another /64");
         assert_eq!(parse("::ffff:10.0.0.1"), parse("10.0.0.1"));
         assert_ne!(parse("10.0.0.1"), parse("10.0.0.2"));
+        assert_ne!(parse("10.0.0.1"), parse("0:0:a00:1::1"), "an IPv4 address is no IPv6 prefix");
+    }
+
+    #[test]
+    fn counts_are_kept_only_between_start_and_stop() {
+        let key = share_key("10.0.0.1".parse().expect("address"));
+        let mut shares = IpShares::default();
+        shares.count(key);
+        assert!(!shares.is_counting());
+        assert_eq!(shares.held_by(key), 0);
+        shares.start([key, key].into_iter());
+        assert!(shares.is_counting());
+        shares.count(key);
+        shares.release(key);
+        assert_eq!(shares.held_by(key), 2);
+        shares.release(key);
+        shares.release(key);
+        assert_eq!(shares.held_by(key), 0);
+        shares.stop();
+        assert!(!shares.is_counting());
     }
 }
