@@ -346,10 +346,12 @@ impl fmt::Debug for EngineIdentity {
 impl FromStr for EngineIdentity {
     type Err = ParseError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (name, node) = s.trim().split_once('@').ok_or_else(|| ParseError::Malformed {
-            what: "engine identity",
-            reason: "expected <engine-name>@node1...".into(),
-        })?;
+        let malformed = |reason: &str| ParseError::Malformed { what: "engine identity", reason: reason.into() };
+        let (name, node) = s.trim().split_once('@').ok_or_else(|| malformed("expected <engine-name>@node1..."))?;
+        // One text per identity: no blanks after the `@` either.
+        if node.trim_start() != node {
+            return Err(malformed("no blanks may follow the @"));
+        }
         Ok(Self { node: node.parse()?, name: EngineName::new(name)? })
     }
 }
