@@ -20,7 +20,7 @@ mod cache;
 
 use std::collections::{BTreeSet, HashMap};
 
-pub use cache::{record_weight, CacheBudget, CacheRefusal, CachedKind};
+pub use cache::{record_weight, CacheBudget, CachedKind};
 use cache::{Mark, NO_SHARE};
 
 use netmachine_domain::validity::{check_created_not_future, check_version_rises};

@@ -36,11 +36,6 @@ impl FrameMemory {
         Self { bytes: Arc::new(Semaphore::new(total)), total }
     }
 
-    /// The budget.
-    pub fn total(&self) -> usize {
-        self.total
-    }
-
     /// Bytes held by frames being read now.
     pub fn in_use(&self) -> usize {
         self.total - self.bytes.available_permits()

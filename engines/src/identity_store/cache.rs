@@ -105,15 +105,6 @@ const SINCE_MASK: u32 = 0x7fff_ffff;
 /// (whose source is not kept): they count against no peer's share.
 pub(super) const NO_SHARE: NonZeroU32 = NonZeroU32::MIN;
 
-/// Why a record was not let into the cache.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CacheRefusal {
-    /// Its source already has its share of the cache.
-    SourceOverShare,
-    /// The kind is full of records in use.
-    Full,
-}
-
 /// The cache's counts: records and bytes per kind, and records per
 /// source. The records themselves, each with its [`Mark`], are in the
 /// store's table.

@@ -94,20 +94,6 @@ impl Transport {
         status
     }
 
-    /// Whether `peer`, dialling in from `ip`, has an entry in the peer
-    /// table or can be given one (within its address's share, and after
-    /// forgetting a stranger if the table is full).
-    fn room_for_inbound(&mut self, peer: NodeIdentity, ip: Option<IpAddr>) -> bool {
-        if self.peers.contains_key(&peer) {
-            return true;
-        }
-        let address_has_room = match ip {
-            Some(ip) => self.make_room_for_address(ip),
-            None => true,
-        };
-        address_has_room && self.make_room()
-    }
-
     /// An admitted inbound connection finished its handshake.
     pub fn inbound_established(&mut self, conn: ConnId, now: Timestamp) {
         let Some(c) = self.conns.get_mut(&conn) else {
