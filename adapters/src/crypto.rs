@@ -84,6 +84,17 @@ impl Verifier for RingVerifier {
             }
         }
     }
+
+    fn hmac_sha256(&self, key: &[u8], bytes: &[u8]) -> [u8; 32] {
+        let tag = ring::hmac::sign(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key), bytes);
+        let mut out = [0u8; 32];
+        out.copy_from_slice(tag.as_ref());
+        out
+    }
+
+    fn hmac_sha256_matches(&self, key: &[u8], bytes: &[u8], tag: &[u8; 32]) -> bool {
+        ring::hmac::verify(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key), bytes, tag).is_ok()
+    }
 }
 
 #[cfg(test)]
@@ -98,6 +109,14 @@ mod tests {
         assert!(RingVerifier.verify(&keys.public(), b"hellp", &sig).is_err());
         let other = Ed25519Keys::generate().expect("keygen");
         assert!(RingVerifier.verify(&other.public(), b"hello", &sig).is_err());
+    }
+
+    #[test]
+    fn an_hmac_matches_only_its_key_and_bytes() {
+        let tag = RingVerifier.hmac_sha256(b"key", b"bytes");
+        assert!(RingVerifier.hmac_sha256_matches(b"key", b"bytes", &tag));
+        assert!(!RingVerifier.hmac_sha256_matches(b"kez", b"bytes", &tag));
+        assert!(!RingVerifier.hmac_sha256_matches(b"key", b"bytez", &tag));
     }
 
     #[test]

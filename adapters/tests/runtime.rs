@@ -354,6 +354,10 @@ impl netmachine_engines::engine::ProtocolEngine for Reverser {
     fn poll_effect(&mut self) -> Option<netmachine_engines::engine::Effect> {
         self.ready.pop()
     }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
 }
 
 #[tokio::test]

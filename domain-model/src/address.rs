@@ -26,6 +26,15 @@ impl TransportProtocol {
         }
     }
 
+    /// The protocol of a binary tag written by [`Self::tag`].
+    pub fn from_tag(tag: u8) -> Option<Self> {
+        match tag {
+            0 => Some(Self::Quic),
+            1 => Some(Self::TlsTcp),
+            _ => None,
+        }
+    }
+
     fn tag(self) -> u8 {
         match self {
             Self::Quic => 0,

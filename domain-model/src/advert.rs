@@ -11,6 +11,7 @@ use crate::canonical::{Canonical, CanonicalWriter};
 use crate::error::ValidationError;
 use crate::identity::{DomainIdentity, ExternalIdentity, NodeIdentity, Signature, TopicIdentity};
 use crate::limits::*;
+use crate::membership::MembershipRules;
 use crate::signed::Signed;
 use crate::time::Timestamp;
 
@@ -216,6 +217,9 @@ pub struct DomainAdvertBody {
     pub id: DomainIdentity,
     pub nodes: BoundedVec<NodeIdentity, MAX_DOMAIN_NODES>,
     pub join: JoinPolicy,
+    /// Approvers, certificate lifetime, revocations.
+    #[serde(default)]
+    pub rules: MembershipRules,
     pub version: u64,
     pub created: Timestamp,
 }
@@ -228,13 +232,34 @@ impl DomainAdvertBody {
         version: u64,
         created: Timestamp,
     ) -> Result<Self, ValidationError> {
-        Ok(Self { id, nodes: BoundedVec::new("domain contact nodes", nodes)?, join, version, created })
+        Ok(Self {
+            id,
+            nodes: BoundedVec::new("domain contact nodes", nodes)?,
+            join,
+            rules: MembershipRules::default(),
+            version,
+            created,
+        })
+    }
+
+    /// The same advert with `rules`.
+    pub fn with_rules(mut self, rules: MembershipRules) -> Self {
+        self.rules = rules;
+        self
+    }
+
+    /// Whether the domain keeps a full mesh: its rules ask for one, or
+    /// its allow-list names every member there can be and they are at
+    /// most `full_mesh_max`.
+    pub fn full_mesh(&self, full_mesh_max: usize) -> bool {
+        self.rules.full_mesh || matches!(&self.join, JoinPolicy::AllowList(nodes) if nodes.len() <= full_mesh_max)
     }
 }
 
 impl Canonical for DomainAdvertBody {
     fn write_canonical(&self, w: &mut CanonicalWriter) {
-        w.field(&self.id).field(&self.nodes).field(&self.join).u64(self.version).u64(self.created.0);
+        w.field(&self.id).field(&self.nodes).field(&self.join).field(&self.rules);
+        w.u64(self.version).u64(self.created.0);
     }
 }
 

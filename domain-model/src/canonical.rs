@@ -22,6 +22,12 @@ impl CanonicalWriter {
         writer
     }
 
+    /// Starts bytes with no tag: a body whose type its protocol already
+    /// says (the messages engines exchange).
+    pub fn untagged() -> Self {
+        Self { bytes: Vec::with_capacity(128) }
+    }
+
     pub fn u8(&mut self, value: u8) -> &mut Self {
         self.bytes.push(value);
         self

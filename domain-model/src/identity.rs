@@ -404,6 +404,29 @@ pub enum Signature {
     Ed25519(Box<[u8; 64]>),
 }
 
+impl Signature {
+    /// The scheme tag followed by the signature: its binary form.
+    pub fn to_tagged_bytes(&self) -> Vec<u8> {
+        match self {
+            Self::Ed25519(sig) => {
+                let mut out = Vec::with_capacity(65);
+                out.push(ExternalIdentity::ED25519_TAG);
+                out.extend_from_slice(&sig[..]);
+                out
+            }
+        }
+    }
+
+    /// Reads [`Self::to_tagged_bytes`] back; `None` for another length or
+    /// an unknown scheme.
+    pub fn from_tagged_bytes(bytes: &[u8]) -> Option<Self> {
+        match bytes.split_first() {
+            Some((&ExternalIdentity::ED25519_TAG, sig)) => Some(Self::Ed25519(Box::new(sig.try_into().ok()?))),
+            _ => None,
+        }
+    }
+}
+
 impl Serialize for Signature {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {

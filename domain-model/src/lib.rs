@@ -14,11 +14,13 @@ pub mod frame;
 pub mod handshake;
 pub mod identity;
 pub mod limits;
+pub mod membership;
 pub mod message;
 pub mod record;
 pub mod signed;
 pub mod time;
 pub mod validity;
+pub mod wire;
 
 mod text;
 
@@ -40,6 +42,10 @@ pub use identity::{
     DestinationIdentity, DomainIdentity, Ed25519PublicKey, EngineIdentity, EngineName, ExternalIdentity, NodeIdentity,
     Signature, TopicIdentity,
 };
+pub use membership::{
+    CertificateBody, CertificateError, JoinProof, JoinRefusal, JoinRequest, Leave, MembershipCertificate,
+    MembershipRules,
+};
 pub use message::{
     Body, EngineMessage, MessageId, NodeMessage, NodePayload, Ordering, PathKind, ProtocolId, RelayMessage,
     Reliability, RoutingScope, SealedBytes, TransportPrefs,
@@ -47,3 +53,4 @@ pub use message::{
 pub use record::{EngineRecord, IdentityRecord, Measurements, NodeRecord, Permanence, RecordKey, Reputation, Trust};
 pub use signed::Signed;
 pub use time::Timestamp;
+pub use wire::WireReader;

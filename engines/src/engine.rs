@@ -12,7 +12,13 @@
 use std::collections::{BTreeSet, HashMap};
 use std::hash::Hash;
 
-use netmachine_domain::{Body, EngineMessage, EngineName, MessageId, NodeIdentity, ProtocolId, Timestamp};
+use std::sync::Arc;
+
+use netmachine_domain::{
+    Body, DomainIdentity, EngineMessage, EngineName, MessageId, NodeAdvert, NodeIdentity, ProtocolId, Timestamp,
+};
+
+use crate::ports::{Signer, Verifier};
 
 /// An engine with timers.
 pub trait Timed {
@@ -34,6 +40,9 @@ pub trait ProtocolEngine: Timed + Send {
     fn protocol(&self) -> &ProtocolId;
     fn handle(&mut self, input: Input, now: Timestamp);
     fn poll_effect(&mut self) -> Option<Effect>;
+    /// The engine itself, so that its host (a status display, the
+    /// simulator) can read its state.
+    fn as_any(&self) -> &dyn std::any::Any;
 }
 
 /// What reaches a [`ProtocolEngine`] (a timer that fired comes through
@@ -51,6 +60,13 @@ pub enum Input {
         message: EngineMessage,
     },
     Notice(Notice),
+    /// What another protocol engine of this node told this one.
+    FromEngine {
+        protocol: String,
+        body: Body,
+    },
+    /// The node's own advert, at every change: what peers dial it by.
+    OwnAdvert(NodeAdvert),
 }
 
 /// What happened elsewhere in the node.
@@ -58,6 +74,17 @@ pub enum Input {
 pub enum Notice {
     PeerConnected(NodeIdentity),
     PeerGone(NodeIdentity),
+    /// A connection to the peer could not be opened.
+    PeerUnreachable(NodeIdentity),
+    /// A domain's overlay took the peer as an active neighbour.
+    PeerAddedToView {
+        domain: DomainIdentity,
+        peer: NodeIdentity,
+    },
+    PeerRemovedFromView {
+        domain: DomainIdentity,
+        peer: NodeIdentity,
+    },
 }
 
 /// What a [`ProtocolEngine`] asks its node core to do.
@@ -69,17 +96,43 @@ pub enum Effect {
     Deliver { to: EngineName, reply_to: Option<MessageId>, body: Body },
     /// Close the connection to `peer`, for the reason given.
     Disconnect { peer: NodeIdentity, why: String },
+    /// Hand `body` to this node's engine serving `protocol`.
+    Tell { protocol: &'static str, body: Body },
+    /// A peer's advert learnt from another peer: the identity store checks
+    /// it and keeps it if it is newer, so the node can dial the peer.
+    LearnAdvert(NodeAdvert),
+    /// Keep the connection to `peer` open (`true`) or let it close when
+    /// idle (`false`).
+    Keep { peer: NodeIdentity, permanent: bool },
+    /// Tell every engine of the node (the one announcing too).
+    Announce(Notice),
 }
 
 /// What an engine is built with.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct EngineSetup {
     pub node: NodeIdentity,
     /// The node's seed for its hosted engines: a seeded node replays.
     pub seed: u64,
+    /// The node's key.
+    pub signer: Arc<dyn Signer>,
+    pub verifier: Arc<dyn Verifier>,
+}
+
+impl std::fmt::Debug for EngineSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineSetup").field("node", &self.node).field("seed", &self.seed).finish_non_exhaustive()
+    }
 }
 
 impl EngineSetup {
+    /// A setup with the test signature scheme, for driving engines alone.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn for_tests(node: NodeIdentity, seed: u64) -> Self {
+        let signer = crate::testing::TestSigner(*node.key());
+        Self { node, seed, signer: Arc::new(signer), verifier: Arc::new(crate::testing::TestVerifier) }
+    }
+
     /// The seed of the engine serving `protocol`: each engine draws from a
     /// stream of its own.
     pub fn seed_for(&self, protocol: &str) -> u64 {

@@ -3,6 +3,7 @@
 //! world only through the port traits in [`ports`]. [`engine`] holds what
 //! they share: timers instead of a fixed tick.
 
+pub mod domain;
 pub mod engine;
 pub mod identity_store;
 pub mod log_budget;
@@ -13,6 +14,7 @@ pub mod ports;
 pub mod random;
 pub mod registry;
 pub mod router;
+pub mod topology;
 pub mod transport;
 
 #[cfg(any(test, feature = "testing"))]

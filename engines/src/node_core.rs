@@ -34,6 +34,7 @@ mod identity;
 mod metering;
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use netmachine_domain::{
     DestinationIdentity, EngineMessage, EngineName, Frame, IdentityRecord, MessageId, NodeAdvert, NodeIdentity,
@@ -127,6 +128,8 @@ pub struct CoreConfig {
     pub adverts: AdvertRateConfig,
     /// Log lines peers may cause.
     pub logs: crate::log_budget::LogBudgetConfig,
+    /// The settings of the hosted engines.
+    pub engines: crate::registry::EngineSettings,
 }
 
 /// Where a connection stands.
@@ -156,8 +159,8 @@ pub struct NodeCore<A> {
     router: Router<A>,
     transport: Transport,
     identities: IdentityStore,
-    signer: Box<dyn Signer>,
-    verifier: Box<dyn Verifier>,
+    signer: Arc<dyn Signer>,
+    verifier: Arc<dyn Verifier>,
     own_advert: Option<NodeAdvert>,
     /// Topics whose adverts this node gives every peer that connects.
     local_topics: Vec<TopicIdentity>,
@@ -204,8 +207,8 @@ impl<A: Clone> NodeCore<A> {
             router,
             transport,
             identities,
-            signer,
-            verifier,
+            signer: Arc::from(signer),
+            verifier: Arc::from(verifier),
             own_advert: None,
             local_topics: Vec::new(),
             phases: ConnMap::default(),
@@ -221,8 +224,9 @@ impl<A: Clone> NodeCore<A> {
         };
         // A stream of its own, apart from the Transport's from the same seed.
         let seed = crate::ports::Randomness::next_u64(&mut crate::random::SplitMix::new(config.seed));
-        let setup = EngineSetup { node: core.node, seed };
-        for engine in crate::registry::protocol_engines(&setup) {
+        let setup = EngineSetup { node: core.node, seed, signer: core.signer.clone(), verifier: core.verifier.clone() };
+        let settings = config.engines;
+        for engine in crate::registry::protocol_engines(&setup, &settings) {
             let protocol = engine.protocol().clone();
             if let Err(err) = core.add_engine(engine, now) {
                 tracing::error!(%protocol, %err, "engine not hosted: the registry lists its protocol twice");
@@ -495,15 +499,19 @@ impl<A: Clone> NodeCore<A> {
                         // Refused before any dial: the other setup failures are
                         // counted where each dial ends.
                         TransportEvent::NodeConnectFailed {
+                            peer,
                             reason: crate::transport::ConnectFailure::LocalCapacity,
                             ..
                         } => {
+                            self.hosted.notify(Notice::PeerUnreachable(*peer));
                             self.metrics.count_handshake_failure(
                                 crate::metrics::Side::Outbound,
                                 crate::metrics::HandshakeFailure::LocalCapacity,
                             );
                         }
-                        TransportEvent::NodeConnectFailed { .. } => {}
+                        TransportEvent::NodeConnectFailed { peer, .. } => {
+                            self.hosted.notify(Notice::PeerUnreachable(*peer));
+                        }
                     }
                     self.effects.push_back(CoreEffect::Notice(event));
                 }

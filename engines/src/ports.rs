@@ -25,9 +25,15 @@ pub trait Signer: Send + Sync {
 #[error("the signature does not verify with the claimed key")]
 pub struct BadSignature;
 
-/// Checks signatures of any scheme netmachine knows.
+/// Checks signatures of any scheme netmachine knows, and makes and checks
+/// the keyed hashes that prove knowledge of a shared key without sending it.
 pub trait Verifier: Send + Sync {
     fn verify(&self, signer: &ExternalIdentity, bytes: &[u8], sig: &Signature) -> Result<(), BadSignature>;
+    /// HMAC-SHA256 of `bytes` under `key`.
+    fn hmac_sha256(&self, key: &[u8], bytes: &[u8]) -> [u8; 32];
+    /// Whether `tag` is the HMAC-SHA256 of `bytes` under `key`, compared in
+    /// constant time.
+    fn hmac_sha256_matches(&self, key: &[u8], bytes: &[u8], tag: &[u8; 32]) -> bool;
 }
 
 /// Why a signed value was not accepted.

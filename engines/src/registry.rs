@@ -4,8 +4,24 @@
 //! and one line here. An embedder adds its own with
 //! [`crate::node_core::NodeCore::add_engine`].
 
+use crate::domain::{DomainConfig, DomainEngine};
 use crate::engine::{EngineSetup, ProtocolEngine};
+use crate::ping::{Ping, PingConfig};
+use crate::topology::{OverlayConfig, Topology};
 
-pub fn protocol_engines(setup: &EngineSetup) -> Vec<Box<dyn ProtocolEngine>> {
-    vec![Box::new(crate::ping::Ping::new(setup, crate::ping::PingConfig::default()))]
+/// The hosted engines' settings, defaults unless a host or the simulator
+/// says otherwise.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EngineSettings {
+    pub ping: PingConfig,
+    pub domain: DomainConfig,
+    pub topology: OverlayConfig,
+}
+
+pub fn protocol_engines(setup: &EngineSetup, settings: &EngineSettings) -> Vec<Box<dyn ProtocolEngine>> {
+    vec![
+        Box::new(Ping::new(setup, settings.ping)),
+        Box::new(DomainEngine::new(setup, settings.domain)),
+        Box::new(Topology::new(setup, settings.topology)),
+    ]
 }

@@ -52,6 +52,18 @@ impl Verifier for TestVerifier {
             _ => Err(BadSignature),
         }
     }
+
+    fn hmac_sha256(&self, key: &[u8], bytes: &[u8]) -> [u8; 32] {
+        let mut keyed = key.to_vec();
+        keyed.extend_from_slice(bytes);
+        let mut out = [0u8; 32];
+        out.copy_from_slice(&digest(&ExternalIdentity::ed25519([0x4d; 32]), &keyed)[..32]);
+        out
+    }
+
+    fn hmac_sha256_matches(&self, key: &[u8], bytes: &[u8], tag: &[u8; 32]) -> bool {
+        self.hmac_sha256(key, bytes) == *tag
+    }
 }
 
 /// Deterministic randomness for tests.

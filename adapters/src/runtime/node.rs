@@ -196,6 +196,7 @@ impl NodeBuilder {
             seed,
             adverts: self.adverts,
             logs: self.logs,
+            engines: Default::default(),
         };
         let transport = Transport::new(identity, self.transport, Box::new(SplitMix::new(seed)));
         let signer = Ed25519Keys::from_pkcs8(keys.pkcs8())?;

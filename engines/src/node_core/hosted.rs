@@ -44,6 +44,13 @@ impl Hosted {
         self.engines.iter().filter_map(|engine| engine.poll_timeout()).min()
     }
 
+    /// Hands `input` to every engine.
+    pub(super) fn tell_all(&mut self, input: &Input, now: Timestamp) {
+        for index in 0..self.engines.len() {
+            self.call(index, |engine| engine.handle(input.clone(), now));
+        }
+    }
+
     pub(super) fn notify(&mut self, notice: Notice) {
         if !self.engines.is_empty() {
             self.notices.push(notice);
@@ -92,7 +99,11 @@ impl<A: Clone> NodeCore<A> {
         // In order, so that the same state always tells the same way.
         peers.sort_unstable();
         peers.dedup();
+        let own = self.own_advert.clone();
         self.hosted.call(index, |engine| {
+            if let Some(own) = own {
+                engine.handle(Input::OwnAdvert(own), now);
+            }
             for peer in peers {
                 engine.handle(Input::Notice(Notice::PeerConnected(peer)), now);
             }
@@ -105,7 +116,7 @@ impl<A: Clone> NodeCore<A> {
     pub(super) fn hand_to_engine(&mut self, input: Input, now: Timestamp) {
         let protocol = match &input {
             Input::FromPeer { message, .. } | Input::Command { message, .. } => message.protocol.name.as_str(),
-            Input::Notice(_) => return,
+            Input::FromEngine { .. } | Input::Notice(_) | Input::OwnAdvert(_) => return,
         };
         let Some(&index) = self.hosted.by_protocol.get(protocol) else {
             tracing::debug!(protocol, "no engine serves this protocol");
@@ -144,9 +155,36 @@ impl<A: Clone> NodeCore<A> {
                     self.send_control(message, now);
                 }
                 Effect::Disconnect { peer, why } => self.transport.disconnect(peer, CloseReason::Dropped(why)),
+                Effect::Tell { protocol: to, body } => {
+                    let Some(&index) = self.hosted.by_protocol.get(to) else {
+                        tracing::debug!(from = %protocol, to, "no engine serves the protocol told");
+                        continue;
+                    };
+                    let input = Input::FromEngine { protocol: protocol.name.as_str().to_string(), body };
+                    self.hosted.call(index, |engine| engine.handle(input, now));
+                }
+                Effect::LearnAdvert(advert) => {
+                    if let Err(err) = self.offer_advert(crate::identity_store::AdvertUpdate::Node(advert), now) {
+                        tracing::debug!(%protocol, %err, "an advert an engine passed on was not kept");
+                    }
+                }
+                Effect::Keep { peer, permanent } => {
+                    let permanence = if permanent {
+                        netmachine_domain::Permanence::Permanent
+                    } else {
+                        netmachine_domain::Permanence::Ephemeral
+                    };
+                    let _ = self.set_permanence(peer, permanence);
+                }
+                Effect::Announce(notice) => self.hosted.notify(notice),
             }
         }
         any
+    }
+
+    /// A hosted engine, to read its state.
+    pub fn engine<T: 'static>(&self) -> Option<&T> {
+        self.hosted.engines.iter().find_map(|engine| engine.as_any().downcast_ref::<T>())
     }
 
     pub(super) fn engines_timeout(&self) -> Option<Timestamp> {

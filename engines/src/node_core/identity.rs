@@ -164,7 +164,14 @@ impl<A: Clone> NodeCore<A> {
     /// What a record means for the Router and the Transport.
     pub(super) fn apply_record(&mut self, record: &IdentityRecord, now: Timestamp) {
         match record {
-            IdentityRecord::Node(node) if node.id == self.node => self.own_advert = node.advert.clone(),
+            IdentityRecord::Node(node) if node.id == self.node => {
+                if node.advert != self.own_advert {
+                    self.own_advert = node.advert.clone();
+                    if let Some(own) = self.own_advert.clone() {
+                        self.hosted.tell_all(&crate::engine::Input::OwnAdvert(own), now);
+                    }
+                }
+            }
             IdentityRecord::Node(node) => {
                 let banned = node.trust.is_banned();
                 self.router.set_banned(node.id, banned);

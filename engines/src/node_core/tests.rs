@@ -68,7 +68,14 @@ impl Node {
         let transport = Transport::new(id(seed), TransportConfig::default(), Box::new(SplitMix::new(boot)));
         let identities =
             IdentityStore::open(id(seed), IdentityStoreConfig::default(), disk.values().cloned().collect());
-        let config = CoreConfig { boot, repeat_window: 64, seed: boot, adverts, logs: Default::default() };
+        let config = CoreConfig {
+            boot,
+            repeat_window: 64,
+            seed: boot,
+            adverts,
+            logs: Default::default(),
+            engines: Default::default(),
+        };
         let core =
             NodeCore::new(config, router, transport, identities, Box::new(signer(seed)), Box::new(TestVerifier), T0);
         let mut node = Self {
@@ -659,6 +666,11 @@ mod hosted {
             &self.protocol
         }
         fn handle(&mut self, input: Input, now: Timestamp) {
+            // Every engine hears the node's own advert; these tests look at
+            // the rest.
+            if matches!(input, Input::OwnAdvert(_)) {
+                return;
+            }
             match &input {
                 Input::FromPeer { peer, .. } => {
                     self.effects.push(Effect::Disconnect { peer: *peer, why: "recorded".into() });
@@ -667,12 +679,15 @@ mod hosted {
                     0 => self.effects.push(Effect::SendToPeer { peer: message.src.node, body: message.body.clone() }),
                     after => self.timer = Some(now.saturating_add_millis(u64::from(after))),
                 },
-                Input::Notice(_) => {}
+                Input::Notice(_) | Input::FromEngine { .. } | Input::OwnAdvert(_) => {}
             }
             self.seen.lock().expect("not poisoned").push(input);
         }
         fn poll_effect(&mut self) -> Option<Effect> {
             self.effects.pop()
+        }
+        fn as_any(&self) -> &dyn std::any::Any {
+            self
         }
     }
 

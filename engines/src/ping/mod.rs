@@ -149,12 +149,17 @@ impl ProtocolEngine for Ping {
             Input::FromPeer { peer, message } => self.peer_said(peer, &message.body, now),
             // A lost connection may come back before the timeout, and the
             // transport sends the ping again on it.
-            Input::Notice(_) => {}
+            Input::Notice(_) | Input::OwnAdvert(_) => {}
+            Input::FromEngine { protocol, .. } => tracing::debug!(%protocol, "ping takes nothing from other engines"),
         }
     }
 
     fn poll_effect(&mut self) -> Option<Effect> {
         self.effects.pop_front()
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 }
 

@@ -11,7 +11,7 @@ fn node(seed: u8) -> NodeIdentity {
 }
 
 fn engine(max_pending: usize) -> Ping {
-    Ping::new(&EngineSetup { node: node(1), seed: 7 }, PingConfig { timeout_ms: 1_000, max_pending })
+    Ping::new(&EngineSetup::for_tests(node(1), 7), PingConfig { timeout_ms: 1_000, max_pending })
 }
 
 fn message(body: Body, id: u64) -> EngineMessage {

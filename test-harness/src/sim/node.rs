@@ -99,8 +99,14 @@ fn core_of(
     let repeat_window = 2 * config.window;
     let transport = Transport::new(id, config, Box::new(SplitMix::new(seed)));
     let identities = IdentityStore::open(id, IdentityStoreConfig::default(), disk.values().cloned().collect());
-    let core_config =
-        CoreConfig { boot: seed, repeat_window, seed, adverts: Default::default(), logs: Default::default() };
+    let core_config = CoreConfig {
+        boot: seed,
+        repeat_window,
+        seed,
+        adverts: Default::default(),
+        logs: Default::default(),
+        engines: Default::default(),
+    };
     NodeCore::new(core_config, router, transport, identities, Box::new(signer), Box::new(TestVerifier), Timestamp(0))
 }
 
