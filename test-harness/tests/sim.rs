@@ -38,6 +38,7 @@ fn small(seed: u64) -> Scenario {
             Fault { at_s: 7.0, kind: FaultKind::Crash { nodes: 3, restart_after_s: Some(5.0) } },
         ],
         buffers: BufferLimits::default(),
+        domain: None,
     }
 }
 
@@ -285,6 +286,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
             },
             faults,
             buffers: SMALL_BUFFERS,
+            domain: None,
         })
 }
 

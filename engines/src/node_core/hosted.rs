@@ -164,8 +164,13 @@ impl<A: Clone> NodeCore<A> {
                     self.hosted.call(index, |engine| engine.handle(input, now));
                 }
                 Effect::LearnAdvert(advert) => {
-                    if let Err(err) = self.offer_advert(crate::identity_store::AdvertUpdate::Node(advert), now) {
-                        tracing::debug!(%protocol, %err, "an advert an engine passed on was not kept");
+                    let (peer, addresses) = (advert.id, advert.addrs.to_vec());
+                    match self.offer_advert(crate::identity_store::AdvertUpdate::Node(advert), now) {
+                        // Checked and newer: the engine's next message to
+                        // the peer must find its addresses now, not once the
+                        // record is on disk.
+                        Ok(()) => self.transport.set_addresses(peer, addresses, now),
+                        Err(err) => tracing::trace!(%protocol, %err, "an advert an engine passed on was not kept"),
                     }
                 }
                 Effect::Keep { peer, permanent } => {

@@ -207,9 +207,29 @@ impl Overlay {
         self.out.push_back(Out::Send(peer, message));
     }
 
+    /// Sends a join to the contact the domain engine named, or else to a
+    /// member the advert names (an approver or an external-facing node):
+    /// how a node gets into the overlay, and back into it when it finds
+    /// itself alone.
     fn join_contact(&mut self) {
-        if let Some(contact) = self.contact.filter(|c| *c != self.own.id()) {
-            self.send(contact, Message::Join(self.own.clone()));
+        let me = self.own.id();
+        let named = self.contact.filter(|c| *c != me);
+        let target = named.or_else(|| {
+            let mut known: Vec<NodeIdentity> = self
+                .advert
+                .rules
+                .approvers
+                .iter()
+                .chain(self.advert.nodes.iter())
+                .copied()
+                .filter(|n| *n != me)
+                .collect();
+            known.sort_unstable();
+            known.dedup();
+            (!known.is_empty()).then(|| known[(self.random.next_u64() % known.len() as u64) as usize])
+        });
+        if let Some(target) = target {
+            self.send(target, Message::Join(self.own.clone()));
         }
     }
 
@@ -269,7 +289,12 @@ impl Overlay {
                 if refused && !alive {
                     self.passive.retain(|p| p.id() != from);
                 }
-                if was_active || refused {
+                // A lost neighbour is replaced at once. A refused request
+                // is retried at once only by a node left with no neighbour
+                // (its requests cannot be refused); otherwise the next period
+                // tries again, so that a node one short of a full view in a
+                // full overlay does not ask peer after peer without pause.
+                if was_active || (refused && self.active.is_empty()) {
                     self.repair(now);
                 }
             }
@@ -371,7 +396,10 @@ impl Overlay {
         self.drop_invalid(now);
         self.fill(now);
         if self.active.is_empty() && self.pending.is_empty() {
+            // Alone: the named contact may be gone; any member the advert
+            // names will do from now on.
             self.join_contact();
+            self.contact = None;
         }
         let Some(target) = self.random_active(&[]) else { return };
         let mut entries = Vec::new();
@@ -449,8 +477,11 @@ impl Overlay {
         self.out.push_back(Out::Learn(info.advert.clone()));
         self.active.push(info);
         self.out.push_back(Out::Active(peer, true));
-        // The other side takes this node in too: the view is symmetric.
-        self.send(peer, Message::Neighbor { info: self.own.clone(), high: true });
+        // The other side takes this node in too, so that the view is
+        // symmetric. Not with high priority: a peer that asked, or has room,
+        // accepts; one that filled up meanwhile refuses rather than evict a
+        // neighbour, which would evict another in turn.
+        self.send(peer, Message::Neighbor { info: self.own.clone(), high: false });
         let _ = now;
     }
 

@@ -66,12 +66,19 @@ fn run(path: &Path, out: &Path, seed: Option<u64>, trace: Option<&Path>) -> Exit
         Ok(s) => s,
         Err(err) => return fail(err),
     };
+    let seed_override = seed;
     if let Some(seed) = seed {
         scenario.seed = seed;
     }
     let seed = scenario.seed;
     if let Err(err) = std::fs::create_dir_all(out) {
         return fail(format!("cannot create {}: {err}", out.display()));
+    }
+    if let Some(domain) = scenario.domain.as_mut() {
+        if let Some(seed) = seed_override {
+            domain.seeds = vec![seed];
+        }
+        return run_domain(&scenario, out);
     }
     let mut sim = Simulation::new(scenario.clone());
     if let Some(trace) = trace {
@@ -118,6 +125,25 @@ fn run(path: &Path, out: &Path, seed: Option<u64>, trace: Option<&Path>) -> Exit
             out.display()
         );
         ExitCode::FAILURE
+    }
+}
+
+/// Runs a domain scenario's matrix and writes its table and plots.
+fn run_domain(scenario: &Scenario, out: &Path) -> ExitCode {
+    use netmachine_harness::sim::domain_runs::{run_matrix, table_header, table_row, write_plots};
+    let broadcasts = scenario.domain.as_ref().map(|d| d.broadcasts_after_s.clone()).unwrap_or_default();
+    let header = table_header(&broadcasts);
+    println!("{header}");
+    let rows = run_matrix(scenario, |row| println!("{}", table_row(row)));
+    let table: Vec<String> = std::iter::once(header).chain(rows.iter().map(table_row)).collect();
+    let written = serde_json::to_string_pretty(&rows)
+        .map_err(std::io::Error::other)
+        .and_then(|json| std::fs::write(out.join("domain-results.json"), json))
+        .and_then(|()| std::fs::write(out.join("summary.md"), table.join("\n") + "\n"))
+        .and_then(|()| write_plots(out, &rows));
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => fail(format!("cannot write results to {}: {err}", out.display())),
     }
 }
 
@@ -453,6 +479,7 @@ mod calibration {
             workload: Workload { unicast_per_node_per_s: 10.0 / 3.0, quiet_tail_s: 40.0, ..Workload::default() },
             faults: Vec::new(),
             buffers: Default::default(),
+            domain: None,
         };
         let results = Simulation::new(scenario).run(|_| {});
         ((results.unicast.latency.p50_ms, results.unicast.latency.p90_ms), results.connection_setup.p50_ms)

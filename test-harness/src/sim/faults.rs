@@ -82,7 +82,7 @@ impl Simulation {
     }
 
     /// The process dies: its memory is gone, its disk stays.
-    fn crash(&mut self, n: u32) {
+    pub(super) fn crash(&mut self, n: u32) {
         self.nodes[n as usize].crash(transport_config(WINDOW, self.scenario.buffers));
         self.pings_lost_in_crash(n);
         self.drop_links_of(n);

@@ -122,6 +122,9 @@ pub struct Results {
     /// last partition's cut, sent at least 5 s after it healed.
     pub across_healed_cut: Crossing,
     pub violations: Vec<String>,
+    /// What a domain scenario measured of its overlay.
+    #[serde(default)]
+    pub domain: Option<super::domains::DomainResults>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

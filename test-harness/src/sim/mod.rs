@@ -21,6 +21,8 @@
 //! notice at their idle timeout. The same seed gives the same run, event
 //! for event.
 
+pub mod domain_runs;
+pub mod domains;
 pub mod faults;
 mod ledger;
 mod link;
@@ -93,6 +95,19 @@ pub(crate) enum Event {
     Restart(u32),
     /// Ends partition number N, if it is still the current one.
     Heal(u32),
+    /// A member joins the domain.
+    DomainJoin(u32),
+    /// A share of the domain's members crash.
+    DomainFail,
+    /// The overlay's largest component is measured.
+    DomainMeasure,
+    /// A broadcast over the active views starts.
+    DomainBroadcast(u32),
+    /// A broadcast reaches a node.
+    DomainFlood {
+        broadcast: u32,
+        node: u32,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -140,6 +155,7 @@ pub struct Simulation {
     traffic_end_us: u64,
     end_us: u64,
     trace: Option<Box<dyn std::io::Write>>,
+    domain: domains::DomainRun,
 }
 
 impl std::fmt::Debug for Simulation {
@@ -158,10 +174,11 @@ impl Simulation {
         let joiners: u32 =
             scenario.faults.iter().map(|f| if let FaultKind::Join { nodes } = f.kind { nodes } else { 0 }).sum();
         let total = scenario.nodes + joiners;
+        let settings = domains::engine_settings(scenario.domain.as_ref());
         let nodes: Vec<SimNode> = (0..total)
             .map(|i| {
                 let config = node::transport_config(WINDOW, scenario.buffers);
-                let mut node = SimNode::new(i, random.next_u64(), config, i);
+                let mut node = SimNode::new(i, random.next_u64(), config, i, settings);
                 node.present = i < scenario.nodes;
                 node
             })
@@ -208,6 +225,7 @@ impl Simulation {
             traffic_end_us,
             end_us,
             trace: None,
+            domain: domains::DomainRun::default(),
             now_us: 0,
             queue: EventQueue::default(),
             nodes,
@@ -250,6 +268,7 @@ impl Simulation {
         }
         self.setup_topics();
         self.schedule_pings();
+        self.setup_domain();
     }
 
     /// Runs to the end; `progress` is called with the fraction done.
@@ -290,6 +309,11 @@ impl Simulation {
             Event::Restart(n) => (10, u64::from(n), 0),
             Event::Heal(p) => (11, u64::from(p), 0),
             Event::Ping(n) => (12, u64::from(n), 0),
+            Event::DomainJoin(n) => (13, u64::from(n), 0),
+            Event::DomainFail => (14, 0, 0),
+            Event::DomainMeasure => (15, 0, 0),
+            Event::DomainBroadcast(k) => (16, u64::from(k), 0),
+            Event::DomainFlood { broadcast, node } => (17, u64::from(broadcast), u64::from(node)),
         };
         self.hash.write_u64(kind);
         self.hash.write_u64(a);
@@ -333,6 +357,11 @@ impl Simulation {
             Event::Fault(i) => self.fault(i as usize),
             Event::Restart(n) => self.restart(n),
             Event::Heal(p) => self.heal(p),
+            Event::DomainJoin(n) => self.domain_join(n),
+            Event::DomainFail => self.domain_fail(),
+            Event::DomainMeasure => self.domain_measure(),
+            Event::DomainBroadcast(k) => self.domain_broadcast(k),
+            Event::DomainFlood { broadcast, node } => self.flood_arrives(broadcast, node),
         }
     }
 
@@ -372,6 +401,10 @@ impl Simulation {
             Delivery::Message(message) if message.protocol.name.as_str() == PING_PROTOCOL => {
                 self.ping_answered(n, &message.body)
             }
+            // The domain engine's answers to the simulator's commands: the
+            // overlays are measured from the engines themselves.
+            Delivery::Message(message)
+                if message.protocol.name.as_str() == netmachine_engines::domain::DOMAIN_PROTOCOL => {}
             Delivery::Message(message) => {
                 let from = self.index_by_id.get(&message.src.node).copied().unwrap_or(u32::MAX);
                 match message.dst {

@@ -12,6 +12,7 @@ use netmachine_engines::identity_store::{IdentityStore, IdentityStoreConfig};
 use netmachine_engines::node_core::{CoreConfig, NodeCore};
 use netmachine_engines::ports::Signer;
 use netmachine_engines::random::SplitMix;
+use netmachine_engines::registry::EngineSettings;
 use netmachine_engines::testing::{TestSigner, TestVerifier};
 use netmachine_engines::transport::{Transport, TransportConfig};
 use netmachine_engines::{Router, RouterConfig};
@@ -52,6 +53,8 @@ pub struct SimNode {
     pub wake_at_us: Option<u64>,
     /// Repeats dropped by the cores of its earlier lives.
     pub repeats_dropped_before: u64,
+    /// Its hosted engines' settings, the same in every life.
+    pub settings: EngineSettings,
 }
 
 pub fn identity_of(index: u32) -> (NodeIdentity, TestSigner) {
@@ -91,6 +94,7 @@ fn core_of(
     seed: u64,
     config: TransportConfig,
     disk: &BTreeMap<RecordKey, IdentityRecord>,
+    engines: EngineSettings,
 ) -> NodeCore<u32> {
     let mut router = Router::new(id, RouterConfig::default());
     if let Ok(name) = EngineName::new(APP_NAME) {
@@ -99,28 +103,22 @@ fn core_of(
     let repeat_window = 2 * config.window;
     let transport = Transport::new(id, config, Box::new(SplitMix::new(seed)));
     let identities = IdentityStore::open(id, IdentityStoreConfig::default(), disk.values().cloned().collect());
-    let core_config = CoreConfig {
-        boot: seed,
-        repeat_window,
-        seed,
-        adverts: Default::default(),
-        logs: Default::default(),
-        engines: Default::default(),
-    };
+    let core_config =
+        CoreConfig { boot: seed, repeat_window, seed, adverts: Default::default(), logs: Default::default(), engines };
     NodeCore::new(core_config, router, transport, identities, Box::new(signer), Box::new(TestVerifier), Timestamp(0))
 }
 
 impl SimNode {
     /// A node that advertises the address of node `advertised` (itself,
     /// unless it lies). Its core asks to persist its advert first.
-    pub fn new(index: u32, seed: u64, config: TransportConfig, advertised: u32) -> Self {
+    pub fn new(index: u32, seed: u64, config: TransportConfig, advertised: u32, settings: EngineSettings) -> Self {
         let (id, signer) = identity_of(index);
         let disk = BTreeMap::new();
         let advert = signed_advert(id, &signer, address_of(advertised), 1);
         let mut node = Self {
             id,
             signer,
-            core: core_of(id, signer, seed, config, &disk),
+            core: core_of(id, signer, seed, config, &disk, settings),
             disk,
             advert,
             alive: true,
@@ -136,6 +134,7 @@ impl SimNode {
             peak_buffered_bytes: 0,
             wake_at_us: None,
             repeats_dropped_before: 0,
+            settings,
         };
         let _ = node.core.set_own_advert(node.advert.clone());
         node
@@ -144,7 +143,7 @@ impl SimNode {
     /// A restart: the identity and the disk stay, the process is new. It
     /// signs a newer advert, as a real node does at every start.
     pub fn restart(&mut self, seed: u64, config: TransportConfig) {
-        self.core = core_of(self.id, self.signer, seed, config, &self.disk);
+        self.core = core_of(self.id, self.signer, seed, config, &self.disk, self.settings);
         self.disk.clear();
         self.wake_at_us = None;
         self.alive = true;
@@ -171,7 +170,7 @@ impl SimNode {
         self.alive = false;
         self.disk = self.core.identities().records().map(|r| (r.key(), r.clone())).collect();
         self.repeats_dropped_before += self.core.counters().repeats_dropped;
-        self.core = core_of(self.id, self.signer, self.boot, config, &BTreeMap::new());
+        self.core = core_of(self.id, self.signer, self.boot, config, &BTreeMap::new(), self.settings);
     }
 
     pub fn repeats_dropped(&self) -> u64 {

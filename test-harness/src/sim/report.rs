@@ -71,7 +71,9 @@ impl Simulation {
             in_degree,
             peak_buffered_bytes: self.nodes.iter().map(|n| n.peak_buffered_bytes as u64).collect(),
         };
+        let domain = self.finish_domain();
         Results {
+            domain,
             scenario: self.scenario.name.clone(),
             seed: self.scenario.seed,
             nodes: self.nodes.len() as u32,

@@ -31,6 +31,66 @@ pub struct Scenario {
     /// a scenario lowers them to reach them sooner.
     #[serde(default)]
     pub buffers: BufferLimits,
+    /// Every node a member of one domain, whose overlay is measured
+    /// through a failure (see `sim/domains.rs`).
+    #[serde(default)]
+    pub domain: Option<DomainScenario>,
+}
+
+/// How the overlay fills a view that lost a neighbour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RepairMode {
+    /// HyParView: at once, from the passive view.
+    Reactive,
+    /// The baseline: only at each shuffle period.
+    Periodic,
+}
+
+/// One domain of every node: joins through its approvers, convergence,
+/// then a share of the members failing at once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DomainScenario {
+    /// Members that approve joins (the first nodes).
+    #[serde(default = "default_approvers")]
+    pub approvers: u32,
+    /// Joins are spread uniformly over this many seconds from the start.
+    pub join_spread_s: f64,
+    #[serde(default = "default_shuffle_s")]
+    pub shuffle_interval_s: f64,
+    #[serde(default = "default_neighbor_ms")]
+    pub neighbor_timeout_ms: u64,
+    pub fail_at_s: f64,
+    /// The share of members that crash at once; the runner tries each.
+    pub fail_fractions: Vec<f64>,
+    /// Seeds the runner tries for each share.
+    pub seeds: Vec<u64>,
+    /// Set by the runner: the overlay measured in this run.
+    #[serde(default = "default_repair")]
+    pub repair: RepairMode,
+    /// Set by the runner: the share failing in this run.
+    #[serde(default)]
+    pub fail_fraction: f64,
+    /// When broadcasts start, in seconds after the failure.
+    #[serde(default = "default_broadcasts")]
+    pub broadcasts_after_s: Vec<f64>,
+}
+
+fn default_approvers() -> u32 {
+    8
+}
+fn default_shuffle_s() -> f64 {
+    60.0
+}
+fn default_neighbor_ms() -> u64 {
+    2_000
+}
+fn default_repair() -> RepairMode {
+    RepairMode::Reactive
+}
+fn default_broadcasts() -> Vec<f64> {
+    vec![1.0, 10.0]
 }
 
 /// The byte limits of each node's transport, per peer.
