@@ -66,6 +66,71 @@ pub enum ControlRequest {
     Unsubscribe {
         topic: String,
     },
+    /// Creates a domain this node owns: `policy` is `open`, `psk` (with
+    /// `psk`, base64), `allow-list` (with `allow`) or `owner`.
+    DomainCreate {
+        policy: String,
+        #[serde(default)]
+        psk: Option<String>,
+        #[serde(default)]
+        allow: Vec<String>,
+        #[serde(default)]
+        cert_ttl_s: Option<u32>,
+        #[serde(default)]
+        full_mesh: bool,
+    },
+    /// The advert text of a domain this node is in.
+    DomainAdvert {
+        domain: String,
+    },
+    /// Joins the domain of this advert text.
+    DomainJoin {
+        advert: String,
+        #[serde(default)]
+        psk: Option<String>,
+        #[serde(default)]
+        via: Option<String>,
+    },
+    DomainLeave {
+        domain: String,
+    },
+    /// The owner admits (or refuses) a join that waits for it.
+    DomainApprove {
+        domain: String,
+        node: String,
+        #[serde(default = "waits_by_default")]
+        accept: bool,
+    },
+    /// The owner signs a newer advert that revokes a member.
+    DomainRevoke {
+        domain: String,
+        node: String,
+    },
+    DomainList,
+    /// A domain's active and passive views.
+    DomainView {
+        domain: String,
+    },
+    /// Sends an outsider's request: `domain` is advert text, or the
+    /// identity of a domain this node is in.
+    DomainRequest {
+        domain: String,
+        protocol: String,
+        body: String,
+    },
+}
+
+/// A domain as the control API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DomainInfo {
+    pub domain: String,
+    pub policy: String,
+    pub owner: bool,
+    pub approver: bool,
+    /// When this node's certificate expires (UNIX ms).
+    pub expires_ms: u64,
+    pub active: Vec<String>,
+    pub passive: Vec<String>,
 }
 
 fn waits_by_default() -> bool {
@@ -196,6 +261,43 @@ pub enum ControlResponse {
     Unsubscribed {
         topic: String,
         streams: usize,
+    },
+    DomainCreated {
+        domain: String,
+        advert: String,
+    },
+    DomainAdvertText {
+        domain: String,
+        advert: String,
+    },
+    DomainJoined {
+        domain: String,
+        approver: String,
+        expires_ms: u64,
+    },
+    /// The join waits for the owner's approval.
+    DomainPending {
+        domain: String,
+    },
+    DomainLeft {
+        domain: String,
+    },
+    DomainApproved {
+        domain: String,
+        node: String,
+        accept: bool,
+    },
+    DomainRevoked {
+        domain: String,
+        node: String,
+        advert: String,
+    },
+    Domains {
+        domains: Vec<DomainInfo>,
+    },
+    DomainView(DomainInfo),
+    DomainAnswer {
+        body: String,
     },
     Error {
         message: String,

@@ -33,10 +33,17 @@ pub fn write_new_key(path: &Path, force: bool) -> Result<Ed25519Keys, KeyFileErr
     if path.exists() && !force {
         return Err(KeyFileError::Exists { path: path.to_path_buf() });
     }
+    let keys = Ed25519Keys::generate()?;
+    write_private(path, keys.pkcs8())?;
+    Ok(keys)
+}
+
+/// Writes `bytes` to `path` with mode 0600, whole or not at all: a key, a
+/// pre-shared key.
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), KeyFileError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs::create_dir_all(dir).map_err(io_error(dir))?;
     }
-    let keys = Ed25519Keys::generate()?;
     // Write beside the target, then rename: a crash never leaves half a key.
     let tmp = path.with_extension("key.tmp");
     {
@@ -45,7 +52,7 @@ pub fn write_new_key(path: &Path, force: bool) -> Result<Ed25519Keys, KeyFileErr
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         let mut file = options.open(&tmp).map_err(io_error(&tmp))?;
-        file.write_all(keys.pkcs8()).map_err(io_error(&tmp))?;
+        file.write_all(bytes).map_err(io_error(&tmp))?;
         file.sync_all().map_err(io_error(&tmp))?;
     }
     #[cfg(unix)]
@@ -54,7 +61,28 @@ pub fn write_new_key(path: &Path, force: bool) -> Result<Ed25519Keys, KeyFileErr
         fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600)).map_err(io_error(&tmp))?;
     }
     fs::rename(&tmp, path).map_err(io_error(path))?;
-    Ok(keys)
+    Ok(())
+}
+
+/// Reads a private file of at most `max` bytes, refusing one others can
+/// read or write.
+pub fn read_private(path: &Path, max: u64) -> Result<Vec<u8>, KeyFileError> {
+    let metadata = fs::metadata(path).map_err(io_error(path))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = metadata.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(KeyFileError::LoosePermissions { path: path.to_path_buf(), mode });
+        }
+    }
+    if metadata.len() > max {
+        return Err(KeyFileError::BadContent {
+            path: path.to_path_buf(),
+            source: KeyError::Rejected(format!("{} bytes is over the {max} bytes such a file holds", metadata.len())),
+        });
+    }
+    fs::read(path).map_err(io_error(path))
 }
 
 /// Reads the key at `path`, refusing a file others can read or write.

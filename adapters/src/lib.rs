@@ -22,6 +22,7 @@ pub mod clock;
 pub mod codec;
 pub mod control;
 pub mod crypto;
+pub mod domains;
 pub mod keyfile;
 pub mod metrics;
 pub mod networked;

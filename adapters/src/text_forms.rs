@@ -3,12 +3,13 @@
 //! what a peer's configuration accepts.
 
 use data_encoding::BASE32_NOPAD;
-use netmachine_domain::{Frame, NodeAdvert};
+use netmachine_domain::{DomainAdvert, Frame, NodeAdvert};
 use thiserror::Error;
 
 use crate::codec::{CborCodec, Codec, CodecError};
 
 pub const NODE_ADVERT_PREFIX: &str = "nodeadvert1";
+pub const DOMAIN_ADVERT_PREFIX: &str = "domainadvert1";
 
 #[derive(Debug, Error)]
 pub enum AdvertTextError {
@@ -18,8 +19,10 @@ pub enum AdvertTextError {
     Base32(String),
     #[error("the node advert text does not decode: {0}")]
     Codec(#[from] CodecError),
-    #[error("the text holds a {0:?} frame, not a node advert")]
+    #[error("the text holds a {0:?} frame, not the advert expected")]
     NotANodeAdvert(netmachine_domain::FrameKind),
+    #[error("a domain advert starts with {DOMAIN_ADVERT_PREFIX:?}; run `netmachine domain advert <domain>` on a member to get one")]
+    WrongDomainPrefix,
 }
 
 pub fn node_advert_to_text(advert: &NodeAdvert) -> Result<String, CodecError> {
@@ -41,6 +44,28 @@ pub fn node_advert_from_text(text: &str) -> Result<NodeAdvert, AdvertTextError> 
         .map_err(|e| AdvertTextError::Base32(e.to_string()))?;
     match CborCodec::default().decode(&bytes)? {
         Frame::NodeAdvert(advert) => Ok(advert),
+        other => Err(AdvertTextError::NotANodeAdvert(other.kind())),
+    }
+}
+
+pub fn domain_advert_to_text(advert: &DomainAdvert) -> Result<String, CodecError> {
+    let bytes = CborCodec::default().encode(&Frame::DomainAdvert(advert.clone()))?;
+    Ok(format!("{DOMAIN_ADVERT_PREFIX}{}", BASE32_NOPAD.encode(&bytes).to_ascii_lowercase()))
+}
+
+/// Parses domain advert text; the signature is the domain engine's to
+/// check.
+pub fn domain_advert_from_text(text: &str) -> Result<DomainAdvert, AdvertTextError> {
+    let body = text.trim().strip_prefix(DOMAIN_ADVERT_PREFIX).ok_or(AdvertTextError::WrongDomainPrefix)?;
+    let max_chars = CborCodec::default().max_frame() * 8 / 5 + 8;
+    if body.len() > max_chars {
+        return Err(AdvertTextError::Codec(CodecError::TooLarge { len: body.len() * 5 / 8, max: max_chars * 5 / 8 }));
+    }
+    let bytes = BASE32_NOPAD
+        .decode(body.to_ascii_uppercase().as_bytes())
+        .map_err(|e| AdvertTextError::Base32(e.to_string()))?;
+    match CborCodec::default().decode(&bytes)? {
+        Frame::DomainAdvert(advert) => Ok(advert),
         other => Err(AdvertTextError::NotANodeAdvert(other.kind())),
     }
 }

@@ -58,6 +58,10 @@ pub enum Command {
         /// How many nodes.
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(2..=64))]
         nodes: u16,
+        /// How many overlapping domains they form (node k owns domain k;
+        /// each node joins two).
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(0..=64))]
+        domains: u16,
         /// The transport between them.
         #[arg(long, value_enum, default_value = "quic")]
         protocol: DevnetProtocol,
@@ -118,4 +122,78 @@ pub enum Command {
     Unban { node: String },
     /// Ends every `subscribe` stream of a topic on the node.
     Unsubscribe { topic: String },
+    /// Sovereign domains: create one, join, leave, approve, revoke, list,
+    /// look at a domain's overlay, send an outsider's request.
+    #[command(subcommand)]
+    Domain(DomainCommand),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum JoinPolicyArg {
+    /// Anyone may join.
+    Open,
+    /// Joiners prove they hold a pre-shared key (--psk-file).
+    Psk,
+    /// Only the nodes named with --allow.
+    AllowList,
+    /// The owner approves each join (`domain approve`).
+    Owner,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DomainCommand {
+    /// Makes a domain this node owns: its key (kept in the data directory,
+    /// mode 0600) and its signed advert, printed for others to join with.
+    Create {
+        #[arg(long, value_enum, default_value = "open")]
+        policy: JoinPolicyArg,
+        /// The pre-shared key's file, for --policy psk.
+        #[arg(long)]
+        psk_file: Option<PathBuf>,
+        /// A node allowed to join, for --policy allow-list (repeat it).
+        #[arg(long)]
+        allow: Vec<String>,
+        /// How long a membership certificate lasts, in seconds.
+        #[arg(long)]
+        cert_ttl: Option<u32>,
+        /// Every member connects to every other, whatever the size.
+        #[arg(long)]
+        full_mesh: bool,
+    },
+    /// Prints the advert text of a domain this node is in.
+    Advert { domain: String },
+    /// Joins the domain of an advert text (or @file holding it).
+    Join {
+        advert: String,
+        /// The pre-shared key's file, for a domain that asks for one.
+        #[arg(long)]
+        psk_file: Option<PathBuf>,
+        /// Ask this approver first.
+        #[arg(long)]
+        via: Option<String>,
+    },
+    /// Leaves a domain: its neighbours are told, its certificate forgotten.
+    Leave { domain: String },
+    /// Admits a node whose join waits for the owner's approval.
+    Approve {
+        domain: String,
+        node: String,
+        /// Refuse it instead.
+        #[arg(long)]
+        deny: bool,
+    },
+    /// Signs a newer advert that removes a member (owner only).
+    Revoke { domain: String, node: String },
+    /// Lists the domains this node is in.
+    List,
+    /// Shows a domain's active and passive views.
+    View { domain: String },
+    /// Sends an outsider's request for a protocol to a member of a domain
+    /// (advert text, or @file, or the identity of a domain this node is in).
+    Request {
+        domain: String,
+        protocol: String,
+        /// The body: text, or @path to send a file's bytes.
+        body: String,
+    },
 }

@@ -10,7 +10,7 @@ use netmachine_domain::Trust;
 use thiserror::Error;
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, DomainCommand, JoinPolicyArg};
 use crate::config::{Config, ConfigError};
 use crate::host::{Host, HostError};
 use crate::output;
@@ -70,12 +70,12 @@ pub fn run(cli: Cli) -> Result<(), CommandError> {
         Command::Keygen { key, force } => keygen(&config, key.as_deref(), force),
         Command::Advert => advert(&config),
         Command::Run => run_node(&config),
-        Command::Devnet { nodes, protocol, duration, dir } => {
+        Command::Devnet { nodes, domains, protocol, duration, dir } => {
             install_logging(&Config {
                 log: Some(config.log.clone().unwrap_or_else(|| "warn".into())),
                 ..config.clone()
             })?;
-            runtime()?.block_on(crate::devnet::run(nodes, protocol, duration, dir, json))?;
+            runtime()?.block_on(crate::devnet::run(nodes, domains, protocol, duration, dir, json))?;
             Ok(())
         }
         Command::Peers => one_call(&client, ControlRequest::Peers, json),
@@ -97,7 +97,64 @@ pub fn run(cli: Cli) -> Result<(), CommandError> {
         Command::Unsubscribe { topic } => one_call(&client, ControlRequest::Unsubscribe { topic }, json),
         Command::Subscribe { topic } => stream(&client, ControlRequest::Subscribe { topic }, json),
         Command::Inbox => stream(&client, ControlRequest::Inbox, json),
+        Command::Domain(command) => one_call(&client, domain_request(command)?, json),
     }
+}
+
+/// Reads a small file whole: a pre-shared key, advert text.
+fn read_small(path: &Path) -> Result<Vec<u8>, CommandError> {
+    let len =
+        std::fs::metadata(path).map_err(|source| CommandError::BodyFile { path: path.to_path_buf(), source })?.len();
+    let max = 64 * 1024;
+    if len > max as u64 {
+        return Err(CommandError::BodyTooLarge { path: path.to_path_buf(), len, max });
+    }
+    std::fs::read(path).map_err(|source| CommandError::BodyFile { path: path.to_path_buf(), source })
+}
+
+/// Text, or the text of the file named after `@`.
+fn text_arg(arg: &str) -> Result<String, CommandError> {
+    match arg.strip_prefix('@') {
+        Some(path) => Ok(String::from_utf8_lossy(&read_small(Path::new(path))?).trim().to_string()),
+        None => Ok(arg.to_string()),
+    }
+}
+
+fn domain_request(command: DomainCommand) -> Result<ControlRequest, CommandError> {
+    let psk = |file: Option<PathBuf>| -> Result<Option<String>, CommandError> {
+        file.map(|f| read_small(&f).map(|bytes| encode_body(&bytes))).transpose()
+    };
+    Ok(match command {
+        DomainCommand::Create { policy, psk_file, allow, cert_ttl, full_mesh } => {
+            let policy = match policy {
+                JoinPolicyArg::Open => "open",
+                JoinPolicyArg::Psk => "psk",
+                JoinPolicyArg::AllowList => "allow-list",
+                JoinPolicyArg::Owner => "owner",
+            };
+            ControlRequest::DomainCreate {
+                policy: policy.into(),
+                psk: psk(psk_file)?,
+                allow,
+                cert_ttl_s: cert_ttl,
+                full_mesh,
+            }
+        }
+        DomainCommand::Advert { domain } => ControlRequest::DomainAdvert { domain },
+        DomainCommand::Join { advert, psk_file, via } => {
+            ControlRequest::DomainJoin { advert: text_arg(&advert)?, psk: psk(psk_file)?, via }
+        }
+        DomainCommand::Leave { domain } => ControlRequest::DomainLeave { domain },
+        DomainCommand::Approve { domain, node, deny } => ControlRequest::DomainApprove { domain, node, accept: !deny },
+        DomainCommand::Revoke { domain, node } => ControlRequest::DomainRevoke { domain, node },
+        DomainCommand::List => ControlRequest::DomainList,
+        DomainCommand::View { domain } => ControlRequest::DomainView { domain },
+        DomainCommand::Request { domain, protocol, body } => ControlRequest::DomainRequest {
+            domain: text_arg(&domain)?,
+            protocol,
+            body: encode_body(&read_body(&body)?),
+        },
+    })
 }
 
 /// `text`, or the bytes of the file named after `@`.

@@ -75,6 +75,7 @@ struct Context {
     next_engine: AtomicU64,
     streams: SubscriptionStreams,
     metrics_address: Option<std::net::SocketAddr>,
+    domains: netmachine_adapters::domains::Domains,
 }
 
 impl ControlServer {
@@ -83,6 +84,7 @@ impl ControlServer {
         networked: NetworkedNode,
         inbox: Inbox,
         metrics_address: Option<std::net::SocketAddr>,
+        domains: netmachine_adapters::domains::Domains,
     ) -> Result<Self, ControlServerError> {
         if UnixStream::connect(path).await.is_ok() {
             return Err(ControlServerError::InUse(path.to_path_buf()));
@@ -112,6 +114,7 @@ impl ControlServer {
             next_engine: AtomicU64::new(1),
             streams: SubscriptionStreams::default(),
             metrics_address,
+            domains,
         });
         let (stop_tx, mut stop_rx) = oneshot::channel();
         let clients = Arc::new(tokio::sync::Semaphore::new(MAX_CLIENTS));
@@ -289,6 +292,18 @@ async fn serve(
             write_response(&mut writer, &response).await
         }
         ControlRequest::Subscribe { topic } => subscribe(context, &topic, reader, writer).await,
+        request @ (ControlRequest::DomainCreate { .. }
+        | ControlRequest::DomainAdvert { .. }
+        | ControlRequest::DomainJoin { .. }
+        | ControlRequest::DomainLeave { .. }
+        | ControlRequest::DomainApprove { .. }
+        | ControlRequest::DomainRevoke { .. }
+        | ControlRequest::DomainList
+        | ControlRequest::DomainView { .. }
+        | ControlRequest::DomainRequest { .. }) => {
+            let response = crate::domain_control::handle(&context.domains, request).await;
+            write_response(&mut writer, &response).await
+        }
         ControlRequest::Inbox => stream_inbox(context, reader, writer).await,
     }
 }

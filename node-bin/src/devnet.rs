@@ -2,7 +2,9 @@
 //! every other, with a small workload (each node greets the next one every
 //! second; node-0 publishes a topic the others subscribe to), and a live
 //! table of what they do. Each node serves its control API, so the other
-//! subcommands work against it with `--control`.
+//! subcommands work against it with `--control`. With `--domains K`,
+//! node k owns domain k and every node joins two overlapping domains; the
+//! table shows each node's domains with their view sizes.
 
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
@@ -12,9 +14,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use netmachine_adapters::crypto::Ed25519Keys;
+use netmachine_adapters::domains::PolicySpec;
 use netmachine_adapters::runtime::{EngineHandle, Inbound};
 use netmachine_domain::{
-    DestinationIdentity, EngineIdentity, EngineName, ProtocolId, TopicIdentity, TransportAddress, TransportProtocol,
+    DestinationIdentity, DomainIdentity, EngineIdentity, EngineName, ProtocolId, TopicIdentity, TransportAddress,
+    TransportProtocol,
 };
 use thiserror::Error;
 
@@ -34,6 +38,8 @@ pub enum DevnetError {
     Key(#[from] netmachine_adapters::crypto::KeyError),
     #[error("cannot listen for stop signals: {0}")]
     Signal(String),
+    #[error("domain {index}: {source}")]
+    Domain { index: usize, source: netmachine_adapters::domains::DomainError },
 }
 
 /// What the workload has seen on one node.
@@ -47,8 +53,16 @@ fn protocol() -> ProtocolId {
     ProtocolId::new("netmachine/devnet", 1).unwrap_or_else(|_| unreachable!("a valid constant protocol"))
 }
 
+/// Whether node `node` is in domain `domain` of `domains`: domain k is
+/// owned by node k, and node i is in domains i mod K and i + 1 mod K, so
+/// that every node is in two domains (one, when K is 1) and they overlap.
+fn in_domain(node: usize, domain: usize, domains: usize) -> bool {
+    node == domain || node % domains == domain || (node + 1) % domains == domain
+}
+
 pub async fn run(
     nodes: u16,
+    domains: u16,
     protocol_choice: DevnetProtocol,
     duration: Option<u64>,
     dir: Option<PathBuf>,
@@ -94,6 +108,30 @@ pub async fn run(
         }
     }
 
+    // Node k creates domain k; the others join the domains they are in.
+    let domains = usize::from(domains).min(hosts.len());
+    let mut adverts = Vec::new();
+    for (index, host) in hosts.iter().enumerate().take(domains) {
+        let ttl = netmachine_domain::membership::DEFAULT_CERT_TTL_S;
+        let (advert, _) = host
+            .domains
+            .create(PolicySpec::Open, ttl, false)
+            .await
+            .map_err(|source| DevnetError::Domain { index, source })?;
+        adverts.push(advert);
+    }
+    for (index, host) in hosts.iter().enumerate() {
+        for (d, advert) in adverts.iter().enumerate() {
+            if index != d && in_domain(index, d, domains) {
+                let owner = Some(hosts[d].networked.node.identity());
+                host.domains
+                    .join(advert.clone(), None, owner)
+                    .await
+                    .map_err(|source| DevnetError::Domain { index: d, source })?;
+            }
+        }
+    }
+
     let seen: Vec<Arc<Seen>> = hosts.iter().map(|_| Arc::new(Seen::default())).collect();
     let mut tasks = Vec::new();
     let identities: Vec<_> = hosts.iter().map(|h| h.networked.node.identity()).collect();
@@ -110,6 +148,7 @@ pub async fn run(
     }
     tasks.push(tokio::spawn(publish_ticks(publisher, topic)));
 
+    let domain_ids: Vec<DomainIdentity> = adverts.iter().map(|a| a.id).collect();
     let started = Instant::now();
     let terminal = std::io::stdout().is_terminal() && !json;
     if !json {
@@ -122,6 +161,10 @@ pub async fn run(
         println!("  {me} --control {} peers", node0.display());
         println!("  {me} --control {} send {} hello", node0.display(), identities[1]);
         println!("  {me} --control {} inbox", dir.join("node-1.sock").display());
+        if let Some(advert) = adverts.first() {
+            println!("  {me} --control {} domain view {}", node0.display(), advert.id);
+            println!("  {me} --control {} domain request {} echo hi", dir.join("node-1.sock").display(), advert.id);
+        }
         if let Some(metrics) = hosts[0].metrics_address {
             println!("  curl http://{metrics}/metrics");
         }
@@ -136,7 +179,7 @@ pub async fn run(
                 break;
             }
             _ = interval.tick() => {
-                show(&hosts, &seen, started.elapsed(), scheme, terminal, json);
+                show(&hosts, &domain_ids, &seen, started.elapsed(), scheme, terminal, json);
                 if duration.is_some_and(|d| started.elapsed() >= Duration::from_secs(d)) {
                     break;
                 }
@@ -206,7 +249,15 @@ async fn publish_ticks(mut publisher: EngineHandle, topic: TopicIdentity) {
     }
 }
 
-fn show(hosts: &[Host], seen: &[Arc<Seen>], up: Duration, scheme: &str, terminal: bool, json: bool) {
+fn show(
+    hosts: &[Host],
+    domain_ids: &[DomainIdentity],
+    seen: &[Arc<Seen>],
+    up: Duration,
+    scheme: &str,
+    terminal: bool,
+    json: bool,
+) {
     let rows: Vec<serde_json::Value> = hosts
         .iter()
         .zip(seen)
@@ -214,7 +265,19 @@ fn show(hosts: &[Host], seen: &[Arc<Seen>], up: Duration, scheme: &str, terminal
         .map(|(index, (host, seen))| {
             let node = &host.networked.node;
             let stats = node.stats();
+            // Each domain by its number, with its active and passive views.
+            let views: Vec<String> = host
+                .domains
+                .list()
+                .iter()
+                .map(|d| {
+                    let number =
+                        domain_ids.iter().position(|id| *id == d.advert.id).map_or("?".into(), |n| n.to_string());
+                    format!("d{number}:{}/{}", d.active.len(), d.passive.len())
+                })
+                .collect();
             serde_json::json!({
+                "domains": views.join(" "),
                 "name": format!("node-{index}"),
                 "node": node.identity().to_string(),
                 "peers": host.networked.transport.connections().len(),
@@ -240,13 +303,15 @@ fn show(hosts: &[Host], seen: &[Arc<Seen>], up: Duration, scheme: &str, terminal
         hosts.len(),
         up.as_secs()
     ));
-    out.push_str("NAME     NODE              PEERS  SENT  RECEIVED  LOCAL  TOPICS  GREETINGS  EVENTS\n");
+    out.push_str(
+        "NAME     NODE              PEERS  SENT  RECEIVED  LOCAL  TOPICS  GREETINGS  EVENTS  DOMAINS (active/passive)\n",
+    );
     for row in &rows {
         let text = |k: &str| row[k].as_str().unwrap_or("").to_string();
         let num = |k: &str| row[k].as_u64().unwrap_or(0);
         let node: String = text("node").chars().take(16).collect();
         out.push_str(&format!(
-            "{:<8} {:<17} {:>5} {:>5} {:>9} {:>6} {:>7} {:>10} {:>7}\n",
+            "{:<8} {:<17} {:>5} {:>5} {:>9} {:>6} {:>7} {:>10} {:>7}  {}\n",
             text("name"),
             format!("{node}…"),
             num("peers"),
@@ -256,6 +321,7 @@ fn show(hosts: &[Host], seen: &[Arc<Seen>], up: Duration, scheme: &str, terminal
             num("topics"),
             num("greetings"),
             num("events"),
+            text("domains"),
         ));
     }
     print!("{out}");

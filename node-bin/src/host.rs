@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use netmachine_adapters::crypto::Ed25519Keys;
+use netmachine_adapters::domains::{DomainFiles, Domains};
 use netmachine_adapters::networked::{NetworkedNode, NetworkedNodeConfig, NetworkedNodeError};
 use netmachine_adapters::runtime::NodeError;
 use netmachine_adapters::text_forms::node_advert_from_text;
@@ -27,6 +28,8 @@ pub enum HostError {
     Control(#[from] ControlServerError),
     #[error(transparent)]
     Metrics(#[from] netmachine_adapters::metrics::http::MetricsServerError),
+    #[error(transparent)]
+    Domains(#[from] netmachine_adapters::domains::DomainError),
     #[error("peer {index} in the config: {reason}")]
     Peer { index: usize, reason: String },
 }
@@ -38,6 +41,8 @@ pub struct Host {
     pub control_socket: PathBuf,
     /// Where `/metrics` is served, when it is.
     pub metrics_address: Option<SocketAddr>,
+    /// The node's domains, for the control API and devnet.
+    pub domains: Domains,
     control: ControlServer,
     metrics: Option<tokio::task::JoinHandle<()>>,
 }
@@ -75,6 +80,7 @@ impl Host {
     pub async fn start(config: &Config, keys: Ed25519Keys, data_dir: Option<PathBuf>) -> Result<Self, HostError> {
         let mut node_config = NetworkedNodeConfig::new(keys, Vec::new());
         node_config.listen = config.listen_specs();
+        let networked_data_dir = data_dir.clone();
         node_config.data_dir = data_dir;
         node_config.name = config.name.clone();
         node_config.mailbox_capacity = config.mailbox_capacity();
@@ -122,9 +128,12 @@ impl Host {
             }
             None => (None, None),
         };
+        let files = networked_data_dir.as_deref().map(DomainFiles::new);
+        let domains = Domains::start(&networked.node, files).await?;
         let control_socket = config.control_socket();
-        let control = ControlServer::start(&control_socket, networked.clone(), inbox, metrics_address).await?;
-        Ok(Self { networked, control_socket, metrics_address, control, metrics })
+        let control =
+            ControlServer::start(&control_socket, networked.clone(), inbox, metrics_address, domains.clone()).await?;
+        Ok(Self { networked, control_socket, metrics_address, domains, control, metrics })
     }
 
     pub async fn shutdown(self) {

@@ -5,6 +5,7 @@ mod commands;
 mod config;
 mod control_server;
 mod devnet;
+mod domain_control;
 mod host;
 mod inbox;
 mod output;

@@ -83,6 +83,61 @@ pub fn print(response: &ControlResponse, json: bool) {
         ControlResponse::Unsubscribed { topic, streams } => {
             println!("unsubscribed from {topic} ({streams} streams ended)")
         }
+        ControlResponse::DomainCreated { domain, advert } => {
+            eprintln!("created domain {domain}; others join it with this advert:");
+            println!("{advert}");
+        }
+        ControlResponse::DomainAdvertText { advert, .. } => println!("{advert}"),
+        ControlResponse::DomainJoined { domain, approver, expires_ms } => {
+            println!("joined {domain} (certificate from {approver}, expires at {expires_ms} ms)")
+        }
+        ControlResponse::DomainPending { domain } => {
+            println!("the join of {domain} waits for the owner's approval (`netmachine domain approve` on the owner)")
+        }
+        ControlResponse::DomainLeft { domain } => println!("left {domain}"),
+        ControlResponse::DomainApproved { domain, node, accept: true } => println!("admitted {node} to {domain}"),
+        ControlResponse::DomainApproved { domain, node, accept: false } => println!("refused {node} in {domain}"),
+        ControlResponse::DomainRevoked { domain, node, .. } => {
+            println!("revoked {node} in {domain}; the newer advert spreads over the domain")
+        }
+        ControlResponse::Domains { domains } => {
+            if domains.is_empty() {
+                println!("in no domain");
+            }
+            for d in domains {
+                let role = if d.owner {
+                    "owner"
+                } else if d.approver {
+                    "approver"
+                } else {
+                    "member"
+                };
+                println!(
+                    "{}  {:<8} {:<10} active {} passive {}  certificate expires at {} ms",
+                    d.domain,
+                    role,
+                    d.policy,
+                    d.active.len(),
+                    d.passive.len(),
+                    d.expires_ms
+                );
+            }
+        }
+        ControlResponse::DomainView(d) => {
+            println!("domain  {}", d.domain);
+            println!("active  {}", d.active.len());
+            for n in &d.active {
+                println!("  {n}");
+            }
+            println!("passive {}", d.passive.len());
+            for n in &d.passive {
+                println!("  {n}");
+            }
+        }
+        ControlResponse::DomainAnswer { body } => match decode_body(body).map(String::from_utf8) {
+            Ok(Ok(text)) => println!("{text}"),
+            _ => println!("base64:{body}"),
+        },
         // The command reports the error itself, once, on standard error.
         ControlResponse::Error { .. } => {}
     }

@@ -375,6 +375,15 @@ impl Node {
         })
     }
 
+    /// Reads the hosted engines' state (see
+    /// [`netmachine_engines::node_core::NodeCore::engine`]).
+    pub fn inspect_engines<T>(
+        &self,
+        f: impl FnOnce(&netmachine_engines::node_core::NodeCore<crate::runtime::Mailbox>) -> T,
+    ) -> T {
+        self.inner.read(|state| f(&state.core))
+    }
+
     pub fn stats(&self) -> NodeStats {
         self.inner.read(|state| {
             let router = state.core.router();

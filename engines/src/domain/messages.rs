@@ -221,6 +221,9 @@ pub enum Command {
         id: u64,
         body: Vec<u8>,
     },
+    /// The asking engine hears of every membership change from now on
+    /// (renewals, newer adverts, removals), to keep them on disk.
+    Watch,
 }
 
 impl Command {
@@ -272,6 +275,9 @@ impl Command {
             Self::Answer { id, body } => {
                 w.u8(8).u64(*id).bytes(body);
             }
+            Self::Watch => {
+                w.u8(9);
+            }
         }
         body_of(w)
     }
@@ -310,6 +316,7 @@ impl Command {
                 body: r.bytes(MAX_EXTERNAL_BODY)?.to_vec(),
             },
             8 => Self::Answer { id: r.u64()?, body: r.bytes(MAX_EXTERNAL_BODY)?.to_vec() },
+            9 => Self::Watch,
             other => return Err(malformed("domain command", format!("unknown command {other}"))),
         };
         r.finish()?;
@@ -347,6 +354,8 @@ pub enum Outcome {
         protocol: String,
         body: Vec<u8>,
     },
+    /// To the watcher: this node is no longer in the domain.
+    Left(DomainIdentity),
 }
 
 impl Outcome {
@@ -379,6 +388,9 @@ impl Outcome {
             Self::Incoming { id, domain, requester, protocol, body } => {
                 w.u8(7).u64(*id).field(domain).field(requester).str(protocol).bytes(body);
             }
+            Self::Left(domain) => {
+                w.u8(8).field(domain);
+            }
         }
         body_of(w)
     }
@@ -402,6 +414,7 @@ impl Outcome {
                 protocol: read_text(&mut r, MAX_PROTOCOL_NAME)?,
                 body: r.bytes(MAX_EXTERNAL_BODY)?.to_vec(),
             },
+            8 => Self::Left(r.domain()?),
             other => return Err(malformed("domain outcome", format!("unknown outcome {other}"))),
         };
         r.finish()?;

@@ -143,6 +143,8 @@ pub struct DomainEngine {
     guard: JoinGuard,
     external: external::External,
     timers: Timers<Timer>,
+    /// The local engine that keeps memberships on disk.
+    watcher: Option<EngineName>,
     counters: DomainCounters,
     effects: VecDeque<Effect>,
 }
@@ -169,6 +171,7 @@ impl DomainEngine {
             guard: JoinGuard::new(config.guard),
             external: external::External::new(config.external),
             timers: Timers::new(),
+            watcher: None,
             counters: DomainCounters::default(),
             effects: VecDeque::new(),
         }
@@ -245,6 +248,7 @@ impl DomainEngine {
         self.timers.set(Timer::Renew(domain), renew_at);
         let neighbours = self.memberships.remove(&domain).map(|m| m.neighbours).unwrap_or_default();
         self.tell_topology(&FromDomain::Member { advert: Box::new(advert.clone()), cert: cert.clone(), contact });
+        self.tell_watcher(&Outcome::Joined { advert: advert.clone(), cert: cert.clone() });
         self.memberships.insert(domain, Membership { advert, cert, psk, neighbours });
     }
 
@@ -259,7 +263,14 @@ impl DomainEngine {
             }
         }
         self.tell_topology(&FromDomain::Left(domain));
+        self.tell_watcher(&Outcome::Left(domain));
         true
+    }
+
+    fn tell_watcher(&mut self, outcome: &Outcome) {
+        if let Some(to) = self.watcher.clone() {
+            self.effects.push_back(Effect::Deliver { to, reply_to: None, body: outcome.encode() });
+        }
     }
 
     fn command(&mut self, from: EngineName, id: MessageId, body: &netmachine_domain::Body, now: Timestamp) {
@@ -320,6 +331,10 @@ impl DomainEngine {
             }
             Command::Request { advert, protocol, body } => self.request(advert, protocol, body, asker, now),
             Command::Answer { id, body } => self.answered(id, body),
+            Command::Watch => {
+                self.watcher = Some(from);
+                self.tell(&asker, &Outcome::Done);
+            }
         }
     }
 
@@ -342,7 +357,11 @@ impl DomainEngine {
             return Outcome::Failed(format!("this node is in {} domains already", self.config.max_domains));
         }
         let cert = self.certify(self.node, &advert, now);
-        self.enter(advert.clone(), cert.clone(), psk, None);
+        // Every approver joins the overlay through the first other one the
+        // advert names: so they all meet, and the members each of them
+        // admits end up in one overlay rather than one per approver.
+        let contact = advert.rules.approvers.iter().copied().find(|a| *a != self.node);
+        self.enter(advert.clone(), cert.clone(), psk, contact);
         Outcome::Joined { advert, cert }
     }
 

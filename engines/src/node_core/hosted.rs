@@ -3,9 +3,9 @@
 //! commands local engines send it, and the peers' comings and goings; the
 //! core builds and carries out what it asks for.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use netmachine_domain::{DestinationIdentity, EngineIdentity, ProtocolId, Timestamp};
+use netmachine_domain::{DestinationIdentity, EngineIdentity, NodeIdentity, Permanence, ProtocolId, Timestamp};
 
 use super::NodeCore;
 use crate::engine::{Effect, Input, Notice, ProtocolEngine};
@@ -21,6 +21,8 @@ pub(super) struct Hosted {
     /// Whether an engine's next timeout moved sooner since the host last
     /// asked.
     sooner: bool,
+    /// Peers an engine made permanent (and may make ephemeral again).
+    kept: HashSet<NodeIdentity>,
 }
 
 impl Hosted {
@@ -173,18 +175,31 @@ impl<A: Clone> NodeCore<A> {
                         Err(err) => tracing::trace!(%protocol, %err, "an advert an engine passed on was not kept"),
                     }
                 }
-                Effect::Keep { peer, permanent } => {
-                    let permanence = if permanent {
-                        netmachine_domain::Permanence::Permanent
-                    } else {
-                        netmachine_domain::Permanence::Ephemeral
-                    };
-                    let _ = self.set_permanence(peer, permanence);
-                }
+                Effect::Keep { peer, permanent } => self.keep_for_engines(peer, permanent),
                 Effect::Announce(notice) => self.hosted.notify(notice),
             }
         }
         any
+    }
+
+    /// An engine wants the connection to `peer` kept open, or no longer.
+    /// It can only add to what the operator set: a peer permanent by the
+    /// operator's choice stays so when the engine lets it go.
+    fn keep_for_engines(&mut self, peer: NodeIdentity, permanent: bool) {
+        let current = self.identities.node(&peer).map_or(Permanence::Ephemeral, |r| r.permanence);
+        let change = match (permanent, current) {
+            (true, Permanence::Ephemeral) => {
+                self.hosted.kept.insert(peer);
+                Some(Permanence::Permanent)
+            }
+            (false, Permanence::Permanent) if self.hosted.kept.remove(&peer) => Some(Permanence::Ephemeral),
+            _ => None,
+        };
+        if let Some(permanence) = change {
+            if let Err(err) = self.set_permanence(peer, permanence) {
+                tracing::debug!(%peer, %err, "an engine's wish to keep a connection not recorded");
+            }
+        }
     }
 
     /// A hosted engine, to read its state.
