@@ -11,7 +11,7 @@ use crate::canonical::{Canonical, CanonicalWriter};
 use crate::error::ValidationError;
 use crate::identity::{DomainIdentity, ExternalIdentity, NodeIdentity, Signature, TopicIdentity};
 use crate::limits::*;
-use crate::membership::MembershipRules;
+use crate::rules::MembershipRules;
 use crate::signed::Signed;
 use crate::time::Timestamp;
 

@@ -17,6 +17,7 @@ pub mod limits;
 pub mod membership;
 pub mod message;
 pub mod record;
+pub mod rules;
 pub mod signed;
 pub mod time;
 pub mod validity;

@@ -7,86 +7,15 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::rules::{MembershipRules, DEFAULT_CERT_TTL_S, MAX_DOMAIN_APPROVERS, MAX_DOMAIN_REVOKED, MIN_CERT_TTL_S};
+
 use crate::advert::DomainAdvertBody;
-use crate::bounded::BoundedVec;
-use crate::canonical::{Canonical, CanonicalWriter};
-use crate::error::{ParseError, ValidationError};
+use crate::canonical::CanonicalWriter;
+
 use crate::identity::{DomainIdentity, ExternalIdentity, NodeIdentity, Signature};
 use crate::limits::MAX_CLOCK_SKEW_MS;
 use crate::signed::Signed;
 use crate::time::Timestamp;
-use crate::wire::WireReader;
-
-/// Nodes one advert names as approvers.
-pub const MAX_DOMAIN_APPROVERS: usize = 64;
-/// Members one advert names as revoked.
-pub const MAX_DOMAIN_REVOKED: usize = 1024;
-/// How long a certificate lasts unless the advert says otherwise: a day.
-pub const DEFAULT_CERT_TTL_S: u32 = 24 * 60 * 60;
-/// The shortest lifetime an advert may set: renewal at half of it must
-/// leave time for a round trip.
-pub const MIN_CERT_TTL_S: u32 = 60;
-
-/// What a domain advert says about membership beyond the join policy.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
-pub struct MembershipRules {
-    /// Members that may sign certificates.
-    pub approvers: BoundedVec<NodeIdentity, MAX_DOMAIN_APPROVERS>,
-    /// How long a certificate is valid, in seconds.
-    pub cert_ttl_s: u32,
-    /// Members whose certificates no longer count.
-    pub revoked: BoundedVec<NodeIdentity, MAX_DOMAIN_REVOKED>,
-    /// Whether every member keeps a connection to every other, whatever
-    /// the domain's size.
-    pub full_mesh: bool,
-}
-
-impl Default for MembershipRules {
-    fn default() -> Self {
-        Self {
-            approvers: BoundedVec::empty(),
-            cert_ttl_s: DEFAULT_CERT_TTL_S,
-            revoked: BoundedVec::empty(),
-            full_mesh: false,
-        }
-    }
-}
-
-impl MembershipRules {
-    pub fn new(
-        approvers: Vec<NodeIdentity>,
-        cert_ttl_s: u32,
-        revoked: Vec<NodeIdentity>,
-        full_mesh: bool,
-    ) -> Result<Self, ValidationError> {
-        if cert_ttl_s < MIN_CERT_TTL_S {
-            return Err(ValidationError::Invalid {
-                field: "certificate lifetime",
-                reason: format!("{cert_ttl_s} s is under the minimum of {MIN_CERT_TTL_S} s"),
-            });
-        }
-        Ok(Self {
-            approvers: BoundedVec::new("domain approvers", approvers)?,
-            cert_ttl_s,
-            revoked: BoundedVec::new("revoked members", revoked)?,
-            full_mesh,
-        })
-    }
-
-    pub fn is_approver(&self, node: &NodeIdentity) -> bool {
-        self.approvers.contains(node)
-    }
-
-    pub fn is_revoked(&self, node: &NodeIdentity) -> bool {
-        self.revoked.contains(node)
-    }
-}
-
-impl Canonical for MembershipRules {
-    fn write_canonical(&self, w: &mut CanonicalWriter) {
-        w.field(&self.approvers).u32(self.cert_ttl_s).field(&self.revoked).bool(self.full_mesh);
-    }
-}
 
 /// Why a certificate does not prove membership.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -180,24 +109,6 @@ impl MembershipCertificate {
         }
         Ok(())
     }
-
-    pub fn write_wire(&self, w: &mut CanonicalWriter) {
-        w.field(&self.domain).field(&self.member).field(&self.approver);
-        w.u64(self.epoch).u64(self.issued.0).u64(self.expires.0);
-        w.bytes(&self.sig.to_tagged_bytes());
-    }
-
-    pub fn read_wire(r: &mut WireReader<'_>) -> Result<Self, ParseError> {
-        Ok(Self {
-            domain: r.domain()?,
-            member: r.node()?,
-            approver: r.node()?,
-            epoch: r.u64()?,
-            issued: r.timestamp()?,
-            expires: r.timestamp()?,
-            sig: r.signature()?,
-        })
-    }
 }
 
 impl Signed for MembershipCertificate {
@@ -259,37 +170,9 @@ impl JoinRequest {
         w.field(domain).field(requestor).u64(nonce).u64(created.0);
         w.finish()
     }
-
-    pub fn write_wire(&self, w: &mut CanonicalWriter) {
-        w.field(&self.requestor).field(&self.domain).u64(self.nonce).u64(self.created.0);
-        write_proof(w, &self.proof);
-        w.bytes(&self.sig.to_tagged_bytes());
-    }
-
-    pub fn read_wire(r: &mut WireReader<'_>) -> Result<Self, ParseError> {
-        let requestor = r.node()?;
-        let domain = r.domain()?;
-        let nonce = r.u64()?;
-        let created = r.timestamp()?;
-        let proof = match r.u8()? {
-            0 => JoinProof::Nothing,
-            1 => {
-                let mac: [u8; 32] = r.bytes(32)?.try_into().map_err(|_| ParseError::Malformed {
-                    what: "join request",
-                    reason: "a key proof is 32 bytes".into(),
-                })?;
-                JoinProof::PreSharedKey(mac)
-            }
-            2 => JoinProof::Renewal(Box::new(MembershipCertificate::read_wire(r)?)),
-            other => {
-                return Err(ParseError::Malformed { what: "join request", reason: format!("unknown proof {other}") })
-            }
-        };
-        Ok(Self { requestor, domain, nonce, created, proof, sig: r.signature()? })
-    }
 }
 
-fn write_proof(w: &mut CanonicalWriter, proof: &JoinProof) {
+pub(crate) fn write_proof(w: &mut CanonicalWriter, proof: &JoinProof) {
     match proof {
         JoinProof::Nothing => {
             w.u8(0);
@@ -332,14 +215,6 @@ impl Leave {
         let mut w = CanonicalWriter::new(Self::SIGNING_TAG);
         w.field(member).field(domain).u64(created.0);
         w.finish()
-    }
-
-    pub fn write_wire(&self, w: &mut CanonicalWriter) {
-        w.field(&self.member).field(&self.domain).u64(self.created.0).bytes(&self.sig.to_tagged_bytes());
-    }
-
-    pub fn read_wire(r: &mut WireReader<'_>) -> Result<Self, ParseError> {
-        Ok(Self { member: r.node()?, domain: r.domain()?, created: r.timestamp()?, sig: r.signature()? })
     }
 }
 
@@ -451,29 +326,6 @@ mod tests {
         early.issued = Timestamp(now.0 + MAX_CLOCK_SKEW_MS + 1);
         early.expires = Timestamp(u64::MAX);
         assert!(matches!(early.check(&advert(vec![]), now), Err(CertificateError::FromTheFuture { .. })));
-    }
-
-    #[test]
-    fn requests_and_certificates_read_back_as_written() {
-        let request = JoinRequest {
-            requestor: node(4),
-            domain: domain(),
-            nonce: 9,
-            created: Timestamp(77),
-            proof: JoinProof::Renewal(Box::new(cert(node(4), node(1)))),
-            sig: Signature::Ed25519(Box::new([2; 64])),
-        };
-        let mut w = CanonicalWriter::untagged();
-        request.write_wire(&mut w);
-        let bytes = w.finish();
-        let mut r = WireReader::new("join", &bytes);
-        assert_eq!(JoinRequest::read_wire(&mut r).expect("reads"), request);
-        r.finish().expect("all read");
-        let leave = Leave { member: node(4), domain: domain(), created: Timestamp(5), sig: request.sig.clone() };
-        let mut w = CanonicalWriter::untagged();
-        leave.write_wire(&mut w);
-        let bytes = w.finish();
-        assert_eq!(Leave::read_wire(&mut WireReader::new("leave", &bytes)).expect("reads"), leave);
     }
 
     #[test]

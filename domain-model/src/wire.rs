@@ -14,7 +14,8 @@ use crate::canonical::CanonicalWriter;
 use crate::error::ParseError;
 use crate::identity::{DomainIdentity, ExternalIdentity, NodeIdentity, Signature};
 use crate::limits::{MAX_ADVERT_ADDRESSES, MAX_NODE_NAME_BYTES};
-use crate::membership::{MembershipRules, MAX_DOMAIN_APPROVERS, MAX_DOMAIN_REVOKED};
+use crate::membership::{write_proof, JoinProof, JoinRequest, Leave, MembershipCertificate};
+use crate::rules::{MembershipRules, MAX_DOMAIN_APPROVERS, MAX_DOMAIN_REVOKED};
 use crate::time::Timestamp;
 
 /// Reads fields in the layout of [`CanonicalWriter`].
@@ -208,6 +209,66 @@ impl<'a> WireReader<'a> {
     }
 }
 
+impl MembershipCertificate {
+    pub fn write_wire(&self, w: &mut CanonicalWriter) {
+        w.field(&self.domain).field(&self.member).field(&self.approver);
+        w.u64(self.epoch).u64(self.issued.0).u64(self.expires.0);
+        w.bytes(&self.sig.to_tagged_bytes());
+    }
+
+    pub fn read_wire(r: &mut WireReader<'_>) -> Result<Self, ParseError> {
+        Ok(Self {
+            domain: r.domain()?,
+            member: r.node()?,
+            approver: r.node()?,
+            epoch: r.u64()?,
+            issued: r.timestamp()?,
+            expires: r.timestamp()?,
+            sig: r.signature()?,
+        })
+    }
+}
+
+impl JoinRequest {
+    pub fn write_wire(&self, w: &mut CanonicalWriter) {
+        w.field(&self.requestor).field(&self.domain).u64(self.nonce).u64(self.created.0);
+        write_proof(w, &self.proof);
+        w.bytes(&self.sig.to_tagged_bytes());
+    }
+
+    pub fn read_wire(r: &mut WireReader<'_>) -> Result<Self, ParseError> {
+        let requestor = r.node()?;
+        let domain = r.domain()?;
+        let nonce = r.u64()?;
+        let created = r.timestamp()?;
+        let proof = match r.u8()? {
+            0 => JoinProof::Nothing,
+            1 => {
+                let mac: [u8; 32] = r.bytes(32)?.try_into().map_err(|_| ParseError::Malformed {
+                    what: "join request",
+                    reason: "a key proof is 32 bytes".into(),
+                })?;
+                JoinProof::PreSharedKey(mac)
+            }
+            2 => JoinProof::Renewal(Box::new(MembershipCertificate::read_wire(r)?)),
+            other => {
+                return Err(ParseError::Malformed { what: "join request", reason: format!("unknown proof {other}") })
+            }
+        };
+        Ok(Self { requestor, domain, nonce, created, proof, sig: r.signature()? })
+    }
+}
+
+impl Leave {
+    pub fn write_wire(&self, w: &mut CanonicalWriter) {
+        w.field(&self.member).field(&self.domain).u64(self.created.0).bytes(&self.sig.to_tagged_bytes());
+    }
+
+    pub fn read_wire(r: &mut WireReader<'_>) -> Result<Self, ParseError> {
+        Ok(Self { member: r.node()?, domain: r.domain()?, created: r.timestamp()?, sig: r.signature()? })
+    }
+}
+
 /// Writes a domain advert so that [`WireReader::domain_advert`] reads it
 /// back: its body in canonical form, then its signature.
 pub fn write_domain_advert(w: &mut CanonicalWriter, advert: &DomainAdvert) {
@@ -269,6 +330,41 @@ mod tests {
             assert_eq!(r.domain_advert().expect("reads"), advert);
             r.finish().expect("all read");
         }
+    }
+
+    #[test]
+    fn requests_and_certificates_read_back_as_written() {
+        let node = |seed: u8| NodeIdentity::new(ExternalIdentity::ed25519([seed; 32]));
+        let domain = DomainIdentity::new(ExternalIdentity::ed25519([200; 32]));
+        let sig = Signature::Ed25519(Box::new([2; 64]));
+        let cert = crate::membership::CertificateBody {
+            domain,
+            member: node(4),
+            approver: node(1),
+            epoch: 1,
+            issued: Timestamp(1),
+            expires: Timestamp(9),
+        }
+        .signed(sig.clone());
+        let request = JoinRequest {
+            requestor: node(4),
+            domain,
+            nonce: 9,
+            created: Timestamp(77),
+            proof: JoinProof::Renewal(Box::new(cert)),
+            sig: sig.clone(),
+        };
+        let mut w = CanonicalWriter::untagged();
+        request.write_wire(&mut w);
+        let bytes = w.finish();
+        let mut r = WireReader::new("join", &bytes);
+        assert_eq!(JoinRequest::read_wire(&mut r).expect("reads"), request);
+        r.finish().expect("all read");
+        let leave = Leave { member: node(4), domain, created: Timestamp(5), sig };
+        let mut w = CanonicalWriter::untagged();
+        leave.write_wire(&mut w);
+        let bytes = w.finish();
+        assert_eq!(Leave::read_wire(&mut WireReader::new("leave", &bytes)).expect("reads"), leave);
     }
 
     #[test]

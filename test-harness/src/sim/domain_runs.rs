@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::domains::DomainResults;
+use super::metrics::DomainResults;
 use super::plot::{line_chart, Series};
 use super::scenario::{RepairMode, Scenario};
 use super::Simulation;

@@ -24,8 +24,8 @@ use netmachine_engines::ports::{Randomness, Signer};
 use netmachine_engines::registry::EngineSettings;
 use netmachine_engines::testing::TestSigner;
 use netmachine_engines::topology::{Repair, Topology};
-use serde::{Deserialize, Serialize};
 
+use super::metrics::DomainResults;
 use super::model::unit;
 use super::node::APP_NAME;
 use super::scenario::{DomainScenario, RepairMode};
@@ -48,33 +48,6 @@ pub(crate) fn engine_settings(spec: Option<&DomainScenario>) -> EngineSettings {
 
 /// How often the largest component is measured.
 const MEASURE_EVERY_US: u64 = 5_000_000;
-
-/// What a domain run measured.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct DomainResults {
-    pub members: u32,
-    pub repair: String,
-    pub fail_fraction: f64,
-    pub survivors: u32,
-    /// Members whose join ended in a certificate before the failure.
-    pub joined: u32,
-    /// The share of members in the largest component just before the
-    /// failure.
-    pub connected_before: f64,
-    /// (seconds after the failure, share of survivors in the largest
-    /// component of the active-view graph).
-    pub connected: Vec<(f64, f64)>,
-    /// (seconds after the failure the broadcast started, share of
-    /// survivors it reached).
-    pub broadcasts: Vec<(f64, f64)>,
-    /// Per survivor, from the failure to the end.
-    pub topology_messages_per_survivor: f64,
-    pub neighbor_requests_per_survivor: f64,
-    pub dials_per_survivor: f64,
-    /// Seconds after the failure when every survivor was first in one
-    /// component, if it happened.
-    pub all_connected_after_s: Option<f64>,
-}
 
 /// The domain's state in a run.
 #[derive(Debug, Default)]

@@ -124,7 +124,7 @@ pub struct Results {
     pub violations: Vec<String>,
     /// What a domain scenario measured of its overlay.
     #[serde(default)]
-    pub domain: Option<super::domains::DomainResults>,
+    pub domain: Option<DomainResults>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,4 +144,31 @@ pub fn cdf_points(sorted_us: &[u64], points: usize) -> Vec<(f64, f64)> {
         (0..n).step_by(step).map(|i| (sorted_us[i] as f64 / 1000.0, (i + 1) as f64 / n as f64)).collect();
     out.push((sorted_us[n - 1] as f64 / 1000.0, 1.0));
     out
+}
+
+/// What a domain run measured.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DomainResults {
+    pub members: u32,
+    pub repair: String,
+    pub fail_fraction: f64,
+    pub survivors: u32,
+    /// Members whose join ended in a certificate before the failure.
+    pub joined: u32,
+    /// The share of members in the largest component just before the
+    /// failure.
+    pub connected_before: f64,
+    /// (seconds after the failure, share of survivors in the largest
+    /// component of the active-view graph).
+    pub connected: Vec<(f64, f64)>,
+    /// (seconds after the failure the broadcast started, share of
+    /// survivors it reached).
+    pub broadcasts: Vec<(f64, f64)>,
+    /// Per survivor, from the failure to the end.
+    pub topology_messages_per_survivor: f64,
+    pub neighbor_requests_per_survivor: f64,
+    pub dials_per_survivor: f64,
+    /// Seconds after the failure when every survivor was first in one
+    /// component, if it happened.
+    pub all_connected_after_s: Option<f64>,
 }
