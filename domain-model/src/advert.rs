@@ -264,7 +264,7 @@ impl Canonical for DomainAdvertBody {
 }
 
 impl AdvertBody for DomainAdvertBody {
-    const SIGNING_TAG: &'static str = "netmachine/DomainAdvert/1";
+    const SIGNING_TAG: &'static str = "netmachine/DomainAdvert/2";
     fn subject(&self) -> ExternalIdentity {
         *self.id.key()
     }

@@ -106,6 +106,9 @@ pub enum Effect {
     Keep { peer: NodeIdentity, permanent: bool },
     /// Tell every engine of the node (the one announcing too).
     Announce(Notice),
+    /// `peer` showed a valid certificate for `domain`, until `expires`:
+    /// the Router takes domain-scoped messages from it until then.
+    Certified { domain: DomainIdentity, peer: NodeIdentity, expires: Timestamp },
 }
 
 /// What an engine is built with.

@@ -177,6 +177,7 @@ impl<A: Clone> NodeCore<A> {
                 }
                 Effect::Keep { peer, permanent } => self.keep_for_engines(peer, permanent),
                 Effect::Announce(notice) => self.hosted.notify(notice),
+                Effect::Certified { domain, peer, expires } => self.router.certify(domain, peer, expires),
             }
         }
         any

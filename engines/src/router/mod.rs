@@ -6,6 +6,7 @@
 //! reads that table, so a runtime may route from many tasks at once; every
 //! change to the table goes through `&mut self`.
 
+mod certified;
 mod error;
 mod subscriptions;
 mod topics;
@@ -91,6 +92,8 @@ pub struct Router<A> {
     engines: HashMap<EngineName, A>,
     topics: TopicTable,
     domain_members: HashMap<DomainIdentity, HashSet<NodeIdentity>>,
+    /// Peers whose certificates the overlays checked.
+    certified: certified::CertifiedMembers,
     banned: HashSet<NodeIdentity>,
     remote_subscribers: HashMap<TopicIdentity, BTreeSet<NodeIdentity>>,
     /// Protocols whose messages to this node go to an engine the node core
@@ -108,6 +111,7 @@ impl<A: Clone> Router<A> {
             engines: HashMap::new(),
             topics,
             domain_members: HashMap::new(),
+            certified: certified::CertifiedMembers::default(),
             banned: HashSet::new(),
             remote_subscribers: HashMap::new(),
             served: HashSet::new(),
@@ -226,6 +230,12 @@ impl<A: Clone> Router<A> {
         self.domain_members.insert(domain, members.into_iter().collect());
     }
 
+    /// Notes that `peer` holds a valid certificate for `domain` until
+    /// `expires`: domain-scoped messages from it are taken until then.
+    pub fn certify(&mut self, domain: DomainIdentity, peer: NodeIdentity, expires: Timestamp) {
+        self.certified.certify(domain, peer, expires);
+    }
+
     pub fn set_banned(&mut self, node: NodeIdentity, banned: bool) {
         if banned {
             self.banned.insert(node);
@@ -242,7 +252,10 @@ impl<A: Clone> Router<A> {
         match scope {
             RoutingScope::Local => false,
             RoutingScope::Any => true,
-            RoutingScope::Domain(domain) => self.domain_members.get(domain).is_some_and(|m| m.contains(node)),
+            RoutingScope::Domain(domain) => {
+                self.domain_members.get(domain).is_some_and(|m| m.contains(node))
+                    || self.certified.holds(domain, node, Timestamp(0))
+            }
         }
     }
 
@@ -325,8 +338,17 @@ impl<A: Clone> Router<A> {
         if let Err(rule) = engine_message.check_not_expired(now) {
             return Err(InboundRejection::Expired { peer, rule });
         }
-        if engine_message.scope == RoutingScope::Local {
-            return Err(InboundRejection::OutOfScope { peer });
+        match &engine_message.scope {
+            RoutingScope::Local => return Err(InboundRejection::OutOfScope { peer }),
+            // A domain-scoped message only from a peer whose certificate
+            // for the domain was checked, or a member its advert names.
+            RoutingScope::Domain(domain)
+                if !self.certified.holds(domain, &peer, now)
+                    && !self.domain_members.get(domain).is_some_and(|m| m.contains(&peer)) =>
+            {
+                return Err(InboundRejection::OutOfScope { peer })
+            }
+            _ => {}
         }
         let no_route = |dst: &DestinationIdentity| InboundRejection::NoRoute { peer, dst: dst.clone() };
         match self.target_of(&engine_message.dst) {

@@ -264,6 +264,28 @@ fn domain_scope_reaches_only_known_members() {
 }
 
 #[test]
+fn a_domain_scoped_message_is_taken_only_from_a_certified_member() {
+    let mut f = Fixture::new(&["a"]);
+    let domain = DomainIdentity::ed25519([5; 32]);
+    let peer = NodeIdentity::ed25519([6; 32]);
+    let me = f.node();
+    let scoped = || {
+        let mut message = inbound_from(peer, me, "a", 1);
+        if let NodePayload::Engine(inner) = &mut message.payload {
+            inner.scope = RoutingScope::Domain(domain);
+        }
+        message
+    };
+    let outcome = f.router.route_inbound(peer, scoped(), NOW, &TestVerifier);
+    assert!(matches!(outcome, Err(InboundRejection::OutOfScope { .. })), "no certificate seen: dropped");
+    f.router.certify(domain, peer, Timestamp(NOW.0 + 1_000));
+    assert!(f.router.route_inbound(peer, scoped(), NOW, &TestVerifier).is_ok(), "certified: taken");
+    let later = Timestamp(NOW.0 + 1_000);
+    let outcome = f.router.route_inbound(peer, scoped(), later, &TestVerifier);
+    assert!(matches!(outcome, Err(InboundRejection::OutOfScope { .. })), "its certificate expired: dropped");
+}
+
+#[test]
 fn banned_nodes_are_neither_sent_to_nor_heard() {
     let mut f = Fixture::new(&["a"]);
     let peer = NodeIdentity::ed25519([9; 32]);

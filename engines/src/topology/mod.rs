@@ -179,6 +179,9 @@ impl Topology {
                     self.effects.push_back(Effect::SendToPeer { peer, body: message.encode(domain) })
                 }
                 Out::Learn(advert) => self.effects.push_back(Effect::LearnAdvert(advert)),
+                Out::Certified(peer, expires) => {
+                    self.effects.push_back(Effect::Certified { domain: *domain, peer, expires })
+                }
                 Out::Active(peer, added) => {
                     // Kept open while any domain holds it active.
                     let permanent = added || self.overlays.values().any(|o| o.is_active(&peer));

@@ -26,6 +26,8 @@ pub enum Out {
     Learn(NodeAdvert),
     /// The peer joined (`true`) or left (`false`) the active view.
     Active(NodeIdentity, bool),
+    /// The peer showed a certificate valid for the domain until then.
+    Certified(NodeIdentity, Timestamp),
 }
 
 /// Why an entry was not taken.
@@ -193,7 +195,10 @@ impl Overlay {
 
     fn admitted(&mut self, info: &PeerInfo, now: Timestamp, verifier: &dyn Verifier) -> bool {
         match self.admit(info, now, verifier) {
-            Ok(()) => true,
+            Ok(()) => {
+                self.out.push_back(Out::Certified(info.id(), info.cert.expires));
+                true
+            }
             Err(Refusal::Uncertified) => {
                 self.counters.refused_uncertified += 1;
                 false
