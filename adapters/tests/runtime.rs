@@ -375,3 +375,31 @@ async fn an_engine_the_embedder_hosts_in_the_core_answers_on_its_own_timer() {
     assert_eq!(&answer.body.as_bytes()[..], b"cba");
     node.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_restarted_node_still_holds_its_topic_keys_and_re_signs_their_adverts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = Ed25519Keys::generate().expect("keygen");
+    let pkcs8 = key.pkcs8().to_vec();
+    let node = Node::builder().keys(key).data_dir(dir.path()).start().await.expect("start");
+    let engine = node.register_engine("news").expect("engine");
+    let topic = engine.create_topic(&["a"]).await.expect("topic");
+    let first = node.readvertise_topic(topic, &["a"]).await.expect("re-signed while running");
+    node.shutdown().await;
+    let file = dir.path().join("topics").join(format!("{topic}.key"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).expect("kept on disk").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "private, as the node key");
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let keys = Ed25519Keys::from_pkcs8(&pkcs8).expect("same key");
+    let node = Node::builder().keys(keys).data_dir(dir.path()).start().await.expect("restart");
+    assert!(node.holds_topic_key(&topic));
+    let again = node.readvertise_topic(topic, &["a", "b"]).await.expect("re-signed after the restart");
+    assert!(again.version > first.version, "a newer advert");
+    let other = netmachine_domain::TopicIdentity::new(Ed25519Keys::generate().expect("keygen").public());
+    assert!(matches!(node.readvertise_topic(other, &[]).await, Err(NodeError::NoTopicKey(_))));
+    node.shutdown().await;
+}

@@ -257,7 +257,7 @@ impl EngineHandle {
         });
         pending.discard();
         created?;
-        self.node.inner.topic_keys.lock().insert(topic, keys);
+        self.node.inner.topic_keys.insert(topic, keys);
         self.node.offer_topic_advert(advert).await?;
         Ok(topic)
     }
@@ -268,7 +268,7 @@ impl EngineHandle {
             self.node.inner.with_core(|core, _| core.router_mut().delete_topic(&self.identity.name, topic));
         pending.discard();
         deleted?;
-        self.node.inner.topic_keys.lock().remove(topic);
+        self.node.inner.topic_keys.remove(topic);
         Ok(())
     }
 

@@ -32,6 +32,8 @@ pub enum NodeError {
     Stopped,
     #[error("cannot start the identity store thread: {0}")]
     Thread(std::io::Error),
+    #[error("this node holds no key for topic {0}: only the node that created it can sign its adverts")]
+    NoTopicKey(netmachine_domain::TopicIdentity),
 }
 
 /// A message was not sent.

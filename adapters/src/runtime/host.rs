@@ -8,16 +8,13 @@
 //! a full mailbox comes back as [`Pending`], for whoever caused it to wait
 //! on without the lock.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use netmachine_domain::TransportProtocol;
-use netmachine_domain::{
-    DestinationIdentity, Frame, NodeIdentity, RecordKey, Timestamp, TopicIdentity, TransportAddress,
-};
+use netmachine_domain::{DestinationIdentity, Frame, NodeIdentity, RecordKey, Timestamp, TransportAddress};
 use netmachine_engines::engine::Timed;
 use netmachine_engines::identity_store::{Persist, UpdateError};
 use netmachine_engines::log_budget::LogKind;
@@ -121,7 +118,7 @@ pub(crate) struct Host {
     state: Mutex<HostState>,
     runtime: tokio::runtime::Handle,
     pub watches: Arc<Watches>,
-    pub topic_keys: Mutex<HashMap<TopicIdentity, Ed25519Keys>>,
+    pub topic_keys: super::topic_keys::TopicKeys,
     pub events: broadcast::Sender<TransportEvent>,
     /// Signalled when acknowledgements or a closed connection free room
     /// in the Transport's queues: a sender refused with a full queue waits
@@ -150,6 +147,7 @@ impl Host {
         clock: Arc<dyn Clock>,
         mailbox_capacity: usize,
         disk: DiskQueue,
+        topic_keys: super::topic_keys::TopicKeys,
     ) -> Self {
         let (events, _) = broadcast::channel(1024);
         Self {
@@ -160,7 +158,7 @@ impl Host {
             state: Mutex::new(HostState { core, conns: ConnMap::default() }),
             runtime: tokio::runtime::Handle::current(),
             watches: Arc::default(),
-            topic_keys: Mutex::new(HashMap::new()),
+            topic_keys,
             events,
             room: Notify::new(),
             timer_wake: Notify::new(),

@@ -8,6 +8,7 @@ mod host;
 mod mailbox;
 mod node;
 mod overflow;
+mod topic_keys;
 
 pub use delivery::{Delivery, MAX_WAITING_SENDERS};
 pub use engine::{EngineHandle, SendOptions};

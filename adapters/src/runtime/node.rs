@@ -209,7 +209,15 @@ impl NodeBuilder {
             Box::new(RingVerifier),
             clock.now(),
         );
-        let host = Arc::new(Host::new(core, keys, Arc::clone(&clock), self.mailbox_capacity, DiskQueue::default()));
+        let topic_keys = super::topic_keys::TopicKeys::open(self.data_dir.clone());
+        let host = Arc::new(Host::new(
+            core,
+            keys,
+            Arc::clone(&clock),
+            self.mailbox_capacity,
+            DiskQueue::default(),
+            topic_keys,
+        ));
         host.start(disk).map_err(NodeError::Thread)?;
         tokio::spawn(run_timers(Arc::downgrade(&host)));
         let node = Node { inner: host };
@@ -382,6 +390,34 @@ impl Node {
         f: impl FnOnce(&netmachine_engines::node_core::NodeCore<crate::runtime::Mailbox>) -> T,
     ) -> T {
         self.inner.read(|state| f(&state.core))
+    }
+
+    /// Whether this node holds the key of `topic` (it created the topic,
+    /// in this life or, with a data directory, an earlier one).
+    pub fn holds_topic_key(&self, topic: &TopicIdentity) -> bool {
+        self.inner.topic_keys.holds(topic)
+    }
+
+    /// Signs a newer advert of a topic this node created, naming this node
+    /// as its publisher, with `tags`, and hands it to the identity store.
+    pub async fn readvertise_topic(&self, topic: TopicIdentity, tags: &[&str]) -> Result<TopicAdvert, NodeError> {
+        let now = self.now();
+        let body = netmachine_domain::TopicAdvertBody::new(
+            topic,
+            vec![self.identity()],
+            Vec::new(),
+            tags.to_vec(),
+            now.as_millis(),
+            now,
+        )?;
+        let sig = self
+            .inner
+            .topic_keys
+            .sign(&topic, &TopicAdvert::signing_bytes_of(&body))
+            .ok_or(NodeError::NoTopicKey(topic))?;
+        let advert: TopicAdvert = Advert::from_parts(body, sig);
+        self.offer_topic_advert(advert.clone()).await?;
+        Ok(advert)
     }
 
     pub fn stats(&self) -> NodeStats {
