@@ -191,7 +191,9 @@ pub type TopicAdvert = Advert<TopicAdvertBody>;
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub enum JoinPolicy {
     Open,
-    /// Joiners prove knowledge of a pre-shared key whose SHA-256 is given.
+    /// Joiners prove knowledge of a pre-shared key the approvers hold.
+    /// `key_hash` names the key; it is not derived from it (a hash of the
+    /// key in a public advert would let anyone guess a weak key offline).
     PreSharedKey {
         #[serde(with = "serde_bytes")]
         key_hash: [u8; 32],

@@ -107,8 +107,9 @@ pub enum Effect {
     /// Tell every engine of the node (the one announcing too).
     Announce(Notice),
     /// `peer` showed a valid certificate for `domain`, until `expires`:
-    /// the Router takes domain-scoped messages from it until then.
-    Certified { domain: DomainIdentity, peer: NodeIdentity, expires: Timestamp },
+    /// the Router takes domain-scoped messages from it until then (`None`:
+    /// no longer).
+    Certified { domain: DomainIdentity, peer: NodeIdentity, expires: Option<Timestamp> },
 }
 
 /// What an engine is built with.

@@ -117,7 +117,36 @@ impl DomainFiles {
         Ok(())
     }
 
-    /// Every domain kept, in the order of their identities.
+    fn load_one(&self, folder: &Path) -> Result<Option<StoredDomain>, DomainFilesError> {
+        let advert_path = folder.join("advert");
+        if !advert_path.exists() {
+            return Ok(None);
+        }
+        let bytes = read_private(&advert_path, MAX_RECORD_FILE)?;
+        let mut r = WireReader::new("domain advert", &bytes);
+        let advert = r.domain_advert().and_then(|a| r.finish().map(|()| a)).map_err(|e| DomainFilesError::Corrupt {
+            path: advert_path.clone(),
+            what: "domain advert",
+            reason: e.to_string(),
+        })?;
+        let cert_path = folder.join("certificate");
+        let certificate = if cert_path.exists() {
+            let bytes = read_private(&cert_path, MAX_RECORD_FILE)?;
+            let mut r = WireReader::new("certificate", &bytes);
+            Some(MembershipCertificate::read_wire(&mut r).and_then(|c| r.finish().map(|()| c)).map_err(|e| {
+                DomainFilesError::Corrupt { path: cert_path.clone(), what: "certificate", reason: e.to_string() }
+            })?)
+        } else {
+            None
+        };
+        let psk_path = folder.join("psk");
+        let psk = if psk_path.exists() { Some(read_private(&psk_path, MAX_PSK_FILE)?) } else { None };
+        let key = self.load_key(&advert.id)?;
+        Ok(Some(StoredDomain { advert, certificate, psk, key }))
+    }
+
+    /// Every domain kept, in the order of their identities; a folder that
+    /// cannot be read is logged and left out.
     pub fn load_all(&self) -> Result<Vec<StoredDomain>, DomainFilesError> {
         if !self.root.exists() {
             return Ok(Vec::new());
@@ -129,29 +158,13 @@ impl DomainFiles {
         folders.sort();
         let mut domains = Vec::new();
         for folder in folders {
-            let advert_path = folder.join("advert");
-            if !advert_path.exists() {
-                continue;
+            // One damaged folder does not keep the node from its other
+            // domains.
+            match self.load_one(&folder) {
+                Ok(Some(domain)) => domains.push(domain),
+                Ok(None) => {}
+                Err(err) => tracing::error!(%err, "a domain kept on disk was not read; the node is not back in it"),
             }
-            let bytes = read_private(&advert_path, MAX_RECORD_FILE)?;
-            let mut r = WireReader::new("domain advert", &bytes);
-            let advert = r.domain_advert().and_then(|a| r.finish().map(|()| a)).map_err(|e| {
-                DomainFilesError::Corrupt { path: advert_path.clone(), what: "domain advert", reason: e.to_string() }
-            })?;
-            let cert_path = folder.join("certificate");
-            let certificate = if cert_path.exists() {
-                let bytes = read_private(&cert_path, MAX_RECORD_FILE)?;
-                let mut r = WireReader::new("certificate", &bytes);
-                Some(MembershipCertificate::read_wire(&mut r).and_then(|c| r.finish().map(|()| c)).map_err(|e| {
-                    DomainFilesError::Corrupt { path: cert_path.clone(), what: "certificate", reason: e.to_string() }
-                })?)
-            } else {
-                None
-            };
-            let psk_path = folder.join("psk");
-            let psk = if psk_path.exists() { Some(read_private(&psk_path, MAX_PSK_FILE)?) } else { None };
-            let key = self.load_key(&advert.id)?;
-            domains.push(StoredDomain { advert, certificate, psk, key });
         }
         Ok(domains)
     }

@@ -15,6 +15,7 @@ use netmachine_domain::{
     Advert, DestinationIdentity, DomainAdvert, DomainAdvertBody, DomainIdentity, JoinPolicy, MembershipCertificate,
     MembershipRules, MessageId, NodeIdentity, ProtocolId,
 };
+use netmachine_engines::domain::messages::MAX_PSK_BYTES;
 use netmachine_engines::domain::{Command, DomainEngine, Outcome, DOMAIN_PROTOCOL, DOMAIN_VERSION};
 use netmachine_engines::ports::Signer;
 use netmachine_engines::topology::Topology;
@@ -128,23 +129,21 @@ impl Domains {
         let Some(files) = &self.files else { return Ok(()) };
         for stored in files.load_all()? {
             let domain = stored.advert.id;
+            let approver = stored.advert.rules.is_approver(&self.node.identity());
+            let serve = || Command::Serve { advert: stored.advert.clone(), psk: stored.psk.clone() };
             let outcome = match (stored.certificate, stored.key.is_some()) {
                 (Some(cert), _) => {
-                    self.command(
-                        Command::Restore { advert: stored.advert.clone(), cert, psk: stored.psk.clone() },
-                        stored.psk.clone(),
-                        COMMAND_WAIT,
-                    )
-                    .await
+                    let restore = Command::Restore { advert: stored.advert.clone(), cert, psk: stored.psk.clone() };
+                    match self.command(restore, stored.psk.clone(), COMMAND_WAIT).await {
+                        // An approver whose certificate expired while it was
+                        // down certifies itself again.
+                        Err(DomainError::Refused(_)) if approver => {
+                            self.command(serve(), stored.psk.clone(), COMMAND_WAIT).await
+                        }
+                        other => other,
+                    }
                 }
-                (None, true) => {
-                    self.command(
-                        Command::Serve { advert: stored.advert.clone(), psk: stored.psk.clone() },
-                        stored.psk.clone(),
-                        COMMAND_WAIT,
-                    )
-                    .await
-                }
+                (None, true) => self.command(serve(), stored.psk.clone(), COMMAND_WAIT).await,
                 (None, false) => continue,
             };
             match outcome {
@@ -186,9 +185,17 @@ impl Domains {
         let (join, psk) = match policy {
             PolicySpec::Open => (JoinPolicy::Open, None),
             PolicySpec::PreSharedKey(psk) => {
-                let digest = ring::digest::digest(&ring::digest::SHA256, &psk);
+                if psk.is_empty() || psk.len() > MAX_PSK_BYTES {
+                    return Err(DomainError::Refused(format!(
+                        "a pre-shared key is 1 to {MAX_PSK_BYTES} bytes; this one is {}",
+                        psk.len()
+                    )));
+                }
+                // A random tag, not a hash of the key: a hash in a public
+                // advert would let anyone guess a weak key offline.
                 let mut key_hash = [0u8; 32];
-                key_hash.copy_from_slice(digest.as_ref());
+                ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key_hash)
+                    .map_err(|_| DomainError::Key(crate::crypto::KeyError::Generate))?;
                 (JoinPolicy::PreSharedKey { key_hash }, Some(psk))
             }
             PolicySpec::AllowList(nodes) => {

@@ -212,9 +212,11 @@ impl DomainEngine {
         self.effects.push_back(Effect::Tell { protocol: TOPOLOGY_PROTOCOL, body: notice.encode() });
     }
 
-    /// Checks an advert's signature by the domain key.
+    /// Checks an advert's signature by the domain key, and its rules (an
+    /// advert decoded by a codec has not been through their checks).
     fn signed_by_domain(&self, advert: &DomainAdvert) -> bool {
-        verify_signed(self.verifier.as_ref(), advert).is_ok()
+        advert.rules.cert_ttl_s >= netmachine_domain::membership::MIN_CERT_TTL_S
+            && verify_signed(self.verifier.as_ref(), advert).is_ok()
     }
 
     fn certificate_holds(&self, cert: &MembershipCertificate, advert: &DomainAdvert, now: Timestamp) -> bool {
@@ -244,7 +246,9 @@ impl DomainEngine {
         contact: Option<NodeIdentity>,
     ) {
         let domain = advert.id;
-        let renew_at = Timestamp(cert.issued.0 + cert.expires.0.saturating_sub(cert.issued.0) / 2);
+        // At half its life, and never sooner than a minute after issue.
+        let half = cert.expires.0.saturating_sub(cert.issued.0) / 2;
+        let renew_at = Timestamp(cert.issued.0.saturating_add(half.max(60_000)));
         self.timers.set(Timer::Renew(domain), renew_at);
         let neighbours = self.memberships.remove(&domain).map(|m| m.neighbours).unwrap_or_default();
         self.tell_topology(&FromDomain::Member { advert: Box::new(advert.clone()), cert: cert.clone(), contact });
@@ -255,6 +259,9 @@ impl DomainEngine {
     fn leave(&mut self, domain: DomainIdentity, now: Timestamp) -> bool {
         let Some(membership) = self.memberships.remove(&domain) else { return false };
         self.timers.cancel(&Timer::Renew(domain));
+        // A renewal under way must not bring the membership back.
+        self.joining.remove(&domain);
+        self.timers.cancel(&Timer::Join(domain));
         let sig = self.signer.sign(&Leave::signing_bytes_of(&self.node, &domain, now));
         let leave = Wire::Leave(Leave { member: self.node, domain, created: now, sig });
         for peer in membership.neighbours.iter().copied().chain(std::iter::once(membership.cert.approver)) {
@@ -438,6 +445,11 @@ impl DomainEngine {
                 if joining.renewing.is_some() {
                     self.counters.certificates_renewed += 1;
                 }
+                // A newer advert that came during the renewal stays.
+                let advert = match self.memberships.get(&domain) {
+                    Some(held) if held.advert.version > advert.version => held.advert.clone(),
+                    _ => advert,
+                };
                 self.enter(advert.clone(), cert.clone(), joining.psk, Some(peer));
                 self.tell(&joining.asker, &Outcome::Joined { advert, cert });
             }
@@ -451,8 +463,12 @@ impl DomainEngine {
                 let Some(joining) = self.joining.remove(&domain) else { return };
                 self.timers.cancel(&Timer::Join(domain));
                 self.tell(&joining.asker, &Outcome::JoinRefused { domain, reason: refusal.to_string() });
-                if joining.renewing.is_some() && refusal == JoinRefusal::Revoked {
-                    self.leave(domain, now);
+                match (joining.renewing.is_some(), refusal) {
+                    (true, JoinRefusal::Revoked | JoinRefusal::Denied) => {
+                        self.leave(domain, now);
+                    }
+                    (true, _) => self.renew_later(domain, now),
+                    (false, _) => {}
                 }
             }
         }
@@ -469,7 +485,22 @@ impl DomainEngine {
         if let Some(joining) = self.joining.remove(&domain) {
             let reason = "no approver answered; check that the approvers the advert names are reachable";
             self.tell(&joining.asker, &Outcome::JoinRefused { domain, reason: reason.into() });
+            if joining.renewing.is_some() {
+                self.renew_later(domain, now);
+            }
         }
+    }
+
+    /// A renewal that failed is tried again in a minute, while the
+    /// certificate lasts; once it has expired the node leaves.
+    fn renew_later(&mut self, domain: DomainIdentity, now: Timestamp) {
+        let Some(membership) = self.memberships.get(&domain) else { return };
+        if membership.cert.expires <= now {
+            tracing::warn!(%domain, "the certificate expired before it could be renewed; leaving the domain");
+            self.leave(domain, now);
+            return;
+        }
+        self.timers.set(Timer::Renew(domain), now.saturating_add_millis(60_000));
     }
 
     /// A join request at this node as an approver.
@@ -649,6 +680,10 @@ impl DomainEngine {
     /// Renews this node's certificate at half its life.
     fn renew(&mut self, domain: DomainIdentity, now: Timestamp) {
         let Some(membership) = self.memberships.get(&domain) else { return };
+        if membership.cert.expires <= now && !membership.advert.rules.is_approver(&self.node) {
+            self.renew_later(domain, now);
+            return;
+        }
         let advert = membership.advert.clone();
         if advert.rules.is_approver(&self.node) {
             let cert = self.certify(self.node, &advert, now);

@@ -38,6 +38,11 @@ impl Hosted {
         }
     }
 
+    /// Whether an engine keeps the connection to `peer` open.
+    pub(super) fn keeps(&self, peer: &NodeIdentity) -> bool {
+        self.kept.contains(peer)
+    }
+
     pub(super) fn take_sooner(&mut self) -> bool {
         std::mem::take(&mut self.sooner)
     }
@@ -175,9 +180,12 @@ impl<A: Clone> NodeCore<A> {
                         Err(err) => tracing::trace!(%protocol, %err, "an advert an engine passed on was not kept"),
                     }
                 }
-                Effect::Keep { peer, permanent } => self.keep_for_engines(peer, permanent),
+                Effect::Keep { peer, permanent } => self.keep_for_engines(peer, permanent, now),
                 Effect::Announce(notice) => self.hosted.notify(notice),
-                Effect::Certified { domain, peer, expires } => self.router.certify(domain, peer, expires),
+                Effect::Certified { domain, peer, expires: Some(expires) } => {
+                    self.router.certify(domain, peer, expires)
+                }
+                Effect::Certified { domain, peer, expires: None } => self.router.uncertify(domain, peer),
             }
         }
         any
@@ -186,20 +194,16 @@ impl<A: Clone> NodeCore<A> {
     /// An engine wants the connection to `peer` kept open, or no longer.
     /// It can only add to what the operator set: a peer permanent by the
     /// operator's choice stays so when the engine lets it go.
-    fn keep_for_engines(&mut self, peer: NodeIdentity, permanent: bool) {
-        let current = self.identities.node(&peer).map_or(Permanence::Ephemeral, |r| r.permanence);
-        let change = match (permanent, current) {
-            (true, Permanence::Ephemeral) => {
-                self.hosted.kept.insert(peer);
-                Some(Permanence::Permanent)
-            }
-            (false, Permanence::Permanent) if self.hosted.kept.remove(&peer) => Some(Permanence::Ephemeral),
-            _ => None,
-        };
-        if let Some(permanence) = change {
-            if let Err(err) = self.set_permanence(peer, permanence) {
-                tracing::debug!(%peer, %err, "an engine's wish to keep a connection not recorded");
-            }
+    fn keep_for_engines(&mut self, peer: NodeIdentity, permanent: bool, now: Timestamp) {
+        // In the Transport only, never on disk: after a restart the overlays
+        // choose their neighbours afresh.
+        let operator = self.identities.node(&peer).is_some_and(|r| r.permanence == Permanence::Permanent);
+        if operator {
+            return;
+        }
+        let changed = if permanent { self.hosted.kept.insert(peer) } else { self.hosted.kept.remove(&peer) };
+        if changed {
+            self.transport.set_permanent(peer, permanent, now);
         }
     }
 

@@ -181,7 +181,10 @@ impl<A: Clone> NodeCore<A> {
                 // The Transport tracks the peers in use: a permanent one, or
                 // one it already knows. Others' addresses stay in the store
                 // until a message is sent to them.
-                let permanent = node.permanence == Permanence::Permanent && !banned;
+                // Permanent by the operator's choice, or while an engine
+                // keeps it (an overlay's active neighbour).
+                let kept = self.hosted.keeps(&node.id);
+                let permanent = (node.permanence == Permanence::Permanent || kept) && !banned;
                 if permanent || self.transport.knows(&node.id) {
                     if let Some(advert) = &node.advert {
                         self.transport.set_addresses(node.id, advert.addrs.to_vec(), now);

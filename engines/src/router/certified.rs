@@ -40,6 +40,12 @@ impl CertifiedMembers {
         self.by_expiry.insert((expires, domain, peer));
     }
 
+    pub fn uncertify(&mut self, domain: DomainIdentity, peer: NodeIdentity) {
+        if let Some(at) = self.until.remove(&(domain, peer)) {
+            self.by_expiry.remove(&(at, domain, peer));
+        }
+    }
+
     pub fn holds(&self, domain: &DomainIdentity, peer: &NodeIdentity, now: Timestamp) -> bool {
         self.until.get(&(*domain, *peer)).is_some_and(|until| *until > now)
     }

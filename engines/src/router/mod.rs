@@ -236,6 +236,12 @@ impl<A: Clone> Router<A> {
         self.certified.certify(domain, peer, expires);
     }
 
+    /// `peer` no longer counts as a member of `domain` (it left the
+    /// overlay's active view, or was revoked).
+    pub fn uncertify(&mut self, domain: DomainIdentity, peer: NodeIdentity) {
+        self.certified.uncertify(domain, peer);
+    }
+
     pub fn set_banned(&mut self, node: NodeIdentity, banned: bool) {
         if banned {
             self.banned.insert(node);

@@ -180,7 +180,10 @@ impl Topology {
                 }
                 Out::Learn(advert) => self.effects.push_back(Effect::LearnAdvert(advert)),
                 Out::Certified(peer, expires) => {
-                    self.effects.push_back(Effect::Certified { domain: *domain, peer, expires })
+                    self.effects.push_back(Effect::Certified { domain: *domain, peer, expires: Some(expires) })
+                }
+                Out::Uncertified(peer) => {
+                    self.effects.push_back(Effect::Certified { domain: *domain, peer, expires: None })
                 }
                 Out::Active(peer, added) => {
                     // Kept open while any domain holds it active.
@@ -222,7 +225,13 @@ impl ProtocolEngine for Topology {
             Input::FromEngine { protocol, .. } => {
                 tracing::debug!(%protocol, "topology takes notices only from the domain engine")
             }
-            Input::Notice(Notice::PeerGone(peer) | Notice::PeerUnreachable(peer)) => {
+            Input::Notice(Notice::PeerGone(peer)) => {
+                for overlay in self.overlays.values_mut() {
+                    overlay.peer_gone(&peer, now);
+                }
+                self.drain_all();
+            }
+            Input::Notice(Notice::PeerUnreachable(peer)) => {
                 for overlay in self.overlays.values_mut() {
                     overlay.peer_failed(&peer, now);
                 }

@@ -26,8 +26,11 @@ pub enum Out {
     Learn(NodeAdvert),
     /// The peer joined (`true`) or left (`false`) the active view.
     Active(NodeIdentity, bool),
-    /// The peer showed a certificate valid for the domain until then.
+    /// An active neighbour, whose certificate for the domain holds until
+    /// then: its domain-scoped messages are taken.
     Certified(NodeIdentity, Timestamp),
+    /// No longer an active neighbour.
+    Uncertified(NodeIdentity),
 }
 
 /// Why an entry was not taken.
@@ -195,10 +198,7 @@ impl Overlay {
 
     fn admitted(&mut self, info: &PeerInfo, now: Timestamp, verifier: &dyn Verifier) -> bool {
         match self.admit(info, now, verifier) {
-            Ok(()) => {
-                self.out.push_back(Out::Certified(info.id(), info.cert.expires));
-                true
-            }
+            Ok(()) => true,
             Err(Refusal::Uncertified) => {
                 self.counters.refused_uncertified += 1;
                 false
@@ -242,7 +242,8 @@ impl Overlay {
     pub fn on_message(&mut self, from: NodeIdentity, message: Message, now: Timestamp, verifier: &dyn Verifier) {
         match message {
             Message::Join(info) if info.id() == from => {
-                if !self.admitted(&info, now, verifier) {
+                // A repeated join spreads nothing more.
+                if self.is_active(&from) || !self.admitted(&info, now, verifier) {
                     return;
                 }
                 self.add_active(info.clone(), now);
@@ -253,6 +254,8 @@ impl Overlay {
                 }
             }
             Message::ForwardJoin { joiner, ttl } => {
+                // A walk is never longer than this node's own.
+                let ttl = ttl.min(self.config.active_walk);
                 if !self.is_active(&from) {
                     self.counters.refused_not_neighbor += 1;
                     return;
@@ -277,7 +280,12 @@ impl Overlay {
                     return;
                 }
                 let asked = self.pending.remove(&from).is_some();
-                if self.is_active(&from) {
+                if let Some(held) = self.active.iter_mut().find(|p| p.id() == from) {
+                    // A neighbour's newer entry: a renewed certificate.
+                    if info.cert.expires > held.cert.expires {
+                        self.out.push_back(Out::Certified(from, info.cert.expires));
+                        *held = info;
+                    }
                     return;
                 }
                 if high || asked || self.active.len() < self.active_capacity() {
@@ -304,6 +312,7 @@ impl Overlay {
                 }
             }
             Message::Shuffle { origin, entries, ttl, id } => {
+                let ttl = ttl.min(self.config.shuffle_walk);
                 if !self.is_active(&from) {
                     self.counters.refused_not_neighbor += 1;
                     return;
@@ -341,7 +350,16 @@ impl Overlay {
         }
     }
 
-    /// The connection to `peer` closed, or could not be opened.
+    /// The connection to `peer` closed. An active neighbour's connection
+    /// is kept open, so it closing means the neighbour failed; a passive
+    /// member's may close for being idle, and it stays in reserve.
+    pub fn peer_gone(&mut self, peer: &NodeIdentity, now: Timestamp) {
+        if self.remove_active(peer, false) {
+            self.repair(now);
+        }
+    }
+
+    /// No connection to `peer` could be opened: it leaves both views.
     pub fn peer_failed(&mut self, peer: &NodeIdentity, now: Timestamp) {
         let was_pending = self.pending.remove(peer).is_some();
         let was_active = self.remove_active(peer, false);
@@ -353,9 +371,22 @@ impl Overlay {
 
     /// A newer advert of the domain: members it revokes leave both views.
     pub fn set_advert(&mut self, advert: DomainAdvert, own: PeerInfo, now: Timestamp) {
+        let renewed = own.cert.expires > self.own.cert.expires;
         self.advert = advert;
         self.own = own;
         self.drop_invalid(now);
+        // A smaller bound (a full mesh no more): the excess goes to reserve.
+        while self.active.len() > self.active_capacity() {
+            let Some(evicted) = self.random_active(&[]) else { break };
+            self.send(evicted, Message::Disconnect { alive: true });
+            self.remove_active(&evicted, true);
+        }
+        if renewed {
+            let active: Vec<NodeIdentity> = self.active().collect();
+            for peer in active {
+                self.send(peer, Message::Neighbor { info: self.own.clone(), high: false });
+            }
+        }
     }
 
     /// An approver admitted `info`: a passive candidate.
@@ -462,6 +493,12 @@ impl Overlay {
         if peer == self.own.id() || self.is_active(&peer) || self.pending.contains_key(&peer) {
             return;
         }
+        // At most one request out per active slot: beyond, a candidate
+        // waits in reserve.
+        if self.pending.len() >= self.active_capacity() {
+            self.add_passive(info);
+            return;
+        }
         self.out.push_back(Out::Learn(info.advert));
         self.pending.insert(peer, now.saturating_add_millis(self.config.neighbor_timeout_ms));
         self.send(peer, Message::Neighbor { info: self.own.clone(), high });
@@ -480,6 +517,7 @@ impl Overlay {
         self.passive.retain(|p| p.id() != peer);
         self.pending.remove(&peer);
         self.out.push_back(Out::Learn(info.advert.clone()));
+        self.out.push_back(Out::Certified(peer, info.cert.expires));
         self.active.push(info);
         self.out.push_back(Out::Active(peer, true));
         // The other side takes this node in too, so that the view is
@@ -496,6 +534,7 @@ impl Overlay {
         let Some(index) = self.active.iter().position(|p| p.id() == *peer) else { return false };
         let info = self.active.remove(index);
         self.out.push_back(Out::Active(*peer, false));
+        self.out.push_back(Out::Uncertified(*peer));
         if alive {
             self.add_passive(info);
         }
