@@ -390,3 +390,27 @@ fn garbage_from_a_peer_is_counted_and_changes_nothing() {
     assert!(net.wire.is_empty());
     assert!(matches!(join(&mut net, 2, JoinPolicy::Open, None), Some(Outcome::Joined { .. })), "it keeps serving");
 }
+
+#[test]
+fn leaving_during_a_renewal_is_not_undone_by_its_answer() {
+    let mut net = served(JoinPolicy::Open, 2);
+    assert!(matches!(join(&mut net, 2, JoinPolicy::Open, None), Some(Outcome::Joined { .. })));
+    let domain = advert(JoinPolicy::Open).id;
+    net.advance(1_800_000);
+    // The renewal is on the wire; the member leaves before its answer.
+    net.command(2, &Command::Leave(domain));
+    net.run();
+    assert!(net.engine(2).membership(&domain).is_none(), "left, and stays out");
+}
+
+#[test]
+fn an_advert_whose_certificate_lifetime_is_under_the_minimum_is_refused() {
+    let mut net = Nodes::new(1);
+    let mut short = advert(JoinPolicy::Open);
+    short.body.rules.cert_ttl_s = 0;
+    let sig = domain_key(0).sign(&DomainAdvert::signing_bytes_of(&short.body));
+    let short = Advert::from_parts(short.body, sig);
+    net.command(1, &Command::Serve { advert: short, psk: None });
+    assert!(matches!(net.last_told(1), Some(Outcome::Failed(_))));
+    assert_eq!(net.engine(1).poll_timeout(), None, "no timer set");
+}

@@ -412,3 +412,55 @@ fn the_engine_counts_and_drops_what_it_cannot_take() {
     assert_eq!(overlay.active().count(), 0, "no state changed");
     assert_eq!(overlay.counters().refused_uncertified, 1);
 }
+
+#[test]
+fn a_passive_member_whose_idle_connection_closes_stays_in_reserve() {
+    let mut net = Net::new(12, config());
+    net.settle(100_000);
+    for _ in 0..3 {
+        net.tick(10_000);
+        net.settle(100_000);
+    }
+    let overlay = &mut net.overlays[3];
+    let Some(reserve) = overlay.passive().next() else { panic!("node 3 holds members in reserve") };
+    let now = net.now;
+    overlay.peer_gone(&reserve, now);
+    assert!(overlay.passive().any(|p| p == reserve), "an idle close is no failure");
+    overlay.peer_failed(&reserve, now);
+    assert!(!overlay.passive().any(|p| p == reserve), "a failed dial is");
+}
+
+#[test]
+fn a_renewed_certificate_reaches_the_neighbours() {
+    let mut net = Net::new(10, config());
+    net.settle(100_000);
+    let neighbours: Vec<NodeIdentity> = net.overlays[4].active().collect();
+    assert!(!neighbours.is_empty());
+    let renewed = info_by(4, 0, Timestamp(T0.0 + 7_200_000));
+    let now = net.now;
+    net.overlays[4].set_advert(domain_advert(1, vec![]), renewed, now);
+    net.collect(4);
+    net.settle(100_000);
+    for peer in neighbours {
+        let m = net.index(&peer).expect("a node of the test") as usize;
+        let entry = net.overlays[m].active_entries().iter().find(|e| e.id() == id(4)).expect("still a neighbour");
+        assert_eq!(entry.cert.expires, Timestamp(T0.0 + 7_200_000), "node {m} holds the renewed certificate");
+    }
+}
+
+#[test]
+fn walks_from_the_wire_are_no_longer_than_this_nodes_own() {
+    let mut net = Net::new(8, config());
+    net.settle(100_000);
+    let from = net.overlays[2].active().next().expect("a neighbour");
+    let joiner = info(7);
+    let now = net.now;
+    net.overlays[2].on_message(from, Message::ForwardJoin { joiner, ttl: 255 }, now, &TestVerifier);
+    let mut forwarded = Vec::new();
+    while let Some(out) = net.overlays[2].poll_out() {
+        if let Out::Send(_, Message::ForwardJoin { ttl, .. }) = out {
+            forwarded.push(ttl);
+        }
+    }
+    assert!(forwarded.iter().all(|ttl| *ttl < config().active_walk), "{forwarded:?}");
+}
