@@ -122,9 +122,14 @@ fn every_shipped_scenario_holds_the_invariants() {
             continue;
         }
         scenario.duration_s = scenario.duration_s.min(150.0);
+        let scenario_has_traffic = scenario.workload.unicast_per_node_per_s > 0.0;
         let results = Simulation::new(scenario).run(|_| {});
         assert!(results.violations.is_empty(), "{}: {:?}", path.display(), results.violations);
-        assert!(results.unicast.delivered > 0, "{}: nothing delivered", path.display());
+        // A domain scenario sends no unicasts: its overlay is measured by
+        // tests/domains.rs.
+        if scenario_has_traffic {
+            assert!(results.unicast.delivered > 0, "{}: nothing delivered", path.display());
+        }
         ran += 1;
     }
     assert!(ran >= 4, "the four scenarios for what exists now");
