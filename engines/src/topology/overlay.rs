@@ -69,6 +69,9 @@ fn kind_index(message: &Message) -> usize {
     }
 }
 
+/// Joins a node alone sends per period, through members the advert names.
+const MAX_JOINS_ALONE: u32 = 8;
+
 #[derive(Debug)]
 pub struct Overlay {
     advert: DomainAdvert,
@@ -76,6 +79,10 @@ pub struct Overlay {
     config: OverlayConfig,
     /// Where the first join goes.
     contact: Option<NodeIdentity>,
+    /// Where this node's last join went, while it is alone, and how many
+    /// joins it sent alone this period.
+    join_target: Option<NodeIdentity>,
+    joins_alone: u32,
     active: Vec<PeerInfo>,
     passive: Vec<PeerInfo>,
     /// Neighbour requests waiting for an answer, with their deadlines.
@@ -107,6 +114,8 @@ impl Overlay {
             own,
             config,
             contact,
+            join_target: None,
+            joins_alone: 0,
             active: Vec::new(),
             passive: Vec::new(),
             pending: HashMap::new(),
@@ -234,6 +243,8 @@ impl Overlay {
             (!known.is_empty()).then(|| known[(self.random.next_u64() % known.len() as u64) as usize])
         });
         if let Some(target) = target {
+            self.join_target = Some(target);
+            self.joins_alone += 1;
             self.send(target, Message::Join(self.own.clone()));
         }
     }
@@ -367,6 +378,14 @@ impl Overlay {
         if was_active || was_pending {
             self.repair(now);
         }
+        // Alone, and the member it asked to join through is unreachable:
+        // another one the advert names, at once rather than next period
+        // (a few per period: the advert's members may all be down).
+        let alone = self.active.is_empty() && self.pending.is_empty();
+        if alone && self.join_target == Some(*peer) && self.joins_alone < MAX_JOINS_ALONE {
+            self.contact = None;
+            self.join_contact();
+        }
     }
 
     /// A newer advert of the domain: members it revokes leave both views.
@@ -429,6 +448,7 @@ impl Overlay {
     /// active view, shuffle.
     fn period(&mut self, now: Timestamp) {
         self.shuffles_taken.clear();
+        self.joins_alone = 0;
         self.drop_invalid(now);
         self.fill(now);
         if self.active.is_empty() && self.pending.is_empty() {
