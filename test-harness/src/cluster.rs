@@ -126,12 +126,24 @@ impl Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let binary = netmachine_binary();
         let mut nodes = Vec::new();
+        // The system may hand out a port it just handed out: no two nodes
+        // (nor a node's two listeners) get the same one.
+        let mut taken = std::collections::HashSet::new();
+        let mut fresh_port = |protocol| {
+            for _ in 0..1000 {
+                let port = free_port(protocol);
+                if taken.insert(port) {
+                    return port;
+                }
+            }
+            panic!("no distinct free loopback port in 1000 tries");
+        };
         for index in 0..n {
             let home = dir.path().join(format!("node-{index}"));
             std::fs::create_dir_all(&home).expect("home");
             let config = home.join("node.toml");
-            let address = SocketAddr::from(([127, 0, 0, 1], free_port(protocol)));
-            let metrics = SocketAddr::from(([127, 0, 0, 1], free_port(TransportProtocol::TlsTcp)));
+            let address = SocketAddr::from(([127, 0, 0, 1], fresh_port(protocol)));
+            let metrics = SocketAddr::from(([127, 0, 0, 1], fresh_port(TransportProtocol::TlsTcp)));
             std::fs::write(&config, listen_config(protocol, address)).expect("config");
             let identity = run_to_string(&binary, &home, &config, &["keygen"]).parse().expect("identity");
             let advert = run_to_string(&binary, &home, &config, &["advert"]);
