@@ -25,15 +25,15 @@ pub enum AdvertTextError {
     WrongDomainPrefix,
 }
 
-pub fn node_advert_to_text(advert: &NodeAdvert) -> Result<String, CodecError> {
-    let bytes = CborCodec::default().encode(&Frame::NodeAdvert(advert.clone()))?;
-    Ok(format!("{NODE_ADVERT_PREFIX}{}", BASE32_NOPAD.encode(&bytes).to_ascii_lowercase()))
+/// The text form of `frame` under `prefix`.
+fn frame_to_text(prefix: &str, frame: &Frame) -> Result<String, CodecError> {
+    let bytes = CborCodec::default().encode(frame)?;
+    Ok(format!("{prefix}{}", BASE32_NOPAD.encode(&bytes).to_ascii_lowercase()))
 }
 
-/// Parses advert text. The signature is not checked here: the identity
-/// store checks it when the advert is offered.
-pub fn node_advert_from_text(text: &str) -> Result<NodeAdvert, AdvertTextError> {
-    let body = text.trim().strip_prefix(NODE_ADVERT_PREFIX).ok_or(AdvertTextError::WrongPrefix)?;
+/// The frame in text of the form [`frame_to_text`] writes.
+fn frame_from_text(prefix: &str, text: &str, wrong_prefix: AdvertTextError) -> Result<Frame, AdvertTextError> {
+    let body = text.trim().strip_prefix(prefix).ok_or(wrong_prefix)?;
     // Base32 inflates by 8/5: refuse text that could not fit a frame.
     let max_chars = CborCodec::default().max_frame() * 8 / 5 + 8;
     if body.len() > max_chars {
@@ -42,29 +42,30 @@ pub fn node_advert_from_text(text: &str) -> Result<NodeAdvert, AdvertTextError> 
     let bytes = BASE32_NOPAD
         .decode(body.to_ascii_uppercase().as_bytes())
         .map_err(|e| AdvertTextError::Base32(e.to_string()))?;
-    match CborCodec::default().decode(&bytes)? {
+    Ok(CborCodec::default().decode(&bytes)?)
+}
+
+pub fn node_advert_to_text(advert: &NodeAdvert) -> Result<String, CodecError> {
+    frame_to_text(NODE_ADVERT_PREFIX, &Frame::NodeAdvert(advert.clone()))
+}
+
+/// Parses advert text. The signature is not checked here: the identity
+/// store checks it when the advert is offered.
+pub fn node_advert_from_text(text: &str) -> Result<NodeAdvert, AdvertTextError> {
+    match frame_from_text(NODE_ADVERT_PREFIX, text, AdvertTextError::WrongPrefix)? {
         Frame::NodeAdvert(advert) => Ok(advert),
         other => Err(AdvertTextError::NotANodeAdvert(other.kind())),
     }
 }
 
 pub fn domain_advert_to_text(advert: &DomainAdvert) -> Result<String, CodecError> {
-    let bytes = CborCodec::default().encode(&Frame::DomainAdvert(advert.clone()))?;
-    Ok(format!("{DOMAIN_ADVERT_PREFIX}{}", BASE32_NOPAD.encode(&bytes).to_ascii_lowercase()))
+    frame_to_text(DOMAIN_ADVERT_PREFIX, &Frame::DomainAdvert(advert.clone()))
 }
 
 /// Parses domain advert text; the signature is the domain engine's to
 /// check.
 pub fn domain_advert_from_text(text: &str) -> Result<DomainAdvert, AdvertTextError> {
-    let body = text.trim().strip_prefix(DOMAIN_ADVERT_PREFIX).ok_or(AdvertTextError::WrongDomainPrefix)?;
-    let max_chars = CborCodec::default().max_frame() * 8 / 5 + 8;
-    if body.len() > max_chars {
-        return Err(AdvertTextError::Codec(CodecError::TooLarge { len: body.len() * 5 / 8, max: max_chars * 5 / 8 }));
-    }
-    let bytes = BASE32_NOPAD
-        .decode(body.to_ascii_uppercase().as_bytes())
-        .map_err(|e| AdvertTextError::Base32(e.to_string()))?;
-    match CborCodec::default().decode(&bytes)? {
+    match frame_from_text(DOMAIN_ADVERT_PREFIX, text, AdvertTextError::WrongDomainPrefix)? {
         Frame::DomainAdvert(advert) => Ok(advert),
         other => Err(AdvertTextError::NotANodeAdvert(other.kind())),
     }

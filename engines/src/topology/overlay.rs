@@ -408,14 +408,6 @@ impl Overlay {
         }
     }
 
-    /// An approver admitted `info`: a passive candidate.
-    pub fn candidate(&mut self, info: PeerInfo, now: Timestamp, verifier: &dyn Verifier) {
-        if self.admitted(&info, now, verifier) && !self.is_active(&info.id()) {
-            self.add_passive(info);
-            self.repair(now);
-        }
-    }
-
     /// Leaves the domain: every neighbour is told, nothing is kept.
     pub fn leave(&mut self) {
         let active: Vec<NodeIdentity> = self.active().collect();
