@@ -375,10 +375,15 @@ impl<A: Clone> NodeCore<A> {
     fn send_control(&mut self, message: EngineMessage, now: Timestamp) {
         let dst = message.dst.clone();
         let protocol = message.protocol.clone();
-        let routed = self.router.route_local(message, now, self.signer.as_ref());
-        if let Err(err) = routed.and_then(|routed| self.dispatch(routed, now, None)) {
+        if let Err(err) = self.route_control(message, now) {
             tracing::debug!(%dst, %protocol, %err, "this node's own notice (a drop notice or a subscription change) not sent");
         }
+    }
+
+    /// Routes and carries out a message this node itself sends.
+    fn route_control(&mut self, message: EngineMessage, now: Timestamp) -> Result<(), RouteError> {
+        let routed = self.router.route_local(message, now, self.signer.as_ref())?;
+        self.dispatch(routed, now, None)
     }
 
     /// Carries out a routing decision.

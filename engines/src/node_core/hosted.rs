@@ -152,8 +152,23 @@ impl<A: Clone> NodeCore<A> {
                     tracing::warn!(%protocol, "an engine's message to its own node dropped");
                 }
                 Effect::SendToPeer { peer, body } => {
-                    let message = self.router.node_message(DestinationIdentity::Node(peer), protocol, body, now);
-                    self.send_control(message, now);
+                    let message =
+                        self.router.node_message(DestinationIdentity::Node(peer), protocol.clone(), body, now);
+                    // A peer with no address known is unreachable at once, as
+                    // a failed dial makes it: the engines hear it now.
+                    if let Err(err) = self.route_control(message, now) {
+                        let no_address = matches!(
+                            err,
+                            crate::RouteError::Outbound {
+                                source: crate::transport::OutboundError::NoAddress { .. },
+                                ..
+                            }
+                        );
+                        if no_address {
+                            self.hosted.notify(Notice::PeerUnreachable(peer));
+                        }
+                        tracing::debug!(%peer, %protocol, %err, "an engine's message to a peer not sent");
+                    }
                 }
                 Effect::Deliver { to, reply_to, body } => {
                     let dst = DestinationIdentity::Engine(EngineIdentity::new(self.node, to));

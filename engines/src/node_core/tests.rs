@@ -642,7 +642,8 @@ mod hosted {
 
     /// Records what reaches it; answers every message from a peer with a
     /// disconnect, and sets its one timer as many ms on as a command's
-    /// first byte says; a command of 0 asks it to send to its own node.
+    /// first byte says; a command of 0 asks it to send to its own node, and
+    /// of 0 then `n`, to node `n`.
     struct Recorder {
         protocol: ProtocolId,
         seen: Arc<Mutex<Vec<Input>>>,
@@ -676,7 +677,10 @@ mod hosted {
                     self.effects.push(Effect::Disconnect { peer: *peer, why: "recorded".into() });
                 }
                 Input::Command { message, .. } => match message.body.as_bytes().first().copied().unwrap_or(5) {
-                    0 => self.effects.push(Effect::SendToPeer { peer: message.src.node, body: message.body.clone() }),
+                    0 => {
+                        let peer = message.body.as_bytes().get(1).map_or(message.src.node, |n| id(*n));
+                        self.effects.push(Effect::SendToPeer { peer, body: message.body.clone() })
+                    }
                     after => self.timer = Some(now.saturating_add_millis(u64::from(after))),
                 },
                 Input::Notice(_) | Input::FromEngine { .. } | Input::OwnAdvert(_) => {}
@@ -726,6 +730,34 @@ mod hosted {
         a.core.closed(a_conn, CloseReason::Dropped("recorded".into()), T0);
         a.run();
         assert_eq!(seen.lock().expect("not poisoned").get(2), Some(&Input::Notice(Notice::PeerGone(id(2)))));
+    }
+
+    #[test]
+    fn an_engines_message_to_a_peer_with_no_address_known_is_unreachable_at_once() {
+        let mut a = Node::start(1, BTreeMap::new(), 11);
+        let (engine, seen) = recorder("test/record");
+        a.core.add_engine(engine, T0).expect("a fresh protocol");
+        let protocol = ProtocolId::new("test/record", 1).expect("valid");
+        let send_to = |n: u8| {
+            let body = Body::new(vec![0, n]).expect("small");
+            EngineMessage::new(
+                a.app(),
+                DestinationIdentity::Node(id(1)),
+                MessageId(u64::from(n)),
+                protocol.clone(),
+                body,
+            )
+        };
+        let (unknown, known) = (send_to(9), send_to(2));
+        a.core.send(unknown, T0).expect("routed to the engine");
+        a.run();
+        assert_eq!(seen.lock().expect("not poisoned").last(), Some(&Input::Notice(Notice::PeerUnreachable(id(9)))));
+        // A peer whose advert is known is dialled instead: nothing is heard yet.
+        a.core.offer_advert(AdvertUpdate::Node(advert(2)), T0).expect("valid advert");
+        a.run();
+        a.core.send(known, T0).expect("routed to the engine");
+        a.run();
+        assert!(matches!(seen.lock().expect("not poisoned").last(), Some(Input::Command { .. })));
     }
 
     #[test]

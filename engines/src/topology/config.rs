@@ -18,6 +18,9 @@ pub struct OverlayConfig {
     pub active: usize,
     /// Known members kept in reserve.
     pub passive: usize,
+    /// Members met lately, kept apart from the views: the last resort of a
+    /// node that a failure left with neither neighbour nor passive member.
+    pub recent: usize,
     /// Hops a forward-join walks (ARWL).
     pub active_walk: u8,
     /// The hop at which a forward-join leaves its joiner in the passive
@@ -47,6 +50,7 @@ impl Default for OverlayConfig {
         Self {
             active: 5,
             passive: 30,
+            recent: 64,
             active_walk: 6,
             passive_walk: 3,
             shuffle_walk: 6,

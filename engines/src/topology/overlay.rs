@@ -72,6 +72,13 @@ fn kind_index(message: &Message) -> usize {
 /// Joins a node alone sends per period, through members the advert names.
 const MAX_JOINS_ALONE: u32 = 8;
 
+/// A node left with a single neighbour at its period joins anew. Two nodes
+/// that hold only each other, whose passive members all have full views,
+/// would otherwise stay an island for good: every low-priority request
+/// they send is refused, and their shuffles never leave the island. A
+/// join's walks end at nodes that take the joiner with high priority.
+const JOIN_BELOW: usize = 2;
+
 #[derive(Debug)]
 pub struct Overlay {
     advert: DomainAdvert,
@@ -85,6 +92,11 @@ pub struct Overlay {
     joins_alone: u32,
     active: Vec<PeerInfo>,
     passive: Vec<PeerInfo>,
+    /// Members met lately (every entry admitted), tried one by one when
+    /// this node is left alone with an empty passive view. A failure that
+    /// takes most of the overlay can empty a passive view of 30; the
+    /// members a node met are a second, independent sample.
+    recent: Vec<PeerInfo>,
     /// Neighbour requests waiting for an answer, with their deadlines.
     pending: HashMap<NodeIdentity, Timestamp>,
     next_shuffle: Timestamp,
@@ -118,6 +130,7 @@ impl Overlay {
             joins_alone: 0,
             active: Vec::new(),
             passive: Vec::new(),
+            recent: Vec::new(),
             pending: HashMap::new(),
             next_shuffle: now.saturating_add_millis(first),
             shuffle_sent: None,
@@ -152,6 +165,10 @@ impl Overlay {
 
     pub fn passive_entries(&self) -> &[PeerInfo] {
         &self.passive
+    }
+
+    pub fn recent(&self) -> impl Iterator<Item = NodeIdentity> + '_ {
+        self.recent.iter().map(PeerInfo::id)
     }
 
     pub fn pending(&self) -> usize {
@@ -207,7 +224,10 @@ impl Overlay {
 
     fn admitted(&mut self, info: &PeerInfo, now: Timestamp, verifier: &dyn Verifier) -> bool {
         match self.admit(info, now, verifier) {
-            Ok(()) => true,
+            Ok(()) => {
+                self.remember(info);
+                true
+            }
             Err(Refusal::Uncertified) => {
                 self.counters.refused_uncertified += 1;
                 false
@@ -310,6 +330,9 @@ impl Overlay {
             Message::Disconnect { alive } => {
                 let refused = self.pending.remove(&from).is_some();
                 let was_active = self.remove_active(&from, alive);
+                if !alive {
+                    self.recent.retain(|p| p.id() != from);
+                }
                 if refused && !alive {
                     self.passive.retain(|p| p.id() != from);
                 }
@@ -375,16 +398,32 @@ impl Overlay {
         let was_pending = self.pending.remove(peer).is_some();
         let was_active = self.remove_active(peer, false);
         self.passive.retain(|p| p.id() != *peer);
+        self.recent.retain(|p| p.id() != *peer);
         if was_active || was_pending {
             self.repair(now);
+        } else if self.join_target == Some(*peer) {
+            // The member it asked to join through is unreachable.
+            self.rejoin_if_alone(now);
         }
-        // Alone, and the member it asked to join through is unreachable:
-        // another one the advert names, at once rather than next period
-        // (a few per period: the advert's members may all be down).
-        let alone = self.active.is_empty() && self.pending.is_empty();
-        if alone && self.join_target == Some(*peer) && self.joins_alone < MAX_JOINS_ALONE {
+    }
+
+    /// Left alone with nobody left to ask. First a join through a member
+    /// the advert names, at once rather than next period (a join's walk
+    /// gives it several neighbours); a few per period, as those members may
+    /// all be down. Then the members it met lately, one at a time.
+    fn rejoin_if_alone(&mut self, now: Timestamp) {
+        if !self.active.is_empty() || !self.pending.is_empty() {
+            return;
+        }
+        if self.joins_alone < MAX_JOINS_ALONE {
             self.contact = None;
             self.join_contact();
+        } else if !self.recent.is_empty() {
+            let pick = (self.random.next_u64() % self.recent.len() as u64) as usize;
+            // Tried once: it answers and becomes a neighbour, or it is gone.
+            let info = self.recent.swap_remove(pick);
+            self.counters.repair_requests += 1;
+            self.request_neighbor(info, true, now);
         }
     }
 
@@ -417,6 +456,7 @@ impl Overlay {
         }
         self.active.clear();
         self.passive.clear();
+        self.recent.clear();
         self.pending.clear();
     }
 
@@ -426,6 +466,7 @@ impl Overlay {
         for peer in expired {
             self.pending.remove(&peer);
             self.passive.retain(|p| p.id() != peer);
+            self.recent.retain(|p| p.id() != peer);
         }
         if any_expired {
             self.repair(now);
@@ -442,6 +483,10 @@ impl Overlay {
         self.shuffles_taken.clear();
         self.joins_alone = 0;
         self.drop_invalid(now);
+        if self.active.len() < JOIN_BELOW && !self.active.is_empty() && self.pending.is_empty() {
+            self.contact = None;
+            self.join_contact();
+        }
         self.fill(now);
         if self.active.is_empty() && self.pending.is_empty() {
             // Alone: the named contact may be gone; any member the advert
@@ -467,16 +512,20 @@ impl Overlay {
         let valid = |p: &PeerInfo| p.cert.check(advert, now).is_ok();
         let gone: Vec<NodeIdentity> = self.active.iter().filter(|p| !valid(p)).map(PeerInfo::id).collect();
         self.passive.retain(valid);
+        self.recent.retain(valid);
         for peer in gone {
             self.send(peer, Message::Disconnect { alive: false });
             self.remove_active(&peer, false);
         }
     }
 
-    /// Reactive repair, unless this overlay waits for its period.
+    /// Reactive repair, unless this overlay waits for its period: the
+    /// active view refills from the passive view (or the members met
+    /// lately), and a node left with nobody to ask joins anew.
     fn repair(&mut self, now: Timestamp) {
         if self.config.repair == Repair::Reactive {
             self.fill(now);
+            self.rejoin_if_alone(now);
         }
     }
 
@@ -498,6 +547,25 @@ impl Overlay {
             self.counters.repair_requests += 1;
             self.request_neighbor(info, high, now);
         }
+    }
+
+    /// Keeps an admitted entry among the members met lately; when full, a
+    /// random one makes room.
+    fn remember(&mut self, info: &PeerInfo) {
+        if info.id() == self.own.id() || self.config.recent == 0 {
+            return;
+        }
+        if let Some(held) = self.recent.iter_mut().find(|p| p.id() == info.id()) {
+            if info.cert.expires > held.cert.expires {
+                *held = info.clone();
+            }
+            return;
+        }
+        if self.recent.len() >= self.config.recent {
+            let evict = (self.random.next_u64() % self.recent.len() as u64) as usize;
+            self.recent.swap_remove(evict);
+        }
+        self.recent.push(info.clone());
     }
 
     fn request_neighbor(&mut self, info: PeerInfo, high: bool, now: Timestamp) {

@@ -464,3 +464,60 @@ fn walks_from_the_wire_are_no_longer_than_this_nodes_own() {
     }
     assert!(forwarded.iter().all(|ttl| *ttl < config().active_walk), "{forwarded:?}");
 }
+
+#[test]
+fn a_node_whose_views_all_fail_asks_the_members_it_met_lately() {
+    let nodes = 200u32;
+    let mut net = Net::new(nodes, config());
+    net.settle(1_000_000);
+    for _ in 0..12 {
+        net.tick(10_000);
+        net.settle(1_000_000);
+    }
+    let lone = 7u32;
+    let overlay = &net.overlays[lone as usize];
+    let mut doomed: BTreeSet<NodeIdentity> = overlay.active().chain(overlay.passive()).collect();
+    // The member the advert names, through which a node alone joins anew.
+    doomed.insert(id(0));
+    // Nobody else keeps it in a view: only its own reserve can help it.
+    for n in (0..nodes).filter(|n| *n != lone) {
+        let overlay = &net.overlays[n as usize];
+        if overlay.active().chain(overlay.passive()).any(|p| p == id(lone)) {
+            doomed.insert(id(n));
+        }
+    }
+    let met = net.overlays[lone as usize].recent().filter(|p| !doomed.contains(p)).count();
+    let recent = net.overlays[lone as usize].recent().count();
+    assert!(
+        met > 0,
+        "node {lone} met members beyond its views and those that hold it: {recent} met, {} doomed",
+        doomed.len()
+    );
+    for peer in &doomed {
+        let n = net.index(peer).expect("a node of the test");
+        net.kill(n);
+    }
+    net.settle(1_000_000);
+    net.tick(1_000);
+    net.settle(1_000_000);
+    let neighbours: Vec<NodeIdentity> = net.overlays[lone as usize].active().collect();
+    assert!(!neighbours.is_empty(), "node {lone} found a neighbour among the {met} members it met");
+    assert!(neighbours.iter().all(|p| !doomed.contains(p)));
+}
+
+#[test]
+fn two_nodes_that_hold_only_each_other_join_the_overlay_at_their_period() {
+    let mut net = Net::new(32, config());
+    // Nodes 30 and 31 lose their joins and meet only each other.
+    net.queue.retain(|(from, _, _)| *from < 30);
+    let now = net.now;
+    net.overlays[31].on_message(id(30), Message::Neighbor { info: info(30), high: true }, now, &TestVerifier);
+    net.collect(31);
+    net.settle(100_000);
+    assert_eq!(net.overlays[30].active().collect::<Vec<_>>(), vec![id(31)]);
+    for _ in 0..4 {
+        net.tick(10_000);
+        net.settle(100_000);
+    }
+    assert_eq!(net.largest_component(), 32, "the island joined the overlay");
+}
