@@ -72,6 +72,9 @@ fn kind_index(message: &Message) -> usize {
 /// Joins a node alone sends per period, through members the advert names.
 const MAX_JOINS_ALONE: u32 = 8;
 
+/// Entries of the members met lately that one neighbour may have supplied.
+const RECENT_PER_SOURCE: usize = 8;
+
 /// A node left with a single neighbour at its period joins anew. Two nodes
 /// that hold only each other, whose passive members all have full views,
 /// would otherwise stay an island for good: every low-priority request
@@ -92,11 +95,12 @@ pub struct Overlay {
     joins_alone: u32,
     active: Vec<PeerInfo>,
     passive: Vec<PeerInfo>,
-    /// Members met lately (every entry admitted), tried one by one when
-    /// this node is left alone with an empty passive view. A failure that
-    /// takes most of the overlay can empty a passive view of 30; the
-    /// members a node met are a second, independent sample.
-    recent: Vec<PeerInfo>,
+    /// Members met lately (entries admitted), each with the neighbour that
+    /// passed it on, tried one by one when this node is left alone and its
+    /// joins failed. A failure that takes most of the overlay can empty a
+    /// passive view of 30; the members a node met are a second sample, of
+    /// which one neighbour supplies at most `RECENT_PER_SOURCE`.
+    recent: Vec<(PeerInfo, NodeIdentity)>,
     /// Neighbour requests waiting for an answer, with their deadlines.
     pending: HashMap<NodeIdentity, Timestamp>,
     next_shuffle: Timestamp,
@@ -168,7 +172,12 @@ impl Overlay {
     }
 
     pub fn recent(&self) -> impl Iterator<Item = NodeIdentity> + '_ {
-        self.recent.iter().map(PeerInfo::id)
+        self.recent.iter().map(|(p, _)| p.id())
+    }
+
+    /// The members met lately, each with the neighbour that passed it on.
+    pub fn recent_entries(&self) -> impl Iterator<Item = (&PeerInfo, NodeIdentity)> + '_ {
+        self.recent.iter().map(|(p, from)| (p, *from))
     }
 
     pub fn pending(&self) -> usize {
@@ -222,10 +231,12 @@ impl Overlay {
         }
     }
 
-    fn admitted(&mut self, info: &PeerInfo, now: Timestamp, verifier: &dyn Verifier) -> bool {
+    /// Whether `info`, passed on by `from`, may enter a view; kept among
+    /// the members met lately if so.
+    fn admitted(&mut self, info: &PeerInfo, from: NodeIdentity, now: Timestamp, verifier: &dyn Verifier) -> bool {
         match self.admit(info, now, verifier) {
             Ok(()) => {
-                self.remember(info);
+                self.remember(info, from);
                 true
             }
             Err(Refusal::Uncertified) => {
@@ -274,7 +285,7 @@ impl Overlay {
         match message {
             Message::Join(info) if info.id() == from => {
                 // A repeated join spreads nothing more.
-                if self.is_active(&from) || !self.admitted(&info, now, verifier) {
+                if self.is_active(&from) || !self.admitted(&info, from, now, verifier) {
                     return;
                 }
                 self.add_active(info.clone(), now);
@@ -291,7 +302,7 @@ impl Overlay {
                     self.counters.refused_not_neighbor += 1;
                     return;
                 }
-                if !self.admitted(&joiner, now, verifier) || self.is_active(&joiner.id()) {
+                if !self.admitted(&joiner, from, now, verifier) || self.is_active(&joiner.id()) {
                     return;
                 }
                 if ttl == 0 || self.active.len() <= 1 {
@@ -307,7 +318,7 @@ impl Overlay {
                 }
             }
             Message::Neighbor { info, high } if info.id() == from => {
-                if !self.admitted(&info, now, verifier) {
+                if !self.admitted(&info, from, now, verifier) {
                     return;
                 }
                 let asked = self.pending.remove(&from).is_some();
@@ -331,7 +342,7 @@ impl Overlay {
                 let refused = self.pending.remove(&from).is_some();
                 let was_active = self.remove_active(&from, alive);
                 if !alive {
-                    self.recent.retain(|p| p.id() != from);
+                    self.recent.retain(|(p, _)| p.id() != from);
                 }
                 if refused && !alive {
                     self.passive.retain(|p| p.id() != from);
@@ -357,7 +368,7 @@ impl Overlay {
                     return;
                 }
                 *taken += 1;
-                if !self.admitted(&origin, now, verifier) {
+                if !self.admitted(&origin, from, now, verifier) {
                     return;
                 }
                 if ttl > 0 && self.active.len() > 1 {
@@ -369,14 +380,14 @@ impl Overlay {
                 let reply = self.sample_passive(entries.len().min(MAX_ENTRIES));
                 self.out.push_back(Out::Learn(origin.advert.clone()));
                 self.send(origin.id(), Message::ShuffleReply { entries: reply, id });
-                self.merge(std::iter::once(origin).chain(entries), now, verifier);
+                self.merge(std::iter::once(origin).chain(entries), from, now, verifier);
             }
             Message::ShuffleReply { entries, id } => {
                 if self.shuffle_sent != Some(id) {
                     return;
                 }
                 self.shuffle_sent = None;
-                self.merge(entries.into_iter(), now, verifier);
+                self.merge(entries.into_iter(), from, now, verifier);
             }
             // A join or neighbour request that names another node than its
             // sender.
@@ -389,6 +400,8 @@ impl Overlay {
     /// member's may close for being idle, and it stays in reserve.
     pub fn peer_gone(&mut self, peer: &NodeIdentity, now: Timestamp) {
         if self.remove_active(peer, false) {
+            // A neighbour that failed is no last resort either.
+            self.recent.retain(|(p, _)| p.id() != *peer);
             self.repair(now);
         }
     }
@@ -398,7 +411,7 @@ impl Overlay {
         let was_pending = self.pending.remove(peer).is_some();
         let was_active = self.remove_active(peer, false);
         self.passive.retain(|p| p.id() != *peer);
-        self.recent.retain(|p| p.id() != *peer);
+        self.recent.retain(|(p, _)| p.id() != *peer);
         if was_active || was_pending {
             self.repair(now);
         } else if self.join_target == Some(*peer) {
@@ -418,10 +431,18 @@ impl Overlay {
         if self.joins_alone < MAX_JOINS_ALONE {
             self.contact = None;
             self.join_contact();
-        } else if !self.recent.is_empty() {
+            return;
+        }
+        // The last resort is repair: the baseline waits for its period.
+        if self.config.repair != Repair::Reactive {
+            return;
+        }
+        let advert = &self.advert;
+        self.recent.retain(|(p, _)| p.cert.check(advert, now).is_ok());
+        if !self.recent.is_empty() {
             let pick = (self.random.next_u64() % self.recent.len() as u64) as usize;
             // Tried once: it answers and becomes a neighbour, or it is gone.
-            let info = self.recent.swap_remove(pick);
+            let (info, _) = self.recent.swap_remove(pick);
             self.counters.repair_requests += 1;
             self.request_neighbor(info, true, now);
         }
@@ -466,7 +487,7 @@ impl Overlay {
         for peer in expired {
             self.pending.remove(&peer);
             self.passive.retain(|p| p.id() != peer);
-            self.recent.retain(|p| p.id() != peer);
+            self.recent.retain(|(p, _)| p.id() != peer);
         }
         if any_expired {
             self.repair(now);
@@ -483,7 +504,9 @@ impl Overlay {
         self.shuffles_taken.clear();
         self.joins_alone = 0;
         self.drop_invalid(now);
-        if self.active.len() < JOIN_BELOW && !self.active.is_empty() && self.pending.is_empty() {
+        // Not in a full mesh: there a lone neighbour may be all the domain has.
+        let mesh = self.active_capacity() > self.config.active;
+        if !mesh && self.active.len() < JOIN_BELOW && !self.active.is_empty() && self.pending.is_empty() {
             self.contact = None;
             self.join_contact();
         }
@@ -512,7 +535,7 @@ impl Overlay {
         let valid = |p: &PeerInfo| p.cert.check(advert, now).is_ok();
         let gone: Vec<NodeIdentity> = self.active.iter().filter(|p| !valid(p)).map(PeerInfo::id).collect();
         self.passive.retain(valid);
-        self.recent.retain(valid);
+        self.recent.retain(|(p, _)| valid(p));
         for peer in gone {
             self.send(peer, Message::Disconnect { alive: false });
             self.remove_active(&peer, false);
@@ -549,23 +572,28 @@ impl Overlay {
         }
     }
 
-    /// Keeps an admitted entry among the members met lately; when full, a
-    /// random one makes room.
-    fn remember(&mut self, info: &PeerInfo) {
+    /// Keeps an admitted entry among the members met lately. When full, or
+    /// when `from` already supplied its share, an entry (of `from`'s, in the
+    /// second case) makes room at random.
+    fn remember(&mut self, info: &PeerInfo, from: NodeIdentity) {
         if info.id() == self.own.id() || self.config.recent == 0 {
             return;
         }
-        if let Some(held) = self.recent.iter_mut().find(|p| p.id() == info.id()) {
+        if let Some((held, _)) = self.recent.iter_mut().find(|(p, _)| p.id() == info.id()) {
             if info.cert.expires > held.cert.expires {
                 *held = info.clone();
             }
             return;
         }
-        if self.recent.len() >= self.config.recent {
+        let supplied: Vec<usize> = (0..self.recent.len()).filter(|i| self.recent[*i].1 == from).collect();
+        if supplied.len() >= RECENT_PER_SOURCE {
+            let evict = supplied[(self.random.next_u64() % supplied.len() as u64) as usize];
+            self.recent.swap_remove(evict);
+        } else if self.recent.len() >= self.config.recent {
             let evict = (self.random.next_u64() % self.recent.len() as u64) as usize;
             self.recent.swap_remove(evict);
         }
-        self.recent.push(info.clone());
+        self.recent.push((info.clone(), from));
     }
 
     fn request_neighbor(&mut self, info: PeerInfo, high: bool, now: Timestamp) {
@@ -645,9 +673,15 @@ impl Overlay {
         self.passive.push(info);
     }
 
-    fn merge(&mut self, entries: impl Iterator<Item = PeerInfo>, now: Timestamp, verifier: &dyn Verifier) {
+    fn merge(
+        &mut self,
+        entries: impl Iterator<Item = PeerInfo>,
+        from: NodeIdentity,
+        now: Timestamp,
+        verifier: &dyn Verifier,
+    ) {
         for entry in entries.take(MAX_ENTRIES + 1) {
-            if self.is_active(&entry.id()) || !self.admitted(&entry, now, verifier) {
+            if self.is_active(&entry.id()) || !self.admitted(&entry, from, now, verifier) {
                 continue;
             }
             self.add_passive(entry);

@@ -200,6 +200,14 @@ impl Net {
             for entry in overlay.active_entries().iter().chain(overlay.passive_entries()) {
                 prop_assert!(overlay.admit(entry, self.now, &TestVerifier).is_ok(), "an uncertified entry");
             }
+            let recent: Vec<(&PeerInfo, NodeIdentity)> = overlay.recent_entries().collect();
+            prop_assert!(recent.len() <= config().recent, "members met lately over their bound");
+            for (entry, from) in &recent {
+                prop_assert!(entry.id() != me, "its own node among the members met lately");
+                prop_assert!(overlay.admit(entry, self.now, &TestVerifier).is_ok(), "an uncertified member met");
+                let supplied = recent.iter().filter(|(_, f)| f == from).count();
+                prop_assert!(supplied <= 8, "one neighbour supplied {supplied} members met lately");
+            }
         }
         Ok(())
     }
@@ -520,4 +528,19 @@ fn two_nodes_that_hold_only_each_other_join_the_overlay_at_their_period() {
         net.settle(100_000);
     }
     assert_eq!(net.largest_component(), 32, "the island joined the overlay");
+}
+
+#[test]
+fn one_neighbour_supplies_at_most_its_share_of_the_members_met_lately() {
+    let mut net = Net::new(8, config());
+    net.settle(100_000);
+    let from = net.overlays[2].active().next().expect("a neighbour");
+    let now = net.now;
+    for joiner in 100..140 {
+        let message = Message::ForwardJoin { joiner: info(joiner), ttl: 2 };
+        net.overlays[2].on_message(from, message, now, &TestVerifier);
+    }
+    let supplied = net.overlays[2].recent_entries().filter(|(_, source)| *source == from).count();
+    assert_eq!(supplied, 8, "a neighbour's walks fill no more than its share");
+    assert!(net.overlays[2].recent().count() <= config().recent);
 }
