@@ -20,7 +20,8 @@ use crate::random::system_seed;
 use crate::runtime::{Node, NodeError, DEFAULT_MAILBOX_CAPACITY};
 use crate::transport::identity_tls::TlsSetupError;
 use crate::transport::{
-    InboundFailures, MemoryConnector, MemoryNetwork, QuicConnector, TlsConfigs, TlsTcpConnector, TransportDriver,
+    InboundFailures, MemoryConnector, MemoryNetwork, QuicConnector, QuicTuning, RecordLayer, TlsConfigs,
+    TlsTcpConnector, TransportDriver,
 };
 
 /// Inbound streams waiting for their handshake.
@@ -64,9 +65,11 @@ pub struct NetworkedNodeConfig {
     pub mailbox_capacity: usize,
     pub router: RouterConfig,
     pub transport: TransportConfig,
-    /// Largest UDP payload QUIC may use (1500 by default; 9000 helps on
-    /// loopback and jumbo-frame networks).
-    pub max_mtu: u16,
+    /// QUIC's packet size, flow-control windows and send buffers.
+    pub quic: QuicTuning,
+    /// The crypto library and cipher-suite order protecting connections
+    /// (QUIC packets and TLS records); identities are on ring regardless.
+    pub record: RecordLayer,
     /// Bytes that frames being read may hold, over all connections
     /// (64 MiB by default).
     pub frame_memory: usize,
@@ -93,7 +96,8 @@ impl NetworkedNodeConfig {
             mailbox_capacity: DEFAULT_MAILBOX_CAPACITY,
             router: RouterConfig::default(),
             transport: TransportConfig::default(),
-            max_mtu: 1500,
+            quic: QuicTuning::default(),
+            record: RecordLayer::default(),
             frame_memory: crate::transport::frame_memory::DEFAULT_FRAME_MEMORY,
             frame_deadline: crate::transport::framing::FRAME_DEADLINE,
             identities: IdentityStoreConfig::default(),
@@ -134,7 +138,7 @@ impl NetworkedNode {
         };
         let driver = TransportDriver::with_frame_limits(identity, config.transport, system_seed(), limits);
         let (accepted_tx, accepted_rx) = mpsc::channel(ACCEPT_QUEUE);
-        let tls = TlsConfigs::new(&config.keys)?;
+        let tls = TlsConfigs::with_record_layer(&config.keys, config.record)?;
         let failures = Arc::new(InboundFailures::default());
         let mut advertised = Vec::new();
         for entry in &config.listen {
@@ -151,7 +155,7 @@ impl NetworkedNode {
                     let connector = QuicConnector::bind_counting(
                         address.socket,
                         tls.clone(),
-                        config.max_mtu,
+                        config.quic,
                         accepted_tx.clone(),
                         Arc::clone(&failures),
                     )

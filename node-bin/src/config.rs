@@ -147,6 +147,11 @@ pub struct Limits {
     /// peers together (60).
     pub log_lines_per_peer: Option<u32>,
     pub log_lines_total: Option<u32>,
+    /// QUIC: MiB a peer may have in flight to this node beyond what it has
+    /// read, per connection and per stream (16), and MiB this node keeps
+    /// per stream until acknowledged (16).
+    pub quic_receive_window_mib: Option<u32>,
+    pub quic_send_buffer_mib: Option<u32>,
 }
 impl Limits {
     fn validate(&self, invalid: &dyn Fn(&str, String) -> ConfigError) -> Result<(), ConfigError> {
@@ -169,6 +174,8 @@ impl Limits {
             ("cached_records_per_peer", self.cached_records_per_peer.map(|v| v as u64), 0, 16_777_216),
             ("log_lines_per_peer", self.log_lines_per_peer.map(u64::from), 0, 1_000_000),
             ("log_lines_total", self.log_lines_total.map(u64::from), 0, 1_000_000),
+            ("quic_receive_window_mib", self.quic_receive_window_mib.map(u64::from), 1, 1024),
+            ("quic_send_buffer_mib", self.quic_send_buffer_mib.map(u64::from), 1, 1024),
         ];
         for (key, value, min, max) in sizes {
             if let Some(value) = value {
@@ -394,6 +401,10 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("line 3, key `frame_deadline_secs`: 0 is outside 1..=3600"), "{text}");
         assert!(parse("[limits]\nno_such_limit = 1\n").is_err());
+        let quic = parse("[limits]\nquic_receive_window_mib = 8\nquic_send_buffer_mib = 4\n").expect("valid");
+        assert_eq!((quic.limits.quic_receive_window_mib, quic.limits.quic_send_buffer_mib), (Some(8), Some(4)));
+        let err = parse("[limits]\nquic_receive_window_mib = 0\n").expect_err("no window");
+        assert!(err.to_string().contains("key `quic_receive_window_mib`: 0 is outside 1..=1024"), "{err}");
     }
 
     #[test]

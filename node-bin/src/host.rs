@@ -56,6 +56,12 @@ fn apply_limits(limits: &crate::config::Limits, node: &mut NetworkedNodeConfig) 
     if let Some(secs) = limits.frame_deadline_secs {
         node.frame_deadline = std::time::Duration::from_secs(secs);
     }
+    if let Some(mib) = limits.quic_receive_window_mib {
+        node.quic.receive_window = mib.saturating_mul(MIB as u32);
+    }
+    if let Some(mib) = limits.quic_send_buffer_mib {
+        node.quic.send_buffer = mib.saturating_mul(MIB as u32);
+    }
     let adverts = &mut node.adverts;
     adverts.burst = limits.advert_burst.unwrap_or(adverts.burst);
     adverts.per_second = limits.adverts_per_second.unwrap_or(adverts.per_second);
@@ -84,7 +90,7 @@ impl Host {
         node_config.data_dir = data_dir;
         node_config.name = config.name.clone();
         node_config.mailbox_capacity = config.mailbox_capacity();
-        node_config.max_mtu = config.max_mtu.unwrap_or(1500);
+        node_config.quic.max_mtu = config.max_mtu.unwrap_or(1500);
         node_config.router = RouterConfig { sign_remote: config.sign_all.unwrap_or(false), ..RouterConfig::default() };
         let defaults = TransportConfig::default();
         let limits = &config.limits;

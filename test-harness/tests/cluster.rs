@@ -9,7 +9,7 @@ use netmachine_adapters::control::{decode_body, encode_body, ControlClient, Cont
 use netmachine_adapters::crypto::Ed25519Keys;
 use netmachine_adapters::text_forms::node_advert_to_text;
 use netmachine_adapters::transport::framing::{encode_frame_into, FrameReader};
-use netmachine_adapters::transport::{Connector, QuicConnector, TlsConfigs, TlsTcpConnector};
+use netmachine_adapters::transport::{Connector, QuicConnector, QuicTuning, TlsConfigs, TlsTcpConnector};
 use netmachine_domain::*;
 use netmachine_engines::ports::Signer;
 use netmachine_harness::cluster::Cluster;
@@ -211,7 +211,9 @@ async fn a_garbage_frame_closes_that_connection_only(protocol: TransportProtocol
     let (accepted, _rx) = tokio::sync::mpsc::channel(1);
     let local = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     let connector: Box<dyn Connector> = match protocol {
-        TransportProtocol::Quic => Box::new(QuicConnector::bind(local, tls, 1500, accepted).expect("quic")),
+        TransportProtocol::Quic => {
+            Box::new(QuicConnector::bind(local, tls, QuicTuning::default(), accepted).expect("quic"))
+        }
         TransportProtocol::TlsTcp => Box::new(TlsTcpConnector::bind(local, tls, accepted).await.expect("tcp")),
     };
     let stream = connector.dial(cluster.nodes[0].address, cluster.nodes[0].identity).await.expect("dial");

@@ -1,20 +1,28 @@
-//! Transport benchmark: prints a table, asserts nothing.
+//! Transport benchmark: prints tables, asserts nothing.
 //!
 //! cargo bench -p netmachine-adapters --bench transport
 //!
-//! Two nodes on loopback QUIC, and beside each figure raw s2n-quic (the
-//! same endpoints, TLS and MTU, one bidirectional stream, no netmachine
-//! framing, acknowledgements or signatures) moving the same bytes:
-//! (a) bulk 1 MiB bodies, (b) 256-byte bodies, channel-authenticated and
-//! signed, (c) request-response round trips, (d) connection setup. Then
-//! (a) and (b) again over TLS 1.3 over TCP, beside raw tokio-rustls on the
-//! same kind of sockets (the same connector, its TLS handshake and
-//! identity checks, then raw bytes).
-//! NETMACHINE_BENCH_MTU sets QUIC's maximum MTU for both (default 1500).
-//! (a) and (b) alternate netmachine and raw rounds and report medians, and
-//! (c) pools two alternating runs, because this machine's speed drifts.
-//! NETMACHINE_BENCH_ONLY_SMALL=1 runs only (b) channel-authenticated, for
-//! profiling.
+//! First the configurations of raw s2n-quic (one bidirectional stream,
+//! no netmachine framing, acknowledgements or signatures) that matter for
+//! bulk: the record layer's crypto library (ring, aws-lc-rs), the cipher
+//! suite order, flow-control windows and send buffers, and segmentation
+//! offload; the fastest is the raw baseline below. Then two nodes on
+//! loopback QUIC beside that baseline and beside raw quinn (the same
+//! windows and MTU, one stream): (a) bulk, 1 GiB in 1 MiB bodies; (b)
+//! 256-byte bodies, channel-authenticated and signed; (c) request-response
+//! round trips; (d) connection setup; then one node receiving from 16
+//! nodes at once and sending to 16. Then (a) and (b) over TLS 1.3 over TCP,
+//! beside raw tokio-rustls on the same kind of sockets (the same connector,
+//! its TLS handshake and identity checks, then raw bytes).
+//! NETMACHINE_BENCH_MTU sets QUIC's maximum MTU for all (default 1500).
+//! Bulk rows alternate their contenders round by round and report medians
+//! and the spread, and (c) pools two alternating runs, because this
+//! machine's speed drifts. NETMACHINE_BENCH_ONLY_SMALL=1 runs only (b)
+//! channel-authenticated, for profiling; NETMACHINE_BENCH_ONLY_BULK=1 only
+//! (a), netmachine alone.
+
+mod many_peers;
+mod quinn_raw;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -23,14 +31,19 @@ use bytes::Bytes;
 use netmachine_adapters::crypto::{Ed25519Keys, RingVerifier};
 use netmachine_adapters::networked::{NetworkedNode, NetworkedNodeConfig};
 use netmachine_adapters::runtime::{EngineHandle, Inbound, SendOptions};
-use netmachine_adapters::transport::{Connector, QuicConnector, SecuredStream, TlsConfigs, TlsTcpConnector};
+use netmachine_adapters::transport::{
+    Connector, QuicConnector, QuicTuning, RecordCrypto, RecordLayer, SecuredStream, TlsConfigs, TlsTcpConnector,
+};
 use netmachine_domain::*;
 use netmachine_engines::ports::{Signer, Verifier};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-const MIB: usize = 1024 * 1024;
-const BULK_MESSAGES: usize = 256;
+pub(crate) const MIB: usize = 1024 * 1024;
+const BULK_MESSAGES: usize = 1024;
+/// Bodies of 1 MiB each of 16 peers sends or receives: 1 GiB in all.
+const MANY_PEERS: usize = 16;
+const MANY_MESSAGES: usize = 64;
 const SMALL: usize = 256;
 const SMALL_MESSAGES: usize = 300_000;
 const SIGNED_MESSAGES: usize = 30_000;
@@ -47,15 +60,20 @@ fn loopback() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
 }
 
-fn proto() -> ProtocolId {
+pub(crate) fn proto() -> ProtocolId {
     ProtocolId::new("bench", 1).expect("valid")
 }
 
-async fn node(protocol: TransportProtocol) -> NetworkedNode {
+pub(crate) async fn node(protocol: TransportProtocol) -> NetworkedNode {
+    node_with(protocol, RawConfig::product()).await
+}
+
+async fn node_with(protocol: TransportProtocol, setup: RawConfig) -> NetworkedNode {
     let keys = Ed25519Keys::generate().expect("keys");
     let address = TransportAddress::new(protocol, loopback());
     let mut config = NetworkedNodeConfig::new(keys, vec![WeightedAddress { address, weight: 1 }]);
-    config.max_mtu = mtu();
+    config.quic = setup.tuning;
+    config.record = setup.record;
     NetworkedNode::start(config).await.expect("node")
 }
 
@@ -64,17 +82,21 @@ async fn pair() -> (NetworkedNode, NetworkedNode) {
 }
 
 async fn pair_over(protocol: TransportProtocol) -> (NetworkedNode, NetworkedNode) {
-    let (a, b) = (node(protocol).await, node(protocol).await);
+    pair_with(protocol, RawConfig::product()).await
+}
+
+async fn pair_with(protocol: TransportProtocol, setup: RawConfig) -> (NetworkedNode, NetworkedNode) {
+    let (a, b) = (node_with(protocol, setup).await, node_with(protocol, setup).await);
     a.node.offer_node_advert(b.node.advert().expect("advert")).await.expect("advert");
     b.node.offer_node_advert(a.node.advert().expect("advert")).await.expect("advert");
     (a, b)
 }
 
-fn to(node: &NetworkedNode, engine: &str) -> DestinationIdentity {
+pub(crate) fn to(node: &NetworkedNode, engine: &str) -> DestinationIdentity {
     DestinationIdentity::Engine(EngineIdentity::new(node.node.identity(), EngineName::new(engine).expect("valid")))
 }
 
-async fn recv_message(engine: &mut EngineHandle) -> EngineMessage {
+pub(crate) async fn recv_message(engine: &mut EngineHandle) -> EngineMessage {
     loop {
         match engine.recv().await {
             Some(Inbound::Message(m)) => return m,
@@ -113,16 +135,88 @@ async fn netmachine_stream(
     start.elapsed().as_secs_f64()
 }
 
-/// A raw endpoint with the nodes' TLS setup: s2n-quic, or tokio-rustls
-/// over TCP; the server's inbound streams arrive on the receiver.
+/// A raw endpoint configuration: the record layer and QUIC's tuning.
+#[derive(Debug, Clone, Copy)]
+struct RawConfig {
+    record: RecordLayer,
+    tuning: QuicTuning,
+}
+
+impl RawConfig {
+    /// What netmachine itself uses.
+    fn product() -> Self {
+        Self { record: RecordLayer::default(), tuning: QuicTuning { max_mtu: mtu(), ..QuicTuning::default() } }
+    }
+
+    /// What netmachine used before its defaults were measured: ring,
+    /// AES-256-GCM first, s2n-quic's own windows and send buffer.
+    fn earlier() -> Self {
+        let tuning = QuicTuning {
+            max_mtu: mtu(),
+            receive_window: S2N_WINDOW,
+            send_buffer: S2N_SEND_BUFFER,
+            segmentation_offload: true,
+        };
+        Self { record: RecordLayer { crypto: RecordCrypto::Ring, aes_128_first: false }, tuning }
+    }
+
+    fn describe(&self) -> String {
+        let crypto = match self.record.crypto {
+            RecordCrypto::Ring => "ring",
+            #[cfg(feature = "aws-lc")]
+            RecordCrypto::AwsLc => "aws-lc-rs",
+        };
+        let order = if self.record.aes_128_first { "AES-128 first" } else { "AES-256 first" };
+        let window = if self.tuning.receive_window == S2N_WINDOW {
+            "s2n defaults".to_string()
+        } else {
+            format!("{} MiB", self.tuning.receive_window as usize / MIB)
+        };
+        let gso = if self.tuning.segmentation_offload { "on" } else { "off" };
+        format!("{crypto}, {order}, windows {window}, GSO {gso}")
+    }
+}
+
+/// s2n-quic's own flow-control window (150 Mbit/s over 100 ms, doubled)
+/// and stream send buffer.
+const S2N_WINDOW: u32 = 3_750_000;
+const S2N_SEND_BUFFER: u32 = 4 * 1024 * 1024;
+
+/// The configurations of raw s2n-quic compared for bulk.
+fn raw_configs() -> Vec<RawConfig> {
+    let cryptos = [
+        RecordCrypto::Ring,
+        #[cfg(feature = "aws-lc")]
+        RecordCrypto::AwsLc,
+    ];
+    let mut configs = Vec::new();
+    for crypto in cryptos {
+        for aes_128_first in [false, true] {
+            for (receive_window, send_buffer) in [(S2N_WINDOW, S2N_SEND_BUFFER), (16 * MIB as u32, 16 * MIB as u32)] {
+                let tuning = QuicTuning { max_mtu: mtu(), receive_window, send_buffer, segmentation_offload: true };
+                configs.push(RawConfig { record: RecordLayer { crypto, aes_128_first }, tuning });
+            }
+        }
+    }
+    // Segmentation offload off, on the product's configuration.
+    let product = RawConfig::product();
+    configs.push(RawConfig { tuning: QuicTuning { segmentation_offload: false, ..product.tuning }, ..product });
+    configs
+}
+
+/// A raw endpoint: s2n-quic, or tokio-rustls over TCP; the server's
+/// inbound streams arrive on the receiver.
 async fn raw_endpoint(
     protocol: TransportProtocol,
+    config: RawConfig,
 ) -> (Box<dyn Connector>, mpsc::Receiver<SecuredStream>, NodeIdentity) {
     let keys = Ed25519Keys::generate().expect("keys");
     let (accepted, accepted_rx) = mpsc::channel(16);
-    let tls = TlsConfigs::new(&keys).expect("tls");
+    let tls = TlsConfigs::with_record_layer(&keys, config.record).expect("tls");
     let connector: Box<dyn Connector> = match protocol {
-        TransportProtocol::Quic => Box::new(QuicConnector::bind(loopback(), tls, mtu(), accepted).expect("bind")),
+        TransportProtocol::Quic => {
+            Box::new(QuicConnector::bind(loopback(), tls, config.tuning, accepted).expect("bind"))
+        }
         TransportProtocol::TlsTcp => Box::new(TlsTcpConnector::bind(loopback(), tls, accepted).await.expect("bind")),
     };
     (connector, accepted_rx, keys.node_identity())
@@ -130,22 +224,22 @@ async fn raw_endpoint(
 
 /// Two raw s2n-quic endpoints with the nodes' TLS setup.
 async fn raw_pair() -> (Box<dyn Connector>, mpsc::Receiver<SecuredStream>, NodeIdentity) {
-    raw_endpoint(TransportProtocol::Quic).await
+    raw_endpoint(TransportProtocol::Quic, RawConfig::product()).await
 }
 
 async fn raw_client() -> Box<dyn Connector> {
-    raw_endpoint(TransportProtocol::Quic).await.0
+    raw_endpoint(TransportProtocol::Quic, RawConfig::product()).await.0
 }
 
 /// Raw: `count` writes of `size` bytes on one stream; seconds until the
 /// reader has them all.
-async fn raw_stream(size: usize, count: usize) -> f64 {
-    raw_stream_over(TransportProtocol::Quic, size, count).await
+async fn raw_stream(config: RawConfig, size: usize, count: usize) -> f64 {
+    raw_stream_over(TransportProtocol::Quic, config, size, count).await
 }
 
-async fn raw_stream_over(protocol: TransportProtocol, size: usize, count: usize) -> f64 {
-    let (server, mut accepted, server_id) = raw_endpoint(protocol).await;
-    let client = raw_endpoint(protocol).await.0;
+async fn raw_stream_over(protocol: TransportProtocol, config: RawConfig, size: usize, count: usize) -> f64 {
+    let (server, mut accepted, server_id) = raw_endpoint(protocol, config).await;
+    let client = raw_endpoint(protocol, config).await.0;
     let address = server.local_address().expect("bound");
     let mut out = client.dial(address, server_id).await.expect("dial");
     out.writer.write_all(b"w").await.expect("warm");
@@ -173,6 +267,12 @@ async fn raw_stream_over(protocol: TransportProtocol, size: usize, count: usize)
     let secs = start.elapsed().as_secs_f64();
     drop((client, server, out));
     secs
+}
+
+/// The median and the spread (lowest, highest) of some figures.
+fn spread(mut values: Vec<f64>) -> (f64, f64, f64) {
+    values.sort_by(f64::total_cmp);
+    (values[values.len() / 2], values[0], values[values.len() - 1])
 }
 
 fn median(mut seconds: Vec<f64>) -> f64 {
@@ -293,6 +393,35 @@ fn verify_rate() -> f64 {
     VERIFY_OPS as f64 / start.elapsed().as_secs_f64()
 }
 
+fn gbit(bytes: usize, secs: f64) -> f64 {
+    (bytes * 8) as f64 / secs / 1e9
+}
+
+/// Rounds of each configuration of raw s2n-quic, interleaved; the index
+/// of the fastest by median.
+async fn compare_raw_configs(configs: &[RawConfig]) -> usize {
+    let mut rates = vec![Vec::new(); configs.len()];
+    for _ in 0..ROUNDS {
+        for (i, config) in configs.iter().enumerate() {
+            rates[i].push(gbit(BULK_MESSAGES * MIB, raw_stream(*config, MIB, BULK_MESSAGES).await));
+        }
+    }
+    println!("raw s2n-quic, 1 GiB over one stream, by configuration; median (lowest to highest) of {ROUNDS} interleaved rounds");
+    println!();
+    println!("| configuration | Gbit/s |");
+    println!("|---|---:|");
+    let mut best = (0, 0.0);
+    for (i, config) in configs.iter().enumerate() {
+        let (median, low, high) = spread(rates[i].clone());
+        println!("| {} | {median:.2} ({low:.2} to {high:.2}) |", config.describe());
+        if median > best.1 {
+            best = (i, median);
+        }
+    }
+    println!();
+    best.0
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     runtime.block_on(async {
@@ -302,14 +431,31 @@ fn main() {
             println!("small: {:.0} msg/s", SMALL_MESSAGES as f64 / secs);
             return;
         }
-        let (mut bulks, mut raw_bulks, mut smalls, mut raw_smalls) = (vec![], vec![], vec![], vec![]);
-        for round in 0..ROUNDS {
-            bulks.push(netmachine_stream(&a, &b, &format!("bulk{round}"), Bytes::from(vec![3u8; MIB]), BULK_MESSAGES, false).await);
-            raw_bulks.push(raw_stream(MIB, BULK_MESSAGES).await);
-            smalls.push(netmachine_stream(&a, &b, &format!("small{round}"), Bytes::from(vec![3u8; SMALL]), SMALL_MESSAGES, false).await);
-            raw_smalls.push(raw_stream(SMALL, SMALL_MESSAGES).await);
+        if std::env::var_os("NETMACHINE_BENCH_ONLY_BULK").is_some() {
+            let secs = netmachine_stream(&a, &b, "bulk", Bytes::from(vec![3u8; MIB]), BULK_MESSAGES, false).await;
+            println!("bulk: {:.2} Gbit/s", gbit(BULK_MESSAGES * MIB, secs));
+            return;
         }
-        let (bulk, raw_bulk, small, raw_small) = (median(bulks), median(raw_bulks), median(smalls), median(raw_smalls));
+        let configs = raw_configs();
+        let fastest = configs[compare_raw_configs(&configs).await];
+        let product = RawConfig::product();
+
+        let (ea, eb) = pair_with(TransportProtocol::Quic, RawConfig::earlier()).await;
+        let (mut bulks, mut raw_bulks, mut quinn_bulks, mut earlier_bulks) = (vec![], vec![], vec![], vec![]);
+        let (mut smalls, mut raw_smalls) = (vec![], vec![]);
+        for round in 0..ROUNDS {
+            let secs = netmachine_stream(&a, &b, &format!("bulk{round}"), Bytes::from(vec![3u8; MIB]), BULK_MESSAGES, false).await;
+            bulks.push(gbit(BULK_MESSAGES * MIB, secs));
+            raw_bulks.push(gbit(BULK_MESSAGES * MIB, raw_stream(fastest, MIB, BULK_MESSAGES).await));
+            quinn_bulks.push(gbit(BULK_MESSAGES * MIB, quinn_raw::stream(&product.tuning, MIB, BULK_MESSAGES).await));
+            let secs = netmachine_stream(&ea, &eb, &format!("ebulk{round}"), Bytes::from(vec![3u8; MIB]), BULK_MESSAGES, false).await;
+            earlier_bulks.push(gbit(BULK_MESSAGES * MIB, secs));
+            smalls.push(netmachine_stream(&a, &b, &format!("small{round}"), Bytes::from(vec![3u8; SMALL]), SMALL_MESSAGES, false).await);
+            raw_smalls.push(raw_stream(fastest, SMALL, SMALL_MESSAGES).await);
+        }
+        ea.shutdown().await;
+        eb.shutdown().await;
+        let (small, raw_small) = (median(smalls), median(raw_smalls));
         let signed = netmachine_stream(&a, &b, "signed", Bytes::from(vec![3u8; SMALL]), SIGNED_MESSAGES, true).await;
         let verify = verify_rate();
         let (mut rtts, mut raw_rtts) = (Vec::new(), Vec::new());
@@ -325,50 +471,66 @@ fn main() {
         b.shutdown().await;
         let setup = netmachine_setup().await;
         let raw_setup = raw_setup().await;
+        let (mut receiving, mut sending) = (Vec::new(), Vec::new());
+        for _ in 0..ROUNDS {
+            receiving.push(many_peers::receive_from(MANY_PEERS, MANY_MESSAGES).await);
+            sending.push(many_peers::send_to(MANY_PEERS, MANY_MESSAGES).await);
+        }
 
         let (ta, tb) = pair_over(TransportProtocol::TlsTcp).await;
         let (mut tcp_bulks, mut raw_tcp_bulks, mut tcp_smalls, mut raw_tcp_smalls) = (vec![], vec![], vec![], vec![]);
         for round in 0..ROUNDS {
-            tcp_bulks.push(netmachine_stream(&ta, &tb, &format!("tbulk{round}"), Bytes::from(vec![3u8; MIB]), BULK_MESSAGES, false).await);
-            raw_tcp_bulks.push(raw_stream_over(TransportProtocol::TlsTcp, MIB, BULK_MESSAGES).await);
+            let secs = netmachine_stream(&ta, &tb, &format!("tbulk{round}"), Bytes::from(vec![3u8; MIB]), BULK_MESSAGES, false).await;
+            tcp_bulks.push(gbit(BULK_MESSAGES * MIB, secs));
+            raw_tcp_bulks.push(gbit(BULK_MESSAGES * MIB, raw_stream_over(TransportProtocol::TlsTcp, product, MIB, BULK_MESSAGES).await));
             tcp_smalls.push(netmachine_stream(&ta, &tb, &format!("tsmall{round}"), Bytes::from(vec![3u8; SMALL]), SMALL_MESSAGES, false).await);
-            raw_tcp_smalls.push(raw_stream_over(TransportProtocol::TlsTcp, SMALL, SMALL_MESSAGES).await);
+            raw_tcp_smalls.push(raw_stream_over(TransportProtocol::TlsTcp, product, SMALL, SMALL_MESSAGES).await);
         }
         ta.shutdown().await;
         tb.shutdown().await;
-        let (tcp_bulk, raw_tcp_bulk) = (median(tcp_bulks), median(raw_tcp_bulks));
         let (tcp_small, raw_tcp_small) = (median(tcp_smalls), median(raw_tcp_smalls));
 
-        let gbit = |secs: f64| (BULK_MESSAGES * MIB * 8) as f64 / secs / 1e9;
         let rate = |n: usize, secs: f64| n as f64 / secs;
         let us = |d: Duration| d.as_secs_f64() * 1e6;
         let met = |ok: bool| if ok { "met" } else { "NOT met" };
+        let show = |(m, lo, hi): (f64, f64, f64)| format!("{m:.2} ({lo:.2} to {hi:.2}) Gbit/s");
 
-        let (g, rg) = (gbit(bulk), gbit(raw_bulk));
+        let (g, rg, qg, eg) = (spread(bulks), spread(raw_bulks), spread(quinn_bulks), spread(earlier_bulks));
         let (s, rs) = (rate(SMALL_MESSAGES, small), rate(SMALL_MESSAGES, raw_small));
         let sg = rate(SIGNED_MESSAGES, signed);
         println!(
-            "transport benchmark: two nodes on loopback QUIC, max MTU {}, 2 tokio workers; (a), (b): median of {ROUNDS} alternating rounds",
+            "transport benchmark: two nodes on loopback QUIC ({}), max MTU {}, 2 tokio workers; median (lowest to highest) of {ROUNDS} interleaved rounds",
+            product.describe(),
             mtu()
         );
+        println!("raw s2n-quic below is its fastest configuration above: {}", fastest.describe());
         println!();
-        println!("| measure | netmachine | raw s2n-quic | ratio | target |");
+        println!("| measure | netmachine | baseline | ratio | target |");
         println!("|---|---:|---:|---:|---|");
-        println!("| (a) bulk, {BULK_MESSAGES} x 1 MiB bodies | {g:.2} Gbit/s | {rg:.2} Gbit/s | {:.2} | >= 0.90: {} |", g / rg, met(g / rg >= 0.9));
+        println!("| (a) bulk, 1 GiB in 1 MiB bodies, against raw s2n-quic | {} | {} | {:.2} | >= 0.95: {} |", show(g), show(rg), g.0 / rg.0, met(g.0 / rg.0 >= 0.95));
+        println!("| (a) bulk, 1 GiB in 1 MiB bodies, against raw quinn | {} | {} | {:.2} | >= 1.10: {} |", show(g), show(qg), g.0 / qg.0, met(g.0 / qg.0 >= 1.1));
+        println!("| (a) bulk, against netmachine on its earlier setup ({}) | {} | {} | {:.2} | report |", RawConfig::earlier().describe(), show(g), show(eg), g.0 / eg.0);
         println!("| (b) {SMALL}-byte bodies, channel-authenticated | {s:.0} msg/s | {rs:.0} frames/s | {:.2} | >= 0.50: {} |", s / rs, met(s / rs >= 0.5));
         println!("| (b) {SMALL}-byte bodies, signed and verified | {sg:.0} msg/s | {verify:.0} verifies/s (one core) | {:.2} | >= 0.80 of verify: {} |", sg / verify, met(sg / verify >= 0.8));
         println!("| (c) round trip p50, 64 bytes | {:.0} us | {:.0} us | {:.2} | <= 1.5x: {} |", us(rtt50), us(raw50), us(rtt50) / us(raw50), met(us(rtt50) <= 1.5 * us(raw50)));
         println!("| (c) round trip p99, 64 bytes | {:.0} us | {:.0} us | {:.2} | <= 1.5x: {} |", us(rtt99), us(raw99), us(rtt99) / us(raw99), met(us(rtt99) <= 1.5 * us(raw99)));
         println!("| (d) connection setup, p50 of {SETUP_ROUNDS} | {:.0} us | {:.0} us | {:.2} | <= 1.5x: {} |", us(setup), us(raw_setup), us(setup) / us(raw_setup), met(us(setup) <= 1.5 * us(raw_setup)));
+        for (what, runs) in [("receiving from", &receiving), ("sending to", &sending)] {
+            let aggregate = spread(runs.iter().map(many_peers::ManyPeers::aggregate_gbit).collect());
+            let slowest = spread(runs.iter().map(many_peers::ManyPeers::slowest_share_of_fair).collect());
+            let spread_text = runs.iter().map(|r| format!("{:.2}", r.slowest_share_of_fair())).collect::<Vec<_>>().join(", ");
+            println!("| (e) {what} {MANY_PEERS} peers at once, {MANY_MESSAGES} MiB each: aggregate, against (a) | {} | {} | {:.2} | >= 0.80: {} |", show(aggregate), show(g), aggregate.0 / g.0, met(aggregate.0 / g.0 >= 0.8));
+            println!("| (e) {what} {MANY_PEERS} peers: slowest peer's bytes while all were busy, of a fair share | {spread_text} | 1.00 | {:.2} | >= 0.50: {} |", slowest.1, met(slowest.1 >= 0.5));
+        }
 
-        let (tg, rtg) = (gbit(tcp_bulk), gbit(raw_tcp_bulk));
+        let (tg, rtg) = (spread(tcp_bulks), spread(raw_tcp_bulks));
         let (ts, rts) = (rate(SMALL_MESSAGES, tcp_small), rate(SMALL_MESSAGES, raw_tcp_small));
         println!();
-        println!("TLS 1.3 over TCP on loopback (rustls, ring provider), beside raw tokio-rustls; median of {ROUNDS} alternating rounds");
+        println!("TLS 1.3 over TCP on loopback ({}), beside raw tokio-rustls with the same record layer; median (lowest to highest) of {ROUNDS} interleaved rounds", product.describe().split(", windows").next().unwrap_or_default());
         println!();
         println!("| measure | netmachine | raw tokio-rustls | ratio | target |");
         println!("|---|---:|---:|---:|---|");
-        println!("| (a) bulk, {BULK_MESSAGES} x 1 MiB bodies | {tg:.2} Gbit/s | {rtg:.2} Gbit/s | {:.2} | >= 0.80: {} |", tg / rtg, met(tg / rtg >= 0.8));
+        println!("| (a) bulk, 1 GiB in 1 MiB bodies | {} | {} | {:.2} | >= 0.80: {} |", show(tg), show(rtg), tg.0 / rtg.0, met(tg.0 / rtg.0 >= 0.8));
         println!("| (b) {SMALL}-byte bodies, channel-authenticated | {ts:.0} msg/s | {rts:.0} frames/s | {:.2} | report |", ts / rts);
     });
 }

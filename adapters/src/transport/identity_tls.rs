@@ -76,12 +76,68 @@ impl NodeCertificate {
     }
 }
 
-/// ring as the crypto provider, TLS 1.3 suites only (all of which QUIC can
-/// use).
-pub fn crypto_provider() -> Arc<CryptoProvider> {
-    let base = rustls::crypto::ring::default_provider();
-    let suites = base.cipher_suites.iter().copied().filter(|s| s.version() == &rustls::version::TLS13).collect();
-    Arc::new(CryptoProvider { cipher_suites: suites, ..base })
+/// The crypto library under TLS's record layer and QUIC's packet
+/// protection. Identities (certificates, adverts, messages) are signed and
+/// checked with ring whatever this says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordCrypto {
+    Ring,
+    /// aws-lc-rs: its AES-GCM is faster on x86-64 (`docs/benchmarks.md`).
+    #[cfg(feature = "aws-lc")]
+    AwsLc,
+}
+
+impl Default for RecordCrypto {
+    /// aws-lc-rs when the `aws-lc` feature is on (the default), else ring.
+    fn default() -> Self {
+        #[cfg(feature = "aws-lc")]
+        return Self::AwsLc;
+        #[cfg(not(feature = "aws-lc"))]
+        return Self::Ring;
+    }
+}
+
+/// What protects the bytes of a connection once it is set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordLayer {
+    pub crypto: RecordCrypto,
+    /// AES-128-GCM before AES-256-GCM: the cheaper of the two where AES has
+    /// hardware support (`docs/benchmarks.md`).
+    pub aes_128_first: bool,
+}
+
+impl Default for RecordLayer {
+    fn default() -> Self {
+        Self { crypto: RecordCrypto::default(), aes_128_first: true }
+    }
+}
+
+/// TLS 1.3 suites only (all of which QUIC can use), in the order `record`
+/// says; a server picks the first suite both sides offer in its own order.
+pub fn crypto_provider(record: RecordLayer) -> Arc<CryptoProvider> {
+    let base = match record.crypto {
+        RecordCrypto::Ring => rustls::crypto::ring::default_provider(),
+        #[cfg(feature = "aws-lc")]
+        RecordCrypto::AwsLc => rustls::crypto::aws_lc_rs::default_provider(),
+    };
+    let rank = |s: &rustls::SupportedCipherSuite| match (s.suite(), record.aes_128_first) {
+        (rustls::CipherSuite::TLS13_AES_128_GCM_SHA256, true)
+        | (rustls::CipherSuite::TLS13_AES_256_GCM_SHA384, false) => 0,
+        (rustls::CipherSuite::TLS13_AES_128_GCM_SHA256 | rustls::CipherSuite::TLS13_AES_256_GCM_SHA384, _) => 1,
+        _ => 2,
+    };
+    let mut suites: Vec<_> =
+        base.cipher_suites.iter().copied().filter(|s| s.version() == &rustls::version::TLS13).collect();
+    suites.sort_by_key(rank);
+    // The handshake's identity signatures are made and checked by ring, in
+    // either case.
+    let ring = rustls::crypto::ring::default_provider();
+    Arc::new(CryptoProvider {
+        cipher_suites: suites,
+        signature_verification_algorithms: ring.signature_verification_algorithms,
+        key_provider: ring.key_provider,
+        ..base
+    })
 }
 
 fn algorithms(provider: &CryptoProvider) -> WebPkiSupportedAlgorithms {
@@ -229,8 +285,12 @@ pub struct TlsConfigs {
 
 impl TlsConfigs {
     pub fn new(keys: &Ed25519Keys) -> Result<Self, TlsSetupError> {
+        Self::with_record_layer(keys, RecordLayer::default())
+    }
+
+    pub fn with_record_layer(keys: &Ed25519Keys, record: RecordLayer) -> Result<Self, TlsSetupError> {
         let cert = NodeCertificate::new(keys)?;
-        let provider = crypto_provider();
+        let provider = crypto_provider(record);
         let mismatches = Arc::new(MismatchLog::default());
 
         let mut server = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
@@ -272,6 +332,18 @@ mod tests {
         assert_eq!(identity_of_certificate(&cert.certificate), Some(keys.node_identity()));
         assert!(server_name_of(&keys.node_identity()).len() <= 63);
         TlsConfigs::new(&keys).expect("configs build");
+    }
+
+    #[test]
+    fn the_record_layer_offers_tls13_suites_in_the_order_asked() {
+        use rustls::CipherSuite::{TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384};
+        let suites = |layer| crypto_provider(layer).cipher_suites.iter().map(|s| s.suite()).collect::<Vec<_>>();
+        let default = suites(RecordLayer::default());
+        assert_eq!(default.first(), Some(&TLS13_AES_128_GCM_SHA256));
+        let aes_256 = suites(RecordLayer { aes_128_first: false, ..RecordLayer::default() });
+        assert_eq!(aes_256.first(), Some(&TLS13_AES_256_GCM_SHA384));
+        let ring = crypto_provider(RecordLayer { crypto: RecordCrypto::Ring, aes_128_first: true });
+        assert!(ring.cipher_suites.iter().all(|s| s.version() == &rustls::version::TLS13));
     }
 
     #[test]

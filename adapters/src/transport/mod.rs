@@ -15,9 +15,9 @@ pub mod tcp;
 
 pub use driver::{ConnectionSummary, TransportCounters, TransportDriver};
 pub use frame_memory::{FrameLimits, FrameMemory};
-pub use identity_tls::TlsConfigs;
+pub use identity_tls::{RecordCrypto, RecordLayer, TlsConfigs};
 pub use inbound_failures::{InboundFailureCounts, InboundFailures};
 pub use memory::{MemoryConnector, MemoryNetwork};
-pub use quic::QuicConnector;
+pub use quic::{QuicConnector, QuicTuning};
 pub use stream::{Connector, DialError, SecuredStream};
 pub use tcp::{dial_tls, TlsTcpConnector};

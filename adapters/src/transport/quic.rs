@@ -84,25 +84,59 @@ impl std::fmt::Debug for QuicConnector {
     }
 }
 
-fn limits() -> Result<Limits, String> {
-    Limits::new().with_max_idle_timeout(IDLE_TIMEOUT).map_err(|e| e.to_string())
+/// QUIC's packet size, flow control and send buffers. The defaults are the
+/// fastest measured on loopback (`docs/benchmarks.md`); what a peer can
+/// make a node hold is bounded by them (`docs/limits.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuicTuning {
+    /// Largest UDP payload (1500 by default; 9000 helps on loopback and
+    /// jumbo-frame networks).
+    pub max_mtu: u16,
+    /// Bytes a peer may have in flight to this node beyond what it has
+    /// read, per connection and per stream (QUIC's flow-control windows).
+    pub receive_window: u32,
+    /// Bytes this node keeps per stream until the peer acknowledges them.
+    pub send_buffer: u32,
+    /// Hands the kernel several packets in one call (UDP segmentation
+    /// offload), where the platform has it.
+    pub segmentation_offload: bool,
 }
 
-fn io(address: SocketAddr, max_mtu: u16) -> Result<s2n_quic::provider::io::tokio::Provider, String> {
+impl Default for QuicTuning {
+    fn default() -> Self {
+        Self { max_mtu: 1500, receive_window: 16 * MIB32, send_buffer: 16 * MIB32, segmentation_offload: true }
+    }
+}
+
+const MIB32: u32 = 1024 * 1024;
+
+fn limits(tuning: &QuicTuning) -> Result<Limits, String> {
+    let window = u64::from(tuning.receive_window);
+    Limits::new()
+        .with_max_idle_timeout(IDLE_TIMEOUT)
+        .and_then(|l| l.with_data_window(window))
+        .and_then(|l| l.with_bidirectional_local_data_window(window))
+        .and_then(|l| l.with_bidirectional_remote_data_window(window))
+        .and_then(|l| l.with_max_send_buffer_size(tuning.send_buffer))
+        .map_err(|e| e.to_string())
+}
+
+fn io(address: SocketAddr, tuning: &QuicTuning) -> Result<s2n_quic::provider::io::tokio::Provider, String> {
     s2n_quic::provider::io::tokio::Builder::default()
         .with_receive_address(address)
-        .and_then(|b| b.with_max_mtu(max_mtu))
+        .and_then(|b| b.with_max_mtu(tuning.max_mtu))
+        .and_then(|b| b.with_gso(tuning.segmentation_offload))
         .and_then(|b| b.build())
         .map_err(|e| e.to_string())
 }
 
-fn client(bind: SocketAddr, tls: &TlsConfigs, max_mtu: u16) -> Result<Client, String> {
+fn client(bind: SocketAddr, tls: &TlsConfigs, tuning: &QuicTuning) -> Result<Client, String> {
     Client::builder()
         .with_tls(s2n_quic::provider::tls::rustls::Client::from(Arc::clone(&tls.client)))
         .map_err(|e| e.to_string())?
-        .with_io(io(bind, max_mtu)?)
+        .with_io(io(bind, tuning)?)
         .map_err(|e| e.to_string())?
-        .with_limits(limits()?)
+        .with_limits(limits(tuning)?)
         .map_err(|e| e.to_string())?
         .with_event(PeerCertificateSubscriber)
         .map_err(|e| e.to_string())?
@@ -116,10 +150,10 @@ impl QuicConnector {
     pub fn bind(
         listen: SocketAddr,
         tls: TlsConfigs,
-        max_mtu: u16,
+        tuning: QuicTuning,
         accepted: mpsc::Sender<SecuredStream>,
     ) -> Result<Self, QuicSetupError> {
-        Self::bind_counting(listen, tls, max_mtu, accepted, Arc::default())
+        Self::bind_counting(listen, tls, tuning, accepted, Arc::default())
     }
 
     /// As [`QuicConnector::bind`], counting the inbound connections that
@@ -127,7 +161,7 @@ impl QuicConnector {
     pub fn bind_counting(
         listen: SocketAddr,
         tls: TlsConfigs,
-        max_mtu: u16,
+        tuning: QuicTuning,
         accepted: mpsc::Sender<SecuredStream>,
         failures: Arc<InboundFailures>,
     ) -> Result<Self, QuicSetupError> {
@@ -135,17 +169,17 @@ impl QuicConnector {
         let server = Server::builder()
             .with_tls(s2n_quic::provider::tls::rustls::Server::from((*tls.server).clone()))
             .map_err(|e| fail(e.to_string()))?
-            .with_io(io(listen, max_mtu).map_err(fail)?)
+            .with_io(io(listen, &tuning).map_err(fail)?)
             .map_err(|e| fail(e.to_string()))?
-            .with_limits(limits().map_err(fail)?)
+            .with_limits(limits(&tuning).map_err(fail)?)
             .map_err(|e| fail(e.to_string()))?
             .with_event(PeerCertificateSubscriber)
             .map_err(|e| fail(e.to_string()))?
             .start()
             .map_err(|e| fail(e.to_string()))?;
         let local = server.local_addr().map_err(|e| fail(e.to_string()))?;
-        let client_v4 = client(SocketAddr::from(([0, 0, 0, 0], 0)), &tls, max_mtu).ok();
-        let client_v6 = client(SocketAddr::from(([0u16; 8], 0)), &tls, max_mtu).ok();
+        let client_v4 = client(SocketAddr::from(([0, 0, 0, 0], 0)), &tls, &tuning).ok();
+        let client_v6 = client(SocketAddr::from(([0u16; 8], 0)), &tls, &tuning).ok();
         if client_v4.is_none() && client_v6.is_none() {
             return Err(fail("cannot open a UDP socket to dial from".into()));
         }
