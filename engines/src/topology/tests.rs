@@ -79,10 +79,14 @@ struct Net {
 
 impl Net {
     fn new(nodes: u32, config: OverlayConfig) -> Self {
+        Self::with_advert(nodes, config, domain_advert(1, vec![]))
+    }
+
+    fn with_advert(nodes: u32, config: OverlayConfig, advert: DomainAdvert) -> Self {
         let overlays = (0..nodes)
             .map(|n| {
                 let contact = (n != 0).then(|| id(0));
-                Overlay::new(domain_advert(1, vec![]), info(n), contact, config, u64::from(n) + 1, T0)
+                Overlay::new(advert.clone(), info(n), contact, config, u64::from(n) + 1, T0)
             })
             .collect();
         let mut net = Self { overlays, alive: vec![true; nodes as usize], queue: VecDeque::new(), now: T0 };
@@ -543,4 +547,30 @@ fn one_neighbour_supplies_at_most_its_share_of_the_members_met_lately() {
     let supplied = net.overlays[2].recent_entries().filter(|(_, source)| *source == from).count();
     assert_eq!(supplied, 8, "a neighbour's walks fill no more than its share");
     assert!(net.overlays[2].recent().count() <= config().recent);
+}
+
+#[test]
+fn a_domain_whose_advert_asks_for_a_full_mesh_keeps_every_member_a_neighbour() {
+    let rules = MembershipRules::new(vec![id(0)], 3600, vec![], true).expect("valid");
+    let body = DomainAdvertBody::new(DomainIdentity::new(domain_signer().0), vec![id(0)], JoinPolicy::Open, 1, T0)
+        .expect("valid")
+        .with_rules(rules);
+    let sig = domain_signer().sign(&DomainAdvert::signing_bytes_of(&body));
+    let mesh: DomainAdvert = Advert::from_parts(body, sig);
+    let nodes = 12u32;
+    let mut net = Net::with_advert(nodes, config(), mesh);
+    net.settle(100_000);
+    for _ in 0..4 {
+        net.tick(10_000);
+        net.settle(100_000);
+    }
+    for n in 0..nodes as usize {
+        assert!(net.overlays[n].active_capacity() > config().active);
+        let active = net.overlays[n].active().count();
+        assert_eq!(active, nodes as usize - 1, "node {n} is a neighbour of every other member");
+    }
+    // The same members under an ordinary advert keep views of 5.
+    let mut sparse = Net::new(nodes, config());
+    sparse.settle(100_000);
+    assert!((0..nodes as usize).all(|n| sparse.overlays[n].active().count() <= config().active));
 }
