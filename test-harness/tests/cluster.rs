@@ -294,6 +294,16 @@ async fn metrics_move_with_traffic(protocol: TransportProtocol) {
     for _ in 0..5 {
         next_body(&mut inbox1).await;
     }
+    // Both nodes dialled each other at start: on a loaded machine the
+    // second connection may land late and be closed as a duplicate. The
+    // figures below are read once that has settled.
+    for node in 0..2 {
+        cluster
+            .wait_until(node, 30, "one connection, no dial under way", |s, _| {
+                s.connections_established == 1 && s.connections_dialling == 0 && s.connections_handshaking == 0
+            })
+            .await;
+    }
     let after = [cluster.scrape(0).await, cluster.scrape(1).await];
     let moved = |node: usize, series: &str| after[node].value(series) - before[node].get(series).unwrap_or(0.0);
     // The sender took five messages from a local engine and passed them to
