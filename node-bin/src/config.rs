@@ -148,8 +148,8 @@ pub struct Limits {
     pub log_lines_per_peer: Option<u32>,
     pub log_lines_total: Option<u32>,
     /// QUIC: MiB a peer may have in flight to this node beyond what it has
-    /// read, per connection and per stream (16), and MiB this node keeps
-    /// per stream until acknowledged (16).
+    /// read, per connection and per stream (4), and MiB this node keeps
+    /// per stream until acknowledged (4).
     pub quic_receive_window_mib: Option<u32>,
     pub quic_send_buffer_mib: Option<u32>,
 }

@@ -148,8 +148,8 @@ impl RawConfig {
         Self { record: RecordLayer::default(), tuning: QuicTuning { max_mtu: mtu(), ..QuicTuning::default() } }
     }
 
-    /// What netmachine used before its defaults were measured: ring,
-    /// AES-256-GCM first, s2n-quic's own windows and send buffer.
+    /// What netmachine used before: ring, AES-256-GCM first, s2n-quic's
+    /// own windows and send buffer.
     fn earlier() -> Self {
         let tuning = QuicTuning {
             max_mtu: mtu(),
@@ -178,29 +178,36 @@ impl RawConfig {
 }
 
 /// s2n-quic's own flow-control window (150 Mbit/s over 100 ms, doubled)
-/// and stream send buffer.
+/// and stream send buffer; netmachine's defaults are 4 MiB of each.
 const S2N_WINDOW: u32 = 3_750_000;
 const S2N_SEND_BUFFER: u32 = 4 * 1024 * 1024;
 
-/// The configurations of raw s2n-quic compared for bulk.
+/// The configurations of raw s2n-quic compared for bulk: each crypto
+/// library and suite order on s2n-quic's windows, then netmachine's record
+/// layer with 4 MiB and 16 MiB windows, and with segmentation offload off.
 fn raw_configs() -> Vec<RawConfig> {
     let cryptos = [
         RecordCrypto::Ring,
         #[cfg(feature = "aws-lc")]
         RecordCrypto::AwsLc,
     ];
+    let tuning = |receive_window, send_buffer, segmentation_offload| QuicTuning {
+        max_mtu: mtu(),
+        receive_window,
+        send_buffer,
+        segmentation_offload,
+    };
     let mut configs = Vec::new();
     for crypto in cryptos {
         for aes_128_first in [false, true] {
-            for (receive_window, send_buffer) in [(S2N_WINDOW, S2N_SEND_BUFFER), (16 * MIB as u32, 16 * MIB as u32)] {
-                let tuning = QuicTuning { max_mtu: mtu(), receive_window, send_buffer, segmentation_offload: true };
-                configs.push(RawConfig { record: RecordLayer { crypto, aes_128_first }, tuning });
-            }
+            let record = RecordLayer { crypto, aes_128_first };
+            configs.push(RawConfig { record, tuning: tuning(S2N_WINDOW, S2N_SEND_BUFFER, true) });
         }
     }
-    // Segmentation offload off, on the product's configuration.
-    let product = RawConfig::product();
-    configs.push(RawConfig { tuning: QuicTuning { segmentation_offload: false, ..product.tuning }, ..product });
+    let record = RecordLayer::default();
+    for (window, offload) in [(4 * MIB as u32, true), (16 * MIB as u32, true), (4 * MIB as u32, false)] {
+        configs.push(RawConfig { record, tuning: tuning(window, window, offload) });
+    }
     configs
 }
 

@@ -82,7 +82,9 @@ impl NodeCertificate {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecordCrypto {
     Ring,
-    /// aws-lc-rs: its AES-GCM is faster on x86-64 (`docs/benchmarks.md`).
+    /// aws-lc-rs: rustls's default, whose AES-GCM was faster on x86-64 in
+    /// runs quoted in `docs/benchmarks.md` (not told apart in those
+    /// printed there). Key exchange and randomness come from it too.
     #[cfg(feature = "aws-lc")]
     AwsLc,
 }
@@ -101,8 +103,8 @@ impl Default for RecordCrypto {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecordLayer {
     pub crypto: RecordCrypto,
-    /// AES-128-GCM before AES-256-GCM: the cheaper of the two where AES has
-    /// hardware support (`docs/benchmarks.md`).
+    /// AES-128-GCM before AES-256-GCM: the cheaper of the two (fewer AES
+    /// rounds) at the same hardware support.
     pub aes_128_first: bool,
 }
 

@@ -84,9 +84,10 @@ impl std::fmt::Debug for QuicConnector {
     }
 }
 
-/// QUIC's packet size, flow control and send buffers. The defaults are the
-/// fastest measured on loopback (`docs/benchmarks.md`); what a peer can
-/// make a node hold is bounded by them (`docs/limits.md`).
+/// QUIC's packet size, flow control and send buffers. What a peer can make
+/// a node hold is bounded by them (`docs/limits.md`); larger windows
+/// showed no gain in bulk on loopback (`docs/benchmarks.md`), so the
+/// defaults stay near s2n-quic's own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QuicTuning {
     /// Largest UDP payload (1500 by default; 9000 helps on loopback and
@@ -104,7 +105,7 @@ pub struct QuicTuning {
 
 impl Default for QuicTuning {
     fn default() -> Self {
-        Self { max_mtu: 1500, receive_window: 16 * MIB32, send_buffer: 16 * MIB32, segmentation_offload: true }
+        Self { max_mtu: 1500, receive_window: 4 * MIB32, send_buffer: 4 * MIB32, segmentation_offload: true }
     }
 }
 
