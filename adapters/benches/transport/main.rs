@@ -282,9 +282,8 @@ fn spread(mut values: Vec<f64>) -> (f64, f64, f64) {
     (values[values.len() / 2], values[0], values[values.len() - 1])
 }
 
-fn median(mut seconds: Vec<f64>) -> f64 {
-    seconds.sort_by(f64::total_cmp);
-    seconds[seconds.len() / 2]
+fn median(values: Vec<f64>) -> f64 {
+    spread(values).0
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

@@ -17,6 +17,7 @@
 
 pub mod config;
 pub mod messages;
+pub mod met_lately;
 pub mod overlay;
 
 #[cfg(test)]

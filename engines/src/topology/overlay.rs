@@ -15,6 +15,7 @@ use netmachine_domain::{DomainAdvert, DomainIdentity, NodeAdvert, NodeIdentity, 
 
 use super::config::{OverlayConfig, Repair};
 use super::messages::{Message, PeerInfo, MAX_ENTRIES};
+use super::met_lately::MetLately;
 use crate::ports::{verify_signed, Randomness, Verifier};
 use crate::random::SplitMix;
 
@@ -72,9 +73,6 @@ fn kind_index(message: &Message) -> usize {
 /// Joins a node alone sends per period, through members the advert names.
 const MAX_JOINS_ALONE: u32 = 8;
 
-/// Entries of the members met lately that one neighbour may have supplied.
-const RECENT_PER_SOURCE: usize = 8;
-
 /// A node left with a single neighbour at its period joins anew. Two nodes
 /// that hold only each other, whose passive members all have full views,
 /// would otherwise stay an island for good: every low-priority request
@@ -95,12 +93,8 @@ pub struct Overlay {
     joins_alone: u32,
     active: Vec<PeerInfo>,
     passive: Vec<PeerInfo>,
-    /// Members met lately (entries admitted), each with the neighbour that
-    /// passed it on, tried one by one when this node is left alone and its
-    /// joins failed. A failure that takes most of the overlay can empty a
-    /// passive view of 30; the members a node met are a second sample, of
-    /// which one neighbour supplies at most `RECENT_PER_SOURCE`.
-    recent: Vec<(PeerInfo, NodeIdentity)>,
+    /// The last resort of a node left alone (see `met_lately`).
+    recent: MetLately,
     /// Neighbour requests waiting for an answer, with their deadlines.
     pending: HashMap<NodeIdentity, Timestamp>,
     next_shuffle: Timestamp,
@@ -134,7 +128,7 @@ impl Overlay {
             joins_alone: 0,
             active: Vec::new(),
             passive: Vec::new(),
-            recent: Vec::new(),
+            recent: MetLately::default(),
             pending: HashMap::new(),
             next_shuffle: now.saturating_add_millis(first),
             shuffle_sent: None,
@@ -171,13 +165,9 @@ impl Overlay {
         &self.passive
     }
 
-    pub fn recent(&self) -> impl Iterator<Item = NodeIdentity> + '_ {
-        self.recent.iter().map(|(p, _)| p.id())
-    }
-
     /// The members met lately, each with the neighbour that passed it on.
-    pub fn recent_entries(&self) -> impl Iterator<Item = (&PeerInfo, NodeIdentity)> + '_ {
-        self.recent.iter().map(|(p, from)| (p, *from))
+    pub fn recent(&self) -> &MetLately {
+        &self.recent
     }
 
     pub fn pending(&self) -> usize {
@@ -236,7 +226,9 @@ impl Overlay {
     fn admitted(&mut self, info: &PeerInfo, from: NodeIdentity, now: Timestamp, verifier: &dyn Verifier) -> bool {
         match self.admit(info, now, verifier) {
             Ok(()) => {
-                self.remember(info, from);
+                if info.id() != self.own.id() {
+                    self.recent.remember(info, from, self.config.recent, &mut self.random);
+                }
                 true
             }
             Err(Refusal::Uncertified) => {
@@ -342,7 +334,7 @@ impl Overlay {
                 let refused = self.pending.remove(&from).is_some();
                 let was_active = self.remove_active(&from, alive);
                 if !alive {
-                    self.recent.retain(|(p, _)| p.id() != from);
+                    self.recent.forget(&from);
                 }
                 if refused && !alive {
                     self.passive.retain(|p| p.id() != from);
@@ -401,7 +393,7 @@ impl Overlay {
     pub fn peer_gone(&mut self, peer: &NodeIdentity, now: Timestamp) {
         if self.remove_active(peer, false) {
             // A neighbour that failed is no last resort either.
-            self.recent.retain(|(p, _)| p.id() != *peer);
+            self.recent.forget(peer);
             self.repair(now);
         }
     }
@@ -411,7 +403,7 @@ impl Overlay {
         let was_pending = self.pending.remove(peer).is_some();
         let was_active = self.remove_active(peer, false);
         self.passive.retain(|p| p.id() != *peer);
-        self.recent.retain(|(p, _)| p.id() != *peer);
+        self.recent.forget(peer);
         if was_active || was_pending {
             self.repair(now);
         } else if self.join_target == Some(*peer) {
@@ -437,12 +429,7 @@ impl Overlay {
         if self.config.repair != Repair::Reactive {
             return;
         }
-        let advert = &self.advert;
-        self.recent.retain(|(p, _)| p.cert.check(advert, now).is_ok());
-        if !self.recent.is_empty() {
-            let pick = (self.random.next_u64() % self.recent.len() as u64) as usize;
-            // Tried once: it answers and becomes a neighbour, or it is gone.
-            let (info, _) = self.recent.swap_remove(pick);
+        if let Some(info) = self.recent.take(&self.advert, now, &mut self.random) {
             self.counters.repair_requests += 1;
             self.request_neighbor(info, true, now);
         }
@@ -487,7 +474,7 @@ impl Overlay {
         for peer in expired {
             self.pending.remove(&peer);
             self.passive.retain(|p| p.id() != peer);
-            self.recent.retain(|(p, _)| p.id() != peer);
+            self.recent.forget(&peer);
         }
         if any_expired {
             self.repair(now);
@@ -535,7 +522,7 @@ impl Overlay {
         let valid = |p: &PeerInfo| p.cert.check(advert, now).is_ok();
         let gone: Vec<NodeIdentity> = self.active.iter().filter(|p| !valid(p)).map(PeerInfo::id).collect();
         self.passive.retain(valid);
-        self.recent.retain(|(p, _)| valid(p));
+        self.recent.keep_valid(advert, now);
         for peer in gone {
             self.send(peer, Message::Disconnect { alive: false });
             self.remove_active(&peer, false);
@@ -543,8 +530,8 @@ impl Overlay {
     }
 
     /// Reactive repair, unless this overlay waits for its period: the
-    /// active view refills from the passive view (or the members met
-    /// lately), and a node left with nobody to ask joins anew.
+    /// active view refills from the passive view, and a node left with
+    /// nobody to ask joins anew or asks the members it met lately.
     fn repair(&mut self, now: Timestamp) {
         if self.config.repair == Repair::Reactive {
             self.fill(now);
@@ -570,30 +557,6 @@ impl Overlay {
             self.counters.repair_requests += 1;
             self.request_neighbor(info, high, now);
         }
-    }
-
-    /// Keeps an admitted entry among the members met lately. When full, or
-    /// when `from` already supplied its share, an entry (of `from`'s, in the
-    /// second case) makes room at random.
-    fn remember(&mut self, info: &PeerInfo, from: NodeIdentity) {
-        if info.id() == self.own.id() || self.config.recent == 0 {
-            return;
-        }
-        if let Some((held, _)) = self.recent.iter_mut().find(|(p, _)| p.id() == info.id()) {
-            if info.cert.expires > held.cert.expires {
-                *held = info.clone();
-            }
-            return;
-        }
-        let supplied: Vec<usize> = (0..self.recent.len()).filter(|i| self.recent[*i].1 == from).collect();
-        if supplied.len() >= RECENT_PER_SOURCE {
-            let evict = supplied[(self.random.next_u64() % supplied.len() as u64) as usize];
-            self.recent.swap_remove(evict);
-        } else if self.recent.len() >= self.config.recent {
-            let evict = (self.random.next_u64() % self.recent.len() as u64) as usize;
-            self.recent.swap_remove(evict);
-        }
-        self.recent.push((info.clone(), from));
     }
 
     fn request_neighbor(&mut self, info: PeerInfo, high: bool, now: Timestamp) {

@@ -204,7 +204,7 @@ impl Net {
             for entry in overlay.active_entries().iter().chain(overlay.passive_entries()) {
                 prop_assert!(overlay.admit(entry, self.now, &TestVerifier).is_ok(), "an uncertified entry");
             }
-            let recent: Vec<(&PeerInfo, NodeIdentity)> = overlay.recent_entries().collect();
+            let recent: Vec<(&PeerInfo, NodeIdentity)> = overlay.recent().iter().collect();
             prop_assert!(recent.len() <= config().recent, "members met lately over their bound");
             for (entry, from) in &recent {
                 prop_assert!(entry.id() != me, "its own node among the members met lately");
@@ -498,8 +498,8 @@ fn a_node_whose_views_all_fail_asks_the_members_it_met_lately() {
             doomed.insert(id(n));
         }
     }
-    let met = net.overlays[lone as usize].recent().filter(|p| !doomed.contains(p)).count();
-    let recent = net.overlays[lone as usize].recent().count();
+    let met = net.overlays[lone as usize].recent().iter().filter(|(p, _)| !doomed.contains(&p.id())).count();
+    let recent = net.overlays[lone as usize].recent().iter().count();
     assert!(
         met > 0,
         "node {lone} met members beyond its views and those that hold it: {recent} met, {} doomed",
@@ -544,9 +544,9 @@ fn one_neighbour_supplies_at_most_its_share_of_the_members_met_lately() {
         let message = Message::ForwardJoin { joiner: info(joiner), ttl: 2 };
         net.overlays[2].on_message(from, message, now, &TestVerifier);
     }
-    let supplied = net.overlays[2].recent_entries().filter(|(_, source)| *source == from).count();
+    let supplied = net.overlays[2].recent().iter().filter(|(_, source)| *source == from).count();
     assert_eq!(supplied, 8, "a neighbour's walks fill no more than its share");
-    assert!(net.overlays[2].recent().count() <= config().recent);
+    assert!(net.overlays[2].recent().iter().count() <= config().recent);
 }
 
 #[test]
