@@ -217,6 +217,7 @@ fn run_node(config: &Config) -> Result<(), CommandError> {
         tracing::info!(key = %config.key_file().display(), "made a new node key");
     }
     runtime()?.block_on(async {
+        let mut stop = crate::signals::StopSignals::listen().map_err(CommandError::Signal)?;
         let host = Host::start(config, keys, Some(data_dir.clone())).await?;
         let node = &host.networked.node;
         tracing::info!(
@@ -230,7 +231,7 @@ fn run_node(config: &Config) -> Result<(), CommandError> {
             tracing::info!(addresses = %addresses.join(" "), "listening");
             tracing::info!(advert = %node_advert_to_text(&advert)?, "this node's advert");
         }
-        crate::signals::wait_for_stop_signal().await.map_err(CommandError::Signal)?;
+        stop.recv().await.map_err(CommandError::Signal)?;
         tracing::info!("stopping");
         host.shutdown().await;
         Ok(())
@@ -258,12 +259,13 @@ fn one_call(config: &Config, request: ControlRequest, json: bool) -> Result<(), 
 fn stream(config: &Config, request: ControlRequest, json: bool) -> Result<(), CommandError> {
     let socket = config.control_socket();
     runtime()?.block_on(async {
+        let mut stop = crate::signals::StopSignals::listen().map_err(CommandError::Signal)?;
         let mut client = ControlClient::connect(&socket).await?;
         client.send(&request).await?;
         loop {
             let response = tokio::select! {
                 response = client.next() => response,
-                _ = crate::signals::wait_for_stop_signal() => return Ok(()),
+                _ = stop.recv() => return Ok(()),
             };
             let response = match response {
                 Ok(response) => response,

@@ -78,6 +78,9 @@ pub async fn run(
         DevnetProtocol::TlsTcp => TransportProtocol::TlsTcp,
     };
     let scheme = transport.scheme();
+    // Listening before any node starts: a stop signal sent once the table
+    // shows stops the devnet cleanly, and removes its temporary folder.
+    let mut stop = crate::signals::StopSignals::listen().map_err(|e| DevnetError::Signal(e.to_string()))?;
 
     let mut hosts = Vec::new();
     for index in 0..usize::from(nodes) {
@@ -169,12 +172,10 @@ pub async fn run(
             println!("  curl http://{metrics}/metrics");
         }
     }
-    let stop = crate::signals::wait_for_stop_signal();
-    tokio::pin!(stop);
     let mut interval = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
-            result = &mut stop => {
+            result = stop.recv() => {
                 result.map_err(|e| DevnetError::Signal(e.to_string()))?;
                 break;
             }

@@ -171,7 +171,7 @@ fn run_makes_a_key_on_first_start_and_stops_cleanly_on_sigterm() {
         line.split_whitespace().find(|w| w.starts_with("node=node1")).map(str::to_string).expect("identity logged")
     };
     let (status, second) = run_until_sigterm(home.path());
-    assert!(status.success());
+    assert!(status.success(), "SIGTERM is a clean stop on restart too, got {status}");
     assert_eq!(node_of(&first), node_of(&second), "the same key is used on restart");
 }
 
