@@ -2,6 +2,7 @@
 //! format version, then the frame kind. The size limit is checked before
 //! any decoding, and every decode failure is a typed error.
 
+use bytes::Bytes;
 use netmachine_domain::limits::MAX_FRAME_BYTES;
 use netmachine_domain::{Frame, FrameKind};
 use serde::de::DeserializeOwned;
@@ -87,11 +88,34 @@ impl CborCodec {
         ends: ChannelEnds,
         names: &mut NameCache,
     ) -> Result<Frame, CodecError> {
+        self.decode_on_channel_from(bytes, None, ends, names)
+    }
+
+    /// As [`Self::decode_on_channel`], for a frame that has a buffer of its
+    /// own: a channel message's body is then a view of that buffer, not a
+    /// copy (what large frames want; a small one is better copied than
+    /// holding a whole read buffer alive).
+    pub fn decode_on_channel_shared(
+        &self,
+        frame: &Bytes,
+        ends: ChannelEnds,
+        names: &mut NameCache,
+    ) -> Result<Frame, CodecError> {
+        self.decode_on_channel_from(frame, Some(frame), ends, names)
+    }
+
+    fn decode_on_channel_from(
+        &self,
+        bytes: &[u8],
+        backing: Option<&Bytes>,
+        ends: ChannelEnds,
+        names: &mut NameCache,
+    ) -> Result<Frame, CodecError> {
         if bytes.len() >= HEADER_LEN && bytes[0] == FORMAT_VERSION && bytes[1] == CHANNEL_MESSAGE_KIND {
             if bytes.len() > self.max_frame {
                 return Err(CodecError::TooLarge { len: bytes.len(), max: self.max_frame });
             }
-            return engine_frame::decode_on_channel(&bytes[HEADER_LEN..], ends, names)
+            return engine_frame::decode_on_channel(&bytes[HEADER_LEN..], backing, ends, names)
                 .ok_or_else(|| CodecError::Malformed("not a valid channel message".into()));
         }
         self.decode(bytes)

@@ -19,7 +19,7 @@
 //! and the spread, and (c) pools two alternating runs, because this
 //! machine's speed drifts. NETMACHINE_BENCH_ONLY_SMALL=1 runs only (b)
 //! channel-authenticated, for profiling; NETMACHINE_BENCH_ONLY_BULK=1 only
-//! (a), netmachine alone.
+//! (a), netmachine alone (=tls-tcp: over TLS over TCP, then raw tokio-rustls).
 
 mod many_peers;
 mod quinn_raw;
@@ -437,9 +437,14 @@ fn main() {
             println!("small: {:.0} msg/s", SMALL_MESSAGES as f64 / secs);
             return;
         }
-        if std::env::var_os("NETMACHINE_BENCH_ONLY_BULK").is_some() {
+        if let Some(which) = std::env::var_os("NETMACHINE_BENCH_ONLY_BULK") {
+            let (a, b) = if which == "tls-tcp" { pair_over(TransportProtocol::TlsTcp).await } else { (a, b) };
             let secs = netmachine_stream(&a, &b, "bulk", Bytes::from(vec![3u8; MIB]), BULK_MESSAGES, false).await;
             println!("bulk: {:.2} Gbit/s", gbit(BULK_MESSAGES * MIB, secs));
+            if which == "tls-tcp" {
+                let raw = raw_stream_over(TransportProtocol::TlsTcp, RawConfig::product(), MIB, BULK_MESSAGES).await;
+                println!("raw tokio-rustls: {:.2} Gbit/s", gbit(BULK_MESSAGES * MIB, raw));
+            }
             return;
         }
         let configs = raw_configs();

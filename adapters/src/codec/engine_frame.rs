@@ -186,7 +186,7 @@ fn signature(out: &mut Vec<u8>, sig: Option<&Signature>) {
 /// `None` means "not recognised here", never "invalid": the caller then
 /// decodes through serde, which gives the verdict and its error.
 pub(super) fn decode(bytes: &[u8]) -> Option<Frame> {
-    let mut r = Reader { rest: bytes };
+    let mut r = Reader { rest: bytes, backing: None };
     r.variant("Node")?;
     r.array(4)?;
     let src = NodeIdentity::new(r.key()?);
@@ -202,6 +202,9 @@ pub(super) fn decode(bytes: &[u8]) -> Option<Frame> {
 
 struct Reader<'a> {
     rest: &'a [u8],
+    /// The shared buffer `rest` lies in, when there is one: a message body
+    /// is then a view of it instead of a copy.
+    backing: Option<&'a Bytes>,
 }
 
 impl<'a> Reader<'a> {
@@ -249,6 +252,17 @@ impl<'a> Reader<'a> {
     fn bytes(&mut self) -> Option<&'a [u8]> {
         let len = usize::try_from(self.head(MAJOR_BYTES)?).ok()?;
         self.take(len)
+    }
+
+    /// A byte string as an owned value: a view of the backing buffer when
+    /// there is one, else a copy.
+    fn owned_bytes(&mut self) -> Option<Bytes> {
+        let backing = self.backing;
+        let slice = self.bytes()?;
+        Some(match backing {
+            Some(buffer) => buffer.slice_ref(slice),
+            None => Bytes::copy_from_slice(slice),
+        })
     }
 
     fn text(&mut self) -> Option<&'a str> {
@@ -354,7 +368,7 @@ impl<'a> Reader<'a> {
         self.array(2)?;
         let name = protocol_name(self.text()?)?;
         let version = u16::try_from(self.uint()?).ok()?;
-        let body = Body::new(Bytes::copy_from_slice(self.bytes()?)).ok()?;
+        let body = Body::new(self.owned_bytes()?).ok()?;
         let sig = self.signature()?;
         let protocol = ProtocolId { name, version };
         Some(EngineMessage { src, dst, id, reply_to, expiry, scope, prefs: None, protocol, body, sig })
@@ -426,9 +440,15 @@ fn reuse<T: Clone>(
 
 /// Reads a body written by [`encode_on_channel`] at the other end of the
 /// connection, rebuilding the node message it stands for. `None` means the
-/// bytes are not a valid channel message.
-pub(super) fn decode_on_channel(bytes: &[u8], ends: ChannelEnds, names: &mut NameCache) -> Option<Frame> {
-    let mut r = Reader { rest: bytes };
+/// bytes are not a valid channel message. With `backing`, the buffer that
+/// `bytes` lies in, the message body is a view of it rather than a copy.
+pub(super) fn decode_on_channel(
+    bytes: &[u8],
+    backing: Option<&Bytes>,
+    ends: ChannelEnds,
+    names: &mut NameCache,
+) -> Option<Frame> {
+    let mut r = Reader { rest: bytes, backing };
     r.array(10)?;
     let src = EngineIdentity::new(
         ends.peer,
@@ -556,9 +576,19 @@ mod tests {
             prop_assert!(encode_on_channel(&frame, sender, &mut bytes));
             prop_assert!(bytes.len() + 100 < serde_bytes_of(&frame).len(), "the channel form is not compact");
             let mut names = NameCache::default();
-            prop_assert_eq!(decode_on_channel(&bytes, receiver, &mut names), Some(frame.clone()));
+            prop_assert_eq!(decode_on_channel(&bytes, None, receiver, &mut names), Some(frame.clone()));
             // Again with the names cached: the same value.
-            prop_assert_eq!(decode_on_channel(&bytes, receiver, &mut names), Some(frame));
+            prop_assert_eq!(decode_on_channel(&bytes, None, receiver, &mut names), Some(frame.clone()));
+            // From a shared buffer: the same value, its body a view of
+            // that buffer rather than a copy.
+            let shared = Bytes::from(bytes);
+            let decoded = decode_on_channel(&shared, Some(&shared), receiver, &mut names);
+            prop_assert_eq!(decoded.clone(), Some(frame));
+            if let Some(Frame::Node(NodeMessage { payload: NodePayload::Engine(m), .. })) = decoded {
+                let body: &[u8] = m.body.as_bytes();
+                let inside = shared.as_ptr_range();
+                prop_assert!(body.is_empty() || inside.contains(&body.as_ptr()), "the body was copied");
+            }
         }
 
         /// A node message that does not go from one end to the other, or
@@ -599,7 +629,7 @@ mod tests {
                 let i = index.index(bytes.len());
                 bytes[i] = value;
             }
-            if let Some(Frame::Node(node)) = decode_on_channel(&bytes, receiver, &mut NameCache::default()) {
+            if let Some(Frame::Node(node)) = decode_on_channel(&bytes, None, receiver, &mut NameCache::default()) {
                 prop_assert_eq!((node.src, node.dst), (receiver.peer, receiver.local));
                 let NodePayload::Engine(m) = node.payload else { return Err(TestCaseError::fail("not an engine message")) };
                 prop_assert_eq!(m.src.node, receiver.peer);
@@ -611,9 +641,9 @@ mod tests {
     fn non_minimal_integers_and_trailing_bytes_are_left_to_serde() {
         let frame = Frame::Ack(netmachine_domain::Ack { received: 1 });
         assert!(decode(&serde_bytes_of(&frame)).is_none());
-        let mut reader = Reader { rest: &[0x18, 0x05] };
+        let mut reader = Reader { rest: &[0x18, 0x05], backing: None };
         assert_eq!(reader.uint(), None, "5 written in two bytes is not the shortest form");
-        let mut reader = Reader { rest: &[0x18, 0x18] };
+        let mut reader = Reader { rest: &[0x18, 0x18], backing: None };
         assert_eq!(reader.uint(), Some(24));
     }
 }

@@ -6,6 +6,7 @@
 //! [`FRAME_DEADLINE`].
 
 use crate::codec::{Codec, CodecError};
+use bytes::{BufMut, Bytes};
 use netmachine_domain::Frame;
 use std::time::Duration;
 use thiserror::Error;
@@ -164,41 +165,62 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 
     /// A frame larger than the read buffer. Its buffer grows only as its
-    /// bytes arrive (doubling, never past the frame), and each growth is
-    /// paid for from the node's frame memory before it is made: a peer
-    /// holds at most twice the bytes it sent. The memory comes back once
-    /// the frame is decoded.
+    /// bytes arrive: it starts as large as the first bytes that came and
+    /// doubles (never past the frame) only once full, each growth paid for
+    /// from the node's frame memory before it is made, so a peer holds at
+    /// most twice the bytes it sent. Past the first bytes the frame is read
+    /// straight into its buffer, and a channel message's body is a view of
+    /// that buffer: no byte is copied on the way to the engine. The frame
+    /// memory comes back once the frame is decoded.
     async fn large_frame(&mut self, len: usize, deadline: Instant) -> Result<Frame, FramingError> {
-        let mut body: Vec<u8> = Vec::new();
-        let mut paid: Option<tokio::sync::OwnedSemaphorePermit> = None;
+        let first = match tokio::time::timeout_at(deadline, self.inner.fill_buf()).await {
+            Err(_) => return Err(FramingError::Stalled(self.deadline)),
+            Ok(Err(err)) => return Err(err.into()),
+            Ok(Ok(buffered)) => buffered.len().min(len),
+        };
+        if first == 0 {
+            return Err(FramingError::Truncated);
+        }
+        let mut paid = self.pay(first, deadline).await?;
+        let mut body: Vec<u8> = Vec::with_capacity(first);
+        body.extend_from_slice(&self.inner.buffer()[..first]);
+        std::pin::Pin::new(&mut self.inner).consume(first);
         while body.len() < len {
-            let arrived = match tokio::time::timeout_at(deadline, self.inner.fill_buf()).await {
-                Err(_) => return Err(FramingError::Stalled(self.deadline)),
-                Ok(Err(err)) => return Err(err.into()),
-                Ok(Ok(buffered)) => buffered.len(),
-            };
-            if arrived == 0 {
-                return Err(FramingError::Truncated);
-            }
-            let take = arrived.min(len - body.len());
-            if body.capacity() - body.len() < take {
-                let target = (body.len() + take).max(body.capacity() * 2).min(len);
-                let room = tokio::time::timeout_at(deadline, self.memory.take(target - body.capacity()))
-                    .await
-                    .map_err(|_| FramingError::Stalled(self.deadline))?;
-                match &mut paid {
-                    Some(paid) => paid.merge(room),
-                    None => paid = Some(room),
-                }
+            if body.len() == body.capacity() {
+                let target = (body.capacity() * 2).min(len);
+                paid.merge(self.pay(target - body.capacity(), deadline).await?);
                 body.reserve_exact(target - body.len());
             }
-            body.extend_from_slice(&self.inner.buffer()[..take]);
-            std::pin::Pin::new(&mut self.inner).consume(take);
+            let room = (body.capacity() - body.len()).min(len - body.len());
+            let mut spare = (&mut body).limit(room);
+            match tokio::time::timeout_at(deadline, self.inner.read_buf(&mut spare)).await {
+                Err(_) => return Err(FramingError::Stalled(self.deadline)),
+                Ok(Err(err)) => return Err(err.into()),
+                Ok(Ok(0)) => return Err(FramingError::Truncated),
+                Ok(Ok(_)) => {}
+            }
         }
-        let decoded = decode_body(&self.codec, &mut self.channel, &body);
+        let body = Bytes::from(body);
+        let decoded = match &mut self.channel {
+            Some((ends, names)) => self.codec.decode_on_channel_shared(&body, *ends, names),
+            None => self.codec.decode(&body),
+        }
+        .map_err(FramingError::from);
         drop(body);
         drop(paid);
         decoded
+    }
+
+    /// Takes `bytes` of the node's frame memory, waiting no later than the
+    /// frame's deadline.
+    async fn pay(
+        &mut self,
+        bytes: usize,
+        deadline: Instant,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, FramingError> {
+        tokio::time::timeout_at(deadline, self.memory.take(bytes))
+            .await
+            .map_err(|_| FramingError::Stalled(self.deadline))
     }
 
     /// The next frame if it is wholly in the read buffer already, decoded
@@ -405,6 +427,55 @@ mod tests {
             drop(near);
             assert!(matches!(read.await.expect("joins"), Err(FramingError::Truncated)));
             assert_eq!(memory.in_use(), 0, "a frame given up returns its memory");
+        });
+    }
+
+    /// Large frames, full and in the channel form, fed in uneven pieces
+    /// (the buffer grows, and is then read into straight): each reads back
+    /// as it was sent, and the frame memory all comes back.
+    #[test]
+    fn large_frames_read_whole_from_uneven_pieces() {
+        use netmachine_domain::samples::{self, NODE_A, NODE_B};
+        use netmachine_domain::{Body, NodeMessage, NodePayload};
+        let mut message = samples::engine_message();
+        message.src.node = NODE_A;
+        message.prefs = None;
+        message.body = Body::new(vec![7u8; 700 * 1024 + 13]).expect("a body within the limit");
+        let frame =
+            Frame::Node(NodeMessage { src: NODE_A, dst: NODE_B, payload: NodePayload::Engine(message), sig: None });
+        let sender = ChannelEnds { local: NODE_A, peer: NODE_B };
+        let codec = CborCodec::default();
+        let mut bytes = Vec::new();
+        encode_frame_into(&codec, &frame, &mut bytes).expect("encodes");
+        encode_channel_frame_into(&codec, &frame, sender, &mut bytes).expect("encodes");
+        runtime().block_on(async {
+            let memory = FrameMemory::new(8 * 1024 * 1024);
+            let (mut near, far) = tokio::io::duplex(256 * 1024);
+            let limits = FrameLimits { memory: memory.clone(), deadline: FRAME_DEADLINE };
+            let mut reader = FrameReader::sharing(far, codec, limits);
+            let write = tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                // Pieces of 1, 2, 3... 999 bytes, then the rest.
+                let mut at = 0;
+                for size in (1..1000).cycle() {
+                    let end = (at + size).min(bytes.len());
+                    near.write_all(&bytes[at..end]).await.expect("writes");
+                    at = end;
+                    if at == bytes.len() {
+                        break;
+                    }
+                }
+                near
+            });
+            let full = reader.next_frame().await.expect("reads").expect("a frame");
+            assert_eq!(full, frame);
+            reader.enter_channel(ChannelEnds { local: NODE_B, peer: NODE_A });
+            let channel = reader.next_frame().await.expect("reads").expect("a frame");
+            assert_eq!(channel, frame);
+            let near = write.await.expect("joins");
+            drop(near);
+            assert!(reader.next_frame().await.expect("clean end").is_none());
+            assert_eq!(memory.in_use(), 0, "the frames' memory came back");
         });
     }
 
