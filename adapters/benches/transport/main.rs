@@ -11,7 +11,8 @@
 //! windows and MTU, one stream): (a) bulk, 1 GiB in 1 MiB bodies; (b)
 //! 256-byte bodies, channel-authenticated and signed; (c) request-response
 //! round trips; (d) connection setup; then one node receiving from 16
-//! nodes at once and sending to 16. Then (a) and (b) over TLS 1.3 over TCP,
+//! nodes at once (beside raw s2n-quic doing the same) and sending to 16.
+//! Then (a) and (b) over TLS 1.3 over TCP,
 //! beside raw tokio-rustls on the same kind of sockets (the same connector,
 //! its TLS handshake and identity checks, then raw bytes).
 //! NETMACHINE_BENCH_MTU sets QUIC's maximum MTU for all (default 1500).
@@ -19,7 +20,8 @@
 //! and the spread, and (c) pools two alternating runs, because this
 //! machine's speed drifts. NETMACHINE_BENCH_ONLY_SMALL=1 runs only (b)
 //! channel-authenticated, for profiling; NETMACHINE_BENCH_ONLY_BULK=1 only
-//! (a), netmachine alone (=tls-tcp: over TLS over TCP, then raw tokio-rustls).
+//! (a), netmachine alone (=tls-tcp: over TLS over TCP, then raw tokio-rustls);
+//! NETMACHINE_BENCH_ONLY_MANY=1 only receiving from 16, netmachine and raw.
 
 mod many_peers;
 mod quinn_raw;
@@ -257,7 +259,8 @@ async fn raw_stream_over(protocol: TransportProtocol, config: RawConfig, size: u
     let total = size * count;
     let start = Instant::now();
     let reader = tokio::spawn(async move {
-        let mut buf = vec![0u8; 256 * 1024];
+        // Reads as large as the writes, as netmachine reads a large frame.
+        let mut buf = vec![0u8; size.max(256 * 1024)];
         let mut got = 0;
         while got < total {
             let n = inbound.reader.read(&mut buf).await.expect("read");
@@ -437,6 +440,13 @@ fn main() {
             println!("small: {:.0} msg/s", SMALL_MESSAGES as f64 / secs);
             return;
         }
+        if std::env::var_os("NETMACHINE_BENCH_ONLY_MANY").is_some() {
+            for _ in 0..ROUNDS {
+                let (ours, raw) = (many_peers::receive_from(MANY_PEERS, MANY_MESSAGES).await, many_peers::raw_receive_from(MANY_PEERS, MANY_MESSAGES).await);
+                println!("receiving from {MANY_PEERS}: netmachine {:.2} Gbit/s, slowest {:.2}; raw s2n-quic {:.2} Gbit/s, slowest {:.2}", ours.aggregate_gbit(), ours.slowest_share_of_fair(), raw.aggregate_gbit(), raw.slowest_share_of_fair());
+            }
+            return;
+        }
         if let Some(which) = std::env::var_os("NETMACHINE_BENCH_ONLY_BULK") {
             let (a, b) = if which == "tls-tcp" { pair_over(TransportProtocol::TlsTcp).await } else { (a, b) };
             let secs = netmachine_stream(&a, &b, "bulk", Bytes::from(vec![3u8; MIB]), BULK_MESSAGES, false).await;
@@ -482,9 +492,10 @@ fn main() {
         b.shutdown().await;
         let setup = netmachine_setup().await;
         let raw_setup = raw_setup().await;
-        let (mut receiving, mut sending) = (Vec::new(), Vec::new());
+        let (mut receiving, mut raw_receiving, mut sending) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..ROUNDS {
             receiving.push(many_peers::receive_from(MANY_PEERS, MANY_MESSAGES).await);
+            raw_receiving.push(many_peers::raw_receive_from(MANY_PEERS, MANY_MESSAGES).await);
             sending.push(many_peers::send_to(MANY_PEERS, MANY_MESSAGES).await);
         }
 
@@ -533,6 +544,9 @@ fn main() {
             println!("| (e) {what} {MANY_PEERS} peers at once, {MANY_MESSAGES} MiB each: aggregate, against (a) | {} | {} | {:.2} | >= 0.80: {} |", show(aggregate), show(g), aggregate.0 / g.0, met(aggregate.0 / g.0 >= 0.8));
             println!("| (e) {what} {MANY_PEERS} peers: slowest peer's bytes while all were busy, of a fair share | {spread_text} | 1.00 | {:.2} | >= 0.50: {} |", slowest.1, met(slowest.1 >= 0.5));
         }
+        let raw_aggregate = spread(raw_receiving.iter().map(many_peers::ManyPeers::aggregate_gbit).collect());
+        let raw_slowest = raw_receiving.iter().map(|r| format!("{:.2}", r.slowest_share_of_fair())).collect::<Vec<_>>().join(", ");
+        println!("| (e) raw s2n-quic receiving from {MANY_PEERS} at once (netmachine's setup): aggregate; slowest peer's share | {}; {raw_slowest} | | | report |", show(raw_aggregate));
 
         let (tg, rtg) = (spread(tcp_bulks), spread(raw_tcp_bulks));
         let (ts, rts) = (rate(SMALL_MESSAGES, tcp_small), rate(SMALL_MESSAGES, raw_tcp_small));

@@ -1,5 +1,7 @@
 //! Many peers at once: one node receiving bulk from 16 nodes, and one node
-//! sending bulk to 16, all in this process on loopback QUIC.
+//! sending bulk to 16, all in this process on loopback QUIC. The 16 peers
+//! run on tokio threads of their own, as peers in other processes would,
+//! apart from the node's; the two cores are shared all the same.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,6 +12,7 @@ use bytes::Bytes;
 use netmachine_adapters::networked::NetworkedNode;
 use netmachine_adapters::runtime::EngineHandle;
 use netmachine_domain::{NodeIdentity, TransportProtocol};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::{node, proto, recv_message, to, MIB};
 
@@ -75,10 +78,20 @@ async fn count_until_done(rx: &mut EngineHandle, senders: usize, expected: usize
     when_first_done.unwrap_or_default()
 }
 
+/// The runtime the 16 peers of a node run on: threads of their own, as
+/// peers in other processes would have, so that the node's own tokio
+/// workers do not also schedule its peers' endpoints. Never dropped.
+fn peers_runtime() -> &'static tokio::runtime::Runtime {
+    static PEERS: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    PEERS.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
+    })
+}
+
 /// `peers` nodes each send `messages` bodies of 1 MiB to one node at once.
 pub async fn receive_from(peers: usize, messages: usize) -> ManyPeers {
     let hub = node(TransportProtocol::Quic).await;
-    let senders = nodes(peers).await;
+    let senders = peers_runtime().spawn(nodes(peers)).await.expect("peers");
     let mut rx = hub.node.register_engine("many-rx").expect("engine");
     let mut txs = Vec::new();
     for sender in &senders {
@@ -95,12 +108,13 @@ pub async fn receive_from(peers: usize, messages: usize) -> ManyPeers {
         .into_iter()
         .map(|mut tx| {
             let (dst, body) = (dst.clone(), body.clone());
-            tokio::spawn(async move {
+            let send = async move {
                 for _ in 0..messages {
                     tx.send(dst.clone(), proto(), body.clone()).await.expect("send");
                 }
                 tx
-            })
+            };
+            peers_runtime().spawn(send)
         })
         .collect();
     let counts = count_until_done(&mut rx, peers, messages).await;
@@ -120,7 +134,7 @@ pub async fn receive_from(peers: usize, messages: usize) -> ManyPeers {
 /// in turn.
 pub async fn send_to(peers: usize, messages: usize) -> ManyPeers {
     let hub = node(TransportProtocol::Quic).await;
-    let receivers = nodes(peers).await;
+    let receivers = peers_runtime().spawn(nodes(peers)).await.expect("peers");
     let mut tx = hub.node.register_engine("many-tx").expect("engine");
     let counts: Arc<Vec<AtomicUsize>> = Arc::new((0..peers).map(|_| AtomicUsize::new(0)).collect());
     let snapshot: Arc<OnceLock<Vec<usize>>> = Arc::default();
@@ -131,7 +145,7 @@ pub async fn send_to(peers: usize, messages: usize) -> ManyPeers {
         tx.send(to(receiver, "many-rx"), proto(), Bytes::from_static(b"warm")).await.expect("send");
         recv_message(&mut rx).await;
         let (counts, snapshot) = (Arc::clone(&counts), Arc::clone(&snapshot));
-        waiting.push(tokio::spawn(async move {
+        waiting.push(peers_runtime().spawn(async move {
             for _ in 0..messages {
                 recv_message(&mut rx).await;
                 counts[i].fetch_add(1, Ordering::Relaxed);
@@ -158,4 +172,75 @@ pub async fn send_to(peers: usize, messages: usize) -> ManyPeers {
     hub.shutdown().await;
     let moved_while_all_busy = snapshot.get().cloned().unwrap_or_default();
     ManyPeers { total_secs, bytes_per_peer: messages * MIB, peers, moved_while_all_busy }
+}
+
+/// The same as [`receive_from`] on raw s2n-quic with netmachine's setup:
+/// `peers` endpoints each write `messages` MiB on one stream to one
+/// endpoint at once, whose readers count bytes. What the stack and this
+/// process's two cores give before any of netmachine is involved.
+pub async fn raw_receive_from(peers: usize, messages: usize) -> ManyPeers {
+    let (hub, mut accepted, hub_id) = crate::raw_pair().await;
+    let address = hub.local_address().expect("bound");
+    let mut writers = Vec::with_capacity(peers);
+    let mut readers = Vec::with_capacity(peers);
+    let mut clients = Vec::with_capacity(peers);
+    for _ in 0..peers {
+        let client = peers_runtime().spawn(crate::raw_client()).await.expect("peer");
+        let mut out = client.dial(address, hub_id).await.expect("dial");
+        out.writer.write_all(b"w").await.expect("warm");
+        out.writer.flush().await.expect("flush");
+        let mut inbound = accepted.recv().await.expect("accepted");
+        let mut one = [0u8; 1];
+        inbound.reader.read_exact(&mut one).await.expect("warm");
+        writers.push(out.writer);
+        readers.push(inbound.reader);
+        clients.push(client);
+    }
+    let total = messages * MIB;
+    let moved: Arc<Vec<AtomicUsize>> = Arc::new((0..peers).map(|_| AtomicUsize::new(0)).collect());
+    let snapshot: Arc<OnceLock<Vec<usize>>> = Arc::default();
+    let start = Instant::now();
+    let reading: Vec<_> = readers
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut reader)| {
+            let (moved, snapshot) = (Arc::clone(&moved), Arc::clone(&snapshot));
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; MIB];
+                let mut got = 0;
+                while got < total {
+                    let n = reader.read(&mut buf).await.expect("read");
+                    assert!(n > 0, "raw stream ended early");
+                    got += n;
+                    moved[i].fetch_add(n, Ordering::Relaxed);
+                }
+                let _ = snapshot.set(moved.iter().map(|m| m.load(Ordering::Relaxed)).collect());
+            })
+        })
+        .collect();
+    let chunk = Bytes::from(vec![7u8; MIB]);
+    let writing: Vec<_> = writers
+        .into_iter()
+        .map(|mut writer| {
+            let chunk = chunk.clone();
+            let write = async move {
+                for _ in 0..messages {
+                    writer.write_all(&chunk).await.expect("write");
+                }
+                writer.flush().await.expect("flush");
+                writer
+            };
+            peers_runtime().spawn(write)
+        })
+        .collect();
+    for task in reading {
+        task.await.expect("reader");
+    }
+    let total_secs = start.elapsed().as_secs_f64();
+    for task in writing {
+        drop(task.await.expect("writer"));
+    }
+    drop((clients, hub));
+    let moved_while_all_busy = snapshot.get().cloned().unwrap_or_default();
+    ManyPeers { total_secs, bytes_per_peer: total, peers, moved_while_all_busy }
 }

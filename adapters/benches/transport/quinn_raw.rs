@@ -87,7 +87,8 @@ pub async fn stream(tuning: &QuicTuning, size: usize, count: usize) -> f64 {
     let total = size * count;
     let start = Instant::now();
     let read = tokio::spawn(async move {
-        let mut buf = vec![0u8; 256 * 1024];
+        // Reads as large as the writes, as netmachine reads a large frame.
+        let mut buf = vec![0u8; size.max(256 * 1024)];
         let mut got = 0;
         while got < total {
             let n = reader.read(&mut buf).await.expect("read").expect("the stream ended early");
