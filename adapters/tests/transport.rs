@@ -798,3 +798,41 @@ async fn a_failed_inbound_tls_handshake_is_counted() {
     assert_eq!(node.metrics().inbound.timed_out, 0);
     node.shutdown().await;
 }
+
+/// Every congestion controller a node can be set to carries traffic: a
+/// large body (read straight into its frame's buffer) and small ones
+/// after it, in order, between two QUIC nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_congestion_controller_carries_large_and_small_bodies() {
+    use netmachine_adapters::transport::{QuicCongestion, QuicTuning};
+    for congestion in [QuicCongestion::Cubic, QuicCongestion::Bbr] {
+        let mut nodes = Vec::new();
+        for _ in 0..2 {
+            let address = TransportAddress::new(TransportProtocol::Quic, SocketAddr::from(([127, 0, 0, 1], 0)));
+            let mut config = NetworkedNodeConfig::new(
+                Ed25519Keys::generate().expect("keys"),
+                vec![WeightedAddress { address, weight: 1 }],
+            );
+            config.quic = QuicTuning { congestion, ..QuicTuning::default() };
+            nodes.push(NetworkedNode::start(config).await.expect("node starts"));
+        }
+        let (a, b) = (&nodes[0], &nodes[1]);
+        introduce(&[a, b]).await;
+        let mut ea = a.node.register_engine("app").expect("engine");
+        let mut eb = b.node.register_engine("app").expect("engine");
+        let large: Vec<u8> = (0..3 * 1024 * 1024 + 7).map(|i: u32| (i % 251) as u8).collect();
+        ea.send(engine_dst(b, "app"), proto(), large.clone()).await.expect("sent");
+        for i in 0..20u32 {
+            ea.send(engine_dst(b, "app"), proto(), i.to_be_bytes().to_vec()).await.expect("sent");
+        }
+        let first = next_message(&mut eb).await;
+        assert!(first.body.as_bytes()[..] == large[..], "{congestion:?}: the large body arrives whole");
+        for i in 0..20u32 {
+            let m = next_message(&mut eb).await;
+            assert_eq!(&m.body.as_bytes()[..], &i.to_be_bytes(), "{congestion:?}: in order after it");
+        }
+        for node in nodes {
+            node.shutdown().await;
+        }
+    }
+}

@@ -34,7 +34,8 @@ use netmachine_adapters::crypto::{Ed25519Keys, RingVerifier};
 use netmachine_adapters::networked::{NetworkedNode, NetworkedNodeConfig};
 use netmachine_adapters::runtime::{EngineHandle, Inbound, SendOptions};
 use netmachine_adapters::transport::{
-    Connector, QuicConnector, QuicTuning, RecordCrypto, RecordLayer, SecuredStream, TlsConfigs, TlsTcpConnector,
+    Connector, QuicCongestion, QuicConnector, QuicTuning, RecordCrypto, RecordLayer, SecuredStream, TlsConfigs,
+    TlsTcpConnector,
 };
 use netmachine_domain::*;
 use netmachine_engines::ports::{Signer, Verifier};
@@ -150,14 +151,21 @@ impl RawConfig {
         Self { record: RecordLayer::default(), tuning: QuicTuning { max_mtu: mtu(), ..QuicTuning::default() } }
     }
 
+    /// netmachine's own setup on CUBIC, s2n-quic's default controller.
+    fn product_on_cubic() -> Self {
+        let product = Self::product();
+        Self { tuning: QuicTuning { congestion: QuicCongestion::Cubic, ..product.tuning }, ..product }
+    }
+
     /// What netmachine used before: ring, AES-256-GCM first, s2n-quic's
-    /// own windows and send buffer.
+    /// own windows and send buffer, CUBIC.
     fn earlier() -> Self {
         let tuning = QuicTuning {
             max_mtu: mtu(),
             receive_window: S2N_WINDOW,
             send_buffer: S2N_SEND_BUFFER,
             segmentation_offload: true,
+            congestion: QuicCongestion::Cubic,
         };
         Self { record: RecordLayer { crypto: RecordCrypto::Ring, aes_128_first: false }, tuning }
     }
@@ -175,7 +183,11 @@ impl RawConfig {
             format!("{} MiB", self.tuning.receive_window as usize / MIB)
         };
         let gso = if self.tuning.segmentation_offload { "on" } else { "off" };
-        format!("{crypto}, {order}, windows {window}, GSO {gso}")
+        let congestion = match self.tuning.congestion {
+            QuicCongestion::Cubic => "CUBIC",
+            QuicCongestion::Bbr => "BBR",
+        };
+        format!("{crypto}, {order}, windows {window}, GSO {gso}, {congestion}")
     }
 }
 
@@ -184,9 +196,11 @@ impl RawConfig {
 const S2N_WINDOW: u32 = 3_750_000;
 const S2N_SEND_BUFFER: u32 = 4 * 1024 * 1024;
 
-/// The configurations of raw s2n-quic compared for bulk: each crypto
-/// library and suite order on s2n-quic's windows, then netmachine's record
-/// layer with 4 MiB and 16 MiB windows, and with segmentation offload off.
+/// The configurations of raw s2n-quic compared for bulk, all on BBR but
+/// the last: each crypto library and suite order on s2n-quic's windows,
+/// then netmachine's record layer with 4 MiB and 16 MiB windows, with
+/// segmentation offload off, and with CUBIC (s2n-quic's own default) in
+/// place of BBR.
 fn raw_configs() -> Vec<RawConfig> {
     let cryptos = [
         RecordCrypto::Ring,
@@ -198,6 +212,7 @@ fn raw_configs() -> Vec<RawConfig> {
         receive_window,
         send_buffer,
         segmentation_offload,
+        congestion: QuicCongestion::Bbr,
     };
     let mut configs = Vec::new();
     for crypto in cryptos {
@@ -210,6 +225,8 @@ fn raw_configs() -> Vec<RawConfig> {
     for (window, offload) in [(4 * MIB as u32, true), (16 * MIB as u32, true), (4 * MIB as u32, false)] {
         configs.push(RawConfig { record, tuning: tuning(window, window, offload) });
     }
+    let cubic = QuicTuning { congestion: QuicCongestion::Cubic, ..tuning(4 * MIB as u32, 4 * MIB as u32, true) };
+    configs.push(RawConfig { record, tuning: cubic });
     configs
 }
 
@@ -268,14 +285,20 @@ async fn raw_stream_over(protocol: TransportProtocol, config: RawConfig, size: u
             got += n;
         }
     });
-    let chunk = vec![7u8; size];
-    for _ in 0..count {
-        out.writer.write_all(&chunk).await.expect("write");
-    }
-    out.writer.flush().await.expect("flush");
+    // The writer runs on a tokio worker, as a node's writers do.
+    let mut writer = out.writer;
+    let writing = tokio::spawn(async move {
+        let chunk = vec![7u8; size];
+        for _ in 0..count {
+            writer.write_all(&chunk).await.expect("write");
+        }
+        writer.flush().await.expect("flush");
+        writer
+    });
+    let writer = writing.await.expect("writer");
     reader.await.expect("reader");
     let secs = start.elapsed().as_secs_f64();
-    drop((client, server, out));
+    drop((client, server, writer, out.reader, out.keepalive));
     secs
 }
 
@@ -462,7 +485,9 @@ fn main() {
         let product = RawConfig::product();
 
         let (ea, eb) = pair_with(TransportProtocol::Quic, RawConfig::earlier()).await;
+        let (ca, cb) = pair_with(TransportProtocol::Quic, RawConfig::product_on_cubic()).await;
         let (mut bulks, mut raw_bulks, mut quinn_bulks, mut earlier_bulks) = (vec![], vec![], vec![], vec![]);
+        let mut cubic_bulks = vec![];
         let (mut smalls, mut raw_smalls) = (vec![], vec![]);
         for round in 0..ROUNDS {
             let secs = netmachine_stream(&a, &b, &format!("bulk{round}"), Bytes::from(vec![3u8; MIB]), BULK_MESSAGES, false).await;
@@ -471,11 +496,14 @@ fn main() {
             quinn_bulks.push(gbit(BULK_MESSAGES * MIB, quinn_raw::stream(&product.tuning, MIB, BULK_MESSAGES).await));
             let secs = netmachine_stream(&ea, &eb, &format!("ebulk{round}"), Bytes::from(vec![3u8; MIB]), BULK_MESSAGES, false).await;
             earlier_bulks.push(gbit(BULK_MESSAGES * MIB, secs));
+            let secs = netmachine_stream(&ca, &cb, &format!("cbulk{round}"), Bytes::from(vec![3u8; MIB]), BULK_MESSAGES, false).await;
+            cubic_bulks.push(gbit(BULK_MESSAGES * MIB, secs));
             smalls.push(netmachine_stream(&a, &b, &format!("small{round}"), Bytes::from(vec![3u8; SMALL]), SMALL_MESSAGES, false).await);
             raw_smalls.push(raw_stream(fastest, SMALL, SMALL_MESSAGES).await);
         }
-        ea.shutdown().await;
-        eb.shutdown().await;
+        for node in [ea, eb, ca, cb] {
+            node.shutdown().await;
+        }
         let (small, raw_small) = (median(smalls), median(raw_smalls));
         let signed = netmachine_stream(&a, &b, "signed", Bytes::from(vec![3u8; SMALL]), SIGNED_MESSAGES, true).await;
         let verify = verify_rate();
@@ -518,6 +546,7 @@ fn main() {
         let show = |(m, lo, hi): (f64, f64, f64)| format!("{m:.2} ({lo:.2} to {hi:.2}) Gbit/s");
 
         let (g, rg, qg, eg) = (spread(bulks), spread(raw_bulks), spread(quinn_bulks), spread(earlier_bulks));
+        let cg = spread(cubic_bulks);
         let (s, rs) = (rate(SMALL_MESSAGES, small), rate(SMALL_MESSAGES, raw_small));
         let sg = rate(SIGNED_MESSAGES, signed);
         println!(
@@ -532,6 +561,7 @@ fn main() {
         println!("| (a) bulk, 1 GiB in 1 MiB bodies, against raw s2n-quic | {} | {} | {:.2} | >= 0.95: {} |", show(g), show(rg), g.0 / rg.0, met(g.0 / rg.0 >= 0.95));
         println!("| (a) bulk, 1 GiB in 1 MiB bodies, against raw quinn | {} | {} | {:.2} | >= 1.10: {} |", show(g), show(qg), g.0 / qg.0, met(g.0 / qg.0 >= 1.1));
         println!("| (a) bulk, against netmachine on its earlier setup ({}) | {} | {} | {:.2} | report |", RawConfig::earlier().describe(), show(g), show(eg), g.0 / eg.0);
+        println!("| (a) bulk, against netmachine on CUBIC | {} | {} | {:.2} | report |", show(g), show(cg), g.0 / cg.0);
         println!("| (b) {SMALL}-byte bodies, channel-authenticated | {s:.0} msg/s | {rs:.0} frames/s | {:.2} | >= 0.50: {} |", s / rs, met(s / rs >= 0.5));
         println!("| (b) {SMALL}-byte bodies, signed and verified | {sg:.0} msg/s | {verify:.0} verifies/s (one core) | {:.2} | >= 0.80 of verify: {} |", sg / verify, met(sg / verify >= 0.8));
         println!("| (c) round trip p50, 64 bytes | {:.0} us | {:.0} us | {:.2} | <= 1.5x: {} |", us(rtt50), us(raw50), us(rtt50) / us(raw50), met(us(rtt50) <= 1.5 * us(raw50)));

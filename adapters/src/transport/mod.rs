@@ -18,6 +18,6 @@ pub use frame_memory::{FrameLimits, FrameMemory};
 pub use identity_tls::{RecordCrypto, RecordLayer, TlsConfigs};
 pub use inbound_failures::{InboundFailureCounts, InboundFailures};
 pub use memory::{MemoryConnector, MemoryNetwork};
-pub use quic::{QuicConnector, QuicTuning};
+pub use quic::{QuicCongestion, QuicConnector, QuicTuning};
 pub use stream::{Connector, DialError, SecuredStream};
 pub use tcp::{dial_tls, TlsTcpConnector};

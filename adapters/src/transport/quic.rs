@@ -101,11 +101,31 @@ pub struct QuicTuning {
     /// Hands the kernel several packets in one call (UDP segmentation
     /// offload), where the platform has it.
     pub segmentation_offload: bool,
+    /// The congestion controller. s2n-quic paces packets under either and
+    /// has no switch to send unpaced; this is the choice it offers.
+    pub congestion: QuicCongestion,
+}
+
+/// The congestion controllers s2n-quic offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QuicCongestion {
+    /// CUBIC (RFC 8312), s2n-quic's own default.
+    Cubic,
+    /// BBRv2, which paces by the bandwidth it measures: netmachine's
+    /// default, faster in bulk and small messages (`docs/benchmarks.md`).
+    #[default]
+    Bbr,
 }
 
 impl Default for QuicTuning {
     fn default() -> Self {
-        Self { max_mtu: 1500, receive_window: 4 * MIB32, send_buffer: 4 * MIB32, segmentation_offload: true }
+        Self {
+            max_mtu: 1500,
+            receive_window: 4 * MIB32,
+            send_buffer: 4 * MIB32,
+            segmentation_offload: true,
+            congestion: QuicCongestion::Bbr,
+        }
     }
 }
 
@@ -131,8 +151,26 @@ fn io(address: SocketAddr, tuning: &QuicTuning) -> Result<s2n_quic::provider::io
         .map_err(|e| e.to_string())
 }
 
+/// Ends a client or server builder: the congestion controller `tuning`
+/// names, then start. The two controllers are two types, hence a macro.
+macro_rules! start_with_congestion {
+    ($builder:expr, $tuning:expr) => {
+        match $tuning.congestion {
+            QuicCongestion::Cubic => $builder
+                .with_congestion_controller(s2n_quic::provider::congestion_controller::Cubic::default())
+                .map_err(|e| e.to_string())?
+                .start(),
+            QuicCongestion::Bbr => $builder
+                .with_congestion_controller(s2n_quic::provider::congestion_controller::Bbr::default())
+                .map_err(|e| e.to_string())?
+                .start(),
+        }
+        .map_err(|e| e.to_string())
+    };
+}
+
 fn client(bind: SocketAddr, tls: &TlsConfigs, tuning: &QuicTuning) -> Result<Client, String> {
-    Client::builder()
+    let builder = Client::builder()
         .with_tls(s2n_quic::provider::tls::rustls::Client::from(Arc::clone(&tls.client)))
         .map_err(|e| e.to_string())?
         .with_io(io(bind, tuning)?)
@@ -140,9 +178,21 @@ fn client(bind: SocketAddr, tls: &TlsConfigs, tuning: &QuicTuning) -> Result<Cli
         .with_limits(limits(tuning)?)
         .map_err(|e| e.to_string())?
         .with_event(PeerCertificateSubscriber)
+        .map_err(|e| e.to_string())?;
+    start_with_congestion!(builder, tuning)
+}
+
+fn server(listen: SocketAddr, tls: &TlsConfigs, tuning: &QuicTuning) -> Result<Server, String> {
+    let builder = Server::builder()
+        .with_tls(s2n_quic::provider::tls::rustls::Server::from((*tls.server).clone()))
         .map_err(|e| e.to_string())?
-        .start()
-        .map_err(|e| e.to_string())
+        .with_io(io(listen, tuning)?)
+        .map_err(|e| e.to_string())?
+        .with_limits(limits(tuning)?)
+        .map_err(|e| e.to_string())?
+        .with_event(PeerCertificateSubscriber)
+        .map_err(|e| e.to_string())?;
+    start_with_congestion!(builder, tuning)
 }
 
 impl QuicConnector {
@@ -167,17 +217,7 @@ impl QuicConnector {
         failures: Arc<InboundFailures>,
     ) -> Result<Self, QuicSetupError> {
         let fail = |reason: String| QuicSetupError::Start { address: listen, reason };
-        let server = Server::builder()
-            .with_tls(s2n_quic::provider::tls::rustls::Server::from((*tls.server).clone()))
-            .map_err(|e| fail(e.to_string()))?
-            .with_io(io(listen, &tuning).map_err(fail)?)
-            .map_err(|e| fail(e.to_string()))?
-            .with_limits(limits(&tuning).map_err(fail)?)
-            .map_err(|e| fail(e.to_string()))?
-            .with_event(PeerCertificateSubscriber)
-            .map_err(|e| fail(e.to_string()))?
-            .start()
-            .map_err(|e| fail(e.to_string()))?;
+        let server = server(listen, &tls, &tuning).map_err(fail)?;
         let local = server.local_addr().map_err(|e| fail(e.to_string()))?;
         let client_v4 = client(SocketAddr::from(([0, 0, 0, 0], 0)), &tls, &tuning).ok();
         let client_v6 = client(SocketAddr::from(([0u16; 8], 0)), &tls, &tuning).ok();
