@@ -58,6 +58,14 @@ fn default_weight() -> u8 {
 #[derive(Debug, Clone, Copy)]
 pub struct AddressText(pub TransportAddress);
 
+/// A QUIC congestion controller by name, as the config file spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CongestionName {
+    Bbr,
+    Cubic,
+}
+
 /// An address to bind, where port 0 is allowed.
 #[derive(Debug, Clone, Copy)]
 pub struct BindAddressText(pub TransportAddress);
@@ -102,6 +110,8 @@ pub struct Config {
     pub control_socket: Option<PathBuf>,
     /// Largest UDP payload QUIC may use, 1200..=9000 (default 1500).
     pub max_mtu: Option<u16>,
+    /// QUIC's congestion controller, "bbr" (default) or "cubic".
+    pub quic_congestion: Option<CongestionName>,
     /// Sign every message that leaves the node, not only those whose
     /// sender asks (default false: the authenticated channel vouches).
     pub sign_all: Option<bool>,
@@ -401,6 +411,10 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("line 3, key `frame_deadline_secs`: 0 is outside 1..=3600"), "{text}");
         assert!(parse("[limits]\nno_such_limit = 1\n").is_err());
+        let congestion = parse("quic_congestion = \"cubic\"\n").expect("valid");
+        assert_eq!(congestion.quic_congestion, Some(CongestionName::Cubic));
+        let err = parse("quic_congestion = \"reno\"\n").expect_err("no such controller");
+        assert!(err.to_string().contains("quic_congestion"), "{err}");
         let quic = parse("[limits]\nquic_receive_window_mib = 8\nquic_send_buffer_mib = 4\n").expect("valid");
         assert_eq!((quic.limits.quic_receive_window_mib, quic.limits.quic_send_buffer_mib), (Some(8), Some(4)));
         let err = parse("[limits]\nquic_receive_window_mib = 0\n").expect_err("no window");

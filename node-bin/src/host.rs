@@ -9,6 +9,7 @@ use netmachine_adapters::domains::{DomainFiles, Domains};
 use netmachine_adapters::networked::{NetworkedNode, NetworkedNodeConfig, NetworkedNodeError};
 use netmachine_adapters::runtime::NodeError;
 use netmachine_adapters::text_forms::node_advert_from_text;
+use netmachine_adapters::transport::QuicCongestion;
 use netmachine_domain::Permanence;
 use netmachine_engines::transport::TransportConfig;
 use netmachine_engines::RouterConfig;
@@ -91,6 +92,10 @@ impl Host {
         node_config.name = config.name.clone();
         node_config.mailbox_capacity = config.mailbox_capacity();
         node_config.quic.max_mtu = config.max_mtu.unwrap_or(1500);
+        node_config.quic.congestion = match config.quic_congestion {
+            Some(crate::config::CongestionName::Cubic) => QuicCongestion::Cubic,
+            Some(crate::config::CongestionName::Bbr) | None => QuicCongestion::Bbr,
+        };
         node_config.router = RouterConfig { sign_remote: config.sign_all.unwrap_or(false), ..RouterConfig::default() };
         let defaults = TransportConfig::default();
         let limits = &config.limits;
