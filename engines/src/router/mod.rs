@@ -254,13 +254,16 @@ impl<A: Clone> Router<A> {
         self.banned.contains(node)
     }
 
-    fn scope_allows_remote(&self, scope: &RoutingScope, node: &NodeIdentity) -> bool {
+    /// Whether a message of this scope may go to `node`: for a domain, a
+    /// member its advert names, or a peer whose certificate for it was
+    /// checked and has not expired by `now`.
+    fn scope_allows_remote(&self, scope: &RoutingScope, node: &NodeIdentity, now: Timestamp) -> bool {
         match scope {
             RoutingScope::Local => false,
             RoutingScope::Any => true,
             RoutingScope::Domain(domain) => {
                 self.domain_members.get(domain).is_some_and(|m| m.contains(node))
-                    || self.certified.holds(domain, node, Timestamp(0))
+                    || self.certified.holds(domain, node, now)
             }
         }
     }
@@ -297,11 +300,11 @@ impl<A: Clone> Router<A> {
                 return Ok(Routed::Protocol(Input::Command { from: message.src.name.clone(), message }))
             }
             Target::NodeEngine => return self.to_node_engine(message),
-            Target::Topic(topic) => return self.publish(topic, message, signer),
+            Target::Topic(topic) => return self.publish(topic, message, now, signer),
             Target::Remote(node) => node,
             Target::Unsupported(what) => return Err(RouteError::Unsupported { dst: message.dst, what }),
         };
-        if !self.scope_allows_remote(&message.scope, &remote) {
+        if !self.scope_allows_remote(&message.scope, &remote, now) {
             return Err(RouteError::OutOfScope { dst: message.dst, scope: message.scope });
         }
         if self.banned.contains(&remote) {
@@ -447,6 +450,7 @@ impl<A: Clone> Router<A> {
         &self,
         topic: TopicIdentity,
         mut message: EngineMessage,
+        now: Timestamp,
         signer: &dyn Signer,
     ) -> Result<Routed<A>, RouteError> {
         let to = self.subscriber_addresses(topic, self.node, &message.dst)?;
@@ -457,7 +461,7 @@ impl<A: Clone> Router<A> {
                 nodes
                     .iter()
                     .copied()
-                    .filter(|node| !self.banned.contains(node) && self.scope_allows_remote(&message.scope, node))
+                    .filter(|node| !self.banned.contains(node) && self.scope_allows_remote(&message.scope, node, now))
                     .collect()
             })
             .unwrap_or_default();

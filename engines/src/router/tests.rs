@@ -264,6 +264,24 @@ fn domain_scope_reaches_only_known_members() {
 }
 
 #[test]
+fn a_domain_scoped_message_goes_to_a_certified_peer_only_while_its_certificate_holds() {
+    let mut f = Fixture::new(&["a"]);
+    let domain = DomainIdentity::ed25519([5; 32]);
+    let peer = NodeIdentity::ed25519([6; 32]);
+    let scoped = |f: &Fixture, id| {
+        let mut message = f.message("a", DestinationIdentity::Node(peer), id);
+        message.scope = RoutingScope::Domain(domain);
+        message
+    };
+    assert!(matches!(f.route(scoped(&f, 1)), Err(RouteError::OutOfScope { .. })), "no certificate seen");
+    f.router.certify(domain, peer, Timestamp(NOW.0 + 1_000));
+    assert!(matches!(f.route(scoped(&f, 2)), Ok(Routed::Remote(_))), "certified: sent");
+    let later = Timestamp(NOW.0 + 1_000);
+    let outcome = f.router.route_local(scoped(&f, 3), later, &f.signer);
+    assert!(matches!(outcome, Err(RouteError::OutOfScope { .. })), "its certificate expired: not sent");
+}
+
+#[test]
 fn a_domain_scoped_message_is_taken_only_from_a_certified_member() {
     let mut f = Fixture::new(&["a"]);
     let domain = DomainIdentity::ed25519([5; 32]);
