@@ -403,3 +403,35 @@ async fn a_restarted_node_still_holds_its_topic_keys_and_re_signs_their_adverts(
     assert!(matches!(node.readvertise_topic(other, &[]).await, Err(NodeError::NoTopicKey(_))));
     node.shutdown().await;
 }
+
+/// An owner that leaves its own domain is still out of it after a restart
+/// (its key is kept), and back in once it joins again.
+#[tokio::test]
+async fn an_owner_that_left_its_domain_stays_out_after_a_restart() {
+    use netmachine_adapters::domains::{DomainFiles, Domains, PolicySpec};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pkcs8 = Ed25519Keys::generate().expect("keygen").pkcs8().to_vec();
+    let start = || async {
+        let keys = Ed25519Keys::from_pkcs8(&pkcs8).expect("same key");
+        let node = Node::builder().keys(keys).data_dir(dir.path()).start().await.expect("start");
+        let domains = Domains::start(&node, Some(DomainFiles::new(dir.path()))).await.expect("domains");
+        (node, domains)
+    };
+    let (node, domains) = start().await;
+    let (advert, _) = domains.create(PolicySpec::Open, 3600, false).await.expect("created");
+    node.shutdown().await;
+    let (node, domains) = start().await;
+    assert!(domains.summary(&advert.id).is_some(), "an owner is back in its domain after a restart");
+    domains.leave(advert.id).await.expect("left");
+    assert!(domains.summary(&advert.id).is_none());
+    node.shutdown().await;
+    let (node, domains) = start().await;
+    assert!(domains.summary(&advert.id).is_none(), "an owner that left stays out after a restart");
+    assert!(DomainFiles::new(dir.path()).key_path(&advert.id).exists(), "its key is kept");
+    domains.join(advert.clone(), None, None).await.expect("joins again");
+    assert!(domains.summary(&advert.id).is_some());
+    node.shutdown().await;
+    let (node, domains) = start().await;
+    assert!(domains.summary(&advert.id).is_some(), "joined again: back in after a restart");
+    node.shutdown().await;
+}

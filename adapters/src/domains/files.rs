@@ -43,7 +43,13 @@ pub struct StoredDomain {
     pub psk: Option<Vec<u8>>,
     /// The domain key, when this node owns the domain.
     pub key: Option<Ed25519Keys>,
+    /// The owner left the domain: its key and advert are kept, but a
+    /// restart does not bring it back in.
+    pub left: bool,
 }
+
+/// The file whose presence says an owner left its domain.
+const LEFT_MARK: &str = "left";
 
 #[derive(Debug, Clone)]
 pub struct DomainFiles {
@@ -91,6 +97,10 @@ impl DomainFiles {
         let mut w = CanonicalWriter::untagged();
         certificate.write_wire(&mut w);
         let folder = self.folder(&advert.id);
+        let left = folder.join(LEFT_MARK);
+        if left.exists() {
+            std::fs::remove_file(&left).map_err(|source| DomainFilesError::Remove { path: left, source })?;
+        }
         write_private(&folder.join("certificate"), &w.finish())?;
         if let Some(psk) = psk {
             write_private(&folder.join("psk"), psk)?;
@@ -99,10 +109,12 @@ impl DomainFiles {
     }
 
     /// Forgets a membership; a domain this node owns keeps its key and
-    /// advert, so that the owner can serve it again.
+    /// advert, so that the owner can join it again, and is marked as left
+    /// so that a restart does not serve it again by itself.
     pub fn remove_membership(&self, domain: &DomainIdentity) -> Result<(), DomainFilesError> {
         let folder = self.folder(domain);
         if self.key_path(domain).exists() {
+            write_private(&folder.join(LEFT_MARK), b"")?;
             for name in ["certificate", "psk"] {
                 let path = folder.join(name);
                 if path.exists() {
@@ -142,7 +154,8 @@ impl DomainFiles {
         let psk_path = folder.join("psk");
         let psk = if psk_path.exists() { Some(read_private(&psk_path, MAX_PSK_FILE)?) } else { None };
         let key = self.load_key(&advert.id)?;
-        Ok(Some(StoredDomain { advert, certificate, psk, key }))
+        let left = folder.join(LEFT_MARK).exists();
+        Ok(Some(StoredDomain { advert, certificate, psk, key, left }))
     }
 
     /// Every domain kept, in the order of their identities; a folder that

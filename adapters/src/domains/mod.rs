@@ -128,6 +128,12 @@ impl Domains {
     async fn restore(&self) -> Result<(), DomainError> {
         let Some(files) = &self.files else { return Ok(()) };
         for stored in files.load_all()? {
+            // An owner that left keeps its key, and stays out until it
+            // joins again (the mark is written before the certificate is
+            // removed, so a crash between the two leaves it out too).
+            if stored.left {
+                continue;
+            }
             let domain = stored.advert.id;
             let approver = stored.advert.rules.is_approver(&self.node.identity());
             let serve = || Command::Serve { advert: stored.advert.clone(), psk: stored.psk.clone() };
@@ -220,7 +226,8 @@ impl Domains {
         Ok((advert, cert))
     }
 
-    /// Joins a domain through `via`, or an approver its advert names.
+    /// Joins a domain through `via`, or an approver its advert names; the
+    /// owner of a domain it left serves it again instead.
     pub async fn join(
         &self,
         advert: DomainAdvert,
@@ -228,7 +235,18 @@ impl Domains {
         via: Option<NodeIdentity>,
     ) -> Result<Outcome, DomainError> {
         let domain = advert.id;
-        let outcome = self.command(Command::Join { advert, psk: psk.clone(), via }, psk, JOIN_WAIT).await?;
+        // An owner that left joins again by serving its domain itself: as
+        // an approver holding the key it has no one else to ask.
+        let owner = match &self.files {
+            Some(files) => files.load_key(&domain)?.is_some() && advert.rules.is_approver(&self.node.identity()),
+            None => false,
+        };
+        let command = if owner {
+            Command::Serve { advert, psk: psk.clone() }
+        } else {
+            Command::Join { advert, psk: psk.clone(), via }
+        };
+        let outcome = self.command(command, psk, JOIN_WAIT).await?;
         if matches!(outcome, Outcome::Joined { .. }) {
             self.serve(domain, ECHO_PROTOCOL, echo()).await?;
         }
