@@ -384,7 +384,14 @@ async fn a_restarted_node_still_holds_its_topic_keys_and_re_signs_their_adverts(
     let node = Node::builder().keys(key).data_dir(dir.path()).start().await.expect("start");
     let engine = node.register_engine("news").expect("engine");
     let topic = engine.create_topic(&["a"]).await.expect("topic");
-    let first = node.readvertise_topic(topic, &["a"]).await.expect("re-signed while running");
+    let mut first = node.readvertise_topic(topic, &["a"]).await.expect("re-signed while running");
+    // Re-signed again and again within the same few milliseconds: each
+    // is newer than the one before.
+    for _ in 0..5 {
+        let again = node.readvertise_topic(topic, &["a"]).await.expect("re-signed at once");
+        assert!(again.version > first.version);
+        first = again;
+    }
     node.shutdown().await;
     let file = dir.path().join("topics").join(format!("{topic}.key"));
     #[cfg(unix)]

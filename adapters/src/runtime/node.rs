@@ -402,12 +402,18 @@ impl Node {
     /// as its publisher, with `tags`, and hands it to the identity store.
     pub async fn readvertise_topic(&self, topic: TopicIdentity, tags: &[&str]) -> Result<TopicAdvert, NodeError> {
         let now = self.now();
+        // The clock is the version, but a re-sign within the millisecond
+        // of the advert held must still be newer than it.
+        let held = match self.lookup(RecordKey::Topic(topic)).await? {
+            Some(IdentityRecord::Topic(advert)) => advert.version,
+            _ => 0,
+        };
         let body = netmachine_domain::TopicAdvertBody::new(
             topic,
             vec![self.identity()],
             Vec::new(),
             tags.to_vec(),
-            now.as_millis(),
+            now.as_millis().max(held.saturating_add(1)),
             now,
         )?;
         let sig = self
