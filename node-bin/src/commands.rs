@@ -218,7 +218,15 @@ fn run_node(config: &Config) -> Result<(), CommandError> {
     }
     runtime()?.block_on(async {
         let mut stop = crate::signals::StopSignals::listen().map_err(CommandError::Signal)?;
-        let host = Host::start(config, keys, Some(data_dir.clone())).await?;
+        // A stop asked for while the node starts ends the start.
+        let host = tokio::select! {
+            host = Host::start(config, keys, Some(data_dir.clone())) => host?,
+            stopped = stop.recv() => {
+                stopped.map_err(CommandError::Signal)?;
+                tracing::info!("stopped while starting");
+                return Ok(());
+            }
+        };
         let node = &host.networked.node;
         tracing::info!(
             node = %node.identity(),

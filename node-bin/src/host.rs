@@ -94,7 +94,8 @@ impl Host {
         node_config.quic.max_mtu = config.max_mtu.unwrap_or(1500);
         node_config.quic.congestion = match config.quic_congestion {
             Some(crate::config::CongestionName::Cubic) => QuicCongestion::Cubic,
-            Some(crate::config::CongestionName::Bbr) | None => QuicCongestion::Bbr,
+            Some(crate::config::CongestionName::Bbr) => QuicCongestion::Bbr,
+            None => QuicCongestion::default(),
         };
         node_config.router = RouterConfig { sign_remote: config.sign_all.unwrap_or(false), ..RouterConfig::default() };
         let defaults = TransportConfig::default();

@@ -448,6 +448,11 @@ pub(super) fn decode_on_channel(
     ends: ChannelEnds,
     names: &mut NameCache,
 ) -> Option<Frame> {
+    // A view is cut from `backing`, so `bytes` must lie inside it.
+    debug_assert!(backing.is_none_or(|b| {
+        let (inside, part) = (b.as_ptr_range(), bytes.as_ptr_range());
+        bytes.is_empty() || (inside.start <= part.start && part.end <= inside.end)
+    }));
     let mut r = Reader { rest: bytes, backing };
     r.array(10)?;
     let src = EngineIdentity::new(

@@ -168,10 +168,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// bytes arrive: it starts as large as the first bytes that came and
     /// doubles (never past the frame) only once full, each growth paid for
     /// from the node's frame memory before it is made, so a peer holds at
-    /// most twice the bytes it sent. Past the first bytes the frame is read
-    /// straight into its buffer, and a channel message's body is a view of
-    /// that buffer: no byte is copied on the way to the engine. The frame
-    /// memory comes back once the frame is decoded.
+    /// most twice the bytes it sent. Past the first bytes (copied from the
+    /// read buffer) the frame is read straight into its own buffer, and a
+    /// channel message's body is a view of that buffer rather than a copy;
+    /// each doubling still copies what came so far. The frame memory comes
+    /// back once the frame is decoded.
     async fn large_frame(&mut self, len: usize, deadline: Instant) -> Result<Frame, FramingError> {
         let first = match tokio::time::timeout_at(deadline, self.inner.fill_buf()).await {
             Err(_) => return Err(FramingError::Stalled(self.deadline)),
@@ -206,6 +207,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             None => self.codec.decode(&body),
         }
         .map_err(FramingError::from);
+        // The payment ends here, but the buffer lives on as the decoded
+        // message's body when that is a view of it.
         drop(body);
         drop(paid);
         decoded
