@@ -112,8 +112,8 @@ pub enum QuicCongestion {
     /// CUBIC (RFC 8312), s2n-quic's own default.
     Cubic,
     /// BBRv2, which paces by the bandwidth it measures: netmachine's
-    /// default, 5 to 18% faster than CUBIC in raw s2n-quic bulk and 7 to
-    /// 11% in netmachine's (`docs/benchmarks.md`).
+    /// default: up to 18% faster than CUBIC in raw s2n-quic bulk, and up
+    /// to 11% in netmachine's, never slower (`docs/benchmarks.md`).
     #[default]
     Bbr,
 }
