@@ -263,9 +263,15 @@ async fn raw_stream(config: RawConfig, size: usize, count: usize) -> f64 {
     raw_stream_over(TransportProtocol::Quic, config, size, count).await
 }
 
-async fn raw_stream_over(protocol: TransportProtocol, config: RawConfig, size: usize, count: usize) -> f64 {
-    let (server, mut accepted, server_id) = raw_endpoint(protocol, config).await;
-    let client = raw_endpoint(protocol, config).await.0;
+/// Dials `server` from `client` and moves one byte across, so that what
+/// is timed next starts on an open stream: the dialled end and the
+/// accepted end.
+pub(crate) async fn warm_stream(
+    client: &dyn Connector,
+    server: &dyn Connector,
+    server_id: NodeIdentity,
+    accepted: &mut mpsc::Receiver<SecuredStream>,
+) -> (SecuredStream, SecuredStream) {
     let address = server.local_address().expect("bound");
     let mut out = client.dial(address, server_id).await.expect("dial");
     out.writer.write_all(b"w").await.expect("warm");
@@ -273,6 +279,13 @@ async fn raw_stream_over(protocol: TransportProtocol, config: RawConfig, size: u
     let mut inbound = accepted.recv().await.expect("accepted");
     let mut one = [0u8; 1];
     inbound.reader.read_exact(&mut one).await.expect("warm");
+    (out, inbound)
+}
+
+async fn raw_stream_over(protocol: TransportProtocol, config: RawConfig, size: usize, count: usize) -> f64 {
+    let (server, mut accepted, server_id) = raw_endpoint(protocol, config).await;
+    let client = raw_endpoint(protocol, config).await.0;
+    let (out, mut inbound) = warm_stream(&*client, &*server, server_id, &mut accepted).await;
     let total = size * count;
     let start = Instant::now();
     let reader = tokio::spawn(async move {

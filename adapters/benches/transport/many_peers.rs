@@ -180,18 +180,12 @@ pub async fn send_to(peers: usize, messages: usize) -> ManyPeers {
 /// process's two cores give before any of netmachine is involved.
 pub async fn raw_receive_from(peers: usize, messages: usize) -> ManyPeers {
     let (hub, mut accepted, hub_id) = crate::raw_pair().await;
-    let address = hub.local_address().expect("bound");
     let mut writers = Vec::with_capacity(peers);
     let mut readers = Vec::with_capacity(peers);
     let mut clients = Vec::with_capacity(peers);
     for _ in 0..peers {
         let client = peers_runtime().spawn(crate::raw_client()).await.expect("peer");
-        let mut out = client.dial(address, hub_id).await.expect("dial");
-        out.writer.write_all(b"w").await.expect("warm");
-        out.writer.flush().await.expect("flush");
-        let mut inbound = accepted.recv().await.expect("accepted");
-        let mut one = [0u8; 1];
-        inbound.reader.read_exact(&mut one).await.expect("warm");
+        let (out, inbound) = crate::warm_stream(&*client, &*hub, hub_id, &mut accepted).await;
         writers.push(out.writer);
         readers.push(inbound.reader);
         clients.push(client);
