@@ -179,6 +179,28 @@ over_every_kind!(
     wrong_identity_is_refused_over_tls_tcp
 );
 
+/// A node refusing a dialler reads nothing of what the dialler sent behind
+/// its hello: the dialler hears the refusal itself, and the refusing node
+/// counts no violation.
+async fn a_refusal_reaches_a_dialler_that_sent_behind_its_hello(kind: Kind) {
+    let mut net = Net::new(kind);
+    let a = net.node().await;
+    let b = net.node().await;
+    a.node.set_trust(b.node.identity(), Trust::BANNED).await.expect("ban");
+    let failure = first_connect_failure(&b, a.node.advert().expect("advert")).await;
+    assert_eq!(failure, ConnectFailure::Refused(HandshakeStatus::Denied));
+    assert_eq!(a.transport.counters().violations, 0);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+over_every_kind!(
+    a_refusal_reaches_a_dialler_that_sent_behind_its_hello,
+    a_refusal_reaches_a_dialler_that_sent_behind_its_hello_in_memory,
+    a_refusal_reaches_a_dialler_that_sent_behind_its_hello_over_quic,
+    a_refusal_reaches_a_dialler_that_sent_behind_its_hello_over_tls_tcp
+);
+
 /// Gives `node` the advert, sends its node a message, and returns why the
 /// first dial failed (within 30 s).
 async fn first_connect_failure(node: &NetworkedNode, advert: NodeAdvert) -> ConnectFailure {

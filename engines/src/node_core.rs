@@ -148,9 +148,11 @@ enum Phase {
 
 #[derive(Debug)]
 struct AwaitingReply {
-    peer: NodeIdentity,
     offer: HandshakeOffer,
     address: TransportAddress,
+    /// The peer, and what was sent behind the hello (see
+    /// `transport::early`).
+    connection: Connection,
 }
 
 pub struct NodeCore<A> {
@@ -539,8 +541,14 @@ impl<A: Clone> NodeCore<A> {
                 connection.wrote(message.clone());
                 self.effects.push_back(CoreEffect::Write { conn, frame: Frame::Node(message) });
             }
+            // Behind the hello, before the reply.
+            Some(Phase::AwaitingReply(awaiting)) => {
+                awaiting.connection.wrote(message.clone());
+                self.effects.push_back(CoreEffect::Write { conn, frame: Frame::Node(message) });
+            }
             // The Transport only transmits on connections it adopted, which
-            // are established here; anything else is returned to it.
+            // are established here, or on a dial whose hello is out;
+            // anything else is returned to it.
             _ => self.transport.closed(conn, CloseReason::Lost("not established".into()), vec![message], now),
         }
     }

@@ -37,8 +37,11 @@ impl<A: Clone> NodeCore<A> {
         match outcome {
             Ok(()) => {
                 let offer = self.offer_to(&peer);
-                self.phases.insert(attempt, Phase::AwaitingReply(Box::new(AwaitingReply { peer, offer, address })));
+                let connection = Connection::new(peer);
+                let awaiting = AwaitingReply { offer, address, connection };
+                self.phases.insert(attempt, Phase::AwaitingReply(Box::new(awaiting)));
                 self.effects.push_back(CoreEffect::Write { conn: attempt, frame: offer.hello() });
+                self.transport.hello_sent(attempt, now);
             }
             Err(failure) => {
                 self.count_dial_failure(&failure);
@@ -61,11 +64,21 @@ impl<A: Clone> NodeCore<A> {
         matches!(self.phases.get(&conn), Some(Phase::AwaitingHello { .. } | Phase::AwaitingReply(_)))
     }
 
+    /// Whether `conn`'s handshake is done and messages may flow on it.
+    pub fn is_established(&self, conn: ConnId) -> bool {
+        matches!(self.phases.get(&conn), Some(Phase::Established(_)))
+    }
+
     /// A message the host was asked to write on `conn` could not be framed
     /// and never reached the wire: the peer will not count it, its room in
     /// the window is free again, and its sender hears why.
     pub fn unwritable(&mut self, conn: ConnId, message: NodeMessage, reason: &str, now: Timestamp) {
-        if let Some(Phase::Established(connection)) = self.phases.get_mut(&conn) {
+        let connection = match self.phases.get_mut(&conn) {
+            Some(Phase::Established(connection)) => Some(&mut **connection),
+            Some(Phase::AwaitingReply(awaiting)) => Some(&mut awaiting.connection),
+            _ => None,
+        };
+        if let Some(connection) = connection {
             if connection.unwrote(&message) {
                 self.transport.acked(conn, 1, crate::transport::message_cost(&message), now);
             }
@@ -80,10 +93,7 @@ impl<A: Clone> NodeCore<A> {
     pub fn frame(&mut self, conn: ConnId, frame: Frame, drained: bool, now: Timestamp) {
         match self.phases.remove(&conn) {
             Some(Phase::AwaitingHello { peer, ip }) => self.hello(conn, peer, ip, frame, now),
-            Some(Phase::AwaitingReply(awaiting)) => {
-                let AwaitingReply { peer, offer, address } = *awaiting;
-                self.reply(conn, peer, offer, address, frame, now)
-            }
+            Some(Phase::AwaitingReply(awaiting)) => self.reply(conn, *awaiting, frame, now),
             Some(Phase::Established(connection)) => self.established_frame(conn, connection, frame, drained, now),
             Some(dialling @ Phase::Dialling { .. }) => {
                 self.phases.insert(conn, dialling);
@@ -116,28 +126,25 @@ impl<A: Clone> NodeCore<A> {
                 .push_back(CoreEffect::Close { conn, reason: CloseReason::Lost(format!("refused: {status:?}")) });
             return;
         }
-        self.established(conn, peer, offer.agreed_with(&hello));
+        self.established(conn, Connection::new(peer), offer.agreed_with(&hello));
         self.transport.inbound_established(conn, now);
     }
 
-    fn reply(
-        &mut self,
-        conn: ConnId,
-        peer: NodeIdentity,
-        offer: HandshakeOffer,
-        address: TransportAddress,
-        frame: Frame,
-        now: Timestamp,
-    ) {
+    fn reply(&mut self, conn: ConnId, awaiting: AwaitingReply, frame: Frame, now: Timestamp) {
+        let AwaitingReply { offer, address, connection } = awaiting;
         match offer.accept_reply(frame) {
             Ok(agreed) => {
-                self.established(conn, peer, agreed);
+                self.established(conn, connection, agreed);
                 // If the attempt was abandoned meanwhile, the Transport
                 // closes the connection.
                 self.transport.dial_succeeded(conn, agreed.peer_boot, now);
             }
             Err(failure) => {
                 self.count_dial_failure(&failure);
+                // What went behind the hello is not known to be taken: it
+                // goes again, and the listener's repeat filter drops any
+                // copy it had.
+                self.transport.requeue_early(conn, connection.into_unacknowledged(), now);
                 self.transport.dial_failed(conn, failure.clone(), Some(address), now);
                 self.effects.push_back(CoreEffect::Close { conn, reason: CloseReason::Lost(failure.to_string()) });
             }
@@ -147,8 +154,11 @@ impl<A: Clone> NodeCore<A> {
     /// The handshake is done: messages may flow. The peer is given this
     /// node's advert if it holds an older one, and the adverts of the
     /// topics created here.
-    fn established(&mut self, conn: ConnId, peer: NodeIdentity, agreed: Agreed) {
-        self.phases.insert(conn, Phase::Established(Box::new(Connection::new(peer))));
+    /// `connection` holds what the dialler sent behind its hello (the
+    /// listener passes a new one).
+    fn established(&mut self, conn: ConnId, connection: Connection, agreed: Agreed) {
+        let peer = connection.peer();
+        self.phases.insert(conn, Phase::Established(Box::new(connection)));
         let window = self.config.repeat_window;
         self.recent.entry(peer).or_insert_with(|| Box::new(RecentIds::new(window)));
         if agreed.send_own_advert {
@@ -363,7 +373,13 @@ impl<A: Clone> NodeCore<A> {
             Some(Phase::Established(connection)) => {
                 self.transport.closed(conn, reason, connection.into_unacknowledged(), now);
             }
-            Some(Phase::AwaitingReply(awaiting)) => self.setup_lost(conn, awaiting.address, &reason, now),
+            Some(Phase::AwaitingReply(awaiting)) => {
+                // Sent behind the hello, unanswered: whether the listener
+                // took any is unknown, so all go again (its repeat filter
+                // drops what it had).
+                self.transport.requeue_early(conn, awaiting.connection.into_unacknowledged(), now);
+                self.setup_lost(conn, awaiting.address, &reason, now)
+            }
             Some(Phase::Dialling { address, .. }) => self.setup_lost(conn, address, &reason, now),
             // Not admitted yet, or already closed: the Transport holds nothing.
             Some(Phase::AwaitingHello { .. }) | None => self.transport.closed(conn, reason, Vec::new(), now),

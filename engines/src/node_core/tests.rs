@@ -15,6 +15,8 @@ use crate::transport::{ConnectFailure, TransportConfig};
 
 const T0: Timestamp = Timestamp(1_000_000);
 
+mod early;
+
 fn signer(seed: u8) -> TestSigner {
     TestSigner::node(seed)
 }

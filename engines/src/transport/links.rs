@@ -8,7 +8,7 @@ use netmachine_domain::{HandshakeStatus, NodeIdentity, NodeMessage, Timestamp, V
 use super::ip_shares;
 use super::types::PeerTimer;
 use super::{
-    is_expired, preferred_dialler, CloseReason, Conn, ConnId, Direction, Link, Transport, TransportEffect,
+    is_expired, preferred_dialler, CloseReason, Conn, ConnId, Direction, Link, Peer, Transport, TransportEffect,
     TransportEvent, Undeliverable,
 };
 
@@ -154,8 +154,10 @@ impl Transport {
     /// the front of the peer's queue, unless expired.
     pub fn closed(&mut self, conn: ConnId, reason: CloseReason, returned: Vec<NodeMessage>, now: Timestamp) {
         let Some(c) = self.conns.remove(&conn) else {
+            // Only a stop or a ban abandons a connection the core still runs.
+            let reason = if self.stopping { Undeliverable::Shutdown } else { Undeliverable::Banned };
             for message in returned {
-                self.effects.push_back(TransportEffect::GiveUp { message, reason: Undeliverable::Shutdown });
+                self.effects.push_back(TransportEffect::GiveUp { message, reason: reason.clone() });
             }
             return;
         };
@@ -175,14 +177,7 @@ impl Transport {
         } else {
             returned
         };
-        let mut expired = Vec::new();
-        for message in returned.into_iter().rev() {
-            if is_expired(&message, now) {
-                expired.push(message);
-            } else {
-                peer.queue.push_front(message);
-            }
-        }
+        let expired = put_back(peer, returned, now);
         let was_current = peer.link == (Link::Connected { conn });
         if was_current {
             peer.link = Link::Idle;
@@ -191,7 +186,7 @@ impl Transport {
                 self.timers.set_earliest(PeerTimer::Expire(peer_id), first);
             }
         }
-        for message in expired.into_iter().rev() {
+        for message in expired {
             self.effects.push_back(TransportEffect::GiveUp { message, reason: Undeliverable::Expired });
         }
         if was_current {
@@ -227,7 +222,7 @@ impl Transport {
 
     /// A peer with messages waiting and no connection: their expiry is
     /// watched, and an idle peer is dialled.
-    fn rearm_waiting(&mut self, peer_id: NodeIdentity, now: Timestamp) {
+    pub(super) fn rearm_waiting(&mut self, peer_id: NodeIdentity, now: Timestamp) {
         let Some(peer) = self.peers.get(&peer_id) else { return };
         if matches!(peer.link, Link::Connected { .. }) || peer.queue.is_empty() {
             return;
@@ -285,4 +280,20 @@ impl Transport {
             }
         }
     }
+}
+
+/// Puts messages that were sent and came back (oldest first) at the front
+/// of the peer's queue, in their order; returns those that expired
+/// meanwhile, oldest first.
+pub(super) fn put_back(peer: &mut Peer, returned: Vec<NodeMessage>, now: Timestamp) -> Vec<NodeMessage> {
+    let mut expired = Vec::new();
+    for message in returned.into_iter().rev() {
+        if is_expired(&message, now) {
+            expired.push(message);
+        } else {
+            peer.queue.push_front(message);
+        }
+    }
+    expired.reverse();
+    expired
 }

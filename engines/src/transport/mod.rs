@@ -12,6 +12,7 @@
 
 pub mod connection;
 mod cost;
+mod early;
 mod ip_shares;
 mod links;
 mod recent;
@@ -508,10 +509,28 @@ impl Transport {
         let Link::Connected { conn } = peer.link else {
             return;
         };
+        self.move_to_conn(peer_id, conn, |_| true, now);
+    }
+
+    /// Moves the front of a peer's queue onto `conn` while the window has
+    /// room and each message is `sendable`.
+    fn move_to_conn(
+        &mut self,
+        peer_id: NodeIdentity,
+        conn: ConnId,
+        sendable: impl Fn(&NodeMessage) -> bool,
+        now: Timestamp,
+    ) {
+        let Some(peer) = self.peers.get_mut(&peer_id) else {
+            return;
+        };
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
         while let Some(front) = peer.queue.front() {
+            if !sendable(front) {
+                break;
+            }
             let cost = message_cost(front);
             if !c.has_room(cost, &self.config) {
                 break;

@@ -9,6 +9,8 @@ use crate::testing::SeededRandom;
 
 const T0: Timestamp = Timestamp(1_000_000);
 
+mod early;
+
 fn node(seed: u8) -> NodeIdentity {
     NodeIdentity::ed25519([seed; 32])
 }

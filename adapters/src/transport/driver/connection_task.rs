@@ -147,6 +147,13 @@ async fn run(node: Node, codec: CborCodec, limits: FrameLimits, stream: SecuredS
     host.room.notify_waiters();
 }
 
+/// What a batch of frames did to the handshake.
+enum Handshake {
+    Unchanged,
+    Done,
+    Refused,
+}
+
 struct ConnectionIo {
     node: Node,
     codec: CborCodec,
@@ -200,22 +207,37 @@ impl ConnectionIo {
             let acknowledgement = batch.iter().any(|frame| matches!(frame, Frame::Ack(_)));
             let drained = reader.is_drained();
             // A message for a full mailbox is parked, not waited for.
-            let (established, pending) = host.with_core(|core, now| {
+            let (handshake, pending) = host.with_core(|core, now| {
                 let last = batch.len();
                 for (n, frame) in batch.drain(..).enumerate() {
                     core.frame(conn, frame, drained && n + 1 == last, now);
                 }
-                handshaking && !core.is_handshaking(conn)
+                match (handshaking, core.is_handshaking(conn), core.is_established(conn)) {
+                    (false, ..) | (true, true, _) => Handshake::Unchanged,
+                    (true, false, true) => Handshake::Done,
+                    (true, false, false) => Handshake::Refused,
+                }
             });
             host.finish_later(pending);
             if let Some(err) = broken {
                 host.wire.violations.fetch_add(1, Ordering::Relaxed);
                 return CloseReason::Violation(err.to_string());
             }
-            if established {
-                // Both ends are proven now: messages travel in the channel form.
-                reader.enter_channel(self.ends);
-                handshaking = false;
+            match handshake {
+                Handshake::Unchanged => {}
+                Handshake::Done => {
+                    // Both ends are proven now: messages travel in the channel form.
+                    reader.enter_channel(self.ends);
+                    handshaking = false;
+                }
+                // The core refused (or gave up) the handshake and closes
+                // the connection; what the dialler sent behind its hello is
+                // not read. The close ends this task, after the reply is
+                // written.
+                Handshake::Refused => {
+                    tokio::time::sleep(HANDSHAKE_TIMEOUT).await;
+                    return CloseReason::Lost("the handshake ended without a close".into());
+                }
             }
             if acknowledgement {
                 host.room.notify_waiters();
