@@ -157,10 +157,12 @@ fn the_scale_100k_workload_holds_the_invariants_at_a_thousand_nodes() {
     assert!(unicast.delivered > 50_000, "{unicast:?}");
     assert_eq!(unicast.lost, 0);
     // Crashes for good: a sender to a crashed node is told, once its
-    // message expires waiting for a connection that never comes; every
-    // other message is delivered.
+    // message expires waiting for a connection that never comes, unless
+    // the sender crashes first and takes the message with it (excused,
+    // and rare); every other message is delivered.
     assert!(unicast.told_undeliverable > 0, "{unicast:?}");
-    assert_eq!(unicast.delivered + unicast.told_undeliverable, unicast.expected, "{unicast:?}");
+    assert_eq!(unicast.delivered + unicast.told_undeliverable + unicast.excused, unicast.expected, "{unicast:?}");
+    assert!(unicast.excused * 1000 <= unicast.expected, "{unicast:?}");
     // A record is settled 30 s past its message's 30 s expiry, so the
     // ledger holds about a minute of traffic (500 messages a second), not
     // all that was sent.
