@@ -21,7 +21,8 @@
 //! machine's speed drifts. NETMACHINE_BENCH_ONLY_SMALL=1 runs only (b)
 //! channel-authenticated, for profiling; NETMACHINE_BENCH_ONLY_BULK=1 only
 //! (a), netmachine alone (=tls-tcp: over TLS over TCP, then raw tokio-rustls);
-//! NETMACHINE_BENCH_ONLY_MANY=1 only receiving from 16, netmachine and raw.
+//! NETMACHINE_BENCH_ONLY_MANY=1 only receiving from 16, netmachine and raw;
+//! NETMACHINE_BENCH_ONLY_SETUP=1 only (d), netmachine and raw, three times.
 
 mod many_peers;
 mod quinn_raw;
@@ -474,6 +475,13 @@ fn main() {
         if std::env::var_os("NETMACHINE_BENCH_ONLY_SMALL").is_some() {
             let secs = netmachine_stream(&a, &b, "small", Bytes::from(vec![3u8; SMALL]), SMALL_MESSAGES, false).await;
             println!("small: {:.0} msg/s", SMALL_MESSAGES as f64 / secs);
+            return;
+        }
+        if std::env::var_os("NETMACHINE_BENCH_ONLY_SETUP").is_some() {
+            for _ in 0..ROUNDS {
+                let (ours, raw) = (netmachine_setup().await, raw_setup().await);
+                println!("setup: netmachine {} us, raw {} us, {:.2}", ours.as_micros(), raw.as_micros(), ours.as_secs_f64() / raw.as_secs_f64());
+            }
             return;
         }
         if std::env::var_os("NETMACHINE_BENCH_ONLY_MANY").is_some() {
