@@ -18,7 +18,7 @@ pub const HEADER_LEN: usize = 2;
 /// 7 are the [`FrameKind`]s, which stand alone.
 pub const CHANNEL_MESSAGE_KIND: u8 = 8;
 
-pub use engine_frame::{ChannelEnds, NameCache};
+pub use engine_frame::{ChannelEnds, DeferredBody, NameCache};
 
 /// A frame that could not be encoded or decoded. Every decode failure is one
 /// of these, never a panic.
@@ -71,13 +71,30 @@ impl CborCodec {
     /// connection: a node message from this node's own engines in the
     /// compact channel form, anything else as [`Codec::encode`] does.
     pub fn encode_on_channel(&self, frame: &Frame, ends: ChannelEnds, out: &mut Vec<u8>) -> Result<(), CodecError> {
+        let _whole = self.encode_on_channel_deferring(frame, ends, out, usize::MAX)?;
+        Ok(())
+    }
+
+    /// As [`Self::encode_on_channel`], but a channel message's body of
+    /// `defer_from` bytes or more is left out and handed back, with the
+    /// place it belongs, to be written as it is.
+    pub fn encode_on_channel_deferring(
+        &self,
+        frame: &Frame,
+        ends: ChannelEnds,
+        out: &mut Vec<u8>,
+        defer_from: usize,
+    ) -> Result<Option<DeferredBody>, CodecError> {
         let start = out.len();
         out.extend_from_slice(&[FORMAT_VERSION, CHANNEL_MESSAGE_KIND]);
-        if !engine_frame::encode_on_channel(frame, ends, out) {
-            out[start + 1] = frame.kind() as u8;
-            frame_to_cbor(frame, out)?;
+        match engine_frame::encode_on_channel(frame, ends, out, defer_from) {
+            Ok(deferred) => Ok(deferred),
+            Err(engine_frame::NotChannel) => {
+                out[start + 1] = frame.kind() as u8;
+                frame_to_cbor(frame, out)?;
+                Ok(None)
+            }
         }
-        Ok(())
     }
 
     /// Reads a frame that arrived over an established connection, where

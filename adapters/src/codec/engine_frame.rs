@@ -52,7 +52,8 @@ fn engine_message(out: &mut Vec<u8>, m: &EngineMessage) {
     head(out, MAJOR_ARRAY, 10);
     engine_identity(out, &m.src);
     destination(out, &m.dst);
-    fields_after_addresses(out, m, Form::Full);
+    // The full form is for signatures, stores and relays: always whole.
+    let _inline = fields_after_addresses(out, m, Form::Full, usize::MAX);
 }
 
 /// Which form of an engine message is written or read.
@@ -67,7 +68,7 @@ enum Form {
 /// Id, reply-to, expiry, scope, (preferences,) protocol, body and the
 /// engine's signature: everything after the two addresses, alike in both
 /// forms.
-fn fields_after_addresses(out: &mut Vec<u8>, m: &EngineMessage, form: Form) {
+fn fields_after_addresses(out: &mut Vec<u8>, m: &EngineMessage, form: Form, defer_from: usize) -> Option<DeferredBody> {
     head(out, MAJOR_UINT, m.id.0);
     optional_uint(out, m.reply_to.map(|id| id.0));
     optional_uint(out, m.expiry.map(|t| t.0));
@@ -79,8 +80,23 @@ fn fields_after_addresses(out: &mut Vec<u8>, m: &EngineMessage, form: Form) {
     text(out, &m.protocol.name);
     head(out, MAJOR_UINT, u64::from(m.protocol.version));
     head(out, MAJOR_BYTES, m.body.len() as u64);
-    out.extend_from_slice(m.body.as_bytes());
+    let deferred = match m.body.len() >= defer_from {
+        true => Some(DeferredBody { at: out.len(), bytes: m.body.as_bytes().clone() }),
+        false => {
+            out.extend_from_slice(m.body.as_bytes());
+            None
+        }
+    };
     signature(out, m.sig.as_ref());
+    deferred
+}
+
+/// A message body left out of the encoded bytes, to be written as it is:
+/// it belongs at offset `at` of the output.
+#[derive(Debug)]
+pub struct DeferredBody {
+    pub at: usize,
+    pub bytes: Bytes,
 }
 
 fn destination(out: &mut Vec<u8>, dst: &DestinationIdentity) {
@@ -387,17 +403,23 @@ pub struct ChannelEnds {
 /// Writes the compact body of a node message sent from `ends.local` to
 /// `ends.peer` by one of its own engines: the node identities that the
 /// connection proves are left out, and so is the destination node when it
-/// is the peer. Returns false, having written nothing, for any other frame.
+/// is the peer. Any other frame is [`NotChannel`], and nothing is written.
 ///
 /// Layout: an array of 10: source engine name, destination (the engine
 /// name alone when the engine is on the peer, else as in the full form),
 /// id, reply-to, expiry, scope, protocol, body, engine signature, node
 /// signature.
-pub(super) fn encode_on_channel(frame: &Frame, ends: ChannelEnds, out: &mut Vec<u8>) -> bool {
-    let Frame::Node(node) = frame else { return false };
-    let NodePayload::Engine(m) = &node.payload else { return false };
+/// A body of `defer_from` bytes or more is left out (see [`DeferredBody`]).
+pub(super) fn encode_on_channel(
+    frame: &Frame,
+    ends: ChannelEnds,
+    out: &mut Vec<u8>,
+    defer_from: usize,
+) -> Result<Option<DeferredBody>, NotChannel> {
+    let Frame::Node(node) = frame else { return Err(NotChannel) };
+    let NodePayload::Engine(m) = &node.payload else { return Err(NotChannel) };
     if node.src != ends.local || node.dst != ends.peer || m.src.node != ends.local || m.prefs.is_some() {
-        return false;
+        return Err(NotChannel);
     }
     head(out, MAJOR_ARRAY, 10);
     text(out, m.src.name.as_str());
@@ -405,10 +427,14 @@ pub(super) fn encode_on_channel(frame: &Frame, ends: ChannelEnds, out: &mut Vec<
         DestinationIdentity::Engine(engine) if engine.node == ends.peer => text(out, engine.name.as_str()),
         _ => destination(out, &m.dst),
     }
-    fields_after_addresses(out, m, Form::Channel);
+    let deferred = fields_after_addresses(out, m, Form::Channel, defer_from);
     signature(out, node.sig.as_ref());
-    true
+    Ok(deferred)
 }
+
+/// The frame is not a message in the channel form; nothing was written.
+#[derive(Debug)]
+pub(super) struct NotChannel;
 
 /// The last names a connection's reader saw. A stream of messages between
 /// the same engines then shares its name strings instead of allocating
@@ -578,7 +604,7 @@ mod tests {
         #[test]
         fn channel_messages_round_trip((frame, sender, receiver) in channel_frames()) {
             let mut bytes = Vec::new();
-            prop_assert!(encode_on_channel(&frame, sender, &mut bytes));
+            prop_assert!(matches!(encode_on_channel(&frame, sender, &mut bytes, usize::MAX), Ok(None)));
             prop_assert!(bytes.len() + 100 < serde_bytes_of(&frame).len(), "the channel form is not compact");
             let mut names = NameCache::default();
             prop_assert_eq!(decode_on_channel(&bytes, None, receiver, &mut names), Some(frame.clone()));
@@ -617,7 +643,7 @@ mod tests {
                 }
             };
             let mut bytes = Vec::new();
-            prop_assert_eq!(encode_on_channel(&frame, sender, &mut bytes), still_between_the_ends);
+            prop_assert_eq!(encode_on_channel(&frame, sender, &mut bytes, usize::MAX).is_ok(), still_between_the_ends);
             prop_assert_eq!(bytes.is_empty(), !still_between_the_ends);
         }
 
@@ -629,7 +655,7 @@ mod tests {
             edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
         ) {
             let mut bytes = Vec::new();
-            prop_assert!(encode_on_channel(&frame, sender, &mut bytes));
+            prop_assert!(matches!(encode_on_channel(&frame, sender, &mut bytes, usize::MAX), Ok(None)));
             for (index, value) in edits {
                 let i = index.index(bytes.len());
                 bytes[i] = value;

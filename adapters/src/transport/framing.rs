@@ -16,7 +16,7 @@ use tokio::time::Instant;
 pub use super::frame_memory::FRAME_DEADLINE;
 use super::frame_memory::{FrameLimits, FrameMemory};
 
-use crate::codec::{frame_to_cbor, CborCodec, ChannelEnds, NameCache, FORMAT_VERSION};
+use crate::codec::{frame_to_cbor, CborCodec, ChannelEnds, DeferredBody, NameCache, FORMAT_VERSION};
 
 pub const LENGTH_PREFIX: usize = 4;
 /// The read buffer of a connection; a frame no larger is read without
@@ -47,13 +47,14 @@ pub fn encode_frame_into(codec: &CborCodec, frame: &Frame, out: &mut Vec<u8>) ->
         out.truncate(start);
         return Err(err);
     }
-    finish_prefix(codec, start, out)
+    finish_prefix(codec, start, 0, out)
 }
 
-/// Fills in the length prefix of the frame that starts at `start`, or takes
-/// the frame back out if it is over the limit.
-fn finish_prefix(codec: &CborCodec, start: usize, out: &mut Vec<u8>) -> Result<(), CodecError> {
-    let len = out.len() - start - LENGTH_PREFIX;
+/// Fills in the length prefix of the frame that starts at `start` (whose
+/// bytes are those from `start` on, and `left_out` more written apart), or
+/// takes the frame back out if it is over the limit.
+fn finish_prefix(codec: &CborCodec, start: usize, left_out: usize, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    let len = out.len() - start - LENGTH_PREFIX + left_out;
     if len > codec.max_frame() {
         out.truncate(start);
         return Err(CodecError::TooLarge { len, max: codec.max_frame() });
@@ -71,13 +72,30 @@ pub fn encode_channel_frame_into(
     ends: ChannelEnds,
     out: &mut Vec<u8>,
 ) -> Result<(), CodecError> {
+    encode_channel_frame_deferring(codec, frame, ends, out, usize::MAX).map(|_whole| ())
+}
+
+/// As [`encode_channel_frame_into`], but a message body of `defer_from`
+/// bytes or more is left out of `out` and handed back with its place, to
+/// be written between `out[..at]` and `out[at..]` as it is.
+pub fn encode_channel_frame_deferring(
+    codec: &CborCodec,
+    frame: &Frame,
+    ends: ChannelEnds,
+    out: &mut Vec<u8>,
+    defer_from: usize,
+) -> Result<Option<DeferredBody>, CodecError> {
     let start = out.len();
     out.extend_from_slice(&[0; LENGTH_PREFIX]);
-    if let Err(err) = codec.encode_on_channel(frame, ends, out) {
-        out.truncate(start);
-        return Err(err);
-    }
-    finish_prefix(codec, start, out)
+    let deferred = match codec.encode_on_channel_deferring(frame, ends, out, defer_from) {
+        Ok(deferred) => deferred,
+        Err(err) => {
+            out.truncate(start);
+            return Err(err);
+        }
+    };
+    finish_prefix(codec, start, deferred.as_ref().map_or(0, |d| d.bytes.len()), out)?;
+    Ok(deferred)
 }
 
 /// A frame's body (after its length), in the channel form once the
@@ -403,6 +421,49 @@ mod tests {
             // taken from the buffer.
             if bytes.len() < 60_000 {
                 prop_assert_eq!(buffered, frames.len() - 2);
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// A body set apart is exactly the bytes it leaves out: the frame
+        /// before its place, the body, and the rest read as the whole
+        /// encoding. Frames that are not channel messages set nothing apart.
+        #[test]
+        fn a_body_set_apart_leaves_exactly_its_bytes_out(
+            body_len in 0usize..40_000,
+            signed in any::<bool>(),
+            defer_from in prop_oneof![Just(0usize), Just(1), 1usize..40_000, Just(usize::MAX)],
+            other in strategies::frame(),
+        ) {
+            use netmachine_domain::samples::{self, NODE_A, NODE_B};
+            use netmachine_domain::{Body, NodeMessage, NodePayload};
+            let mut message = samples::engine_message();
+            message.src.node = NODE_A;
+            message.prefs = None;
+            message.body = Body::new(vec![9u8; body_len]).expect("within the limit");
+            if !signed {
+                message.sig = None;
+            }
+            let frame =
+                Frame::Node(NodeMessage { src: NODE_A, dst: NODE_B, payload: NodePayload::Engine(message), sig: None });
+            let ends = ChannelEnds { local: NODE_A, peer: NODE_B };
+            let codec = CborCodec::default();
+            for frame in [frame, other] {
+                let mut whole = vec![1, 2, 3];
+                encode_channel_frame_into(&codec, &frame, ends, &mut whole).expect("encodes");
+                let mut parts = vec![1, 2, 3];
+                let deferred = encode_channel_frame_deferring(&codec, &frame, ends, &mut parts, defer_from).expect("encodes");
+                let rebuilt = match deferred {
+                    Some(body) => {
+                        prop_assert!(body.bytes.len() >= defer_from);
+                        prop_assert!(body.at >= 3 && body.at <= parts.len());
+                        [&parts[..body.at], &body.bytes[..], &parts[body.at..]].concat()
+                    }
+                    None => parts,
+                };
+                prop_assert_eq!(rebuilt, whole);
             }
         }
     }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use netmachine_domain::{NodeIdentity, TransportProtocol};
 use s2n_quic::client::Connect;
 use s2n_quic::provider::event::events::{self, ConnectionInfo, ConnectionMeta, Subscriber};
@@ -19,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::identity_tls::{identity_of_certificate, server_name_of, TlsConfigs, ALPN};
 use super::inbound_failures::{InboundFailure, InboundFailures};
-use super::stream::{BoxFuture, Connector, DialError, SecuredStream};
+use super::stream::{BoxFuture, Connector, DialError, SecuredStream, StreamWriter};
 use crate::pending_slots::{PendingSlots, MAX_PENDING, MAX_PENDING_PER_ADDRESS};
 
 /// How long a connection may be silent before it is considered dead. Keep
@@ -345,6 +346,16 @@ impl AsyncWrite for QuicWriter {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+impl StreamWriter for QuicWriter {
+    fn takes_chunks(&self) -> bool {
+        true
+    }
+
+    fn poll_write_chunks(&mut self, cx: &mut Context<'_>, chunks: &mut [Bytes]) -> Poll<std::io::Result<usize>> {
+        self.0.poll_send_vectored(chunks, cx).map_err(std::io::Error::from)
     }
 }
 

@@ -8,17 +8,18 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use netmachine_domain::{Frame, TransportAddress};
 use netmachine_engines::log_budget::LogKind;
 use netmachine_engines::transport::{CloseReason, ConnId, ConnectFailure};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::codec::{CborCodec, ChannelEnds};
+use crate::codec::{CborCodec, ChannelEnds, DeferredBody};
 use crate::runtime::{is_advert, ConnHandle, DialRequest, Node};
 use crate::transport::frame_memory::FrameLimits;
-use crate::transport::framing::{encode_channel_frame_into, encode_frame_into, FrameReader, FramingError};
-use crate::transport::stream::{BoxReader, BoxWriter, Connector, DialError, SecuredStream};
+use crate::transport::framing::{encode_channel_frame_deferring, encode_frame_into, FrameReader, FramingError};
+use crate::transport::stream::{write_chunks, BoxReader, BoxWriter, Connector, DialError, SecuredStream};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const DIAL_TIMEOUT: Duration = Duration::from_secs(15);
@@ -247,13 +248,13 @@ impl ConnectionIo {
 
     /// Writes the frames already queued, then ends the stream.
     async fn write_queued(&self, writer: &mut BoxWriter, rx: &mut mpsc::UnboundedReceiver<Frame>) {
-        let mut buf = Vec::new();
+        let mut batch = Batch::for_writer(writer);
         while let Ok(frame) = rx.try_recv() {
-            if self.encode(frame, &mut buf).is_err() {
+            if self.encode(frame, &mut batch).is_err() {
                 break;
             }
         }
-        if !buf.is_empty() && write_all_flush(writer, &buf).await.is_err() {
+        if !batch.is_empty() && batch.write(writer).await.is_err() {
             return;
         }
         let _ = writer.shutdown().await;
@@ -261,10 +262,9 @@ impl ConnectionIo {
 
     async fn write_loop(&self, writer: &mut BoxWriter, rx: &mut mpsc::UnboundedReceiver<Frame>) -> CloseReason {
         let host = &self.node.inner;
-        let mut buf = Vec::with_capacity(WRITE_BATCH_BYTES + 64 * 1024);
+        let mut batch = Batch::for_writer(writer);
         loop {
             let Some(first) = rx.recv().await else { return CloseReason::Shutdown };
-            buf.clear();
             let mut frames = 0u64;
             // Only the newest acknowledgement of a batch is written, last:
             // it covers the others, and what the core wrote before it.
@@ -274,12 +274,12 @@ impl ConnectionIo {
             while let Some(frame) = next.take() {
                 match frame {
                     Frame::Ack(a) => ack = Some(a),
-                    frame => match self.encode(frame, &mut buf) {
+                    frame => match self.encode(frame, &mut batch) {
                         Ok(written) => frames += u64::from(written),
                         Err(reason) => return reason,
                     },
                 }
-                if buf.len() >= WRITE_BATCH_BYTES {
+                if batch.len() >= WRITE_BATCH_BYTES {
                     break;
                 }
                 next = match rx.try_recv() {
@@ -287,7 +287,7 @@ impl ConnectionIo {
                     // A lone acknowledgement waits a moment, once, for a
                     // message (a reply, typically) to ride with, rather
                     // than cost a write of its own.
-                    Err(_) if buf.is_empty() && ack.is_some() && !waited => {
+                    Err(_) if batch.is_empty() && ack.is_some() && !waited => {
                         waited = true;
                         match tokio::time::timeout(ACK_DELAY, rx.recv()).await {
                             Ok(Some(frame)) => Some(frame),
@@ -299,31 +299,47 @@ impl ConnectionIo {
                 };
             }
             if let Some(ack) = ack {
-                match self.encode(Frame::Ack(ack), &mut buf) {
+                match self.encode(Frame::Ack(ack), &mut batch) {
                     Ok(written) => frames += u64::from(written),
                     Err(reason) => return reason,
                 }
             }
-            if buf.is_empty() {
+            if batch.is_empty() {
                 continue;
             }
-            if let Err(err) = write_all_flush(writer, &buf).await {
+            let bytes = batch.len();
+            if let Err(err) = batch.write(writer).await {
                 return CloseReason::Lost(err.to_string());
             }
             host.wire.frames_sent.fetch_add(frames, Ordering::Relaxed);
-            host.wire.bytes_sent.fetch_add(buf.len() as u64, Ordering::Relaxed);
+            host.wire.bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);
         }
     }
 
-    /// Appends one frame to `buf`; says whether it was.
-    fn encode(&self, frame: Frame, buf: &mut Vec<u8>) -> Result<bool, CloseReason> {
+    /// Appends one frame to the batch; says whether it was.
+    fn encode(&self, frame: Frame, batch: &mut Batch) -> Result<bool, CloseReason> {
         if is_advert(&frame) {
             self.adverts_queued.fetch_sub(1, Ordering::AcqRel);
         }
         match frame {
             Frame::Node(message) => {
                 let frame = Frame::Node(message);
-                let Err(err) = encode_channel_frame_into(&self.codec, &frame, self.ends, buf) else { return Ok(true) };
+                let encoded = encode_channel_frame_deferring(
+                    &self.codec,
+                    &frame,
+                    self.ends,
+                    &mut batch.buf,
+                    batch.set_apart_from,
+                );
+                let err = match encoded {
+                    Ok(deferred) => {
+                        if let Some(body) = deferred {
+                            batch.set_apart(body);
+                        }
+                        return Ok(true);
+                    }
+                    Err(err) => err,
+                };
                 // A message too large to frame is its sender's error, not
                 // the connection's: the core gives it up and carries on.
                 if let Frame::Node(message) = frame {
@@ -334,14 +350,184 @@ impl ConnectionIo {
                 }
                 Ok(false)
             }
-            frame => encode_frame_into(&self.codec, &frame, buf)
+            frame => encode_frame_into(&self.codec, &frame, &mut batch.buf)
                 .map(|()| true)
                 .map_err(|err| CloseReason::Violation(err.to_string())),
         }
     }
 }
 
-async fn write_all_flush(writer: &mut (impl AsyncWrite + Unpin), buf: &[u8]) -> std::io::Result<()> {
-    writer.write_all(buf).await?;
-    writer.flush().await
+/// The bytes of one write. Frames are encoded into `buf`. For a writer
+/// that takes whole buffers (QUIC), a body of [`SET_APART_FROM`] bytes or
+/// more is not copied in: `buf` up to its place is closed off as a chunk,
+/// and the body follows as its own chunk, the very buffer the message
+/// holds.
+struct Batch {
+    buf: Vec<u8>,
+    /// Closed off, in order, before `buf`.
+    chunks: Vec<Bytes>,
+    chunked_bytes: usize,
+    takes_chunks: bool,
+    set_apart_from: usize,
+}
+
+/// Bodies from this size on are written without a copy (when the writer
+/// takes chunks); below it, one more chunk costs more than the copy.
+const SET_APART_FROM: usize = 16 * 1024;
+const BATCH_CAPACITY: usize = WRITE_BATCH_BYTES + 64 * 1024;
+
+impl Batch {
+    fn for_writer(writer: &BoxWriter) -> Self {
+        let takes_chunks = writer.takes_chunks();
+        Self {
+            buf: Vec::with_capacity(BATCH_CAPACITY),
+            chunks: Vec::new(),
+            chunked_bytes: 0,
+            takes_chunks,
+            set_apart_from: if takes_chunks { SET_APART_FROM } else { usize::MAX },
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.chunked_bytes + self.buf.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The encoder left `body` out at `body.at`: what came before it is a
+    /// chunk, then the body.
+    fn set_apart(&mut self, body: DeferredBody) {
+        let before = self.close_off(body.at);
+        self.chunked_bytes += before.len() + body.bytes.len();
+        self.chunks.push(before);
+        self.chunks.push(body.bytes);
+    }
+
+    /// The first `upto` bytes of `buf`, copied out as a chunk; the buffer
+    /// is kept for what follows. (Handing the buffer itself over, and
+    /// taking a new one for each batch, measured slower for small
+    /// messages than this copy.)
+    fn close_off(&mut self, upto: usize) -> Bytes {
+        let chunk = Bytes::copy_from_slice(&self.buf[..upto]);
+        self.buf.drain(..upto);
+        chunk
+    }
+
+    /// Writes the batch and empties it.
+    async fn write(&mut self, writer: &mut BoxWriter) -> std::io::Result<()> {
+        if !self.takes_chunks {
+            writer.write_all(&self.buf).await?;
+            self.buf.clear();
+            return writer.flush().await;
+        }
+        if !self.buf.is_empty() {
+            let last = self.close_off(self.buf.len());
+            self.chunks.push(last);
+        }
+        let written = write_chunks(writer, &mut self.chunks).await;
+        self.chunks.clear();
+        self.chunked_bytes = 0;
+        written?;
+        writer.flush().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::sync::{Arc, Mutex};
+    use std::task::{Context, Poll};
+
+    use netmachine_domain::samples::{self, NODE_A, NODE_B};
+    use netmachine_domain::{Ack, Body, NodeMessage, NodePayload};
+    use tokio::io::AsyncWrite;
+
+    use super::*;
+    use crate::transport::framing::encode_channel_frame_into;
+    use crate::transport::stream::StreamWriter;
+
+    /// Takes at most two chunks a call, and keeps what it was given.
+    struct Taker {
+        got: Arc<Mutex<Vec<Bytes>>>,
+        copied: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl AsyncWrite for Taker {
+        fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+            self.copied.lock().expect("lock").extend_from_slice(buf);
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl StreamWriter for Taker {
+        fn takes_chunks(&self) -> bool {
+            true
+        }
+        fn poll_write_chunks(&mut self, _cx: &mut Context<'_>, chunks: &mut [Bytes]) -> Poll<std::io::Result<usize>> {
+            let n = chunks.len().min(2);
+            for chunk in &mut chunks[..n] {
+                self.got.lock().expect("lock").push(std::mem::take(chunk));
+            }
+            Poll::Ready(Ok(n))
+        }
+    }
+
+    fn message(body_len: usize, id: u64) -> Frame {
+        let mut m = samples::engine_message();
+        m.src.node = NODE_A;
+        m.prefs = None;
+        m.id = netmachine_domain::MessageId(id);
+        m.body = Body::new(vec![id as u8; body_len]).expect("within the limit");
+        Frame::Node(NodeMessage { src: NODE_A, dst: NODE_B, payload: NodePayload::Engine(m), sig: None })
+    }
+
+    /// Small frames, bodies set apart with a few bytes or many before
+    /// them, and an acknowledgement: the writer is handed the same bytes
+    /// the whole encodings make, large bodies as the very buffers the
+    /// messages hold, and nothing is copied through its byte interface.
+    #[test]
+    fn a_batch_hands_over_exactly_the_bytes_of_its_frames_and_large_bodies_as_they_are() {
+        let mut frames = vec![message(300 * 1024, 1), message(10, 2)];
+        frames.extend((3..400).map(|id| message(40, id)));
+        frames.push(message(SET_APART_FROM, 400));
+        frames.push(Frame::Ack(Ack { received: 7 }));
+        let (got, copied) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(Vec::new())));
+        let mut writer: BoxWriter = Box::new(Taker { got: Arc::clone(&got), copied: Arc::clone(&copied) });
+        let codec = CborCodec::default();
+        let ends = ChannelEnds { local: NODE_A, peer: NODE_B };
+        let mut batch = Batch::for_writer(&writer);
+        let mut whole = Vec::new();
+        for frame in &frames {
+            encode_channel_frame_into(&codec, frame, ends, &mut whole).expect("encodes");
+            if let Some(body) =
+                encode_channel_frame_deferring(&codec, frame, ends, &mut batch.buf, batch.set_apart_from)
+                    .expect("encodes")
+            {
+                batch.set_apart(body);
+            }
+        }
+        assert_eq!(batch.len(), whole.len());
+        let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+        runtime.block_on(batch.write(&mut writer)).expect("writes");
+        assert!(batch.is_empty());
+        let got = got.lock().expect("lock");
+        assert_eq!(got.concat(), whole);
+        assert!(copied.lock().expect("lock").is_empty());
+        for (frame, len) in [(&frames[0], 300 * 1024), (&frames[400 - 1], SET_APART_FROM)] {
+            let Frame::Node(NodeMessage { payload: NodePayload::Engine(m), .. }) = frame else { unreachable!() };
+            let body = m.body.as_bytes();
+            assert!(
+                got.iter().any(|c| c.len() == len && c.as_ptr() == body.as_ptr()),
+                "a body of {len} bytes went as its own buffer"
+            );
+        }
+    }
 }
