@@ -20,7 +20,8 @@
 //! and the spread, and (c) pools two alternating runs, because this
 //! machine's speed drifts. NETMACHINE_BENCH_ONLY_SMALL=1 runs only (b)
 //! channel-authenticated, for profiling; NETMACHINE_BENCH_ONLY_BULK=1 only
-//! (a), netmachine alone (=tls-tcp: over TLS over TCP, then raw tokio-rustls);
+//! (a), netmachine alone, three times on the same two nodes (=tls-tcp: over
+//! TLS over TCP, then raw tokio-rustls);
 //! NETMACHINE_BENCH_ONLY_MANY=1 only receiving from 16, netmachine and raw;
 //! NETMACHINE_BENCH_ONLY_SETUP=1 only (d), netmachine and raw, three times.
 
@@ -493,8 +494,12 @@ fn main() {
         }
         if let Some(which) = std::env::var_os("NETMACHINE_BENCH_ONLY_BULK") {
             let (a, b) = if which == "tls-tcp" { pair_over(TransportProtocol::TlsTcp).await } else { (a, b) };
-            let secs = netmachine_stream(&a, &b, "bulk", Bytes::from(vec![3u8; MIB]), BULK_MESSAGES, false).await;
-            println!("bulk: {:.2} Gbit/s", gbit(BULK_MESSAGES * MIB, secs));
+            for round in 0..ROUNDS {
+                let secs =
+                    netmachine_stream(&a, &b, &format!("bulk{round}"), Bytes::from(vec![3u8; MIB]), BULK_MESSAGES, false)
+                        .await;
+                println!("bulk: {:.2} Gbit/s", gbit(BULK_MESSAGES * MIB, secs));
+            }
             if which == "tls-tcp" {
                 let raw = raw_stream_over(TransportProtocol::TlsTcp, RawConfig::product(), MIB, BULK_MESSAGES).await;
                 println!("raw tokio-rustls: {:.2} Gbit/s", gbit(BULK_MESSAGES * MIB, raw));
