@@ -158,11 +158,12 @@ fn the_scale_100k_workload_holds_the_invariants_at_a_thousand_nodes() {
     assert_eq!(unicast.lost, 0);
     // Crashes for good: a sender to a crashed node is told, once its
     // message expires waiting for a connection that never comes, unless
-    // the sender crashes first and takes the message with it (excused,
-    // and rare); every other message is delivered.
+    // the sender crashes first and takes the message with it (excused:
+    // 2 in this run); every other message is delivered.
     assert!(unicast.told_undeliverable > 0, "{unicast:?}");
     assert_eq!(unicast.delivered + unicast.told_undeliverable + unicast.excused, unicast.expected, "{unicast:?}");
-    assert!(unicast.excused * 1000 <= unicast.expected, "{unicast:?}");
+    // Ten nodes crash at 120 s; a sender has a message or two pending at most.
+    assert!(unicast.excused <= 20, "{unicast:?}");
     // A record is settled 30 s past its message's 30 s expiry, so the
     // ledger holds about a minute of traffic (500 messages a second), not
     // all that was sent.

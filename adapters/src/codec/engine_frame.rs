@@ -80,12 +80,11 @@ fn fields_after_addresses(out: &mut Vec<u8>, m: &EngineMessage, form: Form, defe
     text(out, &m.protocol.name);
     head(out, MAJOR_UINT, u64::from(m.protocol.version));
     head(out, MAJOR_BYTES, m.body.len() as u64);
-    let deferred = match m.body.len() >= defer_from {
-        true => Some(DeferredBody { at: out.len(), bytes: m.body.as_bytes().clone() }),
-        false => {
-            out.extend_from_slice(m.body.as_bytes());
-            None
-        }
+    let deferred = if m.body.len() >= defer_from {
+        Some(DeferredBody { at: out.len(), bytes: m.body.as_bytes().clone() })
+    } else {
+        out.extend_from_slice(m.body.as_bytes());
+        None
     };
     signature(out, m.sig.as_ref());
     deferred

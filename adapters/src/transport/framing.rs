@@ -125,6 +125,20 @@ pub struct FrameReader<R> {
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
+    /// Whether the handshake was done ([`FrameReader::enter_channel`]).
+    pub fn in_channel(&self) -> bool {
+        self.channel.is_some()
+    }
+
+    /// Reads and drops whatever the peer still sends, until it ends the
+    /// stream or it fails. A TCP socket closed with bytes left unread is
+    /// reset, and a reset can overtake the last frames written to the
+    /// peer; the caller bounds how long this may take.
+    pub async fn discard_to_end(&mut self) {
+        let mut scratch = [0u8; 16 * 1024];
+        while let Ok(1..) = self.inner.read(&mut scratch).await {}
+    }
+
     /// A reader with a frame memory of its own, as large as one frame.
     pub fn new(inner: R, codec: CborCodec) -> Self {
         let limits = FrameLimits { memory: FrameMemory::new(codec.max_frame()), deadline: FRAME_DEADLINE };

@@ -41,7 +41,11 @@ pub async fn write_chunks(writer: &mut BoxWriter, chunks: &mut [Bytes]) -> std::
     let mut taken = 0;
     std::future::poll_fn(|cx| {
         while taken < chunks.len() {
-            taken += std::task::ready!(writer.poll_write_chunks(cx, &mut chunks[taken..]))?;
+            match std::task::ready!(writer.poll_write_chunks(cx, &mut chunks[taken..]))? {
+                // Room for nothing is `Pending`, never none taken.
+                0 => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
+                n => taken += n,
+            }
         }
         Poll::Ready(Ok(()))
     })

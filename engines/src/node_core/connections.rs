@@ -74,14 +74,15 @@ impl<A: Clone> NodeCore<A> {
     /// the window is free again, and its sender hears why.
     pub fn unwritable(&mut self, conn: ConnId, message: NodeMessage, reason: &str, now: Timestamp) {
         let connection = match self.phases.get_mut(&conn) {
-            Some(Phase::Established(connection)) => Some(&mut **connection),
-            Some(Phase::AwaitingReply(awaiting)) => Some(&mut awaiting.connection),
-            _ => None,
+            Some(Phase::Established(connection)) => &mut **connection,
+            Some(Phase::AwaitingReply(awaiting)) => &mut awaiting.connection,
+            // Only a dial refused before its reply leaves a writer with
+            // messages and no phase: the refusal put this one back in the
+            // peer's queue, so the next connection carries or reports it.
+            _ => return,
         };
-        if let Some(connection) = connection {
-            if connection.unwrote(&message) {
-                self.transport.acked(conn, 1, crate::transport::message_cost(&message), now);
-            }
+        if connection.unwrote(&message) {
+            self.transport.acked(conn, 1, crate::transport::message_cost(&message), now);
         }
         self.given_up(message, reason);
         self.pump(now);

@@ -26,7 +26,8 @@ const DIAL_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a lone acknowledgement waits for a frame to ride with.
 const ACK_DELAY: Duration = Duration::from_millis(1);
 /// How long a connection the core closed may take to write what was
-/// queued before the close.
+/// queued before the close (and, after a refused handshake, for the peer
+/// to close its end).
 const CLOSE_FLUSH: Duration = Duration::from_secs(1);
 /// Bytes of frames gathered into one write.
 const WRITE_BATCH_BYTES: usize = 256 * 1024;
@@ -118,8 +119,9 @@ async fn run(node: Node, codec: CborCodec, limits: FrameLimits, stream: SecuredS
 
     let io = ConnectionIo { node, codec, conn, ends: ChannelEnds { local: host.identity, peer }, adverts_queued };
     let (mut writer, mut writes_rx) = (writer, writes_rx);
+    let mut reader = FrameReader::sharing(reader, codec, limits);
     let (reason, closed_here) = tokio::select! {
-        reason = io.read_loop(FrameReader::sharing(reader, codec, limits)) => (reason, false),
+        reason = io.read_loop(&mut reader) => (reason, false),
         reason = io.write_loop(&mut writer, &mut writes_rx) => (reason, false),
         reason = close_rx => (reason.unwrap_or(CloseReason::Shutdown), true),
     };
@@ -127,6 +129,12 @@ async fn run(node: Node, codec: CborCodec, limits: FrameLimits, stream: SecuredS
         // What the core wrote before closing (a refusal's reply, a drop
         // notice) still goes out, unless the peer does not read.
         let _ = tokio::time::timeout(CLOSE_FLUSH, io.write_queued(&mut writer, &mut writes_rx)).await;
+        if !reader.in_channel() {
+            // A refused handshake: what the dialler sent behind its hello
+            // is read and dropped until it closes its end, so that this
+            // close is not a reset that could overtake the refusal.
+            let _ = tokio::time::timeout(CLOSE_FLUSH, reader.discard_to_end()).await;
+        }
     }
     drop(writer);
     drop(keepalive);
@@ -166,7 +174,7 @@ struct ConnectionIo {
 }
 
 impl ConnectionIo {
-    async fn read_loop(&self, mut reader: FrameReader<BoxReader>) -> CloseReason {
+    async fn read_loop(&self, reader: &mut FrameReader<BoxReader>) -> CloseReason {
         let host = &self.node.inner;
         let conn = self.conn;
         let mut handshaking = true;

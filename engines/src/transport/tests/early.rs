@@ -109,13 +109,16 @@ fn what_went_early_on_a_failed_attempt_goes_first_on_the_next() {
 
 #[test]
 fn what_went_early_to_a_peer_banned_or_on_a_node_stopping_meanwhile_is_given_up_and_why() {
-    for stop in [false, true] {
+    // Each way the attempt can end: its reply refuses (the core requeues
+    // what went early), or it is admitted and the Transport closes the
+    // connection it no longer wants (the core returns what is unacknowledged).
+    for (stop, refused) in [(false, true), (false, false), (true, true), (true, false)] {
         let mut t = transport(1);
         let peer = node(2);
         t.set_addresses(peer, vec![addr("quic://127.0.0.1:1", 1)], T0);
         t.send(peer, message(node(1), peer, 1, None), T0).expect("queued");
-        let attempt = dials(&drain(&mut t))[0].0;
-        t.hello_sent(attempt, T0);
+        let first = dials(&drain(&mut t))[0];
+        t.hello_sent(first.0, T0);
         assert_eq!(transmitted(&drain(&mut t)), vec![1]);
         let reason = match stop {
             true => {
@@ -128,12 +131,20 @@ fn what_went_early_to_a_peer_banned_or_on_a_node_stopping_meanwhile_is_given_up_
             }
         };
         drain(&mut t);
-        t.requeue_early(attempt, vec![message(node(1), peer, 1, None)], T0);
-        assert_eq!(given_up(&drain(&mut t)), vec![(1, reason.clone())]);
-        // A dial that still succeeds is closed; what the connection had
-        // unacknowledged is given up for the same reason.
-        t.closed(attempt, CloseReason::Duplicate, vec![message(node(1), peer, 1, None)], T0);
-        assert_eq!(given_up(&drain(&mut t)), vec![(1, reason)]);
+        let early = vec![message(node(1), peer, 1, None)];
+        match refused {
+            true => {
+                t.requeue_early(first.0, early, T0);
+                t.dial_failed(first.0, ConnectFailure::Refused(HandshakeStatus::Denied), Some(first.1), T0);
+            }
+            false => {
+                t.dial_succeeded(first.0, 42, T0);
+                t.closed(first.0, CloseReason::Duplicate, early, T0);
+            }
+        }
+        let effects = drain(&mut t);
+        assert_eq!(given_up(&effects), vec![(1, reason)], "stop {stop}, refused {refused}: {effects:?}");
+        assert!(dials(&effects).is_empty(), "no dial after a ban or a stop");
     }
 }
 
