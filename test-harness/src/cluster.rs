@@ -30,14 +30,34 @@ pub fn netmachine_binary() -> PathBuf {
     binary
 }
 
-/// A port that was free a moment ago on loopback.
+/// Ports a cluster's nodes listen on are drawn from here: below the range
+/// the system hands out for outgoing connections and `bind(0)` (32768 and
+/// up on Linux by default). A port from that range, found free and let
+/// go, can be handed to another test's socket before the node binds it.
+const NODE_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A loopback port that was free a moment ago, drawn at random from
+/// [`NODE_PORTS`] (any free one if none of 1000 draws is).
 fn free_port(protocol: TransportProtocol) -> u16 {
-    let any = SocketAddr::from(([127, 0, 0, 1], 0));
-    let port = match protocol {
-        TransportProtocol::Quic => UdpSocket::bind(any).and_then(|s| s.local_addr()).map(|a| a.port()),
-        TransportProtocol::TlsTcp => TcpListener::bind(any).and_then(|s| s.local_addr()).map(|a| a.port()),
+    use std::hash::{BuildHasher, Hasher};
+    let bind = |port: u16| {
+        let at = SocketAddr::from(([127, 0, 0, 1], port));
+        match protocol {
+            TransportProtocol::Quic => UdpSocket::bind(at).and_then(|s| s.local_addr()).map(|a| a.port()),
+            TransportProtocol::TlsTcp => TcpListener::bind(at).and_then(|s| s.local_addr()).map(|a| a.port()),
+        }
     };
-    port.expect("a free loopback port")
+    let span = u64::from(NODE_PORTS.end - NODE_PORTS.start);
+    for _ in 0..1000 {
+        // A fresh hasher key per draw: randomness enough to spread the
+        // draws of tests running at once.
+        let draw = std::collections::hash_map::RandomState::new().build_hasher().finish() % span;
+        let port = NODE_PORTS.start + u16::try_from(draw).unwrap_or(0);
+        if let Ok(port) = bind(port) {
+            return port;
+        }
+    }
+    bind(0).expect("a free loopback port")
 }
 
 fn run_to_string(binary: &Path, home: &Path, config: &Path, args: &[&str]) -> String {
